@@ -1,0 +1,178 @@
+"""The camera-event contract (DESIGN.md §2): validation, parsing and serialisation.
+
+`parse_camera_event` turns one Pub/Sub message into a `CameraEvent` or raises
+`InvalidEvent` with a reason a person can act on. It never raises anything else,
+so the transform around it can dead-letter every bad input and keep running.
+"""
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from domain.geometry import LatLon
+
+EVENT_ID_ATTRIBUTE = "event_id"
+TIMESTAMP_ATTRIBUTE = "ts"  # epoch milliseconds, read by ReadFromPubSub(timestamp_attribute=)
+
+# Ids end up in object names and table rows: a conservative alphabet keeps them safe there.
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Far-past or far-future event times are clock faults, not traffic.
+_EARLIEST_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_LATEST_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_SPEED_KMH = 1000.0
+_NEW_FORMAT_KEYS = ("event_id", "radar_id", "timestamp")
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a camera event; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraEvent:
+    event_id: str
+    radar_id: str
+    vehicle_id: str
+    location: LatLon
+    event_time_ms: int
+    speed_kmh: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "event_id": self.event_id,
+            "radar_id": self.radar_id,
+            "vehicle_id": self.vehicle_id,
+            "location": [self.location[0], self.location[1]],
+            "timestamp": format_rfc3339_ms(self.event_time_ms),
+        }
+        if self.speed_kmh is not None:
+            body["speed"] = self.speed_kmh
+        return body
+
+    def to_pubsub(self) -> tuple[bytes, dict[str, str]]:
+        """The message body and attributes a camera publishes for this event."""
+        data = json.dumps(self.to_json(), separators=(",", ":")).encode()
+        return data, {
+            EVENT_ID_ATTRIBUTE: self.event_id,
+            TIMESTAMP_ATTRIBUTE: str(self.event_time_ms),
+        }
+
+
+def format_rfc3339_ms(epoch_ms: int) -> str:
+    """`2026-11-22T12:00:00.250Z` for an epoch-milliseconds instant."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def parse_rfc3339_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 timestamp that carries a zone."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise InvalidEvent(f"timestamp is not RFC 3339: {text!r}") from error
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"timestamp has no time zone: {text!r}")
+    epoch_ms = round(moment.timestamp() * 1000)
+    if not _EARLIEST_MS <= epoch_ms < _LATEST_MS:
+        raise InvalidEvent(f"timestamp out of range 2000..2100: {text!r}")
+    return epoch_ms
+
+
+def parse_camera_event(
+    data: bytes,
+    attributes: Mapping[str, str],
+    *,
+    message_id: str | None,
+    publish_time_ms: int,
+    default_radar_id: str,
+) -> CameraEvent:
+    """Validate one message; legacy course messages borrow id, time and radar from transport."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"body is not UTF-8: {error.reason} at byte {error.start}") from error
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise InvalidEvent(f"body is not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"body is a JSON {type(body).__name__}, not an object")
+
+    if any(key in body for key in _NEW_FORMAT_KEYS):
+        missing = [key for key in (*_NEW_FORMAT_KEYS, "vehicle_id", "location") if key not in body]
+        if missing:
+            raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
+        event_id = _id_field(body, "event_id")
+        radar_id = _id_field(body, "radar_id")
+        if not isinstance(body["timestamp"], str):
+            raise InvalidEvent("timestamp must be an RFC 3339 string")
+        event_time_ms = parse_rfc3339_ms(body["timestamp"])
+        attribute_ms = attributes.get(TIMESTAMP_ATTRIBUTE)
+        if attribute_ms is not None and attribute_ms != str(event_time_ms):
+            raise InvalidEvent(
+                f"attribute ts={attribute_ms!r} disagrees with timestamp {body['timestamp']!r}"
+            )
+    else:  # The original course generator: {"vehicle_id", "speed", "location"}.
+        missing = [key for key in ("vehicle_id", "location") if key not in body]
+        if missing:
+            raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
+        if not message_id:
+            raise InvalidEvent("legacy message without a Pub/Sub message id")
+        event_id = message_id
+        radar_id = default_radar_id
+        event_time_ms = publish_time_ms
+        if isinstance(body["vehicle_id"], int) and not isinstance(body["vehicle_id"], bool):
+            body["vehicle_id"] = str(body["vehicle_id"])  # the course used numeric ids
+
+    return CameraEvent(
+        event_id=event_id,
+        radar_id=radar_id,
+        vehicle_id=_id_field(body, "vehicle_id"),
+        location=_location_field(body["location"]),
+        event_time_ms=event_time_ms,
+        speed_kmh=_speed_field(body.get("speed")),
+    )
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _id_field(body: Mapping[str, object], key: str) -> str:
+    value = body[key]
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{key} must be a string, got {type(value).__name__}")
+    if not _ID_PATTERN.match(value):
+        raise InvalidEvent(f"{key} must match {_ID_PATTERN.pattern}: {value[:64]!r}")
+    return value
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"{what} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidEvent(f"{what} must be finite")
+    return number
+
+
+def _location_field(value: object) -> LatLon:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidEvent("location must be [lat, lon]")
+    lat, lon = _number(value[0], "latitude"), _number(value[1], "longitude")
+    if not -90 <= lat <= 90:
+        raise InvalidEvent(f"latitude {lat} outside [-90, 90]")
+    if not -180 <= lon <= 180:
+        raise InvalidEvent(f"longitude {lon} outside [-180, 180]")
+    return (lat, lon)
+
+
+def _speed_field(value: object) -> float | None:
+    if value is None:
+        return None
+    speed = _number(value, "speed")
+    if not 0 <= speed <= _MAX_SPEED_KMH:
+        raise InvalidEvent(f"speed {speed} outside [0, {_MAX_SPEED_KMH:g}] km/h")
+    return speed

@@ -1,0 +1,173 @@
+"""Output schemas (DESIGN.md §4): the one definition behind BigQuery, JSON and docs.
+
+Each table is a tuple of `Column`s. `bigquery_schema` turns it into a BigQuery
+table schema, `markdown_table` into the README's table, and the record builders
+below produce JSON rows whose keys are exactly the columns, in order.
+"""
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from domain.events import format_rfc3339_ms
+from domain.geometry import format_location
+from domain.speed import Traversal
+
+ColumnType = Literal["STRING", "FLOAT", "INTEGER", "BOOLEAN", "TIMESTAMP"]
+Mode = Literal["REQUIRED", "NULLABLE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: ColumnType
+    mode: Mode
+    description: str
+
+
+def _required(name: str, type_: ColumnType, description: str) -> Column:
+    return Column(name, type_, "REQUIRED", description)
+
+
+def _nullable(name: str, type_: ColumnType, description: str) -> Column:
+    return Column(name, type_, "NULLABLE", description)
+
+
+_TRAVERSAL_HEAD = (
+    _required("radar_id", "STRING", "section (camera installation) that measured the vehicle"),
+    _required("vehicle_id", "STRING", "vehicle identity from the camera's tracker"),
+)
+_TRAVERSAL_MEASURE = (
+    _required("avg_speed_kmh", "FLOAT", "average speed over the section, km/h"),
+    _required("avg_speed_mph", "FLOAT", "average speed over the section, mph"),
+    _required("speed_limit_mph", "FLOAT", "speed limit applied, mph"),
+    _required("distance_m", "FLOAT", "distance travelled, metres"),
+    _required("duration_s", "FLOAT", "time taken, seconds"),
+    _required("entry_time", "TIMESTAMP", "first detection's event time"),
+    _required("exit_time", "TIMESTAMP", "last detection's event time"),
+    _required("entry_location", "STRING", 'first detection, "lat,lon"'),
+    _required("exit_location", "STRING", 'last detection, "lat,lon"'),
+)
+
+FINE_COLUMNS: tuple[Column, ...] = (
+    _required("fine_id", "STRING", "deterministic id of (radar_id, vehicle_id, entry_time)"),
+    *_TRAVERSAL_HEAD,
+    _nullable("license_plate", "STRING", "normalised plate (A-Z, 0-9); null when unreadable"),
+    _nullable("plate_confidence", "FLOAT", "plate reader's confidence, 0..1"),
+    _nullable("plate_reader", "STRING", "cloud-vision or the embedded engine's name"),
+    *_TRAVERSAL_MEASURE,
+    _nullable("image_url", "STRING", "gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg"),
+    _nullable("image_sha256", "STRING", "hex sha256 of the stored image bytes (evidence)"),
+    _required("is_ticketed", "BOOLEAN", "true for a fine, false for a traversal under the limit"),
+    _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
+)
+
+VEHICLE_SPEED_COLUMNS: tuple[Column, ...] = (
+    _required("traversal_id", "STRING", "same deterministic id as fine_id"),
+    *_TRAVERSAL_HEAD,
+    *_TRAVERSAL_MEASURE,
+    _required("detections", "INTEGER", "distinct detections in the session"),
+    _required("is_ticketed", "BOOLEAN", "whether the traversal was fined"),
+    _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
+)
+
+DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
+    _required("timestamp", "TIMESTAMP", "when the failure happened"),
+    _required("stage", "STRING", "pipeline stage that rejected the element"),
+    _required("error", "STRING", "why it was rejected"),
+    _nullable("payload", "STRING", "original payload: UTF-8 text, or base64: + base64 of bytes"),
+    _nullable("attributes", "STRING", "Pub/Sub attributes as a JSON object"),
+)
+
+
+def bigquery_schema(columns: tuple[Column, ...]) -> dict[str, list[dict[str, str]]]:
+    """The table schema in BigQuery's JSON form (`{"fields": [...]}`)."""
+    return {
+        "fields": [
+            {"name": c.name, "type": c.type, "mode": c.mode, "description": c.description}
+            for c in columns
+        ]
+    }
+
+
+def markdown_table(columns: tuple[Column, ...]) -> str:
+    rows = [f"| {c.name} | {c.type} | {c.mode.lower()} | {c.description} |" for c in columns]
+    return "\n".join(["| field | type | mode | meaning |", "| --- | --- | --- | --- |", *rows])
+
+
+def _measure(traversal: Traversal) -> dict[str, Any]:
+    return {
+        "avg_speed_kmh": traversal.avg_speed_kmh,
+        "avg_speed_mph": traversal.avg_speed_mph,
+        "speed_limit_mph": traversal.speed_limit_mph,
+        "distance_m": traversal.distance_m,
+        "duration_s": traversal.duration_s,
+        "entry_time": format_rfc3339_ms(traversal.entry_time_ms),
+        "exit_time": format_rfc3339_ms(traversal.exit_time_ms),
+        "entry_location": format_location(traversal.entry_location),
+        "exit_location": format_location(traversal.exit_location),
+    }
+
+
+def fine_record(
+    traversal: Traversal, processed_at_ms: int, evidence: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The output-topic message (and `fines` row) for one traversal.
+
+    Non-fined traversals carry `is_ticketed: false` and no plate nor image; `evidence`
+    holds the plate and image fields that the enrichment step adds to fines.
+    """
+    values = {
+        "fine_id": traversal.traversal_id,
+        "radar_id": traversal.radar_id,
+        "vehicle_id": traversal.vehicle_id,
+        "is_ticketed": traversal.is_speeding,
+        "processed_at": format_rfc3339_ms(processed_at_ms),
+        **_measure(traversal),
+        **(evidence or {}),
+    }
+    return {column.name: values.get(column.name) for column in FINE_COLUMNS}
+
+
+def vehicle_speed_record(traversal: Traversal, processed_at_ms: int) -> dict[str, Any]:
+    values = {
+        "traversal_id": traversal.traversal_id,
+        "radar_id": traversal.radar_id,
+        "vehicle_id": traversal.vehicle_id,
+        "detections": traversal.detections,
+        "is_ticketed": traversal.is_speeding,
+        "processed_at": format_rfc3339_ms(processed_at_ms),
+        **_measure(traversal),
+    }
+    return {column.name: values[column.name] for column in VEHICLE_SPEED_COLUMNS}
+
+
+def payload_text(payload: bytes) -> str:
+    """Payload as text when it is UTF-8, otherwise marked base64 so nothing is lost."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(payload).decode("ascii")
+
+
+def dead_letter_record(
+    *,
+    stage: str,
+    error: str,
+    payload: bytes | str | None,
+    attributes: Mapping[str, str] | None,
+    timestamp_ms: int,
+) -> dict[str, Any]:
+    """A `dead_letter` row: where it failed, why, and the original input to replay it."""
+    if isinstance(payload, bytes):
+        payload = payload_text(payload)
+    values = {
+        "timestamp": format_rfc3339_ms(timestamp_ms),
+        "stage": stage,
+        "error": error,
+        "payload": payload,
+        "attributes": json.dumps(dict(attributes), sort_keys=True) if attributes else None,
+    }
+    return {column.name: values[column.name] for column in DEAD_LETTER_COLUMNS}

@@ -1,0 +1,145 @@
+"""Section average speed and the fine rule (DESIGN.md §3)."""
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from domain import defaults
+from domain.events import CameraEvent
+from domain.geometry import LatLon, path_length_m
+
+KMH_PER_MPH = 1.609344
+
+
+@dataclass(frozen=True, slots=True)
+class SectionRule:
+    """What applies on one section: its limit, the tolerance, and its surveyed length."""
+
+    speed_limit_mph: float = defaults.SPEED_LIMIT_MPH
+    tolerance_mph: float = defaults.TOLERANCE_MPH
+    length_m: float | None = None  # when surveyed, it replaces the sum of camera-to-camera hops
+
+    def is_speeding(self, avg_speed_mph: float) -> bool:
+        """Strictly over limit + tolerance: driving exactly at the limit is not fined."""
+        return avg_speed_mph > self.speed_limit_mph + self.tolerance_mph
+
+
+@dataclass(frozen=True, slots=True)
+class Traversal:
+    """One vehicle's pass through one section: a measured session of detections."""
+
+    traversal_id: str
+    radar_id: str
+    vehicle_id: str
+    distance_m: float
+    duration_s: float
+    avg_speed_kmh: float
+    avg_speed_mph: float
+    speed_limit_mph: float
+    entry_time_ms: int
+    exit_time_ms: int
+    entry_location: LatLon
+    exit_location: LatLon
+    detections: int
+    is_speeding: bool
+
+
+def kmh_to_mph(kmh: float) -> float:
+    return kmh / KMH_PER_MPH
+
+
+def mph_to_kmh(mph: float) -> float:
+    return mph * KMH_PER_MPH
+
+
+def traversal_id(radar_id: str, vehicle_id: str, entry_time_ms: int) -> str:
+    """Deterministic id: a replay or a redelivery of the same traversal gets the same id."""
+    key = json.dumps([radar_id, vehicle_id, entry_time_ms], separators=(",", ":"))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def distinct_detections(events: Iterable[CameraEvent]) -> list[CameraEvent]:
+    """Detections in event-time order, each event_id once (redeliveries dropped)."""
+    unique = {event.event_id: event for event in events}
+    return sorted(unique.values(), key=lambda event: (event.event_time_ms, event.event_id))
+
+
+def measure_traversal(detections: list[CameraEvent], rule: SectionRule) -> Traversal | None:
+    """Average speed over ordered, distinct detections; None when it is no measurement."""
+    if len(detections) < 2:
+        return None
+    first, last = detections[0], detections[-1]
+    duration_s = (last.event_time_ms - first.event_time_ms) / 1000
+    if duration_s <= 0:
+        return None
+    distance_m = (
+        rule.length_m
+        if rule.length_m is not None
+        else path_length_m([event.location for event in detections])
+    )
+    avg_speed_kmh = distance_m / duration_s * 3.6
+    avg_speed_mph = kmh_to_mph(avg_speed_kmh)
+    return Traversal(
+        traversal_id=traversal_id(first.radar_id, first.vehicle_id, first.event_time_ms),
+        radar_id=first.radar_id,
+        vehicle_id=first.vehicle_id,
+        distance_m=distance_m,
+        duration_s=duration_s,
+        avg_speed_kmh=avg_speed_kmh,
+        avg_speed_mph=avg_speed_mph,
+        speed_limit_mph=rule.speed_limit_mph,
+        entry_time_ms=first.event_time_ms,
+        exit_time_ms=last.event_time_ms,
+        entry_location=first.location,
+        exit_location=last.location,
+        detections=len(detections),
+        is_speeding=rule.is_speeding(avg_speed_mph),
+    )
+
+
+class SectionRules:
+    """Per-section rules from a sections file, with the pipeline's defaults for the rest.
+
+    The file is JSON keyed by radar_id, e.g.
+    ``{"radar-1": {"speed_limit_mph": 30, "tolerance_mph": 2, "length_m": 1210.5}}``.
+    """
+
+    _KEYS = frozenset({"speed_limit_mph", "tolerance_mph", "length_m"})
+
+    def __init__(
+        self, default: SectionRule, sections: Mapping[str, SectionRule] | None = None
+    ) -> None:
+        self.default = default
+        self.sections = dict(sections or {})
+
+    def for_radar(self, radar_id: str) -> SectionRule:
+        return self.sections.get(radar_id, self.default)
+
+    @classmethod
+    def from_json(cls, text: str, default: SectionRule) -> "SectionRules":
+        try:
+            raw = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"sections file is not JSON: {error}") from error
+        if not isinstance(raw, dict):
+            raise ValueError("sections file must be a JSON object keyed by radar_id")
+        sections = {}
+        for radar_id, entry in raw.items():
+            if not isinstance(entry, dict) or not set(entry) <= cls._KEYS:
+                raise ValueError(
+                    f"section {radar_id!r}: expected an object with keys {sorted(cls._KEYS)}"
+                )
+            rule = SectionRule(
+                speed_limit_mph=float(entry.get("speed_limit_mph", default.speed_limit_mph)),
+                tolerance_mph=float(entry.get("tolerance_mph", default.tolerance_mph)),
+                length_m=float(entry["length_m"]) if entry.get("length_m") is not None else None,
+            )
+            if (
+                rule.speed_limit_mph <= 0
+                or rule.tolerance_mph < 0
+                or (rule.length_m is not None and rule.length_m <= 0)
+            ):
+                raise ValueError(f"section {radar_id!r}: limits and length must be positive")
+            sections[radar_id] = rule
+        return cls(default, sections)

@@ -1,0 +1,376 @@
+"""Pure traffic simulation: vehicles crossing one section, as camera events plus ground truth.
+
+No Pub/Sub here: `simulate_traffic` returns events and the truth the pipeline should
+reproduce, so tests and the --output mode run without any service.
+"""
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from domain import defaults
+from domain.events import CameraEvent, InvalidEvent, format_rfc3339_ms, parse_camera_event
+from domain.geometry import LatLon, haversine_m, interpolate
+from domain.speed import (
+    SectionRule,
+    distinct_detections,
+    kmh_to_mph,
+    measure_traversal,
+    mph_to_kmh,
+)
+
+logger = logging.getLogger(__name__)
+
+# Speeds keep this distance from the fine threshold, so millisecond rounding of event times
+# can never turn a speeder into a law-abiding driver or the reverse.
+VERDICT_MARGIN_KMH = 5.0
+SPEEDER_MAX_FACTOR = 2.2
+LAWFUL_MIN_FACTOR = 0.6
+SPOT_SPEED_JITTER = 0.03
+# The event contract rejects spot speeds above this (domain.events keeps it private).
+MAX_SPOT_SPEED_KMH = 1000.0
+# Shorter sections make the measured speed depend on millisecond rounding.
+MIN_SECTION_M = 10.0
+# Detections closer in time than this could round to the same millisecond.
+MIN_HOP_S = 0.002
+
+PathArg = str | PathLike[str]
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_COORDINATES = re.compile(rf"^\s*([(\[]?)\s*({_NUMBER})\s*,\s*({_NUMBER})\s*([)\]]?)\s*$")
+_BRACKETS = {"": "", "(": ")", "[": "]"}
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """What to simulate: a section, its rule, and how many vehicles at what pace."""
+
+    initial: LatLon
+    final: LatLon
+    radar_id: str
+    vehicles: int
+    rate: float
+    speeding_fraction: float
+    points: int
+    seed: int | None
+    speed_limit_mph: float = defaults.SPEED_LIMIT_MPH
+    tolerance_mph: float = defaults.TOLERANCE_MPH
+
+    def __post_init__(self) -> None:
+        _check_point("initial", self.initial)
+        _check_point("final", self.final)
+        _check_radar_id(self.radar_id)
+        _check_int("vehicles", self.vehicles, minimum=1)
+        _check_int("points", self.points, minimum=2)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=None)
+        _check_number("rate", self.rate, lower=0.0, lower_inclusive=False)
+        _check_number("speeding_fraction", self.speeding_fraction, lower=0.0, upper=1.0)
+        _check_number("speed_limit_mph", self.speed_limit_mph, lower=0.0, lower_inclusive=False)
+        _check_number("tolerance_mph", self.tolerance_mph, lower=0.0)
+        self._check_speeds()
+        self._check_section()
+
+    @property
+    def limit_kmh(self) -> float:
+        """The fine threshold (limit + tolerance) in km/h."""
+        return mph_to_kmh(self.speed_limit_mph + self.tolerance_mph)
+
+    @property
+    def rule(self) -> SectionRule:
+        return SectionRule(self.speed_limit_mph, self.tolerance_mph)
+
+    def lawful_range_kmh(self) -> tuple[float, float]:
+        return self.limit_kmh * LAWFUL_MIN_FACTOR, self.limit_kmh - VERDICT_MARGIN_KMH
+
+    def speeding_range_kmh(self) -> tuple[float, float]:
+        return self.limit_kmh + VERDICT_MARGIN_KMH, self.limit_kmh * SPEEDER_MAX_FACTOR
+
+    def longest_hop_s(self) -> float:
+        """Longest time between two detections of one vehicle (the slowest vehicle)."""
+        hop_m = haversine_m(self.initial, self.final) / (self.points - 1)
+        return hop_m / (self.lawful_range_kmh()[0] / 3.6)
+
+    def _check_speeds(self) -> None:
+        low, high = self.lawful_range_kmh()
+        fast_low, fast_high = self.speeding_range_kmh()
+        if low >= high or fast_low >= fast_high:
+            raise ValueError(
+                f"speed_limit_mph + tolerance_mph = {self.limit_kmh:.1f} km/h is too low to "
+                f"keep speeds {VERDICT_MARGIN_KMH:g} km/h away from the threshold; "
+                "use at least 8 mph"
+            )
+        if fast_high * (1 + SPOT_SPEED_JITTER) > MAX_SPOT_SPEED_KMH:
+            raise ValueError(
+                f"speed_limit_mph + tolerance_mph is too high: speeders would exceed "
+                f"{MAX_SPOT_SPEED_KMH:g} km/h, which the event contract rejects"
+            )
+
+    def _check_section(self) -> None:
+        length_m = haversine_m(self.initial, self.final)
+        if length_m < MIN_SECTION_M:
+            raise ValueError(
+                f"initial and final coordinates are {length_m:.1f} m apart; "
+                f"a section needs at least {MIN_SECTION_M:g} m"
+            )
+        hop_s = length_m / (self.points - 1) / (self.speeding_range_kmh()[1] / 3.6)
+        if hop_s < MIN_HOP_S:
+            raise ValueError(
+                f"{self.points} points on a {length_m:.0f} m section put detections of the "
+                "fastest vehicles less than 2 ms apart; use fewer points"
+            )
+
+
+@dataclass(frozen=True)
+class TruthRecord:
+    """What the pipeline should conclude about one vehicle."""
+
+    radar_id: str
+    vehicle_id: str
+    avg_speed_kmh: float
+    avg_speed_mph: float
+    must_be_fined: bool
+    entry_time: str
+    exit_time: str
+    detections: int
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def simulate_traffic(
+    config: TrafficConfig, start_ms: int
+) -> tuple[list[CameraEvent], list[TruthRecord]]:
+    """Events sorted by (time, event_id) and truth sorted by vehicle_id.
+
+    All randomness comes from one `random.Random(seed)`, drawn in an order that does not
+    depend on start_ms: the same seed gives the same ids, speeds and relative timing.
+    """
+    rng = random.Random(config.seed)
+    vehicle_ids = _vehicle_ids(rng, config.vehicles)
+    speeders = set(
+        rng.sample(range(config.vehicles), round(config.vehicles * config.speeding_fraction))
+    )
+    locations, cumulative_m = _section_points(config)
+    events: list[CameraEvent] = []
+    truth: list[TruthRecord] = []
+    for k, vehicle_id in enumerate(vehicle_ids):
+        low, high = config.speeding_range_kmh() if k in speeders else config.lawful_range_kmh()
+        speed_kmh = rng.uniform(low, high)
+        # Vehicles enter `points / rate` seconds apart, so the run averages `rate` events/s.
+        entry_offset_s = k * config.points / config.rate
+        times = [
+            start_ms + round((entry_offset_s + distance / (speed_kmh / 3.6)) * 1000)
+            for distance in cumulative_m
+        ]
+        for location, time_ms in zip(locations, times, strict=True):
+            events.append(_event(rng, config.radar_id, vehicle_id, location, time_ms, speed_kmh))
+        truth.append(_truth(config, vehicle_id, speed_kmh, times))
+    events.sort(key=lambda event: (event.event_time_ms, event.event_id))
+    truth.sort(key=lambda record: record.vehicle_id)
+    return events, truth
+
+
+def truth_from_events(events: Iterable[CameraEvent], rule: SectionRule) -> list[TruthRecord]:
+    """Truth measured from recorded events, one record per (radar_id, vehicle_id)."""
+    groups: dict[tuple[str, str], list[CameraEvent]] = defaultdict(list)
+    for event in events:
+        groups[(event.radar_id, event.vehicle_id)].append(event)
+    records = []
+    for (radar_id, vehicle_id), group in groups.items():
+        traversal = measure_traversal(distinct_detections(group), rule)
+        if traversal is None:
+            logger.warning("no measurement for %s/%s: too few detections", radar_id, vehicle_id)
+            continue
+        records.append(
+            TruthRecord(
+                radar_id=radar_id,
+                vehicle_id=vehicle_id,
+                avg_speed_kmh=traversal.avg_speed_kmh,
+                avg_speed_mph=traversal.avg_speed_mph,
+                must_be_fined=traversal.is_speeding,
+                entry_time=format_rfc3339_ms(traversal.entry_time_ms),
+                exit_time=format_rfc3339_ms(traversal.exit_time_ms),
+                detections=traversal.detections,
+            )
+        )
+    records.sort(key=lambda record: (record.vehicle_id, record.radar_id))
+    return records
+
+
+def parse_coordinates(text: str) -> LatLon:
+    """Parse "(40.8, -73.9)", "40.8,-73.9" or "[40.8, -73.9]" as (lat, lon); never evaluates."""
+    match = _COORDINATES.match(text)
+    if match is None or _BRACKETS[match.group(1)] != match.group(4):
+        raise ValueError(f"coordinates must look like '(40.819390, -73.940744)', got {text!r}")
+    point = (float(match.group(2)), float(match.group(3)))
+    _check_point("coordinates", point)
+    return point
+
+
+def read_events_jsonl(path: PathArg) -> list[CameraEvent]:
+    """Camera events, one JSON object a line, validated by the event contract."""
+    events = []
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = parse_camera_event(
+                    line.encode("utf-8"),
+                    {},
+                    message_id=None,
+                    publish_time_ms=0,
+                    default_radar_id="",
+                )
+            except InvalidEvent as error:
+                raise ValueError(f"{path}:{number}: {error}") from error
+            events.append(event)
+    return events
+
+
+def write_events_jsonl(path: PathArg, events: Iterable[CameraEvent]) -> int:
+    """Write one `CameraEvent.to_json()` a line; returns the number written."""
+    return write_jsonl(path, (event.to_json() for event in events))
+
+
+def write_jsonl(path: PathArg, rows: Iterable[dict[str, object]]) -> int:
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+            count += 1
+    return count
+
+
+def rebase(events: Iterable[CameraEvent], new_start_ms: int) -> list[CameraEvent]:
+    """Shift every event time so the earliest is new_start_ms; ids and gaps unchanged."""
+    events = list(events)
+    if not events:
+        return []
+    shift = new_start_ms - min(event.event_time_ms for event in events)
+    return [
+        dataclasses.replace(event, event_time_ms=event.event_time_ms + shift) for event in events
+    ]
+
+
+def _vehicle_ids(rng: random.Random, count: int) -> list[str]:
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < count:
+        vehicle_id = f"veh-{rng.getrandbits(40):010x}"
+        if vehicle_id not in seen:  # a repeated id would merge two vehicles' sessions
+            seen.add(vehicle_id)
+            ids.append(vehicle_id)
+    return ids
+
+
+def _section_points(config: TrafficConfig) -> tuple[list[LatLon], list[float]]:
+    """Detection locations along the great circle, and the distance driven to reach each."""
+    locations = [
+        interpolate(config.initial, config.final, i / (config.points - 1))
+        for i in range(config.points)
+    ]
+    hops = (haversine_m(a, b) for a, b in itertools.pairwise(locations))
+    return locations, [0.0, *itertools.accumulate(hops)]
+
+
+def _event(
+    rng: random.Random,
+    radar_id: str,
+    vehicle_id: str,
+    location: LatLon,
+    time_ms: int,
+    speed_kmh: float,
+) -> CameraEvent:
+    event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    factor = rng.uniform(1 - SPOT_SPEED_JITTER, 1 + SPOT_SPEED_JITTER)
+    return CameraEvent(
+        event_id=event_id,
+        radar_id=radar_id,
+        vehicle_id=vehicle_id,
+        location=location,
+        event_time_ms=time_ms,
+        speed_kmh=round(speed_kmh * factor, 1),
+    )
+
+
+def _truth(
+    config: TrafficConfig, vehicle_id: str, speed_kmh: float, times: list[int]
+) -> TruthRecord:
+    speed_mph = kmh_to_mph(speed_kmh)
+    return TruthRecord(
+        radar_id=config.radar_id,
+        vehicle_id=vehicle_id,
+        avg_speed_kmh=speed_kmh,
+        avg_speed_mph=speed_mph,
+        must_be_fined=config.rule.is_speeding(speed_mph),
+        entry_time=format_rfc3339_ms(times[0]),
+        exit_time=format_rfc3339_ms(times[-1]),
+        detections=len(times),
+    )
+
+
+def _check_point(name: str, point: object) -> None:
+    if not isinstance(point, tuple | list) or len(point) != 2:
+        raise ValueError(f"{name} must be a (lat, lon) pair, got {point!r}")
+    lat, lon = point
+    for label, value in (("latitude", lat), ("longitude", lon)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name}: {label} must be a finite number, got {value!r}")
+    if not -90 <= lat <= 90:
+        raise ValueError(f"{name}: latitude {lat} outside [-90, 90]")
+    if not -180 <= lon <= 180:
+        raise ValueError(f"{name}: longitude {lon} outside [-180, 180]")
+
+
+def _check_int(name: str, value: object, *, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    lower: float,
+    upper: float | None = None,
+    lower_inclusive: bool = True,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    too_low = value < lower if lower_inclusive else value <= lower
+    if too_low or (upper is not None and value > upper):
+        low = f"[{lower:g}" if lower_inclusive else f"({lower:g}"
+        high = f"{upper:g}]" if upper is not None else "inf)"
+        raise ValueError(f"{name} must be in {low}, {high}, got {value}")
+
+
+def _check_radar_id(radar_id: object) -> None:
+    # The event contract owns the id alphabet: probe it rather than copy its pattern.
+    if not isinstance(radar_id, str):
+        raise ValueError(f"radar_id must be a string, got {radar_id!r}")
+    probe = CameraEvent("probe", radar_id, "probe", (0.0, 0.0), 1_700_000_000_000)
+    data, attributes = probe.to_pubsub()
+    try:
+        parse_camera_event(
+            data, attributes, message_id=None, publish_time_ms=0, default_radar_id=""
+        )
+    except InvalidEvent as error:
+        raise ValueError(f"invalid radar_id: {error}") from error

@@ -1,0 +1,1 @@
+"""Section-speed enforcement on Apache Beam: options, graph wiring and entry points."""

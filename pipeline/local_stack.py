@@ -1,0 +1,282 @@
+"""The local stack: real emulators started, checked and stopped in one place.
+
+The demo, the tests and the benchmarks all start their services through
+`LocalStack`, so free ports, readiness checks, log files and clean shutdown (by
+process group, also on Ctrl-C) are written once. Each service runs in its own
+session so that stopping it stops its children too (gcloud starts a JVM).
+"""
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from domain import defaults
+
+_log = logging.getLogger(__name__)
+
+PUBSUB_EMULATOR_INSTALL_HINT = (
+    "The Google Cloud Pub/Sub emulator is required (gcloud component 'pubsub-emulator', "
+    "Java 17+). Install it with one of:\n"
+    "  gcloud components install pubsub-emulator beta\n"
+    "  apt-get install google-cloud-cli-pubsub-emulator openjdk-17-jre-headless  "
+    "(Debian/Ubuntu, from Google Cloud's apt repository)\n"
+    "See https://cloud.google.com/pubsub/docs/emulator"
+)
+
+
+class ServiceUnavailable(RuntimeError):
+    """A local service is missing or did not become ready; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1
+) -> None:
+    """Poll `condition` until it holds; raise TimeoutError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class ManagedProcess:
+    """A child process in its own session, logging to a file, stopped by process group."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log_file = log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        _log.info("started %s (pid %d), log %s", name, self.process.pid, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the whole group, SIGKILL what is left after `timeout_s`, reap the leader.
+
+        The group, not the leader, is waited on: gcloud exits at once on SIGTERM while
+        the emulator's JVM it started is still shutting down.
+        """
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self._group_alive():
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                wait_until(
+                    lambda: not self._group_alive(),
+                    timeout_s=timeout_s,
+                    what=f"{self.name} to stop",
+                )
+            except TimeoutError:
+                _log.warning("%s did not stop on %s", self.name, sig.name)
+        self._log_file.close()
+        _log.info("stopped %s (pid %d)", self.name, self.process.pid)
+
+    def _group_alive(self) -> bool:
+        self.process.poll()  # reap the leader so that a dead leader does not count
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _check_pubsub_emulator_installed() -> str:
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise ServiceUnavailable("gcloud is not on PATH.\n" + PUBSUB_EMULATOR_INSTALL_HINT)
+    sdk_root = Path(gcloud).resolve().parent.parent
+    if not (sdk_root / "platform" / "pubsub-emulator").is_dir():
+        raise ServiceUnavailable(
+            f"gcloud at {sdk_root} has no pubsub-emulator component.\n"
+            + PUBSUB_EMULATOR_INSTALL_HINT
+        )
+    if shutil.which("java") is None:
+        raise ServiceUnavailable("java (17+) is not on PATH.\n" + PUBSUB_EMULATOR_INSTALL_HINT)
+    return gcloud
+
+
+class LocalStack:
+    """Starts the local services; use as a context manager, read `env` for clients.
+
+    `env` holds the variables Google's client libraries read to find the emulators
+    (PUBSUB_EMULATOR_HOST, ...). `apply_env()` sets them in this process, for an
+    in-process pipeline or client; child processes get them through `child_env()`.
+    """
+
+    def __init__(self, project_id: str = defaults.PROJECT_ID, work_dir: Path | None = None) -> None:
+        self.project_id = project_id
+        self._own_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="section-speed-stack-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.env: dict[str, str] = {}
+        self._processes: list[ManagedProcess] = []
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> "LocalStack":
+        try:
+            self.start_pubsub()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def apply_env(self) -> None:
+        for key, value in self.env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def child_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, **self.env, **(extra or {})}
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start a child that the stack stops with the services (e.g. the pipeline)."""
+        process = ManagedProcess(name, argv, self.work_dir / f"{name}.log", env or self.child_env())
+        self._processes.append(process)
+        return process
+
+    # -- Pub/Sub -----------------------------------------------------------------------
+    def start_pubsub(self, timeout_s: float = 60.0) -> str:
+        gcloud = _check_pubsub_emulator_installed()
+        port = free_port()
+        host = f"127.0.0.1:{port}"
+        data_dir = self.work_dir / "pubsub-data"
+        data_dir.mkdir(exist_ok=True)
+        # gcloud writes its own config and logs under CLOUDSDK_CONFIG: keep them in the stack dir.
+        env = self.child_env({"CLOUDSDK_CONFIG": str(self.work_dir / "gcloud-config")})
+        process = self.spawn(
+            "pubsub-emulator",
+            [
+                gcloud,
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port={host}",
+                f"--project={self.project_id}",
+                f"--data-dir={data_dir}",
+            ],
+            env,
+        )
+        url = f"http://{host}/v1/projects/{self.project_id}/topics"
+
+        def ready() -> bool:
+            if not process.running():
+                raise ServiceUnavailable(
+                    f"Pub/Sub emulator exited:\n{process.log_tail()}\n"
+                    + PUBSUB_EMULATOR_INSTALL_HINT
+                )
+            try:
+                return requests.get(url, timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout_s=timeout_s, what=f"the Pub/Sub emulator on {host}")
+        self.env["PUBSUB_EMULATOR_HOST"] = host
+        self.env["PUBSUB_PROJECT_ID"] = self.project_id
+        _log.info("Pub/Sub emulator ready on %s", host)
+        return host
+
+    def topic_path(self, name: str) -> str:
+        return f"projects/{self.project_id}/topics/{name}"
+
+    def subscription_path(self, name: str) -> str:
+        return f"projects/{self.project_id}/subscriptions/{name}"
+
+    def create_topics(
+        self, topics: Iterable[str], subscriptions: dict[str, str] | None = None
+    ) -> None:
+        """Create topics, then subscriptions given as {subscription: topic} (short names)."""
+        publisher, subscriber = pubsub_clients(self.env["PUBSUB_EMULATOR_HOST"])
+        with subscriber:
+            for topic in topics:
+                publisher.create_topic(name=self.topic_path(topic))
+            for subscription, topic in (subscriptions or {}).items():
+                subscriber.create_subscription(
+                    name=self.subscription_path(subscription),
+                    topic=self.topic_path(topic),
+                    ack_deadline_seconds=60,
+                )
+        publisher.transport.close()
+
+
+def pubsub_clients(emulator_host: str) -> tuple[Any, Any]:
+    """Publisher and subscriber clients on a plaintext channel to the emulator.
+
+    (`client_options` alone would make the clients try TLS against the emulator.)
+    """
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    publisher = pubsub_v1.PublisherClient(
+        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+    )
+    subscriber = pubsub_v1.SubscriberClient(
+        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+    )
+    return publisher, subscriber

@@ -1,0 +1,179 @@
+"""Every pipeline option, defined once (DESIGN.md §5).
+
+`OPTION_SPECS` is the single table behind `SectionSpeedOptions` (argparse flags),
+the Flex Template's metadata.json and the README's option list, so the three can
+never drift apart.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from domain import defaults
+
+PLATE_READERS = ("embedded", "cloud-vision")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    label: str
+    help: str
+    type: type = str
+    default: Any = None
+    regex: str | None = None  # the value Flex Templates accept, also checked at parse time
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def is_optional(self) -> bool:
+        return True  # every option has a local default, or enables an optional stage
+
+
+_PUBSUB_NAME = r"[A-Za-z][-A-Za-z0-9._~%+]{2,254}"
+SUBSCRIPTION_REGEX = rf"^(projects/[a-z][-a-z0-9:.]{{4,61}}[a-z0-9]/subscriptions/)?{_PUBSUB_NAME}$"
+TOPIC_REGEX = rf"^(projects/[a-z][-a-z0-9:.]{{4,61}}[a-z0-9]/topics/)?{_PUBSUB_NAME}$"
+NUMBER_REGEX = r"^[0-9]+(\.[0-9]+)?$"
+INTEGER_REGEX = r"^[0-9]+$"
+
+OPTION_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "project_id",
+        "Project ID",
+        "Google Cloud project of the topics and subscription.",
+        default=defaults.PROJECT_ID,
+        regex=r"^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$",
+    ),
+    OptionSpec(
+        "input_subscription",
+        "Input subscription",
+        "Pub/Sub subscription of camera events: a name in --project_id or "
+        "projects/PROJECT/subscriptions/NAME.",
+        default=defaults.INPUT_SUBSCRIPTION,
+        regex=SUBSCRIPTION_REGEX,
+    ),
+    OptionSpec(
+        "output_topic",
+        "Output topic",
+        "Pub/Sub topic for fines and measured traversals (JSON).",
+        default=defaults.OUTPUT_TOPIC,
+        regex=TOPIC_REGEX,
+    ),
+    OptionSpec(
+        "radar_id",
+        "Default radar id",
+        "Section id given to legacy course messages, which carry none.",
+        default=defaults.RADAR_ID,
+        regex=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+    ),
+    OptionSpec(
+        "cars_api",
+        "Cars API URL",
+        "Base URL of the vehicle-registry photo API (GET /cars/{vehicle_id}).",
+        regex=r"^https?://[^\s/$.?#].[^\s]*$",
+    ),
+    OptionSpec(
+        "bucket",
+        "Evidence bucket",
+        "Cloud Storage bucket for fine photos (no gs://).",
+        regex=r"^[a-z0-9][-_.a-z0-9]{1,61}[a-z0-9]$",
+    ),
+    OptionSpec(
+        "bq_dataset",
+        "BigQuery dataset",
+        "Dataset for the fines, vehicle_speeds and dead_letter tables.",
+        regex=r"^[A-Za-z0-9_]{1,1024}$",
+    ),
+    OptionSpec(
+        "speed_limit_mph",
+        "Speed limit (mph)",
+        "Default section speed limit.",
+        type=float,
+        default=defaults.SPEED_LIMIT_MPH,
+        regex=NUMBER_REGEX,
+    ),
+    OptionSpec(
+        "tolerance_mph",
+        "Tolerance (mph)",
+        "Fined only when the average speed exceeds limit + tolerance.",
+        type=float,
+        default=defaults.TOLERANCE_MPH,
+        regex=NUMBER_REGEX,
+    ),
+    OptionSpec(
+        "session_gap_seconds",
+        "Session gap (s)",
+        "Detections of one vehicle further apart than this start a new traversal.",
+        type=int,
+        default=defaults.SESSION_GAP_SECONDS,
+        regex=INTEGER_REGEX,
+    ),
+    OptionSpec(
+        "allowed_lateness_seconds",
+        "Allowed lateness (s)",
+        "How late (event time behind the watermark) a detection may still count.",
+        type=int,
+        default=defaults.ALLOWED_LATENESS_SECONDS,
+        regex=INTEGER_REGEX,
+    ),
+    OptionSpec(
+        "sections_file",
+        "Sections file",
+        "JSON file (local path or gs://) of per-radar speed_limit_mph, tolerance_mph, "
+        "length_m; overrides the defaults per section.",
+        regex=r"^(gs://)?[^\s]+\.json$",
+    ),
+    OptionSpec(
+        "plate_reader",
+        "Plate reader",
+        "Licence-plate reader: embedded OCR or Google Cloud Vision.",
+        default="embedded",
+        choices=PLATE_READERS,
+        regex=r"^(embedded|cloud-vision)$",
+    ),
+    OptionSpec(
+        "plate_min_confidence",
+        "Plate minimum confidence",
+        "Plates read with a lower confidence (0..1) are reported as unreadable.",
+        type=float,
+        default=0.8,
+        regex=r"^(0(\.[0-9]+)?|1(\.0+)?)$",
+    ),
+    OptionSpec(
+        "dead_letter_topic",
+        "Dead-letter topic",
+        "Pub/Sub topic for rejected inputs and failed stages (JSON with the reason).",
+        regex=TOPIC_REGEX,
+    ),
+)
+
+
+class SectionSpeedOptions(PipelineOptions):
+    """The pipeline's own options; Beam's (--runner, --streaming, ...) come from Beam."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        for spec in OPTION_SPECS:
+            parser.add_argument(
+                f"--{spec.name}",
+                type=spec.type,
+                default=spec.default,
+                choices=spec.choices,
+                help=spec.help + (f" Default: {spec.default}." if spec.default is not None else ""),
+            )
+
+
+def invalid_options(options: SectionSpeedOptions) -> list[str]:
+    """Values that do not match their option's regex, as messages."""
+    problems = []
+    for spec in OPTION_SPECS:
+        value = getattr(options, spec.name)
+        if value is not None and spec.regex and not re.match(spec.regex, str(value)):
+            problems.append(f"--{spec.name}={value!r} does not match {spec.regex}")
+    return problems
+
+
+def resource_path(project_id: str, kind: str, name: str) -> str:
+    """projects/P/KIND/NAME for a short name; a full path is returned unchanged."""
+    return name if name.startswith("projects/") else f"projects/{project_id}/{kind}/{name}"

@@ -1,0 +1,38 @@
+"""Builders shared by the tests: camera events along a section at a chosen speed."""
+
+from domain.events import CameraEvent
+from domain.geometry import LatLon, haversine_m, interpolate
+
+ENTRY: LatLon = (40.819390, -73.940744)
+# A 305 m section, so that slow vehicles' detections stay within the tests' session gap.
+EXIT: LatLon = interpolate(ENTRY, (40.811, -73.950), 0.25)
+T0_MS = 1_795_000_000_000  # 2026-11-18T...Z, a fixed instant
+
+
+def track(
+    vehicle_id: str,
+    speed_kmh: float,
+    *,
+    start_ms: int = T0_MS,
+    points: int = 3,
+    radar_id: str = "radar-1",
+    entry: LatLon = ENTRY,
+    exit_: LatLon = EXIT,
+) -> list[CameraEvent]:
+    """Detections of one vehicle driving entry -> exit at `speed_kmh`."""
+    locations = [interpolate(entry, exit_, i / (points - 1)) for i in range(points)]
+    events, travelled = [], 0.0
+    for i, location in enumerate(locations):
+        if i:
+            travelled += haversine_m(locations[i - 1], location)
+        events.append(
+            CameraEvent(
+                event_id=f"{vehicle_id}-e{i}",
+                radar_id=radar_id,
+                vehicle_id=vehicle_id,
+                location=location,
+                event_time_ms=start_ms + round(travelled / (speed_kmh / 3.6) * 1000),
+                speed_kmh=speed_kmh,
+            )
+        )
+    return events

@@ -1,0 +1,238 @@
+"""ParseEvents and SectionSpeed on the streaming DirectRunner, with TestStream for event time."""
+
+import json
+import random
+from dataclasses import replace
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.windowed_value import PaneInfoTiming
+
+from domain.speed import SectionRule, SectionRules, traversal_id
+from tests.helpers import T0_MS, track
+from transforms.parse import ParseEvents
+from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
+
+GAP_S = 30
+LATENESS_S = 60
+RULES = SectionRules(SectionRule(speed_limit_mph=25.0))  # 40.23 km/h
+
+
+def streaming_pipeline() -> TestPipeline:
+    # BundleBasedDirectRunner: the plain DirectRunner may hand streaming graphs to Prism,
+    # which downloads a binary and fails offline.
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return TestPipeline(runner="BundleBasedDirectRunner", options=options)
+
+
+def timestamped(events):
+    return [TimestampedValue(e, e.event_time_ms / 1000) for e in events]
+
+
+def summary(traversal):
+    """What a test compares: who, how fast (0.1 km/h), from how many detections."""
+    return (traversal.vehicle_id, round(traversal.avg_speed_kmh, 1), traversal.detections)
+
+
+def run_section_speed(stream: TestStream):
+    """Apply SectionSpeed to `stream`; return (pipeline, fined, not_fined) summaries."""
+    p = streaming_pipeline()
+    outputs = p | stream | SectionSpeed(RULES, GAP_S, LATENESS_S)
+    fined = outputs[FINED] | "SummariseFined" >> beam.Map(summary)
+    not_fined = outputs[NOT_FINED] | "SummariseNotFined" >> beam.Map(summary)
+    return p, fined, not_fined
+
+
+def test_out_of_order_and_interleaved_vehicles_are_measured_separately():
+    fast, slow = track("fast", 72.0, points=4), track("slow", 30.0, points=4, start_ms=T0_MS + 500)
+    mixed = fast + slow
+    random.Random(7).shuffle(mixed)  # out of order and interleaved
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(mixed))
+        .advance_watermark_to_infinity()
+    )
+    p, fined, not_fined = run_section_speed(stream)
+    assert_that(fined, equal_to([("fast", 72.0, 4)]), label="Fined")
+    assert_that(not_fined, equal_to([("slow", 30.0, 4)]), label="NotFined")
+    p.run()
+
+
+def test_two_traversals_of_one_vehicle_more_than_a_gap_apart():
+    first = track("v", 60.0)
+    later_ms = first[-1].event_time_ms + (GAP_S + 5) * 1000
+    second = [replace(e, event_id=f"2-{e.event_id}") for e in track("v", 35.0, start_ms=later_ms)]
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(first + second))
+        .advance_watermark_to_infinity()
+    )
+    p, fined, not_fined = run_section_speed(stream)
+    assert_that(fined, equal_to([("v", 60.0, 3)]), label="Fined")
+    assert_that(not_fined, equal_to([("v", 35.0, 3)]), label="NotFined")
+    p.run()
+
+
+def test_duplicated_event_ids_count_once():
+    events = track("v", 50.0, points=3)
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(events + events[:2]))  # a redelivery of two detections
+        .advance_watermark_to_infinity()
+    )
+    p, fined, not_fined = run_section_speed(stream)
+    assert_that(fined, equal_to([("v", 50.0, 3)]), label="Fined")
+    assert_that(not_fined, equal_to([]), label="NotFined")
+    p.run()
+
+
+def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
+    entry, middle, exit_ = track("v", 45.0, points=3)
+    session_end_s = exit_.event_time_ms / 1000 + GAP_S
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped([entry, exit_]))
+        # The watermark passes the session's end: the on-time pane fires with 2 detections.
+        .advance_watermark_to(session_end_s + 1)
+        # The middle detection is late but within allowed lateness: a late pane, complete.
+        .add_elements(timestamped([middle]))
+        .advance_watermark_to(session_end_s + LATENESS_S + 1)
+        # Beyond allowed lateness: dropped, no third pane.
+        .add_elements(timestamped([replace(middle, event_id="too-late")]))
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    outputs = p | stream | SectionSpeed(RULES, GAP_S, LATENESS_S)
+    panes = outputs[FINED] | beam.Map(
+        lambda t, pane=beam.DoFn.PaneInfoParam: (
+            t.traversal_id,
+            t.detections,
+            round(t.avg_speed_kmh, 1),
+            pane.timing,
+        )
+    )
+    fine_id = traversal_id("radar-1", "v", entry.event_time_ms)
+    assert_that(
+        panes,
+        equal_to([
+            (fine_id, 2, 45.0, PaneInfoTiming.ON_TIME),
+            (fine_id, 3, 45.0, PaneInfoTiming.LATE),  # same fine_id: sinks dedupe on it
+        ]),
+    )  # fmt: skip
+    p.run()
+
+
+def test_single_detection_is_not_a_measurement():
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(track("v", 90.0)[:1]))
+        .advance_watermark_to_infinity()
+    )
+    p, fined, not_fined = run_section_speed(stream)
+    assert_that(fined, equal_to([]), label="Fined")
+    assert_that(not_fined, equal_to([]), label="NotFined")
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
+    assert counters["unmeasurable_sessions"] == 1
+    assert counters.get("traversals", 0) == 0
+
+
+# --- ParseEvents ---------------------------------------------------------------------
+
+
+def message(data: bytes, attributes=None, message_id="m-1") -> PubsubMessage:
+    msg = PubsubMessage(data, attributes or {})
+    msg.message_id = message_id
+    return msg
+
+
+OUT_OF_RANGE = b'{"vehicle_id": "v", "location": [100, 0]}'
+
+
+def test_parse_events_routes_good_legacy_and_bad_messages():
+    good = track("v", 30.0)[0]
+    data, attributes = good.to_pubsub()
+    legacy = message(b'{"vehicle_id": "car-7", "speed": 20, "location": [40.8, -73.9]}',
+                     message_id="pubsub-42")  # fmt: skip
+    publish_s = T0_MS / 1000 + 5
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(
+            [
+                TimestampedValue(message(data, attributes), good.event_time_ms / 1000),
+                TimestampedValue(legacy, publish_s),  # no ts attribute: read stamps publish time
+                TimestampedValue(message(b"\x00\xff garbage"), publish_s),
+                TimestampedValue(message(OUT_OF_RANGE), publish_s),
+            ]
+        )
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    parsed = p | stream | ParseEvents(default_radar_id="radar-legacy")
+    events = parsed.events | beam.Map(
+        lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, e.radar_id, e.vehicle_id, ts.micros)
+    )
+    letters = parsed.dead_letter | beam.Map(lambda r: (r["stage"], r["error"], r["payload"]))
+    assert_that(
+        events,
+        equal_to([
+            (good.event_id, "radar-1", "v", good.event_time_ms * 1000),
+            ("pubsub-42", "radar-legacy", "car-7", int(publish_s * 1_000_000)),
+        ]),
+        label="Events",
+    )  # fmt: skip
+    assert_that(
+        letters,
+        equal_to([
+            ("parse", "body is not UTF-8: invalid start byte at byte 1", "base64:AP8gZ2FyYmFnZQ=="),
+            ("parse", "latitude 100.0 outside [-90, 90]", OUT_OF_RANGE.decode()),
+        ]),
+        label="DeadLetters",
+    )  # fmt: skip
+    p.run()
+
+
+def test_dead_letter_keeps_the_attributes():
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements([TimestampedValue(message(b"{}", {"event_id": "x"}), T0_MS / 1000)])
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    parsed = p | stream | ParseEvents(default_radar_id="r")
+    assert_that(
+        parsed.dead_letter | beam.Map(lambda r: json.loads(r["attributes"])),
+        equal_to([{"event_id": "x"}]),
+    )
+    p.run()
+
+
+@pytest.mark.parametrize("speed", [40.0, 40.4])
+def test_boundary_speed_through_the_transform(speed):
+    # 40.0 km/h is under 25 mph (40.2336 km/h); 40.4 is over.
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(track("v", speed, points=2)))
+        .advance_watermark_to_infinity()
+    )
+    p, fined, not_fined = run_section_speed(stream)
+    expected = [("v", speed, 2)]
+    assert_that(fined, equal_to(expected if speed > 40.2336 else []), label="Fined")
+    assert_that(not_fined, equal_to([] if speed > 40.2336 else expected), label="NotFined")
+    p.run()

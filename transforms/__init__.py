@@ -1,0 +1,1 @@
+"""Composite PTransforms and DoFns of the section-speed pipeline."""

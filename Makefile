@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.bootstrapped
+
+.PHONY: venv demo test lint format docs clean
+
+$(STAMP): requirements.txt setup.py scripts/bootstrap.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
+	touch $@
+
+venv: $(STAMP)
+
+## The main job: local stack + pipeline + simulated traffic, end to end (about 2 minutes).
+demo: venv
+	$(PY) -m pipeline.demo
+
+## The whole test suite: unit (TestPipeline/TestStream) and integration (emulators).
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache *.egg-info
+
+## Regenerate README.md's option and schema tables from the code.
+docs: venv
+	$(PY) -m pipeline.docs

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set-up for a bare machine: the virtual environment and a check of the system parts.
+# Called by `make venv` (and so by `make demo` and `make test`); safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_root_apt() {  # install Debian packages when we can, else say what to install
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "bootstrap: please install the Debian/Ubuntu packages: $*" >&2
+    exit 1
+  fi
+}
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "bootstrap: Python 3.11+ is required (found $("$PYTHON" --version 2>&1))" >&2; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV" 2>/dev/null || { need_root_apt python3-venv; "$PYTHON" -m venv "$VENV"; }
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -r requirements.txt
+"$VENV/bin/python" -m pip install -q --no-deps -e .
+
+# The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
+if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
+"$VENV/bin/python" - <<'PY'
+from pipeline.local_stack import ServiceUnavailable, _check_pubsub_emulator_installed
+try:
+    _check_pubsub_emulator_installed()
+except ServiceUnavailable as error:
+    raise SystemExit(f"bootstrap: {error}")
+PY
+echo "bootstrap: environment ready in $VENV"

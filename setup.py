@@ -1,0 +1,38 @@
+"""Installs the pipeline as a package, as Dataflow workers and the Flex Template need.
+
+`install_requires` is the runtime part of requirements.txt (above its development
+marker), so the pins are written once.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+DEV_MARKER = "# --- development only"
+
+
+def runtime_requirements() -> list[str]:
+    lines = Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    runtime = lines[: next(i for i, line in enumerate(lines) if line.startswith(DEV_MARKER))]
+    return [line.strip() for line in runtime if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="section-speed",
+    version="0.1.0",
+    description="Average-speed (section control) enforcement on Apache Beam",
+    python_requires=">=3.11",
+    packages=find_packages(
+        include=[
+            "domain",
+            "domain.*",
+            "pipeline",
+            "pipeline.*",
+            "transforms",
+            "transforms.*",
+            "generator",
+            "generator.*",
+        ]
+    ),
+    install_requires=runtime_requirements(),
+)

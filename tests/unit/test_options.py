@@ -1,0 +1,73 @@
+import json
+
+import pytest
+from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+
+from domain.speed import SectionRule
+from pipeline.graph import pipeline_options, section_rules
+from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
+
+# DESIGN.md §5, in its order: the contract the options class must keep.
+DESIGN_OPTIONS = [
+    "project_id", "input_subscription", "output_topic", "radar_id", "cars_api", "bucket",
+    "bq_dataset", "speed_limit_mph", "tolerance_mph", "session_gap_seconds",
+    "allowed_lateness_seconds", "sections_file", "plate_reader", "plate_min_confidence",
+    "dead_letter_topic",
+]  # fmt: skip
+
+
+def test_options_class_has_exactly_the_design_options():
+    assert [spec.name for spec in OPTION_SPECS] == DESIGN_OPTIONS
+
+
+def test_defaults_and_streaming_are_set():
+    options = pipeline_options(["--speed_limit_mph", "30"], save_main_session=False)
+    own = options.view_as(SectionSpeedOptions)
+    assert own.speed_limit_mph == 30.0 and own.tolerance_mph == 0.0
+    assert own.session_gap_seconds == 60 and own.plate_reader == "embedded"
+    assert options.view_as(StandardOptions).streaming is True
+    assert options.view_as(GoogleCloudOptions).project == own.project_id
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--input_subscription", "projects/p/subscriptions/x y"], "input_subscription"),
+        (["--output_topic", "9starts-with-digit"], "output_topic"),
+        (["--bucket", "gs://with-scheme"], "bucket"),
+        (["--plate_min_confidence", "1.5"], "plate_min_confidence"),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_option_named(argv, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline_options(argv, save_main_session=False)
+
+
+def test_unknown_plate_reader_is_an_argparse_error():
+    with pytest.raises(SystemExit):
+        pipeline_options(["--plate_reader", "tesseract"], save_main_session=False).view_as(
+            SectionSpeedOptions
+        )
+
+
+def test_resource_paths_accept_short_names_and_full_paths():
+    assert resource_path("p", "topics", "fines") == "projects/p/topics/fines"
+    assert resource_path("p", "topics", "projects/q/topics/t") == "projects/q/topics/t"
+
+
+def test_sections_file_overrides_the_flags_for_its_radars(tmp_path):
+    sections = tmp_path / "sections.json"
+    sections.write_text(json.dumps({"radar-9": {"speed_limit_mph": 40, "length_m": 900}}))
+    options = pipeline_options(
+        ["--sections_file", str(sections), "--tolerance_mph", "2"], save_main_session=False
+    ).view_as(SectionSpeedOptions)
+    rules = section_rules(options)
+    assert rules.for_radar("radar-9") == SectionRule(40.0, 2.0, 900.0)
+    assert rules.for_radar("radar-1") == SectionRule(25.0, 2.0, None)
+
+
+def test_readme_tables_are_generated_from_the_code():
+    from pipeline import docs
+
+    text = docs.README.read_text()
+    assert docs.render(text) == text, "README.md is stale: run `make docs`"

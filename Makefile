@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bootstrapped
 
-.PHONY: venv demo test lint format docs clean
+.PHONY: venv demo test lint format docs metadata clean
 
 $(STAMP): requirements.txt setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -34,3 +34,7 @@ clean:
 ## Regenerate README.md's option and schema tables from the code.
 docs: venv
 	$(PY) -m pipeline.docs
+
+## Regenerate metadata.json (the Flex Template's parameters) from the options.
+metadata: venv
+	$(PY) -m pipeline.metadata

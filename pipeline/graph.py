@@ -22,9 +22,16 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
+from domain import defaults
 from domain.events import TIMESTAMP_ATTRIBUTE
 from domain.speed import SectionRule, SectionRules
-from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
+from pipeline.options import (
+    CLOUD_VISION_READER,
+    EMBEDDED_READER,
+    SectionSpeedOptions,
+    invalid_options,
+    resource_path,
+)
 from transforms.parse import ParseEvents
 from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
 from transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
@@ -69,6 +76,13 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
         parsed.dead_letter | "LogDeadLetters" >> LogDeadLetters()
 
 
+def runs_on_dataflow(options: PipelineOptions) -> bool:
+    """Whether --runner names Dataflow (DataflowRunner, dataflow, or the class's full path)."""
+    runner = options.view_as(StandardOptions).runner or ""
+    name = runner.rsplit(".", 1)[-1].lower()
+    return name in ("dataflow", "dataflowrunner")
+
+
 def pipeline_options(argv: list[str] | None, save_main_session: bool) -> PipelineOptions:
     options = PipelineOptions(argv)
     own = options.view_as(SectionSpeedOptions)
@@ -77,8 +91,12 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
         raise ValueError("invalid options:\n  " + "\n  ".join(problems))
     # Pub/Sub input is unbounded: this pipeline only ever runs in streaming mode.
     options.view_as(StandardOptions).streaming = True
+    # One project for both: a Flex Template launch passes only Beam's --project.
     google = options.view_as(GoogleCloudOptions)
+    own.project_id = own.project_id or google.project or defaults.PROJECT_ID
     google.project = google.project or own.project_id
+    if own.plate_reader is None:
+        own.plate_reader = CLOUD_VISION_READER if runs_on_dataflow(options) else EMBEDDED_READER
     options.view_as(SetupOptions).save_main_session = save_main_session
     return options
 
@@ -99,10 +117,29 @@ def start(argv: list[str] | None = None, save_main_session: bool = True) -> Pipe
 
 
 def run(argv: list[str] | None = None, save_main_session: bool = True) -> None:
-    """Entry point of `python -m pipeline`: run until cancelled (Ctrl-C cancels the job)."""
+    """Entry point of `python -m pipeline` and of the Flex Template (main.py).
+
+    Locally it runs until cancelled (Ctrl-C cancels the pipeline). On Dataflow it returns
+    once the job is submitted: the streaming job runs on until drained, and a Flex Template
+    launch must not block in wait_until_finish (Google's Flex Template guide).
+    """
     result = start(argv, save_main_session)
+    if runs_on_dataflow(PipelineOptions(argv)):
+        _log_submitted(result)
+        return
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
         _log.info("interrupted: cancelling the pipeline")
         result.cancel()
+
+
+def _log_submitted(result: PipelineResult) -> None:
+    if getattr(result, "has_job", False):  # submitted directly by DataflowRunner
+        _log.info(
+            "Dataflow job %s submitted; it runs until drained (gcloud dataflow jobs drain %s)",
+            result.job_id(),
+            result.job_id(),
+        )
+    else:  # Flex Template launch (the service submits the staged graph) or --dry_run
+        _log.info("Dataflow job graph built; the Dataflow service starts the job")

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from domain import defaults
 
 PLATE_READERS = ("embedded", "cloud-vision")
+EMBEDDED_READER, CLOUD_VISION_READER = PLATE_READERS
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "project_id",
         "Project ID",
-        "Google Cloud project of the topics and subscription.",
-        default=defaults.PROJECT_ID,
+        "Google Cloud project of the topics and subscription; default: Beam's --project "
+        f"(the job's project on Dataflow), else {defaults.PROJECT_ID}.",
         regex=r"^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$",
     ),
     OptionSpec(
@@ -127,8 +128,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "plate_reader",
         "Plate reader",
-        "Licence-plate reader: embedded OCR or Google Cloud Vision.",
-        default="embedded",
+        "Licence-plate reader: embedded OCR or Google Cloud Vision; default: embedded "
+        "locally, cloud-vision on DataflowRunner.",
         choices=PLATE_READERS,
         regex=r"^(embedded|cloud-vision)$",
     ),

@@ -43,6 +43,39 @@ def test_invalid_values_are_rejected_with_the_option_named(argv, message):
         pipeline_options(argv, save_main_session=False)
 
 
+@pytest.mark.parametrize(
+    ("argv", "reader"),
+    [
+        ([], "embedded"),
+        (["--runner", "BundleBasedDirectRunner"], "embedded"),
+        (["--runner", "DataflowRunner"], "cloud-vision"),
+        (["--runner", "dataflow"], "cloud-vision"),
+        (["--runner", "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], "cloud-vision"),
+        (["--runner", "DataflowRunner", "--plate_reader", "embedded"], "embedded"),
+        (["--plate_reader", "cloud-vision"], "cloud-vision"),
+    ],
+)
+def test_plate_reader_defaults_to_cloud_vision_on_dataflow_only(argv, reader):
+    options = pipeline_options(argv, save_main_session=False)
+    assert options.view_as(SectionSpeedOptions).plate_reader == reader
+
+
+@pytest.mark.parametrize(
+    ("argv", "project_id", "project"),
+    [
+        ([], "section-speed-local", "section-speed-local"),
+        (["--project_id", "topics-proj"], "topics-proj", "topics-proj"),
+        # A Flex Template launch passes only Beam's --project: the topics live there too.
+        (["--project", "job-proj"], "job-proj", "job-proj"),
+        (["--project", "job-proj", "--project_id", "topics-proj"], "topics-proj", "job-proj"),
+    ],
+)
+def test_project_id_and_beam_project_fill_each_other(argv, project_id, project):
+    options = pipeline_options(argv, save_main_session=False)
+    assert options.view_as(SectionSpeedOptions).project_id == project_id
+    assert options.view_as(GoogleCloudOptions).project == project
+
+
 def test_unknown_plate_reader_is_an_argparse_error():
     with pytest.raises(SystemExit):
         pipeline_options(["--plate_reader", "tesseract"], save_main_session=False).view_as(

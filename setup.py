@@ -1,7 +1,8 @@
 """Installs the pipeline as a package, as Dataflow workers and the Flex Template need.
 
 `install_requires` is the runtime part of requirements.txt (above its development
-marker), so the pins are written once.
+marker), so the pins are written once. main.py, the Flex Template's entry file, is not
+part of the package: the Dockerfile copies it, and the workers never import it.
 """
 
 from pathlib import Path

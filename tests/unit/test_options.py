@@ -50,7 +50,7 @@ def test_invalid_values_are_rejected_with_the_option_named(argv, message):
         (["--runner", "BundleBasedDirectRunner"], "embedded"),
         (["--runner", "DataflowRunner"], "cloud-vision"),
         (["--runner", "dataflow"], "cloud-vision"),
-        (["--runner", "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], "cloud-vision"),
+        (["--runner=apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], "cloud-vision"),
         (["--runner", "DataflowRunner", "--plate_reader", "embedded"], "embedded"),
         (["--plate_reader", "cloud-vision"], "cloud-vision"),
     ],

@@ -20,6 +20,7 @@ RUN sed '/^# --- development only/,$d' requirements.txt > /tmp/runtime-requireme
 
 # The pipeline package itself, and the launcher's entry file.
 COPY setup.py pyproject.toml MANIFEST.in main.py ./
+COPY clients/ clients/
 COPY domain/ domain/
 COPY generator/ generator/
 COPY pipeline/ pipeline/

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.bootstrapped
 
 .PHONY: venv demo test lint format docs metadata clean
 
-$(STAMP): requirements.txt setup.py scripts/bootstrap.sh
+$(STAMP): requirements.txt requirements-bqemulator.txt setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
 	touch $@
 
@@ -29,7 +29,7 @@ format: venv
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-bqemulator demo-output .pytest_cache .ruff_cache *.egg-info
 
 ## Regenerate README.md's option and schema tables from the code.
 docs: venv

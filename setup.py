@@ -25,6 +25,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(
         include=[
+            "clients",
+            "clients.*",
             "domain",
             "domain.*",
             "pipeline",

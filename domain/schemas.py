@@ -6,6 +6,7 @@ below produce JSON rows whose keys are exactly the columns, in order.
 """
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,3 +172,39 @@ def dead_letter_record(
         "attributes": json.dumps(dict(attributes), sort_keys=True) if attributes else None,
     }
     return {column.name: values[column.name] for column in DEAD_LETTER_COLUMNS}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A BigQuery table: its columns, day partitioning on event time, and clustering."""
+
+    name: str
+    columns: tuple[Column, ...]
+    id_column: str  # the deterministic id used as insertId and for deduplication
+    partition_column: str
+    cluster_columns: tuple[str, ...]
+    volatile_column: str  # differs between two deliveries of the same row: not part of its id
+
+
+FINES = Table("fines", FINE_COLUMNS, "fine_id", "entry_time", ("radar_id",), "processed_at")
+VEHICLE_SPEEDS = Table(
+    "vehicle_speeds",
+    VEHICLE_SPEED_COLUMNS,
+    "traversal_id",
+    "entry_time",
+    ("radar_id",),
+    "processed_at",
+)
+DEAD_LETTER = Table("dead_letter", DEAD_LETTER_COLUMNS, "", "timestamp", ("stage",), "timestamp")
+TABLES: tuple[Table, ...] = (FINES, VEHICLE_SPEEDS, DEAD_LETTER)
+
+
+def insert_id(table: Table, row: Mapping[str, Any]) -> str:
+    """The row's id plus a digest of its content: a redelivery repeats it, a correction not.
+
+    A late pane that changes a traversal's measurement is a new row with the same
+    fine_id and a later processed_at; an identical re-fire or replay is the same row.
+    """
+    content = {k: v for k, v in row.items() if k != table.volatile_column}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{row[table.id_column]}-{digest}" if table.id_column else digest

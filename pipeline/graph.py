@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from domain import defaults
 from domain.events import TIMESTAMP_ATTRIBUTE
+from domain.schemas import DEAD_LETTER, FINES
 from domain.speed import SectionRule, SectionRules
 from pipeline.options import (
     CLOUD_VISION_READER,
@@ -35,6 +36,7 @@ from pipeline.options import (
 from transforms.parse import ParseEvents
 from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
 from transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
+from transforms.warehouse import SpeedRows, ToWarehouseRows, WarehouseSinks
 
 _log = logging.getLogger(__name__)
 
@@ -68,12 +70,36 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
         | "PublishTraversals"
         >> PublishJson(resource_path(project, "topics", options.output_topic), "fine_id")
     )
+    dead_letters = [parsed.dead_letter]
+    if options.bq_dataset:
+        warehouse = WarehouseSinks(project, options.bq_dataset, dedupe_seconds(options))
+        all_traversals = (traversals[FINED], traversals[NOT_FINED]) | "AllTraversals" >> (
+            beam.Flatten()
+        )
+        rows = (
+            fines | "FineRows" >> ToWarehouseRows(FINES),
+            all_traversals | "SpeedRows" >> SpeedRows(),
+        ) | "WarehouseRows" >> beam.Flatten()
+        dead_letters.append(rows | "WriteToBigQuery" >> warehouse.write())
+    dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
     if options.dead_letter_topic:
-        parsed.dead_letter | "PublishDeadLetters" >> PublishJson(
+        dead_letters | "PublishDeadLetters" >> PublishJson(
             resource_path(project, "topics", options.dead_letter_topic)
         )
     else:
-        parsed.dead_letter | "LogDeadLetters" >> LogDeadLetters()
+        dead_letters | "LogDeadLetters" >> LogDeadLetters()
+    if options.bq_dataset:
+        (
+            dead_letters
+            | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER)
+            | "WriteDeadLettersToBigQuery" >> warehouse.write()
+            | "LogUnwritableDeadLetters" >> LogDeadLetters()
+        )
+
+
+def dedupe_seconds(options: SectionSpeedOptions) -> int:
+    """How long a written row's id is remembered: past every late re-fire, plus margin."""
+    return options.session_gap_seconds + options.allowed_lateness_seconds + 300
 
 
 def runs_on_dataflow(options: PipelineOptions) -> bool:

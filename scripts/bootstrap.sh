@@ -26,6 +26,12 @@ fi
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 
+# The BigQuery emulator has dependencies Beam does not need: its own environment.
+BQ_VENV=${BQ_VENV:-.venv-bqemulator}
+if [ ! -x "$BQ_VENV/bin/python" ]; then "$PYTHON" -m venv "$BQ_VENV"; fi
+"$BQ_VENV/bin/python" -m pip install -q --upgrade pip
+"$BQ_VENV/bin/python" -m pip install -q -r requirements-bqemulator.txt
+
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'

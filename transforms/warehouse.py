@@ -1,0 +1,167 @@
+"""WriteToWarehouse: rows to BigQuery with insert ids, repeats dropped, rejections dead-lettered.
+
+Written with google-cloud-bigquery's `insert_rows_json` rather than Beam's
+WriteToBigQuery, whose endpoint is fixed to Google's: this way the code path the
+tests run against the local emulator is the one Dataflow runs (README, Warehouse).
+"""
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.deduplicate import DeduplicatePerKey
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Duration
+
+from clients.warehouse import TransientWarehouseError, Warehouse
+from domain.schemas import (
+    TABLES,
+    VEHICLE_SPEEDS,
+    Table,
+    dead_letter_record,
+    insert_id,
+    vehicle_speed_record,
+)
+
+_log = logging.getLogger(__name__)
+
+DEAD_LETTER = "dead_letter"
+WAREHOUSE_STAGE = "bigquery"
+_TABLES = {table.name: table for table in TABLES}
+
+
+@dataclass(frozen=True)
+class WarehouseRow:
+    table: str
+    insert_id: str
+    row: dict[str, Any]
+
+
+def to_warehouse_row(row: dict[str, Any], table: Table) -> WarehouseRow:
+    return WarehouseRow(table.name, insert_id(table, row), row)
+
+
+class InsertRowsFn(beam.DoFn):
+    """Inserts a batch per table; retries transient failures, isolates and reports bad rows."""
+
+    BATCH_ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of backoff before the batch is split
+    ROW_ATTEMPTS = 3
+
+    def __init__(self, project: str, dataset: str) -> None:
+        self.project = project
+        self.dataset = dataset
+        self.rows_inserted = Metrics.counter(self.__class__, "warehouse_rows_inserted")
+        self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
+        self.retries = Metrics.counter(self.__class__, "warehouse_retries")
+
+    def setup(self) -> None:
+        self.warehouse = Warehouse(self.project, self.dataset)
+        self.warehouse.ensure_tables()
+
+    def process(self, batch: list[WarehouseRow]) -> Iterator[Any]:
+        by_table: dict[str, list[WarehouseRow]] = {}
+        for row in batch:
+            by_table.setdefault(row.table, []).append(row)
+        for name, rows in by_table.items():
+            for row, reason in self._insert(_TABLES[name], rows):
+                self.rows_rejected.inc()
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER,
+                    dead_letter_record(
+                        stage=WAREHOUSE_STAGE,
+                        error=f"{name}: {reason}",
+                        payload=json.dumps(row.row, sort_keys=True),
+                        attributes={"table": name, "insert_id": row.insert_id},
+                        timestamp_ms=int(time.time() * 1000),
+                    ),
+                )
+
+    def _insert(self, table: Table, rows: list[WarehouseRow]) -> list[tuple[WarehouseRow, str]]:
+        """The rows that could not be written, with why; the others are in the table."""
+        attempts = self.BATCH_ATTEMPTS if len(rows) > 1 else self.ROW_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                rejected = self.warehouse.insert(
+                    table, [r.row for r in rows], [r.insert_id for r in rows]
+                )
+            except TransientWarehouseError as error:
+                last_error = str(error)
+                self.retries.inc()
+                time.sleep(min(0.5 * 2**attempt, 8.0))  # backoff before the next attempt
+                continue
+            self.rows_inserted.inc(len(rows) - len(rejected))
+            return [(rows[r.index], r.reason) for r in rejected]
+        if len(rows) > 1:  # one bad row can sink a batch: find it by inserting one by one
+            return [failure for row in rows for failure in self._insert(table, [row])]
+        return [(rows[0], f"failed after {attempts} attempts: {last_error}")]
+
+
+class WriteToWarehouse(beam.PTransform):
+    """WarehouseRows -> BigQuery; returns dead-letter records of rows that were refused.
+
+    Rows repeated within `dedupe_seconds` (redeliveries, identical late re-fires) are
+    dropped before insertion: BigQuery's own insertId deduplication is best effort, and
+    the local emulator has none.
+    """
+
+    def __init__(self, project: str, dataset: str, dedupe_seconds: int) -> None:
+        super().__init__()
+        self.project = project
+        self.dataset = dataset
+        self.dedupe_seconds = dedupe_seconds
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        return (
+            rows
+            # Per-key state needs non-merging windows; the rows come from sessions.
+            | "RewindowGlobally" >> beam.WindowInto(GlobalWindows())
+            | "KeyByInsertId"
+            >> beam.Map(lambda r: (r.insert_id, r)).with_output_types(tuple[str, Any])
+            | "DropRepeatedRows"
+            >> DeduplicatePerKey(processing_time_duration=Duration(seconds=self.dedupe_seconds))
+            | "DropKeys" >> beam.Values()
+            | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
+            | "InsertRows"
+            >> beam.ParDo(InsertRowsFn(self.project, self.dataset)).with_outputs(
+                DEAD_LETTER, main="inserted"
+            )
+        )[DEAD_LETTER]
+
+
+class ToWarehouseRows(beam.PTransform):
+    """Records (dicts of `table`'s columns) -> WarehouseRows for `table`."""
+
+    def __init__(self, table: Table) -> None:
+        super().__init__()
+        self.table = table
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return records | "ToWarehouseRow" >> beam.Map(to_warehouse_row, self.table)
+
+
+class SpeedRows(beam.PTransform):
+    """Traversals -> `vehicle_speeds` rows (every traversal, no plate, no image)."""
+
+    def expand(self, traversals: beam.PCollection) -> beam.PCollection:
+        return traversals | "ToSpeedRow" >> beam.Map(
+            lambda t: to_warehouse_row(
+                vehicle_speed_record(t, processed_at_ms=int(time.time() * 1000)), VEHICLE_SPEEDS
+            )
+        )
+
+
+@dataclass(frozen=True)
+class WarehouseSinks:
+    """Where the pipeline's tables live; `write()` is one WriteToWarehouse step."""
+
+    project: str
+    dataset: str
+    dedupe_seconds: int
+
+    def write(self) -> WriteToWarehouse:
+        return WriteToWarehouse(self.project, self.dataset, self.dedupe_seconds)

@@ -43,7 +43,8 @@ DATAFLOW_ARGS = [
     "--temp_location=gs://fake-bucket/tmp",
     "--staging_location=gs://fake-bucket/stg",
 ]
-PIPELINE_ARGS = ["--dead_letter_topic=dead-letter"]  # every optional stage that exists today
+# Every optional stage that exists today.
+PIPELINE_ARGS = ["--dead_letter_topic=dead-letter", "--bq_dataset=section_speed"]
 
 # Stages the job must hold, by role. The full expected list is the local graph's own
 # labels (below), so a stage added to build_pipeline (enrichment, BigQuery) is checked
@@ -56,6 +57,8 @@ REQUIRED_STAGES = {
     "speed": "SectionSpeed/MeasureTraversal",
     "traversals sink": "PublishTraversals/WriteToPubSub",
     "dead-letter sink": "PublishDeadLetters/WriteToPubSub",
+    "warehouse sink": "WriteToBigQuery/InsertRows",
+    "dead-letter table": "WriteDeadLettersToBigQuery/InsertRows",
 }
 
 

@@ -1,6 +1,6 @@
 """`make demo`: the whole local stack, end to end, on embedded defaults.
 
-Starts the Pub/Sub emulator, runs the pipeline on the BundleBasedDirectRunner,
+Starts the Pub/Sub and BigQuery emulators, runs the pipeline on the BundleBasedDirectRunner,
 records simulated traffic with the generator and replays it live, prints each fine
 as it arrives, writes every output message to demo-output/fines.jsonl, checks the
 result against the generator's truth and stops everything it started (also on Ctrl-C).
@@ -16,11 +16,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from clients.warehouse import Warehouse
 from domain import defaults
 from domain.geometry import format_location, interpolate
 from generator import cli as generator_cli
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import LocalStack
+from pipeline.local_stack import LocalStack, wait_until
 
 _log = logging.getLogger("demo")
 
@@ -29,6 +30,7 @@ _log = logging.getLogger("demo")
 DEMO_FINAL = interpolate(defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES, 0.25)
 DEMO_GAP_SECONDS = 20  # above the slowest vehicle's 15 s between its 4 detections
 DEMO_LATENESS_SECONDS = 60
+DEMO_DATASET = "section_speed"
 
 
 def _print_fine(record: dict[str, Any]) -> None:
@@ -40,6 +42,26 @@ def _print_fine(record: dict[str, Any]) -> None:
             f"in {record['duration_s']:.1f} s  fine_id={record['fine_id'][:12]}",
             flush=True,
         )
+
+
+def _count(warehouse: Warehouse, table: str) -> int:
+    sql = f"SELECT COUNT(*) AS n FROM `{warehouse.project}.{warehouse.dataset}.{table}`"
+    return int(warehouse.query(sql)[0]["n"])
+
+
+def _wait_for_rows(warehouse: Warehouse, traversals: int) -> bool:
+    """The warehouse write follows the topic's by a batch or two: wait for every row."""
+    try:
+        wait_until(
+            lambda: _count(warehouse, "vehicle_speeds") >= traversals,
+            timeout_s=60,
+            what="the traversals' rows in the warehouse",
+            interval_s=0.5,
+        )
+    except TimeoutError as error:
+        print(f"demo: {error}", flush=True)
+        return False
+    return True
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -61,7 +83,13 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
     with LocalStack(work_dir=out_dir / "logs") as stack:
         topics = LocalTopics()
         topics.create(stack)
-        pipeline = LocalPipeline(stack, topics, DEMO_GAP_SECONDS, DEMO_LATENESS_SECONDS)
+        pipeline = LocalPipeline(
+            stack,
+            topics,
+            DEMO_GAP_SECONDS,
+            DEMO_LATENESS_SECONDS,
+            extra_args=["--bq_dataset", DEMO_DATASET],
+        )
         print(f"demo: starting the pipeline (log: {stack.work_dir / 'pipeline.log'})", flush=True)
         pipeline.start()
         outputs = OutputCollector(stack, topics.output_subscription, on_message=_print_fine)
@@ -77,6 +105,9 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             # Sessions close one gap after a vehicle's last detection, once the runner's
             # next Pub/Sub pull (up to 30 s on an idle emulator) advances the watermark.
             complete = outputs.wait_for(lambda got: len(got) >= len(truth), timeout_s=120)
+            warehouse = Warehouse(stack.project_id, DEMO_DATASET)
+            complete = complete and _wait_for_rows(warehouse, len(truth))
+            speed_rows = _count(warehouse, "vehicle_speeds")
         finally:
             outputs.close()
         received = outputs.snapshot()
@@ -92,6 +123,7 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
         f"demo: truth says {len(truth)} traversals, {len(expected)} fines: "
         + ("all matched" if complete and matches else "MISMATCH")
     )
+    print(f"demo: warehouse {DEMO_DATASET}.vehicle_speeds holds {speed_rows} rows")
     print(f"demo: {len(received)} traversals, {fines} fines", flush=True)
     return 0 if complete and matches else 1
 

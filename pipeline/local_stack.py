@@ -117,12 +117,24 @@ class ManagedProcess:
         _log.info("stopped %s (pid %d)", self.name, self.process.pid)
 
     def _group_alive(self) -> bool:
+        """Whether any process of the group still runs (zombies, which run nothing, don't)."""
         self.process.poll()  # reap the leader so that a dead leader does not count
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        proc = Path("/proc")
+        if not proc.is_dir():  # not Linux: ask the kernel about the group as a whole
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid pgrp ...; comm may hold spaces, so split after ')'.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended while we looked
+            if int(fields[2]) == self.process.pid and fields[0] != "Z":
+                return True
+        return False
 
 
 def _check_pubsub_emulator_installed() -> str:
@@ -138,6 +150,22 @@ def _check_pubsub_emulator_installed() -> str:
     if shutil.which("java") is None:
         raise ServiceUnavailable("java (17+) is not on PATH.\n" + PUBSUB_EMULATOR_INSTALL_HINT)
     return gcloud
+
+
+def _wait_for_http(
+    process: ManagedProcess, url: str, *, what: str, install_hint: str, timeout_s: float
+) -> None:
+    """Wait until `url` answers 200; fail at once, with its log, if the service exits."""
+
+    def ready() -> bool:
+        if not process.running():
+            raise ServiceUnavailable(f"{what} exited:\n{process.log_tail()}\n{install_hint}")
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, timeout_s=timeout_s, what=f"{what} at {url}")
 
 
 class LocalStack:
@@ -237,20 +265,13 @@ class LocalStack:
             ],
             env,
         )
-        url = f"http://{host}/v1/projects/{self.project_id}/topics"
-
-        def ready() -> bool:
-            if not process.running():
-                raise ServiceUnavailable(
-                    f"Pub/Sub emulator exited:\n{process.log_tail()}\n"
-                    + PUBSUB_EMULATOR_INSTALL_HINT
-                )
-            try:
-                return requests.get(url, timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, timeout_s=timeout_s, what=f"the Pub/Sub emulator on {host}")
+        _wait_for_http(
+            process,
+            f"http://{host}/v1/projects/{self.project_id}/topics",
+            what="the Pub/Sub emulator",
+            install_hint=PUBSUB_EMULATOR_INSTALL_HINT,
+            timeout_s=timeout_s,
+        )
         self.env["PUBSUB_EMULATOR_HOST"] = host
         self.env["PUBSUB_PROJECT_ID"] = self.project_id
         _log.info("Pub/Sub emulator ready on %s", host)
@@ -273,19 +294,13 @@ class LocalStack:
              f"--project={self.project_id}", "--log-level", "warning"],
         )  # fmt: skip
         endpoint = f"http://127.0.0.1:{rest_port}"
-
-        def ready() -> bool:
-            if not process.running():
-                raise ServiceUnavailable(
-                    f"BigQuery emulator exited:\n{process.log_tail()}\n"
-                    + BIGQUERY_EMULATOR_INSTALL_HINT
-                )
-            try:
-                return requests.get(f"{endpoint}/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, timeout_s=timeout_s, what=f"the BigQuery emulator on {endpoint}")
+        _wait_for_http(
+            process,
+            f"{endpoint}/readyz",
+            what="the BigQuery emulator",
+            install_hint=BIGQUERY_EMULATOR_INSTALL_HINT,
+            timeout_s=timeout_s,
+        )
         # google-cloud-bigquery reads this variable itself; see clients.warehouse.
         self.env["BIGQUERY_EMULATOR_HOST"] = endpoint
         _log.info("BigQuery emulator ready on %s", endpoint)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bootstrapped
 
-.PHONY: venv demo test lint format docs metadata clean
+.PHONY: venv demo test bench lint format docs metadata clean
 
 $(STAMP): requirements.txt requirements-bqemulator.txt setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -20,6 +20,10 @@ demo: venv
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+## Benchmarks: each prints its figures (none is a timed test).
+bench: venv
+	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: venv
 	$(PY) -m ruff check .

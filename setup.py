@@ -37,5 +37,6 @@ setup(
             "generator.*",
         ]
     ),
+    package_data={"pipeline": ["sql/*.sql"]},  # the report's queries (pipeline/report.py)
     install_requires=runtime_requirements(),
 )

@@ -3,7 +3,8 @@
 Starts the Pub/Sub and BigQuery emulators, runs the pipeline on the BundleBasedDirectRunner,
 records simulated traffic with the generator and replays it live, prints each fine
 as it arrives, writes every output message to demo-output/fines.jsonl, checks the
-result against the generator's truth and stops everything it started (also on Ctrl-C).
+result against the generator's truth, writes the analyst report from the warehouse
+(demo-output/report/index.html) and stops everything it started (also on Ctrl-C).
 """
 
 import argparse
@@ -22,6 +23,7 @@ from domain.geometry import format_location, interpolate
 from generator import cli as generator_cli
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
 from pipeline.local_stack import LocalStack, wait_until
+from pipeline.report import write_report
 
 _log = logging.getLogger("demo")
 
@@ -108,6 +110,7 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             warehouse = Warehouse(stack.project_id, DEMO_DATASET)
             complete = complete and _wait_for_rows(warehouse, len(truth))
             speed_rows = _count(warehouse, "vehicle_speeds")
+            report_page = write_report(stack, DEMO_DATASET, out_dir / "report")
         finally:
             outputs.close()
         received = outputs.snapshot()
@@ -124,6 +127,7 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
         + ("all matched" if complete and matches else "MISMATCH")
     )
     print(f"demo: warehouse {DEMO_DATASET}.vehicle_speeds holds {speed_rows} rows")
+    print(f"demo: analyst report in {report_page}")
     print(f"demo: {len(received)} traversals, {fines} fines", flush=True)
     return 0 if complete and matches else 1
 

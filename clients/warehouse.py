@@ -32,6 +32,10 @@ class TransientWarehouseError(RuntimeError):
     """The warehouse did not take the rows this time; the same rows may succeed later."""
 
 
+class BatchRefused(RuntimeError):
+    """The request as a whole was refused (4xx): retrying it cannot help, splitting can."""
+
+
 @dataclass(frozen=True)
 class RejectedRow:
     index: int
@@ -93,7 +97,7 @@ class Warehouse:
         except api_exceptions.ClientError as error:  # 4xx for the whole request
             if len(rows) == 1:
                 return [RejectedRow(0, f"{error.code} {error.message}")]
-            raise TransientWarehouseError(f"{table.name}: batch refused: {error}") from error
+            raise BatchRefused(f"{table.name}: batch refused: {error}") from error
         rejected, stopped = [], []
         for entry in errors:
             reasons = [e.get("reason", "") for e in entry.get("errors", [])]

@@ -18,7 +18,7 @@ from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration
 
-from clients.warehouse import TransientWarehouseError, Warehouse
+from clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
 from domain.schemas import (
     TABLES,
     VEHICLE_SPEEDS,
@@ -91,9 +91,13 @@ class InsertRowsFn(beam.DoFn):
                 )
             except TransientWarehouseError as error:
                 last_error = str(error)
-                self.retries.inc()
-                time.sleep(min(0.5 * 2**attempt, 8.0))  # backoff before the next attempt
+                if attempt + 1 < attempts:
+                    self.retries.inc()
+                    time.sleep(min(0.5 * 2**attempt, 8.0))  # backoff before the next attempt
                 continue
+            except BatchRefused as error:  # permanent for this batch: split it at once
+                last_error = str(error)
+                break
             self.rows_inserted.inc(len(rows) - len(rejected))
             return [(rows[r.index], r.reason) for r in rejected]
         if len(rows) > 1:  # one bad row can sink a batch: find it by inserting one by one

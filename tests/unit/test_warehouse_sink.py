@@ -1,0 +1,82 @@
+"""The warehouse client's failure classification and the sink's retry/split logic.
+
+BigQuery answers bad rows per row (insertErrors); the emulator refuses the whole batch.
+A fake client stands in for the first, which the emulator cannot show.
+"""
+
+import pytest
+from google.api_core import exceptions as api_exceptions
+
+from clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
+from domain.schemas import FINES
+from transforms import warehouse as sink
+from transforms.warehouse import InsertRowsFn, WarehouseRow
+
+
+class FakeClient:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def insert_rows_json(self, table, rows, row_ids, retry, timeout):
+        self.calls.append(list(row_ids))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def warehouse(*answers):
+    return Warehouse("p", "d", client=FakeClient(answers))
+
+
+def test_per_row_errors_reject_bad_rows_and_resend_the_stopped_ones():
+    w = warehouse(
+        [
+            {"index": 1, "errors": [{"reason": "invalid", "message": "no such field: x"}]},
+            {"index": 0, "errors": [{"reason": "stopped", "message": ""}]},
+        ],
+        [],  # the stopped row, alone, goes in
+    )
+    rejected = w.insert(FINES, [{"a": 1}, {"x": 2}], ["id-0", "id-1"])
+    assert rejected == [RejectedRow(1, "invalid: no such field: x ()")]
+    assert w.client.calls == [["id-0", "id-1"], ["id-0"]]
+
+
+def test_server_errors_are_transient_and_client_errors_refuse_the_batch():
+    with pytest.raises(TransientWarehouseError):
+        warehouse(api_exceptions.InternalServerError("boom")).insert(FINES, [{}], ["a"])
+    with pytest.raises(BatchRefused):
+        warehouse(api_exceptions.BadRequest("bad")).insert(FINES, [{}, {}], ["a", "b"])
+    (alone,) = warehouse(api_exceptions.BadRequest("bad")).insert(FINES, [{}], ["a"])
+    assert alone == RejectedRow(0, "400 bad")
+
+
+class FakeWarehouse:
+    """Refuses any batch holding the row with id "bad" (as the emulator does, with a 500)."""
+
+    def __init__(self):
+        self.inserted = []
+
+    def insert(self, table, rows, row_ids):
+        if "bad" in row_ids:
+            raise TransientWarehouseError("fines: 500 An internal error occurred")
+        self.inserted.extend(row_ids)
+        return []
+
+
+def test_a_failing_batch_is_split_to_isolate_the_bad_row(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(sink.time, "sleep", sleeps.append)
+    fn = InsertRowsFn("p", "d")
+    fn.warehouse = FakeWarehouse()
+    rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "bad", "c")]
+    letters = list(fn.process(rows))
+    assert fn.warehouse.inserted == ["a", "c"]
+    (letter,) = [tagged.value for tagged in letters]
+    assert letter["stage"] == "bigquery"
+    assert letter["error"] == (
+        "fines: failed after 3 attempts: fines: 500 An internal error occurred"
+    )
+    # Backoff between attempts only: 4 for the batch of 3, then 2 for the bad row alone.
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 0.5, 1.0]

@@ -123,6 +123,11 @@ def _no_data(axes: Axes, text: str, keep_x_ticks: bool = False) -> None:
         axes.set_xticks([])
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 hour`, `3 hours`: explanations read as sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -149,7 +154,8 @@ def fines_per_hour_section(rows: Sequence[Row]) -> Section:
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         peak = max(rows, key=lambda row: row["fines"])
         explanation = (
-            f"{sum(counts)} fines over {len(rows)} hours with fines, by the hour the vehicle "
+            f"{_count(sum(counts), 'fine')} over {_count(len(rows), 'hour')} with fines, "
+            "by the hour the vehicle "
             f"entered the section (UTC). Busiest hour: {_utc(peak['hour'])} with "
             f"{peak['fines']} fines. A corrected fine counts once."
         )
@@ -177,8 +183,9 @@ def fines_per_radar_section(rows: Sequence[Row]) -> Section:
         top = rows[0]
         explanation = (
             f"Fines per radar (a radar is one section), most fined first; each bar's label "
-            f"gives the mean average speed of its fines. {len(rows)} radars issued fines; "
-            f"the most: {top['radar_id']} with {top['fines']}."
+            f"gives the mean average speed of its fines. "
+            f"{_count(len(rows), 'radar')} issued fines; the most: {top['radar_id']} "
+            f"with {top['fines']}."
         )
         if len(rows) > len(shown):
             explanation += f" The chart shows the top {len(shown)}."

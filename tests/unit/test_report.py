@@ -327,3 +327,10 @@ def test_the_summary_gives_the_plate_share_only_when_there_are_fines():
     )
     empty = {"fines": 0, "plates_read": 0, "plate_read_share": None}
     assert report.summary_line(empty, 0) == "0 fines, 0 measured traversals."
+
+
+def test_explanations_count_in_words_that_agree():
+    hourly = report.fines_per_hour_section([{"hour": hour(9), "fines": 1}])
+    assert hourly.explanation.startswith("1 fine over 1 hour with fines")
+    radars = report.fines_per_radar_section([{"radar_id": "r1", "fines": 2, "mean_speed_mph": 40}])
+    assert "1 radar issued fines; the most: r1 with 2." in radars.explanation

@@ -114,6 +114,11 @@ class Warehouse:
                 rejected.append(RejectedRow(index, again.reason))
         return rejected
 
+    def count(self, table: Table) -> int:
+        """Rows in one of this dataset's tables (every row, corrections included)."""
+        sql = f"SELECT COUNT(*) AS n FROM `{self.table_id(table)}`"
+        return int(self.query(sql)[0]["n"])
+
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Rows of a query as dicts (for the report and tests)."""
         return [dict(row.items()) for row in self.client.query(sql).result()]

@@ -20,6 +20,7 @@ from typing import Any
 from clients.warehouse import Warehouse
 from domain import defaults
 from domain.geometry import format_location, interpolate
+from domain.schemas import VEHICLE_SPEEDS
 from generator import cli as generator_cli
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
 from pipeline.local_stack import LocalStack, wait_until
@@ -46,16 +47,11 @@ def _print_fine(record: dict[str, Any]) -> None:
         )
 
 
-def _count(warehouse: Warehouse, table: str) -> int:
-    sql = f"SELECT COUNT(*) AS n FROM `{warehouse.project}.{warehouse.dataset}.{table}`"
-    return int(warehouse.query(sql)[0]["n"])
-
-
 def _wait_for_rows(warehouse: Warehouse, traversals: int) -> bool:
     """The warehouse write follows the topic's by a batch or two: wait for every row."""
     try:
         wait_until(
-            lambda: _count(warehouse, "vehicle_speeds") >= traversals,
+            lambda: warehouse.count(VEHICLE_SPEEDS) >= traversals,
             timeout_s=60,
             what="the traversals' rows in the warehouse",
             interval_s=0.5,
@@ -109,7 +105,7 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             complete = outputs.wait_for(lambda got: len(got) >= len(truth), timeout_s=120)
             warehouse = Warehouse(stack.project_id, DEMO_DATASET)
             complete = complete and _wait_for_rows(warehouse, len(truth))
-            speed_rows = _count(warehouse, "vehicle_speeds")
+            speed_rows = warehouse.count(VEHICLE_SPEEDS)
             report_page = write_report(stack, DEMO_DATASET, out_dir / "report")
         finally:
             outputs.close()

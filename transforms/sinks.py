@@ -3,7 +3,6 @@
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -17,14 +16,9 @@ _log = logging.getLogger(__name__)
 class FormatTraversals(beam.PTransform):
     """Traversal -> the output-topic JSON record of DESIGN.md §4 (fine or pass)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self.clock = clock
-
     def expand(self, traversals: beam.PCollection) -> beam.PCollection:
-        clock = self.clock
         return traversals | "ToFineRecord" >> beam.Map(
-            lambda traversal: fine_record(traversal, processed_at_ms=int(clock() * 1000))
+            lambda traversal: fine_record(traversal, processed_at_ms=int(time.time() * 1000))
         )
 
 

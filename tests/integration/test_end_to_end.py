@@ -13,6 +13,7 @@ from google.cloud import pubsub_v1
 from clients.warehouse import Warehouse
 from domain import defaults
 from domain.geometry import interpolate
+from domain.schemas import DEAD_LETTER, FINES, VEHICLE_SPEEDS
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
@@ -33,11 +34,6 @@ SECTION = TrafficConfig(
     points=4,
     seed=20261123,
 )
-
-
-def count_rows(warehouse: Warehouse, table: str) -> int:
-    sql = f"SELECT COUNT(*) AS n FROM `{warehouse.project}.{DATASET}.{table}`"
-    return warehouse.query(sql)[0]["n"]
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +92,7 @@ def test_warehouse_rows_equal_the_generators_truth(run):
     _, _, _, _, truth, warehouse = run
     n_fines = sum(t.must_be_fined for t in truth)
     wait_until(
-        lambda: (
-            count_rows(warehouse, "vehicle_speeds") >= len(truth)
-            and count_rows(warehouse, "fines") >= n_fines
-        ),
+        lambda: warehouse.count(VEHICLE_SPEEDS) >= len(truth) and warehouse.count(FINES) >= n_fines,
         timeout_s=60,
         what="the traversals' rows in the warehouse",
         interval_s=0.5,
@@ -120,7 +113,7 @@ def test_bad_input_reaches_the_dead_letter_topic_and_table(run):
     assert letter["payload"] == "{not json"
     assert letter["error"].startswith("body is not JSON")
     wait_until(
-        lambda: count_rows(warehouse, "dead_letter") >= 1,
+        lambda: warehouse.count(DEAD_LETTER) >= 1,
         timeout_s=60,
         what="the dead letter's row",
         interval_s=0.5,
@@ -159,7 +152,7 @@ def test_replaying_the_same_events_adds_no_row(run):
     # The replay did reach the pipeline: its traversals re-fired on the output topic ...
     assert {r["vehicle_id"] for r in refired} >= {t.vehicle_id for t in truth}
     # ... and added no row: only the sentinel is new.
-    assert count_rows(warehouse, "vehicle_speeds") == len(truth) + 1
-    assert count_rows(warehouse, "fines") == sum(t.must_be_fined for t in truth) + int(
+    assert warehouse.count(VEHICLE_SPEEDS) == len(truth) + 1
+    assert warehouse.count(FINES) == sum(t.must_be_fined for t in truth) + int(
         sentinel_truth.must_be_fined
     )

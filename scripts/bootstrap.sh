@@ -32,6 +32,11 @@ if [ ! -x "$BQ_VENV/bin/python" ]; then "$PYTHON" -m venv "$BQ_VENV"; fi
 "$BQ_VENV/bin/python" -m pip install -q --upgrade pip
 "$BQ_VENV/bin/python" -m pip install -q -r requirements-bqemulator.txt
 
+# The cars API renders plates with DejaVu fonts (Debian fonts-dejavu-core and -extra).
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf ]; then
+  need_root_apt fonts-dejavu-core fonts-dejavu-extra
+fi
+
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'

@@ -1,0 +1,236 @@
+"""Plate reading with Google Cloud Vision's TEXT_DETECTION.
+
+Images go in `batch_annotate_images` requests of at most 16 (the API's limit), and every
+response of a batch is matched to its image, in order. Failures never raise out of `read`:
+an image the service could not annotate, or a batch whose RPC kept failing, becomes an
+unreadable reading that carries the error, so one bad photo or a short outage costs photos,
+not the bundle.
+
+Confidence: TEXT_DETECTION returns confidences only when the request sets
+`TextDetectionParams.enable_text_detection_confidence_score` (otherwise only
+DOCUMENT_TEXT_DETECTION has them), so the request sets it. The confidence used is the
+per-word `confidence` of `full_text_annotation` (pages > blocks > paragraphs > words); a
+candidate's confidence is its least confident word, because a plate is only as sure as its
+least sure part. `text_annotations` carry no usable confidence for text (`score` and the
+deprecated `confidence` are 0), so they are only a fallback when there is no full text.
+"""
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import vision
+from google.cloud.vision_v1.services.image_annotator.transports import (
+    ImageAnnotatorGrpcTransport,
+)
+from google.rpc import code_pb2
+
+from clients.plate_readers import CLOUD_VISION_READER, DEFAULT_MIN_CONFIDENCE
+from domain.plates import PLATE_FORMAT, PlateReading, best_plate, normalise_plate, unreadable
+
+_log = logging.getLogger(__name__)
+
+MAX_BATCH_SIZE = 16  # images per BatchAnnotateImages request, fixed by the API
+TRANSIENT_ERRORS = (
+    api_exceptions.ServiceUnavailable,  # UNAVAILABLE
+    api_exceptions.DeadlineExceeded,
+    api_exceptions.InternalServerError,  # INTERNAL
+    api_exceptions.TooManyRequests,  # RESOURCE_EXHAUSTED: quota, try again later
+    api_exceptions.Aborted,
+    api_exceptions.Unknown,
+    auth_exceptions.TransportError,  # the token refresh could not reach the auth server
+)
+_LINE_ENDS = {
+    vision.TextAnnotation.DetectedBreak.BreakType.EOL_SURE_SPACE,
+    vision.TextAnnotation.DetectedBreak.BreakType.HYPHEN,
+    vision.TextAnnotation.DetectedBreak.BreakType.LINE_BREAK,
+}
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+    confidence: float
+    ends_line: bool
+
+
+class CloudVisionPlateReader:
+    """A `PlateReader` backed by Cloud Vision; one per worker (built in DoFn.setup)."""
+
+    name: str = CLOUD_VISION_READER
+
+    def __init__(
+        self,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        client: vision.ImageAnnotatorClient | None = None,
+        endpoint: str | None = None,
+        timeout_s: float = 30.0,
+        batch_size: int = MAX_BATCH_SIZE,
+        *,
+        max_attempts: int = 4,
+        backoff_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """`endpoint` ("host:port") is a plaintext local server for tests; None means Google
+        with Application Default Credentials. A failing RPC is tried `max_attempts` times in
+        all, waiting about `backoff_s`, then twice that, and so on between tries."""
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}, got {batch_size}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.min_confidence = min_confidence
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+        self._owns_client = client is None
+        self._client = client or _new_client(endpoint)
+
+    def read(self, images: Sequence[bytes]) -> list[PlateReading]:
+        """One reading per image, in order; errors become unreadable readings."""
+        readings: list[PlateReading] = []
+        for start in range(0, len(images), self.batch_size):
+            readings.extend(self._read_batch(images[start : start + self.batch_size]))
+        return readings
+
+    def close(self) -> None:
+        """Close the gRPC channel this reader opened (DoFn.teardown); a given client is kept."""
+        if self._owns_client:
+            self._client.transport.close()
+
+    def _read_batch(self, images: Sequence[bytes]) -> list[PlateReading]:
+        request = vision.BatchAnnotateImagesRequest(requests=[_request(image) for image in images])
+        try:
+            response = self._annotate(request)
+        except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            _log.warning("Cloud Vision failed for %d images: %s", len(images), error)
+            return [unreadable(self.name, error) for _ in images]
+        if len(response.responses) != len(images):
+            error = f"asked about {len(images)} images, got {len(response.responses)} answers"
+            return [unreadable(self.name, error) for _ in images]
+        return [self._reading(answer) for answer in response.responses]
+
+    def _annotate(
+        self, request: vision.BatchAnnotateImagesRequest
+    ) -> vision.BatchAnnotateImagesResponse:
+        """The RPC, tried again on transient errors; the client's own 600 s retry is off."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self._client.batch_annotate_images(
+                    request=request, retry=None, timeout=self.timeout_s
+                )
+            except TRANSIENT_ERRORS as exc:
+                if attempt == self.max_attempts:
+                    raise
+                delay = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+                _log.info("Cloud Vision attempt %d failed (%s); retrying", attempt, exc)
+                self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _reading(self, answer: vision.AnnotateImageResponse) -> PlateReading:
+        if answer.error.code != code_pb2.OK:
+            return unreadable(self.name, _status_text(answer.error.code, answer.error.message))
+        return best_plate(_candidates(answer), self.name, self.min_confidence)
+
+
+def _new_client(endpoint: str | None) -> vision.ImageAnnotatorClient:
+    if endpoint is None:
+        return vision.ImageAnnotatorClient()
+    # client_options(api_endpoint=...) alone would still speak TLS to the local server.
+    channel = grpc.insecure_channel(endpoint)
+    return vision.ImageAnnotatorClient(transport=ImageAnnotatorGrpcTransport(channel=channel))
+
+
+def _request(image: bytes) -> vision.AnnotateImageRequest:
+    return vision.AnnotateImageRequest(
+        image=vision.Image(content=image),
+        features=[vision.Feature(type_=vision.Feature.Type.TEXT_DETECTION)],
+        image_context=vision.ImageContext(
+            text_detection_params=vision.TextDetectionParams(
+                enable_text_detection_confidence_score=True
+            )
+        ),
+    )
+
+
+def _status_text(code: int, message: str) -> str:
+    try:
+        name = code_pb2.Code.Name(code)
+    except ValueError:
+        name = f"code {code}"
+    return f"{name}: {message}"
+
+
+def _candidates(answer: vision.AnnotateImageResponse) -> list[tuple[str, float]]:
+    """Text lines `(text, confidence)`, then word runs shaped like a plate that no line is.
+
+    The runs catch a plate read as "ABC" and "1234" on two lines or blocks, and a plate
+    sharing its line with other text ("NY ABC1234").
+    """
+    words = list(_words(answer.full_text_annotation))
+    if not words:  # no full text: lines of the overall annotation, without confidence
+        if not answer.text_annotations:
+            return []
+        overall = answer.text_annotations[0]
+        confidence = overall.score or overall.confidence
+        return [(line, confidence) for line in overall.description.splitlines() if line.strip()]
+    lines = _lines(words)
+    seen = {text for text, _ in lines}
+    runs = [run for run in _plate_runs(words) if run[0] not in seen]
+    return lines + list(dict.fromkeys(runs))
+
+
+def _words(text: vision.TextAnnotation) -> Iterator[_Word]:
+    """Every word in reading order; a paragraph's last word always ends its line."""
+    for page in text.pages:
+        for block in page.blocks:
+            for paragraph in block.paragraphs:
+                for index, word in enumerate(paragraph.words):
+                    symbols = word.symbols
+                    ends_line = index == len(paragraph.words) - 1 or (
+                        bool(symbols) and symbols[-1].property.detected_break.type_ in _LINE_ENDS
+                    )
+                    text_ = "".join(symbol.text for symbol in symbols)
+                    yield _Word(text_, word.confidence, ends_line)
+
+
+def _lines(words: Sequence[_Word]) -> list[tuple[str, float]]:
+    lines: list[tuple[str, float]] = []
+    current: list[_Word] = []
+    for word in words:
+        current.append(word)
+        if word.ends_line:
+            lines.append(_joined(current))
+            current = []
+    if current:
+        lines.append(_joined(current))
+    return lines
+
+
+def _plate_runs(words: Sequence[_Word]) -> Iterator[tuple[str, float]]:
+    """Runs of consecutive words whose letters and digits make exactly one plate."""
+    for start, first in enumerate(words):
+        if not _NOT_ALNUM.sub("", first.text):
+            continue
+        length = 0
+        for end in range(start, len(words)):
+            length += len(_NOT_ALNUM.sub("", words[end].text))
+            if length > len(PLATE_FORMAT):
+                break
+            run = _joined(words[start : end + 1])
+            if length == len(PLATE_FORMAT) and normalise_plate(run[0]) is not None:
+                yield run
+                break
+
+
+def _joined(words: Sequence[_Word]) -> tuple[str, float]:
+    return " ".join(word.text for word in words), min(word.confidence for word in words)

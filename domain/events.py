@@ -3,6 +3,12 @@
 `parse_camera_event` turns one Pub/Sub message into a `CameraEvent` or raises
 `InvalidEvent` with a reason a person can act on. It never raises anything else,
 so the transform around it can dead-letter every bad input and keep running.
+
+Event times are plausible or rejected: not before 2000-01-01 nor from 2100 on (a clock
+fault, not traffic), and, when the caller passes its clock (`now_ms`), not more than
+`defaults.MAX_EVENT_TIME_AHEAD_SECONDS` ahead of it: a session keyed on a far-future
+detection would stay open, holding state, until the watermark reached it. There is no
+bound on age: old detections are only late, and the windowing drops them by itself.
 """
 
 import json
@@ -12,13 +18,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from domain import defaults
 from domain.geometry import LatLon
 
 EVENT_ID_ATTRIBUTE = "event_id"
-TIMESTAMP_ATTRIBUTE = "ts"  # epoch milliseconds, read by ReadFromPubSub(timestamp_attribute=)
+# Epoch milliseconds; checked against the body. Not used as ReadFromPubSub's
+# timestamp_attribute: a malformed value would fail Beam's reader (README, Semantics).
+TIMESTAMP_ATTRIBUTE = "ts"
 
 # Ids end up in object names and table rows: a conservative alphabet keeps them safe there.
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Always used with fullmatch: `$` would let a trailing newline through.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# RFC 3339 date-time only: fromisoformat alone also takes week dates, basic format and
+# hour-only times. The zone is optional here so that its absence gets its own reason.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?P<zone>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+_SHOWN_CHARS = 64  # of a bad value quoted in a reason: the payload keeps the rest
 # Far-past or far-future event times are clock faults, not traffic.
 _EARLIEST_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _LATEST_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -67,16 +84,19 @@ def format_rfc3339_ms(epoch_ms: int) -> str:
 
 
 def parse_rfc3339_ms(text: str) -> int:
-    """Epoch milliseconds of an RFC 3339 timestamp that carries a zone."""
+    """Epoch milliseconds of an RFC 3339 timestamp that carries a zone, in 2000..2100."""
+    match = _RFC3339.fullmatch(text)
     try:
-        moment = datetime.fromisoformat(text)
+        if match is None:
+            raise ValueError("not the RFC 3339 date-time form")
+        moment = datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"
     except ValueError as error:
-        raise InvalidEvent(f"timestamp is not RFC 3339: {text!r}") from error
-    if moment.tzinfo is None:
-        raise InvalidEvent(f"timestamp has no time zone: {text!r}")
+        raise InvalidEvent(f"timestamp is not RFC 3339: {_shown(text)}") from error
+    if match["zone"] is None or moment.tzinfo is None:
+        raise InvalidEvent(f"timestamp has no time zone: {_shown(text)}")
     epoch_ms = round(moment.timestamp() * 1000)
     if not _EARLIEST_MS <= epoch_ms < _LATEST_MS:
-        raise InvalidEvent(f"timestamp out of range 2000..2100: {text!r}")
+        raise InvalidEvent(f"timestamp out of range 2000..2100: {_shown(text)}")
     return epoch_ms
 
 
@@ -87,8 +107,14 @@ def parse_camera_event(
     message_id: str | None,
     publish_time_ms: int,
     default_radar_id: str,
+    now_ms: int | None = None,
 ) -> CameraEvent:
-    """Validate one message; legacy course messages borrow id, time and radar from transport."""
+    """Validate one message; legacy course messages borrow id, time and radar from transport.
+
+    `now_ms` is the caller's clock: given, event times too far ahead of it are rejected
+    (the pipeline passes it; tools that read recorded files, whose times may lie
+    anywhere, do not).
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -112,7 +138,8 @@ def parse_camera_event(
         attribute_ms = attributes.get(TIMESTAMP_ATTRIBUTE)
         if attribute_ms is not None and attribute_ms != str(event_time_ms):
             raise InvalidEvent(
-                f"attribute ts={attribute_ms!r} disagrees with timestamp {body['timestamp']!r}"
+                f"attribute ts={_shown(attribute_ms)} disagrees with timestamp "
+                f"{_shown(body['timestamp'])} ({event_time_ms} ms)"
             )
     else:  # The original course generator: {"vehicle_id", "speed", "location"}.
         missing = [key for key in ("vehicle_id", "location") if key not in body]
@@ -120,12 +147,22 @@ def parse_camera_event(
             raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
         if not message_id:
             raise InvalidEvent("legacy message without a Pub/Sub message id")
-        event_id = message_id
+        event_id = _checked_id(message_id, "Pub/Sub message id")
         radar_id = default_radar_id
+        if not _EARLIEST_MS <= publish_time_ms < _LATEST_MS:
+            raise InvalidEvent(f"publish time {publish_time_ms} ms out of range 2000..2100")
         event_time_ms = publish_time_ms
         if isinstance(body["vehicle_id"], int) and not isinstance(body["vehicle_id"], bool):
             body["vehicle_id"] = str(body["vehicle_id"])  # the course used numeric ids
 
+    if now_ms is not None:
+        ahead_ms = event_time_ms - now_ms
+        if ahead_ms > defaults.MAX_EVENT_TIME_AHEAD_SECONDS * 1000:
+            raise InvalidEvent(
+                f"event time {format_rfc3339_ms(event_time_ms)} is {ahead_ms / 1000:.0f} s "
+                f"ahead of the pipeline clock (at most {defaults.MAX_EVENT_TIME_AHEAD_SECONDS}"
+                " s): camera clock fault"
+            )
     return CameraEvent(
         event_id=event_id,
         radar_id=radar_id,
@@ -140,19 +177,33 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _shown(value: str) -> str:
+    """A bad value quoted in a reason, cut short: a 1 MB field must not make a 1 MB reason."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} chars)"
+
+
 def _id_field(body: Mapping[str, object], key: str) -> str:
     value = body[key]
     if not isinstance(value, str):
         raise InvalidEvent(f"{key} must be a string, got {type(value).__name__}")
-    if not _ID_PATTERN.match(value):
-        raise InvalidEvent(f"{key} must match {_ID_PATTERN.pattern}: {value[:64]!r}")
+    return _checked_id(value, key)
+
+
+def _checked_id(value: str, what: str) -> str:
+    if not _ID_PATTERN.fullmatch(value):
+        raise InvalidEvent(f"{what} must match {_ID_PATTERN.pattern}: {_shown(value)}")
     return value
 
 
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(f"{what} must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as error:  # a JSON integer like 10**400
+        raise InvalidEvent(f"{what} must be finite") from error
     if not math.isfinite(number):
         raise InvalidEvent(f"{what} must be finite")
     return number
@@ -175,4 +226,4 @@ def _speed_field(value: object) -> float | None:
     speed = _number(value, "speed")
     if not 0 <= speed <= _MAX_SPEED_KMH:
         raise InvalidEvent(f"speed {speed} outside [0, {_MAX_SPEED_KMH:g}] km/h")
-    return speed
+    return speed + 0.0  # -0.0 becomes 0.0

@@ -6,6 +6,7 @@ photo bytes and return one `PlateReading` per photo, in order; a photo that cann
 read becomes an unreadable reading with its error, never an exception for the batch.
 """
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,3 +39,40 @@ def open_plate_reader(
 
         return CloudVisionPlateReader(min_confidence, **client_kwargs)
     raise ValueError(f"unknown plate reader {kind!r}; choose one of {', '.join(PLATE_READERS)}")
+
+
+class _SerialisedReader:
+    """One reader shared by the threads of a worker process, one batch at a time.
+
+    RapidOCR keeps call-time settings on the engine, so two concurrent calls could mix
+    them; the model itself is the expensive part, and it is loaded once.
+    """
+
+    def __init__(self, reader: PlateReader) -> None:
+        self.name = reader.name
+        self._reader = reader
+        self._lock = threading.Lock()
+
+    def read(self, images: Sequence[bytes]) -> list[PlateReading]:
+        with self._lock:
+            return self._reader.read(images)
+
+
+_SHARED: dict[tuple[Any, ...], PlateReader] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_plate_reader(
+    kind: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE, **client_kwargs: Any
+) -> PlateReader:
+    """The process's reader of this kind, loaded on first use.
+
+    Beam's direct runner calls DoFn.setup for every bundle, and Dataflow runs several
+    DoFn instances per worker process: a per-process cache loads the model only once.
+    """
+    key = (kind, min_confidence, tuple(sorted(client_kwargs.items())))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            reader = open_plate_reader(kind, min_confidence, **client_kwargs)
+            _SHARED[key] = _SerialisedReader(reader)
+        return _SHARED[key]

@@ -1,0 +1,84 @@
+"""Fine photos in Cloud Storage (google-cloud-storage; locally gcp-storage-emulator).
+
+The client finds the emulator through STORAGE_EMULATOR_HOST and then uses anonymous
+credentials by itself. Objects are written with `if_generation_match=0`, so a second write
+of the same fine (a redelivery, a late re-fire) never replaces the evidence: one object per
+fine, and the library may retry the upload safely because it is conditional.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from google.api_core import exceptions as api_exceptions
+from google.cloud import storage
+
+from domain.evidence import gs_url, sha256_hex
+
+_log = logging.getLogger(__name__)
+SHA256_METADATA_KEY = "sha256"
+UPLOAD_TIMEOUT_S = 30.0
+
+# Worth retrying later: the store is down or overloaded (the library already retried).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    api_exceptions.ServerError,
+    api_exceptions.TooManyRequests,
+    api_exceptions.RetryError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPhoto:
+    url: str
+    sha256: str
+    created: bool  # False when the object was already there (written by an earlier attempt)
+
+
+class EvidenceStore:
+    def __init__(self, bucket: str, project: str | None = None) -> None:
+        self.bucket_name = bucket
+        self._client = storage.Client(project=project)
+        self._bucket = self._client.bucket(bucket)
+
+    def store(self, object_name: str, data: bytes, content_type: str) -> StoredPhoto:
+        digest = sha256_hex(data)
+        # Looked up first as well: gcp-storage-emulator ignores ifGenerationMatch.
+        if self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S) is not None:
+            return self._existing(object_name, digest)
+        blob = self._bucket.blob(object_name)
+        blob.metadata = {SHA256_METADATA_KEY: digest}
+        try:
+            blob.upload_from_string(
+                data, content_type=content_type, if_generation_match=0, timeout=UPLOAD_TIMEOUT_S
+            )
+        except api_exceptions.PreconditionFailed:
+            return self._existing(object_name, digest)
+        return StoredPhoto(gs_url(self.bucket_name, object_name), digest, created=True)
+
+    def _existing(self, object_name: str, digest: str) -> StoredPhoto:
+        """The object a previous attempt stored; its recorded digest is the evidence."""
+        blob = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
+        stored = (blob.metadata or {}).get(SHA256_METADATA_KEY) if blob else None
+        if stored and stored != digest:
+            _log.warning(
+                "%s already holds a different photo (sha256 %s); the first one stays evidence",
+                object_name,
+                stored,
+            )
+        return StoredPhoto(gs_url(self.bucket_name, object_name), stored or digest, created=False)
+
+    def read(self, object_name: str) -> bytes:
+        return self._bucket.blob(object_name).download_as_bytes(timeout=UPLOAD_TIMEOUT_S)
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        return sorted(
+            blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=prefix)
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing (the local stack; on Google Cloud it is provisioned)."""
+        try:
+            self._client.create_bucket(self.bucket_name)
+        except api_exceptions.Conflict:
+            pass

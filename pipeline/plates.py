@@ -1,0 +1,46 @@
+"""Read licence plates from photo files, with the pipeline's own plate readers.
+
+    python -m pipeline.plates [--plate_reader embedded|cloud-vision] IMAGE...
+
+prints one JSON line per image: {"file", "license_plate", "plate_confidence",
+"plate_reader", "raw_text"} (license_plate null when unreadable). The reader is loaded
+once and reused across images, as a pipeline worker does.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clients.plate_readers import (
+    DEFAULT_MIN_CONFIDENCE,
+    EMBEDDED_READER,
+    PLATE_READERS,
+    open_plate_reader,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("--plate_reader", choices=PLATE_READERS, default=EMBEDDED_READER)
+    parser.add_argument("--plate_min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)
+    args = parser.parse_args(argv)
+    reader = open_plate_reader(args.plate_reader, args.plate_min_confidence)
+    failed = False
+    for path in args.images:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            print(f"plates: cannot read {path}: {error}", file=sys.stderr)
+            failed = True
+            continue
+        (reading,) = reader.read([data])
+        if reading.error:
+            print(f"plates: {path}: {reading.error}", file=sys.stderr)
+        print(json.dumps({"file": str(path), **reading.as_json()}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`python -m pipeline.plates IMAGE...`: one JSON line per image, the reader loaded once."""
+
+import json
+
+from domain.plates import plate_for_vehicle
+from generator.car_images import render_car_photo
+from pipeline import plates
+
+
+def test_plates_cli_prints_one_json_line_per_image(tmp_path, capsys):
+    files = []
+    for vehicle_id in ("veh-cli-1", "veh-cli-2"):
+        path = tmp_path / f"{vehicle_id}.jpg"
+        path.write_bytes(render_car_photo(vehicle_id))
+        files.append(path)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a photo")
+    assert plates.main([str(p) for p in [*files, junk]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(p) for p in [*files, junk]]
+    assert [line["license_plate"] for line in lines] == [
+        plate_for_vehicle("veh-cli-1"),
+        plate_for_vehicle("veh-cli-2"),
+        None,
+    ]
+    assert set(lines[0]) == {
+        "file", "license_plate", "plate_confidence", "plate_reader", "raw_text"
+    }  # fmt: skip
+    assert lines[0]["plate_reader"] == "embedded-rapidocr"
+
+
+def test_plates_cli_reports_a_missing_file_and_fails(tmp_path, capsys):
+    assert plates.main([str(tmp_path / "missing.jpg")]) == 1
+    assert "cannot read" in capsys.readouterr().err

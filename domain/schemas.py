@@ -61,6 +61,11 @@ FINE_COLUMNS: tuple[Column, ...] = (
     *_TRAVERSAL_MEASURE,
     _nullable("image_url", "STRING", "gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg"),
     _nullable("image_sha256", "STRING", "hex sha256 of the stored image bytes (evidence)"),
+    _nullable(
+        "evidence_error",
+        "STRING",
+        "why the plate or photo is missing (stage: reason), null when evidence is complete",
+    ),
     _required("is_ticketed", "BOOLEAN", "true for a fine, false for a traversal under the limit"),
     _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
 )

@@ -1,5 +1,6 @@
 """Section average speed and the fine rule (DESIGN.md §3)."""
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -143,3 +144,27 @@ class SectionRules:
                 raise ValueError(f"section {radar_id!r}: limits and length must be positive")
             sections[radar_id] = rule
         return cls(default, sections)
+
+
+def measurement_key(traversal: Traversal) -> str:
+    """The traversal's id plus a digest of its whole measurement.
+
+    A redelivery or an identical late re-fire repeats the key; a late detection that
+    changes the measurement gives a new key (a correction, published again).
+    """
+    content = json.dumps(dataclasses.asdict(traversal), sort_keys=True, default=list)
+    return f"{traversal.traversal_id}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
+
+
+def too_late(
+    event_time_ms: int, now_ms: int, gap_seconds: int, allowed_lateness_seconds: int
+) -> bool:
+    """Whether a detection arrives after its traversal can no longer take it.
+
+    Its session ends at the earliest one gap after it; Beam drops it once the watermark
+    passes that end plus the allowed lateness. The watermark never runs ahead of the
+    clock, so judged against the clock (with a margin for the trip to the grouping step)
+    every detection Beam would drop silently is caught here first.
+    """
+    deadline_ms = event_time_ms + (gap_seconds + allowed_lateness_seconds) * 1000
+    return deadline_ms < now_ms + defaults.LATE_MARGIN_SECONDS * 1000

@@ -1,10 +1,12 @@
 """`make demo`: the whole local stack, end to end, on embedded defaults.
 
-Starts the Pub/Sub and BigQuery emulators, runs the pipeline on the BundleBasedDirectRunner,
-records simulated traffic with the generator and replays it live, prints each fine
-as it arrives, writes every output message to demo-output/fines.jsonl, checks the
-result against the generator's truth, writes the analyst report from the warehouse
-(demo-output/report/index.html) and stops everything it started (also on Ctrl-C).
+Starts the Pub/Sub, BigQuery and Cloud Storage emulators and the cars API, runs the
+pipeline on the BundleBasedDirectRunner, records simulated traffic with the generator and
+replays it live, prints each fine as it arrives (with its plate and gs:// photo URL),
+writes every output message to demo-output/fines.jsonl and the fines' photos to
+demo-output/images/, checks the result against the generator's truth, writes the analyst
+report from the warehouse (demo-output/report/index.html) and stops everything it
+started (also on Ctrl-C).
 """
 
 import argparse
@@ -17,9 +19,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from clients.evidence_store import EvidenceStore
 from clients.warehouse import Warehouse
 from domain import defaults
 from domain.geometry import format_location, interpolate
+from domain.plates import plate_for_vehicle
 from domain.schemas import VEHICLE_SPEEDS
 from generator import cli as generator_cli
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
@@ -42,9 +46,34 @@ def _print_fine(record: dict[str, Any]) -> None:
             f"FINE {record['vehicle_id']} on {record['radar_id']}: "
             f"{record['avg_speed_kmh']:.1f} km/h ({record['avg_speed_mph']:.1f} mph, "
             f"limit {record['speed_limit_mph']:g} mph) over {record['distance_m']:.0f} m "
-            f"in {record['duration_s']:.1f} s  fine_id={record['fine_id'][:12]}",
+            f"in {record['duration_s']:.1f} s  fine_id={record['fine_id'][:12]}\n"
+            f"     plate {_plate_text(record)}  photo {record['image_url'] or '-'}",
             flush=True,
         )
+
+
+def _plate_text(record: dict[str, Any]) -> str:
+    if record["license_plate"]:
+        reader, confidence = record["plate_reader"], record["plate_confidence"]
+        return f"{record['license_plate']} ({reader}, confidence {confidence:.2f})"
+    return f"unreadable ({record['evidence_error'] or 'low confidence'})"
+
+
+def _save_photos(records: list[dict[str, Any]], bucket: str, images_dir: Path) -> int:
+    """Copy the fines' stored photos out of the storage emulator, for a person to open."""
+    images_dir.mkdir(parents=True, exist_ok=True)
+    store = EvidenceStore(bucket)
+    saved = 0
+    for record in records:
+        url = record.get("image_url")
+        if not url:
+            continue
+        name = url.removeprefix(f"gs://{bucket}/")
+        plate = record["license_plate"] or "unreadable"
+        target = images_dir / f"{record['vehicle_id']}_{plate}_{record['fine_id'][:12]}.jpg"
+        target.write_bytes(store.read(name))
+        saved += 1
+    return saved
 
 
 def _wait_for_rows(warehouse: Warehouse, traversals: int) -> bool:
@@ -90,7 +119,9 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
         )
         print(f"demo: starting the pipeline (log: {stack.work_dir / 'pipeline.log'})", flush=True)
         pipeline.start()
-        outputs = OutputCollector(stack, topics.output_subscription, on_message=_print_fine)
+        outputs = OutputCollector(
+            stack, topics.output_subscription, on_message=_print_fine, producer=pipeline.process
+        )
         try:
             stack.apply_env()  # the generator's publisher finds the emulator from the env
             replayed = generator_cli.main([
@@ -106,6 +137,8 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             warehouse = Warehouse(stack.project_id, DEMO_DATASET)
             complete = complete and _wait_for_rows(warehouse, len(truth))
             speed_rows = warehouse.count(VEHICLE_SPEEDS)
+            fined = [r for r in outputs.snapshot() if r["is_ticketed"]]
+            photos = _save_photos(fined, pipeline.bucket, out_dir / "images")
             report_page = write_report(stack, DEMO_DATASET, out_dir / "report")
         finally:
             outputs.close()
@@ -117,12 +150,19 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
     fines = sum(1 for r in received if r["is_ticketed"])
     expected = {t["vehicle_id"] for t in truth if t["must_be_fined"]}
     matches = {r["vehicle_id"] for r in received if r["is_ticketed"]} == expected
+    plates_right = sum(
+        r["license_plate"] == plate_for_vehicle(r["vehicle_id"])
+        for r in received
+        if r["is_ticketed"]
+    )
     print(f"demo: output messages in {out_dir / 'fines.jsonl'}")
     print(
         f"demo: truth says {len(truth)} traversals, {len(expected)} fines: "
         + ("all matched" if complete and matches else "MISMATCH")
     )
     print(f"demo: warehouse {DEMO_DATASET}.vehicle_speeds holds {speed_rows} rows")
+    print(f"demo: plates read right for {plates_right} of {fines} fines (truth: the renderer's)")
+    print(f"demo: {photos} fine photos copied to {out_dir / 'images'}")
     print(f"demo: analyst report in {report_page}")
     print(f"demo: {len(received)} traversals, {fines} fines", flush=True)
     return 0 if complete and matches else 1

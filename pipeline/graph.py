@@ -22,17 +22,13 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
+from clients.plate_readers import CLOUD_VISION_READER, EMBEDDED_READER
 from domain import defaults
-from domain.events import TIMESTAMP_ATTRIBUTE
 from domain.schemas import DEAD_LETTER, FINES
 from domain.speed import SectionRule, SectionRules
-from pipeline.options import (
-    CLOUD_VISION_READER,
-    EMBEDDED_READER,
-    SectionSpeedOptions,
-    invalid_options,
-    resource_path,
-)
+from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
+from transforms.enrich import EnrichFine, EvidenceConfig
+from transforms.lateness import DropRepeatedTraversals, RejectTooLate
 from transforms.parse import ParseEvents
 from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
 from transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
@@ -55,27 +51,36 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     project = options.project_id
     messages = pipeline | "ReadCameraEvents" >> beam.io.ReadFromPubSub(
         subscription=resource_path(project, "subscriptions", options.input_subscription),
+        # No timestamp_attribute: Beam's reader fails the pipeline on a malformed `ts`
+        # attribute before any code of ours sees it. ParseEvents stamps each event with the
+        # body's time instead and dead-letters a `ts` that disagrees.
         with_attributes=True,
-        timestamp_attribute=TIMESTAMP_ATTRIBUTE,
     )
     parsed = messages | "ParseEvents" >> ParseEvents(options.radar_id)
-    traversals = parsed.events | "SectionSpeed" >> SectionSpeed(
-        section_rules(options), options.session_gap_seconds, options.allowed_lateness_seconds
+    gap, lateness = options.session_gap_seconds, options.allowed_lateness_seconds
+    on_time = parsed.events | "RejectTooLate" >> RejectTooLate(gap, lateness)
+    traversals = on_time.events | "SectionSpeed" >> SectionSpeed(
+        section_rules(options), gap, lateness
     )
-    fines = traversals[FINED] | "FormatFines" >> FormatTraversals()
-    passes = traversals[NOT_FINED] | "FormatPasses" >> FormatTraversals()
+    repeats_window = dedupe_seconds(options)
+    fined = traversals[FINED] | "DropRepeatedFines" >> DropRepeatedTraversals(repeats_window)
+    passed = traversals[NOT_FINED] | "DropRepeatedPasses" >> DropRepeatedTraversals(repeats_window)
+    dead_letters = [parsed.dead_letter, on_time.dead_letter]
+    if options.cars_api:
+        fines, evidence_failures = fined | "EnrichFines" >> EnrichFine(evidence_config(options))
+        dead_letters.append(evidence_failures)
+    else:  # no evidence stage configured: fines go out with their measurement only
+        fines = fined | "FormatFines" >> FormatTraversals()
+    passes = passed | "FormatPasses" >> FormatTraversals()
     (
         (fines, passes)
         | "MergeTraversals" >> beam.Flatten()
         | "PublishTraversals"
         >> PublishJson(resource_path(project, "topics", options.output_topic), "fine_id")
     )
-    dead_letters = [parsed.dead_letter]
     if options.bq_dataset:
         warehouse = WarehouseSinks(project, options.bq_dataset, dedupe_seconds(options))
-        all_traversals = (traversals[FINED], traversals[NOT_FINED]) | "AllTraversals" >> (
-            beam.Flatten()
-        )
+        all_traversals = (fined, passed) | "AllTraversals" >> beam.Flatten()
         rows = (
             fines | "FineRows" >> ToWarehouseRows(FINES),
             all_traversals | "SpeedRows" >> SpeedRows(),
@@ -95,6 +100,16 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
             | "WriteDeadLettersToBigQuery" >> warehouse.write()
             | "LogUnwritableDeadLetters" >> LogDeadLetters()
         )
+
+
+def evidence_config(options: SectionSpeedOptions) -> EvidenceConfig:
+    return EvidenceConfig(
+        cars_api=options.cars_api,
+        bucket=options.bucket,
+        project=options.project_id,
+        plate_reader=options.plate_reader,
+        min_confidence=options.plate_min_confidence,
+    )
 
 
 def dedupe_seconds(options: SectionSpeedOptions) -> int:

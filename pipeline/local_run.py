@@ -9,9 +9,12 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from google.protobuf import timestamp_pb2
 
 from domain import defaults
 from pipeline.local_stack import LocalStack, ManagedProcess, pubsub_clients, wait_until
@@ -36,11 +39,22 @@ class LocalTopics:
         stack.create_topics(
             [self.input_topic, self.output_topic, self.dead_letter_topic],
             {
-                self.input_subscription: self.input_topic,
                 self.output_subscription: self.output_topic,
                 self.dead_letter_subscription: self.dead_letter_topic,
             },
         )
+        # The input keeps acknowledged messages, so that a restarted pipeline can replay
+        # the sessions it had open (Pub/Sub seek), as an operator would on Google Cloud.
+        _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
+        with subscriber:
+            subscriber.create_subscription(
+                request={
+                    "name": stack.subscription_path(self.input_subscription),
+                    "topic": stack.topic_path(self.input_topic),
+                    "ack_deadline_seconds": 60,
+                    "retain_acked_messages": True,
+                }
+            )
 
 
 @dataclass
@@ -51,6 +65,13 @@ class LocalPipeline:
     allowed_lateness_seconds: int = defaults.ALLOWED_LATENESS_SECONDS
     extra_args: list[str] = field(default_factory=list)
     process: ManagedProcess | None = None
+    bucket: str = defaults.EVIDENCE_BUCKET
+
+    def evidence_args(self) -> list[str]:
+        """Fine evidence on when the stack runs the cars API (and storage for the photos)."""
+        if not self.stack.cars_api_url:
+            return []
+        return ["--cars_api", self.stack.cars_api_url, "--bucket", self.bucket]
 
     def argv(self) -> list[str]:
         return [
@@ -62,21 +83,55 @@ class LocalPipeline:
             "--dead_letter_topic", self.topics.dead_letter_topic,
             "--session_gap_seconds", str(self.session_gap_seconds),
             "--allowed_lateness_seconds", str(self.allowed_lateness_seconds),
+            *self.evidence_args(),
             *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 180.0) -> ManagedProcess:
         """Start the pipeline and wait until it has launched (or fail with its log)."""
+        if self.evidence_args():
+            self.stack.create_bucket(self.bucket)
+        log_path = self.stack.work_dir / "pipeline.log"
+        earlier = log_path.stat().st_size if log_path.exists() else 0  # a restart appends
         process = self.stack.spawn("pipeline", self.argv())
         self.process = process
 
         def launched() -> bool:
             if not process.running():
                 raise RuntimeError(f"pipeline exited at start:\n{process.log_tail(40)}")
-            return READY_LINE in process.log_path.read_text(errors="replace")
+            with log_path.open("rb") as log:
+                log.seek(earlier)
+                return READY_LINE.encode() in log.read()
 
         wait_until(launched, timeout_s=timeout_s, what="the pipeline to start", interval_s=0.25)
         return process
+
+    def restart(self, timeout_s: float = 180.0) -> ManagedProcess:
+        """Stop the pipeline and start it again, replaying what its open sessions had read.
+
+        The direct runner acknowledges messages when it pulls them and keeps session state
+        in memory, so a stop loses the open sessions. The input subscription is sought
+        back by gap + allowed lateness (the oldest detection that can still count):
+        their detections are read again. Traversals that had already fired fire again
+        too; the warehouse sink skips rows it already holds (its recovery window).
+        """
+        if self.process is not None:
+            stopped_at = time.time()
+            self.process.stop()
+            self.seek_input(stopped_at - self.session_gap_seconds - self.allowed_lateness_seconds)
+        return self.start(timeout_s)
+
+    def seek_input(self, to_epoch_s: float) -> None:
+        when = timestamp_pb2.Timestamp()
+        when.FromMilliseconds(int(to_epoch_s * 1000))
+        _, subscriber = pubsub_clients(self.stack.env["PUBSUB_EMULATOR_HOST"])
+        with subscriber:
+            subscriber.seek(
+                request={
+                    "subscription": self.stack.subscription_path(self.topics.input_subscription),
+                    "time": when,
+                }
+            )
 
     def input_topic_path(self) -> str:
         return self.stack.topic_path(self.topics.input_topic)
@@ -90,7 +145,9 @@ class OutputCollector:
         stack: LocalStack,
         subscription: str,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        producer: ManagedProcess | None = None,
     ) -> None:
+        self.producer = producer  # when it dies, waiting is over: fail with its log
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.messages: list[dict[str, Any]] = []
@@ -117,9 +174,23 @@ class OutputCollector:
             return list(self.messages)
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout_s: float) -> bool:
-        """Block until `predicate(messages)` holds or `timeout_s` passes; return whether it held."""
+        """Block until `predicate(messages)` holds or `timeout_s` passes; return whether it held.
+
+        Raises RuntimeError, with the producer's log, if the producing pipeline has exited.
+        """
+        deadline = time.monotonic() + timeout_s
         with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.messages), timeout=timeout_s)
+            while not predicate(self.messages):
+                if self.producer is not None and not self.producer.running():
+                    raise RuntimeError(
+                        f"{self.producer.name} exited while waiting for its output:\n"
+                        f"{self.producer.log_tail(40)}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(timeout=min(remaining, 1.0))
+            return True
 
     def close(self) -> None:
         self._future.cancel()

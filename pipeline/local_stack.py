@@ -12,15 +12,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import requests
 
+from clients.evidence_store import EvidenceStore
 from domain import defaults
 
 _log = logging.getLogger(__name__)
@@ -40,7 +43,12 @@ BIGQUERY_EMULATOR_INSTALL_HINT = (
     "required: run `make venv` (scripts/bootstrap.sh), or set BQEMULATOR_PYTHON to a Python "
     "that has `pip install -r requirements-bqemulator.txt`."
 )
+STORAGE_EMULATOR_INSTALL_HINT = (
+    "The Cloud Storage emulator (PyPI gcp-storage-emulator, in requirements.txt) is required: "
+    "run `make venv`."
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("pubsub", "bigquery", "storage", "cars_api")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -180,16 +188,22 @@ class LocalStack:
         self,
         project_id: str = defaults.PROJECT_ID,
         work_dir: Path | None = None,
-        services: tuple[str, ...] = ("pubsub", "bigquery"),
+        services: tuple[str, ...] = SERVICES,
+        bigquery_on_disk: bool = False,
     ) -> None:
         self.project_id = project_id
         self.services = services
+        # A DuckDB file instead of memory: restart_service("bigquery") keeps the tables, at
+        # the cost of slower streaming inserts (about 4x per request, measured).
+        self.bigquery_on_disk = bigquery_on_disk
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="section-speed-stack-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.env: dict[str, str] = {}
         self._processes: list[ManagedProcess] = []
         self._saved_env: dict[str, str | None] = {}
+        self._services: dict[str, tuple[ManagedProcess, Callable[[], ManagedProcess]]] = {}
+        self.cars_api_url = ""
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> "LocalStack":
@@ -197,6 +211,10 @@ class LocalStack:
             self.start_pubsub()
             if "bigquery" in self.services:
                 self.start_bigquery()
+            if "storage" in self.services:
+                self.start_storage()
+            if "cars_api" in self.services:
+                self.start_cars_api()
         except BaseException:
             self.stop()
             raise
@@ -279,32 +297,126 @@ class LocalStack:
 
     # -- BigQuery ----------------------------------------------------------------------
     def start_bigquery(self, timeout_s: float = 60.0) -> str:
-        """bqemulator (DuckDB-backed BigQuery REST API), in memory, without extensions."""
+        """bqemulator (DuckDB-backed BigQuery REST API), without extensions.
+
+        In memory, or with `bigquery_on_disk` in a DuckDB file under the stack's work_dir
+        (emptied when the stack starts it), so that `restart_service("bigquery")` brings
+        the tables and rows back.
+        """
         python = Path(
             os.environ.get("BQEMULATOR_PYTHON", REPO_ROOT / ".venv-bqemulator" / "bin" / "python")
         )
         if not python.exists():
             raise ServiceUnavailable(f"{python} is missing.\n{BIGQUERY_EMULATOR_INSTALL_HINT}")
         rest_port, grpc_port = free_port(), free_port()
-        process = self.spawn(
-            "bigquery-emulator",
-            [str(python), str(REPO_ROOT / "scripts" / "bqemulator_offline.py"), "start",
-             "--rest-host", "127.0.0.1", f"--rest-port={rest_port}",
-             "--grpc-host", "127.0.0.1", f"--grpc-port={grpc_port}",
-             f"--project={self.project_id}", "--log-level", "warning"],
-        )  # fmt: skip
+        argv = [
+            str(python), str(REPO_ROOT / "scripts" / "bqemulator_offline.py"), "start",
+            "--rest-host", "127.0.0.1", f"--rest-port={rest_port}",
+            "--grpc-host", "127.0.0.1", f"--grpc-port={grpc_port}",
+            f"--project={self.project_id}", "--log-level", "warning",
+        ]  # fmt: skip
+        if self.bigquery_on_disk:
+            data_dir = _empty_dir(self.work_dir / "bigquery-data")
+            argv += ["--persistent", f"--data-dir={data_dir}"]
         endpoint = f"http://127.0.0.1:{rest_port}"
-        _wait_for_http(
-            process,
-            f"{endpoint}/readyz",
-            what="the BigQuery emulator",
-            install_hint=BIGQUERY_EMULATOR_INSTALL_HINT,
-            timeout_s=timeout_s,
-        )
+
+        def launch() -> ManagedProcess:
+            process = self.spawn("bigquery-emulator", argv)
+            _wait_for_http(
+                process,
+                f"{endpoint}/readyz",
+                what="the BigQuery emulator",
+                install_hint=BIGQUERY_EMULATOR_INSTALL_HINT,
+                timeout_s=timeout_s,
+            )
+            return process
+
+        self._services["bigquery"] = (launch(), launch)
         # google-cloud-bigquery reads this variable itself; see clients.warehouse.
         self.env["BIGQUERY_EMULATOR_HOST"] = endpoint
         _log.info("BigQuery emulator ready on %s", endpoint)
         return endpoint
+
+    # -- Cloud Storage -----------------------------------------------------------------
+    def start_storage(self, timeout_s: float = 30.0) -> str:
+        """gcp-storage-emulator; google-cloud-storage finds it by env variable.
+
+        Buckets and objects are kept on disk under the stack's work_dir (emptied when the
+        stack starts it), so that `restart_service("storage")` keeps them.
+        """
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        data_dir = _empty_dir(self.work_dir / "storage-data")
+        argv = [
+            str(Path(sys.executable).with_name("gcp-storage-emulator")),
+            f"--data-dir={data_dir}",
+            "start", "--host=127.0.0.1", f"--port={port}", "--quiet",
+        ]  # fmt: skip
+
+        def launch() -> ManagedProcess:
+            process = self.spawn("storage-emulator", argv)
+            _wait_for_http(
+                process,
+                f"{endpoint}/storage/v1/b",
+                what="the Cloud Storage emulator",
+                install_hint=STORAGE_EMULATOR_INSTALL_HINT,
+                timeout_s=timeout_s,
+            )
+            return process
+
+        self._services["storage"] = (launch(), launch)
+        self.env["STORAGE_EMULATOR_HOST"] = endpoint
+        _log.info("Cloud Storage emulator ready on %s", endpoint)
+        return endpoint
+
+    def create_bucket(self, name: str) -> None:
+        with _env(self.env):
+            EvidenceStore(name, self.project_id).ensure_bucket()
+
+    # -- cars API ----------------------------------------------------------------------
+    def start_cars_api(self, timeout_s: float = 30.0) -> str:
+        """The vehicle-registry photo archive (generator.cars_api, FastAPI on uvicorn)."""
+        port = free_port()
+        self.cars_api_url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "generator.cars_api", "--host=127.0.0.1", f"--port={port}"]
+
+        def launch() -> ManagedProcess:
+            process = self.spawn("cars-api", argv)
+            _wait_for_http(
+                process,
+                f"{self.cars_api_url}/_admin/requests",
+                what="the cars API",
+                install_hint="run `make venv` (fastapi, uvicorn, pillow from requirements.txt)",
+                timeout_s=timeout_s,
+            )
+            return process
+
+        self._services["cars_api"] = (launch(), launch)
+        _log.info("cars API ready on %s", self.cars_api_url)
+        return self.cars_api_url
+
+    # -- faults: a service down and back, on the same address ---------------------------
+    def stop_service(self, name: str) -> None:
+        process, _ = self._services[name]
+        process.stop()
+        self._processes.remove(process)
+
+    def restart_service(self, name: str) -> None:
+        """Start `name` again on its old port.
+
+        Storage, and BigQuery when `bigquery_on_disk`, come back with their data (kept on
+        disk); the cars API's request log and queued faults, which live in memory, start
+        empty.
+        """
+        if name == "bigquery" and not self.bigquery_on_disk:
+            raise ValueError(
+                "restarting BigQuery in memory would lose its tables: "
+                "start the stack with bigquery_on_disk=True"
+            )
+        process, launch = self._services[name]
+        if process.running():
+            self.stop_service(name)
+        self._services[name] = (launch(), launch)
 
     def topic_path(self, name: str) -> str:
         return f"projects/{self.project_id}/topics/{name}"
@@ -329,6 +441,13 @@ class LocalStack:
         publisher.transport.close()
 
 
+def _empty_dir(path: Path) -> Path:
+    """`path` as a new empty directory (what an earlier stack left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def pubsub_clients(emulator_host: str) -> tuple[Any, Any]:
     """Publisher and subscriber clients on a plaintext channel to the emulator.
 
@@ -346,3 +465,18 @@ def pubsub_clients(emulator_host: str) -> tuple[Any, Any]:
         transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host))
     )
     return publisher, subscriber
+
+
+@contextmanager
+def _env(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block (clients read emulator hosts from there)."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

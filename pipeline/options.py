@@ -11,10 +11,8 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
 from domain import defaults
-
-PLATE_READERS = ("embedded", "cloud-vision")
-EMBEDDED_READER, CLOUD_VISION_READER = PLATE_READERS
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "cars_api",
         "Cars API URL",
-        "Base URL of the vehicle-registry photo API (GET /cars/{vehicle_id}).",
+        "Base URL of the vehicle-registry photo API (GET /cars/{vehicle_id}); enables fine "
+        "evidence (photo, plate, stored image), which then needs --bucket.",
         regex=r"^https?://[^\s/$.?#].[^\s]*$",
     ),
     OptionSpec(
@@ -138,7 +137,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "Plate minimum confidence",
         "Plates read with a lower confidence (0..1) are reported as unreadable.",
         type=float,
-        default=0.8,
+        default=DEFAULT_MIN_CONFIDENCE,
         regex=r"^(0(\.[0-9]+)?|1(\.0+)?)$",
     ),
     OptionSpec(
@@ -172,6 +171,8 @@ def invalid_options(options: SectionSpeedOptions) -> list[str]:
         value = getattr(options, spec.name)
         if value is not None and spec.regex and not re.match(spec.regex, str(value)):
             problems.append(f"--{spec.name}={value!r} does not match {spec.regex}")
+    if options.cars_api and not options.bucket:
+        problems.append("--cars_api needs --bucket: fine photos are stored there")
     return problems
 
 

@@ -4,6 +4,7 @@ One pipeline run (module fixture) serves every test here: the output topic, the
 warehouse tables, the dead letter and a replay of the same events.
 """
 
+import json
 import time
 from collections import Counter
 
@@ -18,6 +19,7 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
 from pipeline.local_stack import wait_until
+from tests.helpers import track
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +38,9 @@ SECTION = TrafficConfig(
 )
 
 
+STALE = track("stale-car", 90.0, start_ms=int(time.time() * 1000) - 3_600_000, points=2)[0]
+
+
 @pytest.fixture(scope="module")
 def run(stack):
     topics = LocalTopics(
@@ -49,13 +54,17 @@ def run(stack):
         stack, topics, GAP_S, allowed_lateness_seconds=600, extra_args=["--bq_dataset", DATASET]
     )
     local.start()
-    outputs = OutputCollector(stack, topics.output_subscription)
+    outputs = OutputCollector(stack, topics.output_subscription, producer=local.process)
     dead_letters = OutputCollector(stack, topics.dead_letter_subscription)
     events, truth = simulate_traffic(SECTION, start_ms=0)
     events = rebase(events, int(time.time() * 1000))  # live: event time is now
     assert publish_events(events, local.input_topic_path(), progress=False) == len(events)
     # Bad input is published alongside: it must reach the dead letter, not stop the job.
-    pubsub_v1.PublisherClient().publish(local.input_topic_path(), b"{not json").result(30)
+    publisher = pubsub_v1.PublisherClient()
+    publisher.publish(local.input_topic_path(), b"{not json").result(30)
+    # So is a detection an hour old, far beyond the allowed lateness: dead-lettered, counted.
+    data, attributes = STALE.to_pubsub()
+    publisher.publish(local.input_topic_path(), data, **attributes).result(30)
     # Every traversal fires once the watermark passes its last detection + the gap.
     assert outputs.wait_for(lambda got: len(got) >= len(truth), timeout_s=150), (
         f"only {len(outputs.snapshot())} of {len(truth)} traversals arrived; "
@@ -107,24 +116,37 @@ def test_warehouse_rows_equal_the_generators_truth(run):
 
 def test_bad_input_reaches_the_dead_letter_topic_and_table(run):
     _, _, dead_letters, _, _, warehouse = run
-    assert dead_letters.wait_for(lambda got: len(got) >= 1, timeout_s=30)
-    (letter,) = dead_letters.snapshot()
+    assert dead_letters.wait_for(lambda got: len(got) >= 2, timeout_s=30)
+    (letter,) = [x for x in dead_letters.snapshot() if x["stage"] == "parse"]
     assert letter["stage"] == "parse"
     assert letter["payload"] == "{not json"
     assert letter["error"].startswith("body is not JSON")
     wait_until(
-        lambda: warehouse.count(DEAD_LETTER) >= 1,
+        lambda: warehouse.count(DEAD_LETTER) >= 2,
         timeout_s=60,
-        what="the dead letter's row",
+        what="the dead letters' rows",
         interval_s=0.5,
     )
-    (row,) = warehouse.query(f"SELECT * FROM `{warehouse.project}.{DATASET}.dead_letter`")
+    (row,) = warehouse.query(
+        f"SELECT * FROM `{warehouse.project}.{DATASET}.dead_letter` WHERE stage = 'parse'"
+    )
     assert (row["stage"], row["payload"], row["error"]) == (
         "parse", "{not json", letter["error"]
     )  # fmt: skip
 
 
-def test_replaying_the_same_events_adds_no_row(run):
+def test_a_detection_beyond_allowed_lateness_is_dead_lettered_not_dropped(run):
+    _, outputs, dead_letters, _, _, _ = run
+    assert dead_letters.wait_for(
+        lambda got: any(x["stage"] == "too_late" for x in got), timeout_s=30
+    )
+    (letter,) = [x for x in dead_letters.snapshot() if x["stage"] == "too_late"]
+    assert "beyond the allowed lateness" in letter["error"]
+    assert json.loads(letter["payload"])["event_id"] == STALE.event_id
+    assert not any(r["vehicle_id"] == "stale-car" for r in outputs.snapshot())
+
+
+def test_replaying_the_same_events_adds_no_row_and_no_message(run):
     local, outputs, _, events, truth, warehouse = run
     test_warehouse_rows_equal_the_generators_truth(run)  # the first delivery is all in
     before = len(outputs.snapshot())
@@ -148,10 +170,10 @@ def test_replaying_the_same_events_adds_no_row(run):
         what="the sentinel vehicle's row",
         interval_s=0.5,
     )
-    refired = outputs.snapshot()[before:]
-    # The replay did reach the pipeline: its traversals re-fired on the output topic ...
-    assert {r["vehicle_id"] for r in refired} >= {t.vehicle_id for t in truth}
-    # ... and added no row: only the sentinel is new.
+    assert outputs.wait_for(lambda got: len(got) > before, timeout_s=30)
+    # The replay re-fired every session (same measurement): nothing new on the topic ...
+    assert [r["vehicle_id"] for r in outputs.snapshot()[before:]] == [sentinel_truth.vehicle_id]
+    # ... and no new row: only the sentinel is new.
     assert warehouse.count(VEHICLE_SPEEDS) == len(truth) + 1
     assert warehouse.count(FINES) == sum(t.must_be_fined for t in truth) + int(
         sentinel_truth.must_be_fined

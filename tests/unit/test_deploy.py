@@ -245,16 +245,21 @@ def test_parameter_regex_accepts_a_valid_value_and_rejects_an_invalid_one(name):
         assert re.fullmatch(regex, parameter["defaultValue"]), name
 
 
+# Options that only make sense together: evidence needs a bucket for the photos.
+REQUIRED_WITH = {"cars_api": ["--bucket=evidence-bucket"]}
+
+
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_launcher_flags_parse_like_the_template_validates_them(name):
     """The launcher passes `--name=value`: the options class takes the valid example..."""
     valid, invalid = EXAMPLES[name]
-    options = pipeline_options([f"--{name}={valid}"], save_main_session=False)
+    companions = REQUIRED_WITH.get(name, [])
+    options = pipeline_options([f"--{name}={valid}", *companions], save_main_session=False)
     spec = next(spec for spec in OPTION_SPECS if spec.name == name)
     assert getattr(options.view_as(SectionSpeedOptions), name) == spec.type(valid)
     # ... and refuses the invalid one, as the template's regex does.
     with pytest.raises((ValueError, SystemExit)):
-        pipeline_options([f"--{name}={invalid}"], save_main_session=False).view_as(
+        pipeline_options([f"--{name}={invalid}", *companions], save_main_session=False).view_as(
             SectionSpeedOptions
         )
 

@@ -217,6 +217,8 @@ DESIGN_FINE_FIELDS = {
     "exit_time": "TIMESTAMP", "entry_location": "STRING", "exit_location": "STRING",
     "image_url": "STRING", "image_sha256": "STRING", "is_ticketed": "BOOLEAN",
     "processed_at": "TIMESTAMP",
+    # Added to DESIGN.md §4: why the plate or photo is missing, for analysts.
+    "evidence_error": "STRING",
 }  # fmt: skip
 
 
@@ -225,6 +227,7 @@ def test_fine_schema_matches_design_field_by_field():
     assert {f["name"]: f["type"] for f in fields} == DESIGN_FINE_FIELDS
     assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
         "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
+        "evidence_error",
     }  # fmt: skip
 
 

@@ -104,3 +104,8 @@ def test_readme_tables_are_generated_from_the_code():
 
     text = docs.README.read_text()
     assert docs.render(text) == text, "README.md is stale: run `make docs`"
+
+
+def test_cars_api_without_a_bucket_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="--cars_api needs --bucket"):
+        pipeline_options(["--cars_api=http://127.0.0.1:8085"], save_main_session=False)

@@ -7,15 +7,18 @@ warehouse's reason) and anything else is *transient* (retry later).
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from domain.schemas import TABLES, Table
+from domain.events import format_rfc3339_ms
+from domain.schemas import TABLES, Table, insert_id
 
 _log = logging.getLogger(__name__)
 
@@ -26,6 +29,29 @@ TRANSIENT_ERRORS = (
     requests.ConnectionError,  # refused or reset (the emulator resets after a 500)
     requests.Timeout,
 )
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def as_record(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A queried row back in the JSON form the pipeline wrote (timestamps as RFC 3339)."""
+    return {
+        column.name: (
+            format_rfc3339_ms(round(value.timestamp() * 1000))
+            if isinstance(value, datetime)
+            else value
+        )
+        for column in table.columns
+        if (value := row.get(column.name)) is not None or column.name in row
+    }
+
+
+# google-cloud-bigquery's own retry (10 minutes), polling at most every 4 s instead of
+# backing off to 60 s: ensure_tables runs in InsertRowsFn.setup, which the
+# BundleBasedDirectRunner calls for every bundle, blocking its one worker thread, so
+# after an outage the default backoff kept the whole pipeline stalled up to a minute.
+SETUP_RETRY = bigquery.DEFAULT_RETRY.with_delay(initial=0.5, maximum=4.0)
 
 
 class TransientWarehouseError(RuntimeError):
@@ -69,15 +95,20 @@ class Warehouse:
         return f"{self.project}.{self.dataset}.{table.name}"
 
     def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
-        """Create the dataset and tables if missing: day-partitioned, clustered."""
-        self.client.create_dataset(f"{self.project}.{self.dataset}", exists_ok=True)
+        """Create the dataset and tables if missing: day-partitioned, clustered.
+
+        An unreachable warehouse is polled every few seconds (SETUP_RETRY) until it is back.
+        """
+        self.client.create_dataset(
+            f"{self.project}.{self.dataset}", exists_ok=True, retry=SETUP_RETRY
+        )
         for table in tables:
             definition = bigquery.Table(self.table_id(table), schema=bigquery_schema_fields(table))
             definition.time_partitioning = bigquery.TimePartitioning(
                 type_=bigquery.TimePartitioningType.DAY, field=table.partition_column
             )
             definition.clustering_fields = list(table.cluster_columns)
-            self.client.create_table(definition, exists_ok=True)
+            self.client.create_table(definition, exists_ok=True, retry=SETUP_RETRY)
 
     def insert(
         self, table: Table, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
@@ -113,6 +144,21 @@ class Warehouse:
             for again in self.insert(table, [rows[index]], [row_ids[index]]):
                 rejected.append(RejectedRow(index, again.reason))
         return rejected
+
+    def existing_insert_ids(self, table: Table, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert ids of those `rows` the table already holds (same id, same content).
+
+        Used after a (re)start, when a replay may re-send rows written before it; ids are
+        validated hex digests, so they are safe to inline in the query.
+        """
+        ids = sorted({str(row[table.id_column]) for row in rows})
+        if not table.id_column or not ids or not all(_HEX_ID.fullmatch(i) for i in ids):
+            return set()
+        listed = ", ".join(f"'{i}'" for i in ids)
+        stored = self.query(
+            f"SELECT * FROM `{self.table_id(table)}` WHERE {table.id_column} IN ({listed})"
+        )
+        return {insert_id(table, as_record(table, row)) for row in stored}
 
     def count(self, table: Table) -> int:
         """Rows in one of this dataset's tables (every row, corrections included)."""

@@ -8,10 +8,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from clients.warehouse import Warehouse
+from domain.events import format_rfc3339_ms
 from domain.schemas import DEAD_LETTER, FINES, fine_record
 from domain.speed import SectionRule, measure_traversal
 from tests.helpers import T0_MS, track
-from transforms.warehouse import ToWarehouseRows, WriteToWarehouse
+from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, to_warehouse_row
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,35 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
     assert letter["error"].startswith("fines: failed after 3 attempts: fines: 500")
     assert json.loads(letter["payload"])["avg_speed_kmh"] == "fast"
     assert json.loads(letter["attributes"])["table"] == "fines"
+
+
+def test_rows_already_in_the_table_are_not_written_again_after_a_restart(stack):
+    """A replay after a restart re-sends rows written before it: the sink finds and skips
+    them (same id and content), while a correction of a written fine is still written."""
+    dataset = "it_restart"
+    rule = SectionRule()
+    events = track("v", 70.0, points=3)
+    written = fine_record(measure_traversal(events[::2], rule), T0_MS, {"license_plate": "ABC1234"})
+    corrected = fine_record(measure_traversal(events, rule), T0_MS + 5)
+    warehouse = Warehouse(stack.project_id, dataset)
+    warehouse.ensure_tables()
+    row = to_warehouse_row(written, FINES)
+    assert warehouse.insert(FINES, [row.row], [row.insert_id]) == []
+    assert warehouse.existing_insert_ids(FINES, [written, corrected]) == {row.insert_id}
+
+    replayed = {**written, "processed_at": format_rfc3339_ms(T0_MS + 60_000)}  # re-fired
+    with TestPipeline(runner="BundleBasedDirectRunner") as p:
+        _ = (
+            p
+            | beam.Create([replayed, corrected])
+            | ToWarehouseRows(FINES)
+            | WriteToWarehouse(stack.project_id, dataset, dedupe_seconds=600)
+        )
+    rows = warehouse.query(
+        f"SELECT license_plate, duration_s FROM `{stack.project_id}.{dataset}.fines`"
+    )
+    # The first write and the correction; the replayed row was skipped.
+    assert sorted(rows, key=lambda r: r["license_plate"] or "") == [
+        {"license_plate": None, "duration_s": corrected["duration_s"]},
+        {"license_plate": "ABC1234", "duration_s": written["duration_s"]},
+    ]

@@ -49,6 +49,11 @@ STORAGE_EMULATOR_INSTALL_HINT = (
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("pubsub", "bigquery", "storage", "cars_api")
+_SERVICE_NAMES = {  # service: (log file name, what error messages call it)
+    "bigquery": ("bigquery-emulator", "the BigQuery emulator"),
+    "storage": ("storage-emulator", "the Cloud Storage emulator"),
+    "cars_api": ("cars-api", "the cars API"),
+}
 
 
 class ServiceUnavailable(RuntimeError):
@@ -319,19 +324,9 @@ class LocalStack:
             data_dir = _empty_dir(self.work_dir / "bigquery-data")
             argv += ["--persistent", f"--data-dir={data_dir}"]
         endpoint = f"http://127.0.0.1:{rest_port}"
-
-        def launch() -> ManagedProcess:
-            process = self.spawn("bigquery-emulator", argv)
-            _wait_for_http(
-                process,
-                f"{endpoint}/readyz",
-                what="the BigQuery emulator",
-                install_hint=BIGQUERY_EMULATOR_INSTALL_HINT,
-                timeout_s=timeout_s,
-            )
-            return process
-
-        self._services["bigquery"] = (launch(), launch)
+        self._start_service(
+            "bigquery", argv, f"{endpoint}/readyz", BIGQUERY_EMULATOR_INSTALL_HINT, timeout_s
+        )
         # google-cloud-bigquery reads this variable itself; see clients.warehouse.
         self.env["BIGQUERY_EMULATOR_HOST"] = endpoint
         _log.info("BigQuery emulator ready on %s", endpoint)
@@ -352,19 +347,9 @@ class LocalStack:
             f"--data-dir={data_dir}",
             "start", "--host=127.0.0.1", f"--port={port}", "--quiet",
         ]  # fmt: skip
-
-        def launch() -> ManagedProcess:
-            process = self.spawn("storage-emulator", argv)
-            _wait_for_http(
-                process,
-                f"{endpoint}/storage/v1/b",
-                what="the Cloud Storage emulator",
-                install_hint=STORAGE_EMULATOR_INSTALL_HINT,
-                timeout_s=timeout_s,
-            )
-            return process
-
-        self._services["storage"] = (launch(), launch)
+        self._start_service(
+            "storage", argv, f"{endpoint}/storage/v1/b", STORAGE_EMULATOR_INSTALL_HINT, timeout_s
+        )
         self.env["STORAGE_EMULATOR_HOST"] = endpoint
         _log.info("Cloud Storage emulator ready on %s", endpoint)
         return endpoint
@@ -379,21 +364,28 @@ class LocalStack:
         port = free_port()
         self.cars_api_url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "generator.cars_api", "--host=127.0.0.1", f"--port={port}"]
+        hint = "run `make venv` (fastapi, uvicorn, pillow from requirements.txt)"
+        self._start_service(
+            "cars_api", argv, f"{self.cars_api_url}/_admin/requests", hint, timeout_s
+        )
+        _log.info("cars API ready on %s", self.cars_api_url)
+        return self.cars_api_url
+
+    def _start_service(
+        self, name: str, argv: list[str], ready_url: str, install_hint: str, timeout_s: float
+    ) -> None:
+        """Start a service that can be restarted on the same address (`restart_service`)."""
+
+        log_name, title = _SERVICE_NAMES[name]
 
         def launch() -> ManagedProcess:
-            process = self.spawn("cars-api", argv)
+            process = self.spawn(log_name, argv)
             _wait_for_http(
-                process,
-                f"{self.cars_api_url}/_admin/requests",
-                what="the cars API",
-                install_hint="run `make venv` (fastapi, uvicorn, pillow from requirements.txt)",
-                timeout_s=timeout_s,
+                process, ready_url, what=title, install_hint=install_hint, timeout_s=timeout_s
             )
             return process
 
-        self._services["cars_api"] = (launch(), launch)
-        _log.info("cars API ready on %s", self.cars_api_url)
-        return self.cars_api_url
+        self._services[name] = (launch(), launch)
 
     # -- faults: a service down and back, on the same address ---------------------------
     def stop_service(self, name: str) -> None:

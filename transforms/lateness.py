@@ -75,6 +75,30 @@ class RejectTooLate(beam.PTransform):
         )
 
 
+class DropRepeats(beam.PTransform):
+    """Elements whose `key` was seen in the last `seconds` (processing time) are dropped.
+
+    Per-key state needs a non-merging window, so the elements leave their windows first
+    (they come from sessions); nothing downstream windows them again.
+    """
+
+    def __init__(self, key: Callable[[Any], str], seconds: int) -> None:
+        super().__init__()
+        self.key = key
+        self.seconds = seconds
+
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        key = self.key
+        return (
+            elements
+            | "LeaveWindows" >> beam.WindowInto(GlobalWindows())
+            | "Key" >> beam.Map(lambda e: (key(e), e)).with_output_types(tuple[str, Any])
+            | "DropRepeats"
+            >> DeduplicatePerKey(processing_time_duration=Duration(seconds=self.seconds))
+            | "DropKeys" >> beam.Values()
+        )
+
+
 class DropRepeatedTraversals(beam.PTransform):
     """Traversals seen before (same id, same measurement) within `seconds` are dropped.
 
@@ -88,13 +112,4 @@ class DropRepeatedTraversals(beam.PTransform):
         self.seconds = seconds
 
     def expand(self, traversals: beam.PCollection) -> beam.PCollection:
-        return (
-            traversals
-            # Per-key state needs a non-merging window; the traversals come from sessions.
-            | "LeaveSessions" >> beam.WindowInto(GlobalWindows())
-            | "KeyByMeasurement"
-            >> beam.Map(lambda t: (measurement_key(t), t)).with_output_types(tuple[str, Any])
-            | "DropRepeats"
-            >> DeduplicatePerKey(processing_time_duration=Duration(seconds=self.seconds))
-            | "DropKeys" >> beam.Values()
-        )
+        return traversals | "DropRepeatedMeasurements" >> DropRepeats(measurement_key, self.seconds)

@@ -15,9 +15,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.timestamp import Duration
 
 from clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
 from domain.schemas import (
@@ -28,6 +25,7 @@ from domain.schemas import (
     insert_id,
     vehicle_speed_record,
 )
+from transforms.lateness import DropRepeats
 
 _log = logging.getLogger(__name__)
 
@@ -156,13 +154,7 @@ class WriteToWarehouse(beam.PTransform):
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return (
             rows
-            # Per-key state needs non-merging windows; the rows come from sessions.
-            | "RewindowGlobally" >> beam.WindowInto(GlobalWindows())
-            | "KeyByInsertId"
-            >> beam.Map(lambda r: (r.insert_id, r)).with_output_types(tuple[str, Any])
-            | "DropRepeatedRows"
-            >> DeduplicatePerKey(processing_time_duration=Duration(seconds=self.dedupe_seconds))
-            | "DropKeys" >> beam.Values()
+            | "DropRepeatedRows" >> DropRepeats(lambda row: row.insert_id, self.dedupe_seconds)
             | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
             | "InsertRows"
             >> beam.ParDo(

@@ -1,6 +1,7 @@
 """WriteToWarehouse against the BigQuery emulator: a refused row reaches dead_letter."""
 
 import json
+import re
 
 import apache_beam as beam
 import pytest
@@ -44,7 +45,8 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
     assert fines == [{"vehicle_id": "good"}]
     (letter,) = warehouse.query(f"SELECT * FROM `{stack.project_id}.{DATASET}.dead_letter`")
     assert letter["stage"] == "bigquery"
-    assert letter["error"].startswith("fines: failed after 3 attempts: fines: 500")
+    # 5 attempts when the row came alone, 3 when a batch was split to isolate it.
+    assert re.match(r"fines: failed after [35] attempts: fines: 500", letter["error"])
     assert json.loads(letter["payload"])["avg_speed_kmh"] == "fast"
     assert json.loads(letter["attributes"])["table"] == "fines"
 

@@ -32,8 +32,8 @@ _log = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 WAREHOUSE_STAGE = "bigquery"
 _TABLES = {table.name: table for table in TABLES}
-_PROCESS_STARTED = time.monotonic()
-_TABLES_READY: set[tuple[str, str]] = set()
+# (project, dataset) -> when this process first wrote there: the start of its recovery window.
+_FIRST_SETUP: dict[tuple[str, str], float] = {}
 _TABLES_READY_LOCK = threading.Lock()
 
 
@@ -69,12 +69,12 @@ class InsertRowsFn(beam.DoFn):
     def setup(self) -> None:
         self.warehouse = Warehouse(self.project, self.dataset)
         # The direct runner calls setup for every bundle: create the tables once per process,
-        # and count the recovery window from the process's start, not the bundle's.
+        # and count the recovery window from the process's first setup, not the bundle's.
         with _TABLES_READY_LOCK:
-            if (self.project, self.dataset) not in _TABLES_READY:
+            if (self.project, self.dataset) not in _FIRST_SETUP:
                 self.warehouse.ensure_tables()
-                _TABLES_READY.add((self.project, self.dataset))
-        self.recovering_until = _PROCESS_STARTED + self.recovery_seconds
+                _FIRST_SETUP[(self.project, self.dataset)] = time.monotonic()
+        self.recovering_until = _FIRST_SETUP[(self.project, self.dataset)] + self.recovery_seconds
 
     def process(self, batch: list[WarehouseRow]) -> Iterator[Any]:
         by_table: dict[str, list[WarehouseRow]] = {}

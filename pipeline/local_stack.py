@@ -202,7 +202,8 @@ class LocalStack:
         # the cost of slower streaming inserts (about 4x per request, measured).
         self.bigquery_on_disk = bigquery_on_disk
         self._own_dir = work_dir is None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="section-speed-stack-"))
+        # Absolute: the storage emulator refuses a relative data directory.
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="section-speed-stack-")).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.env: dict[str, str] = {}
         self._processes: list[ManagedProcess] = []

@@ -1,5 +1,6 @@
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,11 @@ def test_stop_kills_the_whole_group_even_a_child_that_ignores_sigterm(tmp_path):
     process.stop(timeout_s=0.5)
     assert not process._group_alive()
     assert process.process.returncode == -9  # it took SIGKILL: SIGTERM was ignored
+
+
+def test_a_relative_work_dir_is_made_absolute(tmp_path, monkeypatch):
+    # The demo passes demo-output/logs; the storage emulator refuses relative data dirs.
+    monkeypatch.chdir(tmp_path)
+    stack = LocalStack(work_dir=Path("relative/logs"))
+    assert stack.work_dir == tmp_path / "relative" / "logs"
+    assert stack.work_dir.is_absolute()

@@ -10,7 +10,9 @@ with what is known and `evidence_error` saying what is missing, and a dead-lette
 names the stage. A fine is never lost because its evidence failed.
 """
 
+import functools
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -62,6 +64,21 @@ class FineEvidence:
         return replace(self, error=self.error or f"{stage}: {reason}")
 
 
+# Clients are made once per worker process: Beam's direct runner calls DoFn.setup for
+# every bundle, and Dataflow runs several DoFn instances per process. Both clients are
+# safe to share between threads.
+@functools.cache
+def _cars_api_client(base_url: str, attempts: int, backoff_s: float) -> CarsApiClient:
+    return CarsApiClient(base_url, attempts=attempts, backoff_s=backoff_s)
+
+
+@functools.cache
+def _evidence_store(bucket: str, project: str, _endpoint: str | None) -> Any:
+    from clients.evidence_store import EvidenceStore  # google-cloud-storage, on workers only
+
+    return EvidenceStore(bucket, project)
+
+
 def _dead_letter(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
     traversal = evidence.traversal
     now_ms = int(time.time() * 1000)
@@ -86,16 +103,11 @@ class FetchPhotoFn(beam.DoFn):
         self.failed = Metrics.counter(self.__class__, "photo_failures")
         self.client: CarsApiClient | None = None
 
-    def setup(self) -> None:  # one HTTP session (connection pool) per worker
-        self.client = CarsApiClient(
-            self.config.cars_api,
-            attempts=self.config.fetch_attempts,
-            backoff_s=self.config.fetch_backoff_s,
+    def setup(self) -> None:  # one HTTP session (connection pool) per worker process
+        config = self.config
+        self.client = _cars_api_client(
+            config.cars_api, config.fetch_attempts, config.fetch_backoff_s
         )
-
-    def teardown(self) -> None:
-        if self.client:
-            self.client.close()
 
     def process(self, traversal: Traversal) -> Iterator[Any]:
         evidence = FineEvidence(traversal)
@@ -156,9 +168,8 @@ class StorePhotoFn(beam.DoFn):
         self.store: Any = None
 
     def setup(self) -> None:
-        from clients.evidence_store import EvidenceStore  # google-cloud-storage, per worker
-
-        self.store = EvidenceStore(self.config.bucket, self.config.project)
+        endpoint = os.environ.get("STORAGE_EMULATOR_HOST")  # a new stack, a new client
+        self.store = _evidence_store(self.config.bucket, self.config.project, endpoint)
 
     def process(self, evidence: FineEvidence) -> Iterator[Any]:
         if evidence.photo is None:

@@ -5,8 +5,10 @@ WriteToBigQuery, whose endpoint is fixed to Google's: this way the code path the
 tests run against the local emulator is the one Dataflow runs (README, Warehouse).
 """
 
+import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
+from clients.warehouse import EMULATOR_ENV, BatchRefused, TransientWarehouseError, Warehouse
 from domain.schemas import (
     TABLES,
     VEHICLE_SPEEDS,
@@ -32,6 +34,18 @@ _log = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 WAREHOUSE_STAGE = "bigquery"
 _TABLES = {table.name: table for table in TABLES}
+
+
+def _warehouse(project: str, dataset: str) -> Warehouse:
+    """One client per worker process (the direct runner calls setup for every bundle)."""
+    return _warehouse_at(project, dataset, os.environ.get(EMULATOR_ENV))
+
+
+@functools.cache
+def _warehouse_at(project: str, dataset: str, _endpoint: str | None) -> Warehouse:
+    return Warehouse(project, dataset)
+
+
 # (project, dataset) -> when this process first wrote there: the start of its recovery window.
 _FIRST_SETUP: dict[tuple[str, str], float] = {}
 _TABLES_READY_LOCK = threading.Lock()
@@ -67,7 +81,7 @@ class InsertRowsFn(beam.DoFn):
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
 
     def setup(self) -> None:
-        self.warehouse = Warehouse(self.project, self.dataset)
+        self.warehouse = _warehouse(self.project, self.dataset)
         # The direct runner calls setup for every bundle: create the tables once per process,
         # and count the recovery window from the process's first setup, not the bundle's.
         with _TABLES_READY_LOCK:

@@ -1,0 +1,1 @@
+"""Helpers of the benchmarks: not benchmarks themselves, so outside `make bench`'s bench/*.py."""

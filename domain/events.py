@@ -28,7 +28,14 @@ TIMESTAMP_ATTRIBUTE = "ts"
 
 # Ids end up in object names and table rows: a conservative alphabet keeps them safe there.
 # Always used with fullmatch: `$` would let a trailing newline through.
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# Every id of the contract (event, radar, vehicle); object names and URLs are built from them.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
 # RFC 3339 date-time only: fromisoformat alone also takes week dates, basic format and
 # hour-only times. The zone is optional here so that its absence gets its own reason.
 _RFC3339 = re.compile(
@@ -192,8 +199,8 @@ def _id_field(body: Mapping[str, object], key: str) -> str:
 
 
 def _checked_id(value: str, what: str) -> str:
-    if not _ID_PATTERN.fullmatch(value):
-        raise InvalidEvent(f"{what} must match {_ID_PATTERN.pattern}: {_shown(value)}")
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidEvent(f"{what} must match {ID_PATTERN.pattern}: {_shown(value)}")
     return value
 
 

@@ -10,16 +10,16 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.events import is_valid_id
 from domain.plates import PlateReading
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # the event contract's id pattern
 _FINE_ID = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_PREFIX = "fines"
 
 
 def photo_object_name(radar_id: str, entry_time_ms: int, fine_id: str) -> str:
     """`fines/RADAR/YYYY-MM-DD/FINE_ID.jpg`, the date being the entry time's UTC day."""
-    if not _SAFE_ID.match(radar_id) or radar_id in (".", ".."):
+    if not is_valid_id(radar_id) or radar_id in (".", ".."):
         raise ValueError(f"radar_id {radar_id[:64]!r} is not a safe object-name part")
     if not _FINE_ID.match(fine_id):
         raise ValueError(f"fine_id {fine_id[:64]!r} is not a 32-hex-digit id")

@@ -18,7 +18,6 @@ vehicles were fetched.
 import argparse
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -33,7 +32,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-VEHICLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # the event contract's pattern
+from domain.events import is_valid_id
+
 MAX_RESPONSE_BYTES = 1024 * 1024  # every response is bounded: photos are ~30-80 KB
 REQUEST_LOG_SIZE = 10_000
 
@@ -63,7 +63,7 @@ class CarsRegistry:
         self.known_ids = known_ids
 
     def knows(self, vehicle_id: str) -> bool:
-        if not VEHICLE_ID.match(vehicle_id):
+        if not is_valid_id(vehicle_id):
             return False
         return self.known_ids is None or vehicle_id in self.known_ids
 

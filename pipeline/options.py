@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
 from domain import defaults
+from domain.events import ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "Default radar id",
         "Section id given to legacy course messages, which carry none.",
         default=defaults.RADAR_ID,
-        regex=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        regex=f"^{ID_PATTERN.pattern}$",
     ),
     OptionSpec(
         "cars_api",

@@ -20,11 +20,7 @@ RUN sed '/^# --- development only/,$d' requirements.txt > /tmp/runtime-requireme
 
 # The pipeline package itself, and the launcher's entry file.
 COPY setup.py pyproject.toml MANIFEST.in main.py ./
-COPY clients/ clients/
-COPY domain/ domain/
-COPY generator/ generator/
 COPY pipeline/ pipeline/
-COPY transforms/ transforms/
 RUN pip install --no-cache-dir --no-deps .
 
 # main.py calls pipeline.graph.run. The setup file makes the launch pass --setup_file, so

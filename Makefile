@@ -14,7 +14,7 @@ venv: $(STAMP)
 
 ## The main job: local stack + pipeline + simulated traffic, end to end (about 2 minutes).
 demo: venv
-	$(PY) -m pipeline.demo
+	$(PY) -m local_stack.demo
 
 ## The whole test suite: unit (TestPipeline/TestStream) and integration (emulators).
 test: venv

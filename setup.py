@@ -23,20 +23,7 @@ setup(
     version="0.1.0",
     description="Average-speed (section control) enforcement on Apache Beam",
     python_requires=">=3.11",
-    packages=find_packages(
-        include=[
-            "clients",
-            "clients.*",
-            "domain",
-            "domain.*",
-            "pipeline",
-            "pipeline.*",
-            "transforms",
-            "transforms.*",
-            "generator",
-            "generator.*",
-        ]
-    ),
-    package_data={"pipeline": ["sql/*.sql"]},  # the report's queries (pipeline/report.py)
+    # The product only: local tooling (local_stack, generator, analyst_report) stays out.
+    packages=find_packages(include=["pipeline", "pipeline.*"]),
     install_requires=runtime_requirements(),
 )

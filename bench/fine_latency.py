@@ -23,7 +23,7 @@ from pathlib import Path
 from lib.harness import load_note, percentile, stop_on_sigterm, traffic
 from lib.live import run_live
 
-from pipeline.local_stack import LocalStack
+from local_stack.services import LocalStack
 
 
 def main() -> None:

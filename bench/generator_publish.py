@@ -14,7 +14,7 @@ from google.cloud import pubsub_v1
 
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, simulate_traffic
-from pipeline.local_stack import LocalStack
+from local_stack.services import LocalStack
 
 
 def raw_client_rate(topic: str, messages: list[tuple[bytes, dict[str, str]]]) -> float:

@@ -22,11 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cv2
 import numpy as np
 
-from clients.embedded_ocr import CROP_PATH, FULL_PATH, EmbeddedPlateReader
-from clients.images import decode_rgb
-from clients.plate_readers import DEFAULT_MIN_CONFIDENCE
-from domain.plates import plate_for_vehicle
 from generator.car_images import DIFFICULTIES, render_car_photo
+from pipeline.clients.embedded_ocr import CROP_PATH, FULL_PATH, EmbeddedPlateReader
+from pipeline.clients.images import decode_rgb
+from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.plates import plate_for_vehicle
 
 
 def render(difficulty: str, count: int) -> tuple[list[np.ndarray], list[str], float]:

@@ -54,13 +54,13 @@ from lib.harness import (
     wait_for_marker,
 )
 
-from clients.warehouse import Warehouse
-from domain.events import CameraEvent
-from domain.schemas import FINES, VEHICLE_SPEEDS
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
-from pipeline.local_run import LocalPipeline, OutputCollector
-from pipeline.local_stack import LocalStack, wait_until
+from local_stack.run import LocalPipeline, OutputCollector
+from local_stack.services import LocalStack, wait_until
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.schemas import FINES, VEHICLE_SPEEDS
 
 GAP_S = 10  # only the idle wait for the watermark, which is not counted, depends on it
 LATENESS_S = 600

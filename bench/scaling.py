@@ -28,7 +28,7 @@ from pathlib import Path
 from lib.harness import load_note, stop_on_sigterm, traffic
 from lib.live import LiveResult, run_live
 
-from pipeline.local_stack import LocalStack
+from local_stack.services import LocalStack
 
 GAP_S = 10
 SPEEDING_FRACTION = 0.3

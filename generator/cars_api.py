@@ -5,7 +5,7 @@
     GET /cars                         a random car, as the course's API did
 
 Photos are rendered by generator.car_images, deterministic per vehicle_id, so tests and
-the generator know each photo's true plate (domain.plates.plate_for_vehicle).
+the generator know each photo's true plate (pipeline.domain.plates.plate_for_vehicle).
 
 Tests and benchmarks need a service that misbehaves on cue; the `/_admin` routes exist
 only on this local form: `POST /_admin/faults` queues failures (status codes or a non-image
@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.events import is_valid_id
+from pipeline.domain.events import is_valid_id
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # every response is bounded: photos are ~30-80 KB
 REQUEST_LOG_SIZE = 10_000

@@ -9,9 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from domain import defaults
-from domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
-from domain.speed import SectionRule
 from generator.publish import PublishError, publish_events
 from generator.simulate import (
     TrafficConfig,
@@ -24,6 +21,9 @@ from generator.simulate import (
     write_events_jsonl,
     write_jsonl,
 )
+from pipeline.domain import defaults
+from pipeline.domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
+from pipeline.domain.speed import SectionRule
 
 logger = logging.getLogger("generator")
 

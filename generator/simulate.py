@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from domain import defaults
-from domain.events import CameraEvent, InvalidEvent, format_rfc3339_ms, parse_camera_event
-from domain.geometry import LatLon, haversine_m, interpolate
-from domain.speed import (
+from pipeline.domain import defaults
+from pipeline.domain.events import CameraEvent, InvalidEvent, format_rfc3339_ms, parse_camera_event
+from pipeline.domain.geometry import LatLon, haversine_m, interpolate
+from pipeline.domain.speed import (
     SectionRule,
     distinct_detections,
     kmh_to_mph,

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from domain.schemas import (
+from pipeline.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
     VEHICLE_SPEED_COLUMNS,

@@ -22,17 +22,17 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from clients.plate_readers import CLOUD_VISION_READER, EMBEDDED_READER
-from domain import defaults
-from domain.schemas import DEAD_LETTER, FINES
-from domain.speed import SectionRule, SectionRules
+from pipeline.clients.plate_readers import CLOUD_VISION_READER, EMBEDDED_READER
+from pipeline.domain import defaults
+from pipeline.domain.schemas import DEAD_LETTER, FINES
+from pipeline.domain.speed import SectionRule, SectionRules
 from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
-from transforms.enrich import EnrichFine, EvidenceConfig
-from transforms.lateness import DropRepeatedTraversals, RejectTooLate
-from transforms.parse import ParseEvents
-from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
-from transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
-from transforms.warehouse import SpeedRows, ToWarehouseRows, WarehouseSinks
+from pipeline.transforms.enrich import EnrichFine, EvidenceConfig
+from pipeline.transforms.lateness import DropRepeatedTraversals, RejectTooLate
+from pipeline.transforms.parse import ParseEvents
+from pipeline.transforms.section_speed import FINED, NOT_FINED, SectionSpeed
+from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
+from pipeline.transforms.warehouse import SpeedRows, ToWarehouseRows, WarehouseSinks
 
 _log = logging.getLogger(__name__)
 

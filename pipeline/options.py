@@ -11,9 +11,9 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
-from domain import defaults
-from domain.events import ID_PATTERN
+from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
+from pipeline.domain import defaults
+from pipeline.domain.events import ID_PATTERN
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from clients.plate_readers import (
+from pipeline.clients.plate_readers import (
     DEFAULT_MIN_CONFIDENCE,
     EMBEDDED_READER,
     PLATE_READERS,

@@ -40,7 +40,7 @@ fi
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'
-from pipeline.local_stack import ServiceUnavailable, _check_pubsub_emulator_installed
+from local_stack.services import ServiceUnavailable, _check_pubsub_emulator_installed
 try:
     _check_pubsub_emulator_installed()
 except ServiceUnavailable as error:

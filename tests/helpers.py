@@ -1,7 +1,7 @@
 """Builders shared by the tests: camera events along a section at a chosen speed."""
 
-from domain.events import CameraEvent
-from domain.geometry import LatLon, haversine_m, interpolate
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.geometry import LatLon, haversine_m, interpolate
 
 ENTRY: LatLon = (40.819390, -73.940744)
 # A 305 m section, so that slow vehicles' detections stay within the tests' session gap.

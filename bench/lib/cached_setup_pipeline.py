@@ -16,8 +16,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from pipeline.graph import run
-from transforms.enrich import FetchPhotoFn, ReadPlatesFn, StorePhotoFn
-from transforms.warehouse import InsertRowsFn
+from pipeline.transforms.enrich import FetchPhotoFn, ReadPlatesFn, StorePhotoFn
+from pipeline.transforms.warehouse import InsertRowsFn
 
 
 def cache_setup(cls: type, key: Callable[[Any], Hashable]) -> None:

@@ -30,13 +30,13 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from domain import defaults
-from domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
-from domain.geometry import interpolate
 from generator.publish import PublishFuture
 from generator.simulate import TrafficConfig
-from pipeline.local_run import READY_LINE, LocalPipeline, LocalTopics
-from pipeline.local_stack import LocalStack, ManagedProcess, wait_until
+from local_stack.run import READY_LINE, LocalPipeline, LocalTopics
+from local_stack.services import LocalStack, ManagedProcess, wait_until
+from pipeline.domain import defaults
+from pipeline.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
+from pipeline.domain.geometry import interpolate
 
 LIB_DIR = Path(__file__).resolve().parent
 MARKER_PREFIX = "bench-marker"

@@ -15,7 +15,6 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from domain.events import CameraEvent, parse_rfc3339_ms
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from lib.harness import (
@@ -29,8 +28,9 @@ from lib.harness import (
     traffic,
     wait_for_marker,
 )
-from pipeline.local_run import LocalPipeline, OutputCollector
-from pipeline.local_stack import LocalStack, ManagedProcess
+from local_stack.run import LocalPipeline, OutputCollector
+from local_stack.services import LocalStack, ManagedProcess
+from pipeline.domain.events import CameraEvent, parse_rfc3339_ms
 
 LATENESS_S = 120
 

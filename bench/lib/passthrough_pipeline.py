@@ -14,7 +14,7 @@ import logging
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.local_run import READY_LINE
+from local_stack.run import READY_LINE
 
 _log = logging.getLogger(__name__)
 

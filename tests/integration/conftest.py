@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.local_stack import LocalStack
+from local_stack.services import LocalStack
 
 
 @pytest.fixture(scope="session")

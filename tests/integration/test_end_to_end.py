@@ -11,14 +11,14 @@ from collections import Counter
 import pytest
 from google.cloud import pubsub_v1
 
-from clients.warehouse import Warehouse
-from domain import defaults
-from domain.geometry import interpolate
-from domain.schemas import DEAD_LETTER, FINES, VEHICLE_SPEEDS
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
-from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import wait_until
+from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.services import wait_until
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain import defaults
+from pipeline.domain.geometry import interpolate
+from pipeline.domain.schemas import DEAD_LETTER, FINES, VEHICLE_SPEEDS
 from tests.helpers import track
 
 pytestmark = pytest.mark.integration

@@ -12,16 +12,16 @@ from datetime import datetime
 import pytest
 import requests
 
-from clients.evidence_store import SHA256_METADATA_KEY, EvidenceStore
-from domain import defaults
-from domain.evidence import photo_object_name
-from domain.geometry import interpolate
-from domain.plates import plate_for_vehicle
-from domain.schemas import FINES
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
-from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import wait_until
+from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.services import wait_until
+from pipeline.clients.evidence_store import SHA256_METADATA_KEY, EvidenceStore
+from pipeline.domain import defaults
+from pipeline.domain.evidence import photo_object_name
+from pipeline.domain.geometry import interpolate
+from pipeline.domain.plates import plate_for_vehicle
+from pipeline.domain.schemas import FINES
 from tests.helpers import track
 
 pytestmark = pytest.mark.integration
@@ -167,7 +167,7 @@ def test_a_body_that_is_not_an_image_is_rejected_with_a_reason(run):
 
 def test_fines_in_the_warehouse_carry_the_evidence(run, stack):
     records, truth, _, _ = run
-    from clients.warehouse import Warehouse
+    from pipeline.clients.warehouse import Warehouse
 
     warehouse = Warehouse(stack.project_id, DATASET)
     expected = sum(t.must_be_fined for t in truth) + 3

@@ -33,16 +33,16 @@ import pytest
 import requests
 from google.cloud import pubsub_v1
 
-from clients.evidence_store import EvidenceStore
-from clients.warehouse import Warehouse
-from domain import defaults
-from domain.evidence import photo_object_name
-from domain.geometry import interpolate
-from domain.plates import plate_for_vehicle
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, TruthRecord, rebase, simulate_traffic
-from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import LocalStack, wait_until
+from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.services import LocalStack, wait_until
+from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain import defaults
+from pipeline.domain.evidence import photo_object_name
+from pipeline.domain.geometry import interpolate
+from pipeline.domain.plates import plate_for_vehicle
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The analyst report on the BigQuery emulator, rendered by headless Chromium.
 
 Seeds a dataset through Warehouse.insert (several radars, hours and speeds, a late
-correction of one fine, two fines with a photo URL), runs `python -m pipeline.report`'s
+correction of one fine, two fines with a photo URL), runs `python -m analyst_report.report`'s
 main, checks the page's charts and fine rows against the warehouse, then opens it in
 Debian's `chromium`: a screenshot that must not be blank and shows the charts' and the
 photo's colours, and the rendered DOM with the same rows. Chromium is installed with
@@ -29,10 +29,16 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from clients.warehouse import Warehouse
-from domain.schemas import FINES, VEHICLE_SPEEDS, fine_record, insert_id, vehicle_speed_record
-from domain.speed import SectionRule, measure_traversal
-from pipeline import report
+from analyst_report import report
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain.schemas import (
+    FINES,
+    VEHICLE_SPEEDS,
+    fine_record,
+    insert_id,
+    vehicle_speed_record,
+)
+from pipeline.domain.speed import SectionRule, measure_traversal
 from tests.helpers import T0_MS, track
 
 pytestmark = pytest.mark.integration

@@ -12,14 +12,14 @@ from collections import Counter
 
 import pytest
 
-from clients.warehouse import Warehouse, as_record
-from domain import defaults
-from domain.geometry import interpolate
-from domain.schemas import FINES, VEHICLE_SPEEDS, insert_id
 from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
-from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import wait_until
+from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.services import wait_until
+from pipeline.clients.warehouse import Warehouse, as_record
+from pipeline.domain import defaults
+from pipeline.domain.geometry import interpolate
+from pipeline.domain.schemas import FINES, VEHICLE_SPEEDS, insert_id
 
 pytestmark = pytest.mark.integration
 

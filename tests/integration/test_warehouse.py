@@ -8,12 +8,12 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from clients.warehouse import Warehouse
-from domain.events import format_rfc3339_ms
-from domain.schemas import DEAD_LETTER, FINES, fine_record
-from domain.speed import SectionRule, measure_traversal
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain.events import format_rfc3339_ms
+from pipeline.domain.schemas import DEAD_LETTER, FINES, fine_record
+from pipeline.domain.speed import SectionRule, measure_traversal
+from pipeline.transforms.warehouse import ToWarehouseRows, WriteToWarehouse, to_warehouse_row
 from tests.helpers import T0_MS, track
-from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, to_warehouse_row
 
 pytestmark = pytest.mark.integration
 

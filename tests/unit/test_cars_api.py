@@ -6,10 +6,10 @@ import pytest
 import requests
 from PIL import Image
 
-from clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
-from clients.images import InvalidImage, check_image
 from generator.cars_api import MAX_RESPONSE_BYTES, CarsRegistry, create_app, serving
-from pipeline.local_stack import free_port
+from local_stack.services import free_port
+from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
+from pipeline.clients.images import InvalidImage, check_image
 
 
 def tiny_jpeg(vehicle_id: str) -> bytes:

@@ -11,9 +11,9 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
     ImageAnnotatorGrpcTransport,
 )
 
-from clients.cloud_vision import CloudVisionPlateReader
-from clients.plate_readers import CLOUD_VISION_READER, open_plate_reader
-from domain.plates import display_plate, plate_for_vehicle
+from pipeline.clients.cloud_vision import CloudVisionPlateReader
+from pipeline.clients.plate_readers import CLOUD_VISION_READER, open_plate_reader
+from pipeline.domain.plates import display_plate, plate_for_vehicle
 from tests.fake_vision import FakeVision, ImageError
 
 

@@ -30,7 +30,13 @@ from pipeline.graph import build_pipeline, pipeline_options
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = sorted(p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name != "tests")
+# The product workers install; local tooling (generator, local_stack, analyst_report) is not.
+PACKAGES = ["pipeline"]
+LOCAL_TOOLING = sorted(
+    p.parent.name
+    for p in REPO.glob("*/__init__.py")
+    if p.parent.name not in ("tests", "bench", *PACKAGES)
+)
 LAUNCHER_IMAGE = "gcr.io/dataflow-templates-base/python311-template-launcher-base"
 
 # A fake project and bucket: with --dry_run the DataflowRunner builds and stages the job
@@ -374,6 +380,7 @@ def test_dockerfile_copies_existing_files_that_the_context_keeps(image):
         assert not dockerignore_excludes(relative), f"{relative} is excluded by .dockerignore"
     copied = {local.relative_to(REPO).parts[0] for local in image.files.values()}
     assert set(PACKAGES) <= copied, "every package setup.py ships must be in the image"
+    assert not copied & set(LOCAL_TOOLING), "local tooling has no place in the worker image"
     assert "tests" not in copied and ".venv" not in copied
 
 

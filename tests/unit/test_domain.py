@@ -3,16 +3,16 @@ import math
 
 import pytest
 
-from domain import defaults
-from domain.events import (
+from pipeline.domain import defaults
+from pipeline.domain.events import (
     CameraEvent,
     InvalidEvent,
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
 )
-from domain.geometry import haversine_m, interpolate, path_length_m
-from domain.schemas import (
+from pipeline.domain.geometry import haversine_m, interpolate, path_length_m
+from pipeline.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
     VEHICLE_SPEED_COLUMNS,
@@ -21,7 +21,7 @@ from domain.schemas import (
     fine_record,
     vehicle_speed_record,
 )
-from domain.speed import (
+from pipeline.domain.speed import (
     SectionRule,
     SectionRules,
     distinct_detections,

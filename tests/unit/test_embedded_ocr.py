@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.embedded_ocr import EmbeddedPlateReader, character_groups, decode_line
-from clients.images import check_image
-from clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
-from domain.plates import plate_for_vehicle
 from generator import car_images
 from generator.car_images import render_car_photo, render_scene
+from pipeline.clients.embedded_ocr import EmbeddedPlateReader, character_groups, decode_line
+from pipeline.clients.images import check_image
+from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
+from pipeline.domain.plates import plate_for_vehicle
 
 ACCURACY_IMAGES = 100
 MIN_EXACT = 0.97

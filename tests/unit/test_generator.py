@@ -6,10 +6,6 @@ from collections import defaultdict
 
 import pytest
 
-from domain import defaults
-from domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
-from domain.geometry import haversine_m
-from domain.speed import SectionRule, distinct_detections, measure_traversal
 from generator import cli
 from generator.publish import PublishError, publish_events
 from generator.simulate import (
@@ -20,6 +16,10 @@ from generator.simulate import (
     simulate_traffic,
     write_events_jsonl,
 )
+from pipeline.domain import defaults
+from pipeline.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
+from pipeline.domain.geometry import haversine_m
+from pipeline.domain.speed import SectionRule, distinct_detections, measure_traversal
 
 START_MS = parse_rfc3339_ms("2026-11-22T12:00:00.000Z")
 

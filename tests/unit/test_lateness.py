@@ -8,11 +8,11 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from domain import defaults
-from domain.speed import SectionRule, measure_traversal, measurement_key, too_late
+from pipeline.domain import defaults
+from pipeline.domain.speed import SectionRule, measure_traversal, measurement_key, too_late
+from pipeline.transforms.lateness import DropRepeatedTraversals, RejectTooLate
 from tests.helpers import T0_MS, track
 from tests.unit.test_transforms import streaming_pipeline
-from transforms.lateness import DropRepeatedTraversals, RejectTooLate
 
 GAP_S, LATENESS_S = 30, 60
 MARGIN_MS = defaults.LATE_MARGIN_SECONDS * 1000

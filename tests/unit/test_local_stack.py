@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import local_stack
-from pipeline.local_stack import LocalStack, ManagedProcess, ServiceUnavailable, wait_until
+from local_stack import services as local_stack
+from local_stack.services import LocalStack, ManagedProcess, ServiceUnavailable, wait_until
 
 
 def test_missing_gcloud_fails_at_once_saying_how_to_install(monkeypatch):

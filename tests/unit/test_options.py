@@ -3,7 +3,7 @@ import json
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
 
-from domain.speed import SectionRule
+from pipeline.domain.speed import SectionRule
 from pipeline.graph import pipeline_options, section_rules
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
 

@@ -26,19 +26,19 @@ from apache_beam.utils.timestamp import Timestamp
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from domain import defaults
-from domain.events import (
+from generator.simulate import rebase
+from pipeline.domain import defaults
+from pipeline.domain.events import (
     CameraEvent,
     InvalidEvent,
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
 )
-from domain.schemas import payload_text
-from generator.simulate import rebase
+from pipeline.domain.schemas import payload_text
+from pipeline.transforms.parse import DEAD_LETTER, PARSE_STAGE, ParseEventFn, ParseEvents
 from tests.helpers import T0_MS, track
 from tests.unit.test_transforms import streaming_pipeline
-from transforms.parse import DEAD_LETTER, PARSE_STAGE, ParseEventFn, ParseEvents
 
 # The contract, restated here rather than imported, so that a loosened parser fails.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -532,7 +532,7 @@ def test_the_dofn_dead_letters_an_unexpected_parser_error(monkeypatch):
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a parser bug")
 
-    monkeypatch.setattr("transforms.parse.parse_camera_event", broken)
+    monkeypatch.setattr("pipeline.transforms.parse.parse_camera_event", broken)
     (output,) = ParseEventFn(RADAR).process(
         pubsub_message(b"{}", {}, "m-1"), timestamp=Timestamp(micros=T0_MS * 1000)
     )

@@ -2,9 +2,9 @@
 
 import json
 
-from domain.plates import plate_for_vehicle
 from generator.car_images import render_car_photo
 from pipeline import plates
+from pipeline.domain.plates import plate_for_vehicle
 
 
 def test_plates_cli_prints_one_json_line_per_image(tmp_path, capsys):

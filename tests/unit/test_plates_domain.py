@@ -5,9 +5,9 @@ import io
 import pytest
 from PIL import Image
 
-from clients.images import InvalidImage, check_image
-from domain.evidence import evidence_fields, photo_object_name
-from domain.plates import (
+from pipeline.clients.images import InvalidImage, check_image
+from pipeline.domain.evidence import evidence_fields, photo_object_name
+from pipeline.domain.plates import (
     PLATE_PATTERN,
     PlateReading,
     best_plate,

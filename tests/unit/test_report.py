@@ -1,9 +1,6 @@
 """The analyst report without a warehouse: its SQL files, charts, photos and HTML escaping."""
 
 import re
-import subprocess
-import sys
-import tarfile
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -11,8 +8,8 @@ from pathlib import Path
 import pytest
 from google.api_core.exceptions import NotFound
 
-from domain import defaults
-from pipeline import report
+from analyst_report import report
+from pipeline.domain import defaults
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = {
@@ -117,21 +114,6 @@ def test_identifiers_that_are_not_names_are_refused(project, dataset):
 def test_a_domain_scoped_project_is_accepted():
     sql = report.load_sql("fines_per_hour", "example.com:my-project", "d")
     assert "`example.com:my-project.d.fines`" in sql
-
-
-def test_setup_ships_the_sql_files_in_the_wheel_build_and_the_sdist(tmp_path):
-    subprocess.run(
-        [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
-         "build_py", "--build-lib", str(tmp_path / "lib"), "sdist", "--dist-dir",
-         str(tmp_path / "dist")],
-        cwd=REPO, check=True, capture_output=True,
-    )  # fmt: skip
-    built = {p.stem for p in (tmp_path / "lib" / "pipeline" / "sql").glob("*.sql")}
-    assert built == QUERIES
-    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
-    with tarfile.open(sdist) as archive:
-        names = {Path(*Path(n).parts[1:]).as_posix() for n in archive.getnames()}
-    assert {f"pipeline/sql/{name}.sql" for name in QUERIES} <= names
 
 
 # -- charts ------------------------------------------------------------------------------

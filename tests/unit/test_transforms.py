@@ -14,10 +14,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from domain.speed import SectionRule, SectionRules, traversal_id
+from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
+from pipeline.transforms.parse import ParseEvents
+from pipeline.transforms.section_speed import FINED, NOT_FINED, SectionSpeed
 from tests.helpers import T0_MS, track
-from transforms.parse import ParseEvents
-from transforms.section_speed import FINED, NOT_FINED, SectionSpeed
 
 GAP_S = 30
 LATENESS_S = 60

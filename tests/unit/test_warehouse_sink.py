@@ -7,10 +7,10 @@ A fake client stands in for the first, which the emulator cannot show.
 import pytest
 from google.api_core import exceptions as api_exceptions
 
-from clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
-from domain.schemas import FINES
-from transforms import warehouse as sink
-from transforms.warehouse import InsertRowsFn, WarehouseRow
+from pipeline.clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
+from pipeline.domain.schemas import FINES
+from pipeline.transforms import warehouse as sink
+from pipeline.transforms.warehouse import InsertRowsFn, WarehouseRow
 
 
 class FakeClient:

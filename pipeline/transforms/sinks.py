@@ -8,7 +8,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
-from domain.schemas import fine_record
+from pipeline.domain.schemas import fine_record
 
 _log = logging.getLogger(__name__)
 

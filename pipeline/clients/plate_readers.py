@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from domain.plates import PlateReading
+from pipeline.domain.plates import PlateReading
 
 EMBEDDED_READER = "embedded"
 CLOUD_VISION_READER = "cloud-vision"
@@ -31,11 +31,11 @@ def open_plate_reader(
 ) -> PlateReader:
     """Load the reader once (a worker calls this in DoFn.setup, never per element)."""
     if kind == EMBEDDED_READER:
-        from clients.embedded_ocr import EmbeddedPlateReader
+        from pipeline.clients.embedded_ocr import EmbeddedPlateReader
 
         return EmbeddedPlateReader(min_confidence)
     if kind == CLOUD_VISION_READER:
-        from clients.cloud_vision import CloudVisionPlateReader
+        from pipeline.clients.cloud_vision import CloudVisionPlateReader
 
         return CloudVisionPlateReader(min_confidence, **client_kwargs)
     raise ValueError(f"unknown plate reader {kind!r}; choose one of {', '.join(PLATE_READERS)}")

@@ -16,8 +16,8 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from domain import defaults
-from pipeline.local_stack import LocalStack, ManagedProcess, pubsub_clients, wait_until
+from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
+from pipeline.domain import defaults
 
 _log = logging.getLogger(__name__)
 

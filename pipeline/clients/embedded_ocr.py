@@ -23,9 +23,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from clients.images import InvalidImage, decode_rgb
-from clients.plate_readers import DEFAULT_MIN_CONFIDENCE
-from domain.plates import PlateReading, best_plate, normalise_plate, unreadable
+from pipeline.clients.images import InvalidImage, decode_rgb
+from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.plates import PlateReading, best_plate, normalise_plate, unreadable
 
 READER_NAME = "embedded-rapidocr"
 CROP_PATH, FULL_PATH = "crop", "full"

@@ -17,8 +17,8 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from domain.events import format_rfc3339_ms
-from domain.schemas import TABLES, Table, insert_id
+from pipeline.domain.events import format_rfc3339_ms
+from pipeline.domain.schemas import TABLES, Table, insert_id
 
 _log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from clients.evidence_store import EvidenceStore
-from clients.warehouse import Warehouse
-from domain import defaults
-from domain.geometry import format_location, interpolate
-from domain.plates import plate_for_vehicle
-from domain.schemas import VEHICLE_SPEEDS
+from analyst_report.report import write_report
 from generator import cli as generator_cli
-from pipeline.local_run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.local_stack import LocalStack, wait_until
-from pipeline.report import write_report
+from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.services import LocalStack, wait_until
+from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain import defaults
+from pipeline.domain.geometry import format_location, interpolate
+from pipeline.domain.plates import plate_for_vehicle
+from pipeline.domain.schemas import VEHICLE_SPEEDS
 
 _log = logging.getLogger("demo")
 

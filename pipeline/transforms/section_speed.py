@@ -8,8 +8,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from domain.events import CameraEvent
-from domain.speed import SectionRules, distinct_detections, measure_traversal
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.speed import SectionRules, distinct_detections, measure_traversal
 
 FINED = "fined"
 NOT_FINED = "not_fined"

@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from domain import defaults
-from domain.events import CameraEvent
-from domain.geometry import LatLon, path_length_m
+from pipeline.domain import defaults
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.geometry import LatLon, path_length_m
 
 KMH_PER_MPH = 1.609344
 

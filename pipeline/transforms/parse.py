@@ -11,8 +11,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from domain.events import InvalidEvent, parse_camera_event
-from domain.schemas import dead_letter_record
+from pipeline.domain.events import InvalidEvent, parse_camera_event
+from pipeline.domain.schemas import dead_letter_record
 
 DEAD_LETTER = "dead_letter"
 PARSE_STAGE = "parse"

@@ -10,9 +10,9 @@ from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration
 
-from domain.events import CameraEvent, format_rfc3339_ms
-from domain.schemas import dead_letter_record
-from domain.speed import measurement_key, too_late
+from pipeline.domain.events import CameraEvent, format_rfc3339_ms
+from pipeline.domain.schemas import dead_letter_record
+from pipeline.domain.speed import measurement_key, too_late
 
 DEAD_LETTER = "dead_letter"
 LATE_STAGE = "too_late"

@@ -18,8 +18,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clients.warehouse import EMULATOR_ENV, BatchRefused, TransientWarehouseError, Warehouse
-from domain.schemas import (
+from pipeline.clients.warehouse import (
+    EMULATOR_ENV,
+    BatchRefused,
+    TransientWarehouseError,
+    Warehouse,
+)
+from pipeline.domain.schemas import (
     TABLES,
     VEHICLE_SPEEDS,
     Table,
@@ -27,7 +32,7 @@ from domain.schemas import (
     insert_id,
     vehicle_speed_record,
 )
-from transforms.lateness import DropRepeats
+from pipeline.transforms.lateness import DropRepeats
 
 _log = logging.getLogger(__name__)
 

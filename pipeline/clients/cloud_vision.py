@@ -31,8 +31,14 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
 )
 from google.rpc import code_pb2
 
-from clients.plate_readers import CLOUD_VISION_READER, DEFAULT_MIN_CONFIDENCE
-from domain.plates import PLATE_FORMAT, PlateReading, best_plate, normalise_plate, unreadable
+from pipeline.clients.plate_readers import CLOUD_VISION_READER, DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.plates import (
+    PLATE_FORMAT,
+    PlateReading,
+    best_plate,
+    normalise_plate,
+    unreadable,
+)
 
 _log = logging.getLogger(__name__)
 

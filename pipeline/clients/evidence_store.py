@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 
-from domain.evidence import gs_url, sha256_hex
+from pipeline.domain.evidence import gs_url, sha256_hex
 
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"

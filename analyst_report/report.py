@@ -1,8 +1,8 @@
-"""`python -m pipeline.report`: the analyst report, one self-contained HTML page.
+"""`python -m analyst_report.report`: the analyst report, one self-contained HTML page.
 
-    python -m pipeline.report --project_id PROJECT --bq_dataset DATASET --out report/
+    python -m analyst_report.report --project_id PROJECT --bq_dataset DATASET --out report/
 
-Runs the SQL in `pipeline/sql/` (plain files an analyst can reuse in the BigQuery
+Runs the SQL in `analyst_report/sql/` (plain files an analyst can reuse in the BigQuery
 console once `{project}.{dataset}` is replaced), draws one PNG chart per section with
 matplotlib's Agg canvas (no display needed) and writes OUT/index.html: fines per hour,
 fines per radar, the distribution of average speeds with the speed limit marked, the
@@ -35,12 +35,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from clients.warehouse import Warehouse
-from domain import defaults
-from domain.speed import kmh_to_mph, mph_to_kmh
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain import defaults
+from pipeline.domain.speed import kmh_to_mph, mph_to_kmh
 
 if TYPE_CHECKING:
-    from pipeline.local_stack import LocalStack
+    from local_stack.services import LocalStack
 
 _log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ PhotoSource = Callable[[str], bytes | None]  # gs:// URL -> JPEG thumbnail, or N
 DEFAULT_LATEST = 50
 MAX_RADARS_CHARTED = 20
 THUMBNAIL_PX = (160, 120)
-SQL_PACKAGE, SQL_DIR = "pipeline", "sql"
+SQL_PACKAGE, SQL_DIR = "analyst_report", "sql"
 # Identifiers only are put into the SQL text (str.format); values go in as query parameters.
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9.:-]{0,127}[a-z0-9]$")  # also example.com:project
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -78,7 +78,7 @@ def load_sql(name: str, project: str, dataset: str) -> str:
 
 
 def run_query(warehouse: Warehouse, name: str, **parameters: int) -> list[Row]:
-    """Rows of pipeline/sql/NAME.sql; `parameters` become INT64 query parameters (@name)."""
+    """Rows of analyst_report/sql/NAME.sql; `parameters` become INT64 query parameters (@name)."""
     sql = load_sql(name, warehouse.project, warehouse.dataset)
     if not parameters:
         return warehouse.query(sql)
@@ -535,7 +535,7 @@ def render_html(report: Report) -> str:
 <h1>Section-speed enforcement report</h1>
 <p class="meta">Warehouse <code>{_e(report.source)}</code>, generated {
         _e(report.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
-    }. Queries: <code>pipeline/sql/*.sql</code>.</p>
+    }. Queries: <code>analyst_report/sql/*.sql</code>.</p>
 <p class="summary">{_e(report.summary)}</p>
 {sections}
 {_fines_table_html(report)}
@@ -575,7 +575,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.report", description=__doc__.splitlines()[0]
+        prog="python -m analyst_report.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--project_id",

@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from clients.images import MAX_IMAGE_BYTES
+from pipeline.clients.images import MAX_IMAGE_BYTES
 
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 DEFAULT_TIMEOUT_S = (3.05, 10.0)  # (connect, read)

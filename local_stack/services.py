@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from clients.evidence_store import EvidenceStore
-from domain import defaults
+from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.domain import defaults
 
 _log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
-from clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
-from clients.images import InvalidImage, check_image
-from clients.plate_readers import PlateReader, shared_plate_reader
-from domain.evidence import evidence_fields, photo_object_name
-from domain.plates import PlateReading
-from domain.schemas import dead_letter_record, fine_record
-from domain.speed import Traversal
+from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
+from pipeline.clients.images import InvalidImage, check_image
+from pipeline.clients.plate_readers import PlateReader, shared_plate_reader
+from pipeline.domain.evidence import evidence_fields, photo_object_name
+from pipeline.domain.plates import PlateReading
+from pipeline.domain.schemas import dead_letter_record, fine_record
+from pipeline.domain.speed import Traversal
 
 DEAD_LETTER = "dead_letter"
 FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
@@ -74,7 +74,9 @@ def _cars_api_client(base_url: str, attempts: int, backoff_s: float) -> CarsApiC
 
 @functools.cache
 def _evidence_store(bucket: str, project: str, _endpoint: str | None) -> Any:
-    from clients.evidence_store import EvidenceStore  # google-cloud-storage, on workers only
+    from pipeline.clients.evidence_store import (
+        EvidenceStore,  # google-cloud-storage, on workers only
+    )
 
     return EvidenceStore(bucket, project)
 

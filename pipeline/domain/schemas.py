@@ -17,7 +17,7 @@ from pipeline.domain.geometry import format_location
 from pipeline.domain.speed import Traversal
 
 ColumnType = Literal["STRING", "FLOAT", "INTEGER", "BOOLEAN", "TIMESTAMP"]
-Mode = Literal["REQUIRED", "NULLABLE"]
+Mode = Literal["REQUIRED", "NULLABLE", "REPEATED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,10 @@ def _nullable(name: str, type_: ColumnType, description: str) -> Column:
     return Column(name, type_, "NULLABLE", description)
 
 
+def _repeated(name: str, type_: ColumnType, description: str) -> Column:
+    return Column(name, type_, "REPEATED", description)
+
+
 _TRAVERSAL_HEAD = (
     _required("radar_id", "STRING", "section (camera installation) that measured the vehicle"),
     _required("vehicle_id", "STRING", "vehicle identity from the camera's tracker"),
@@ -50,6 +54,12 @@ _TRAVERSAL_MEASURE = (
     _required("exit_time", "TIMESTAMP", "last detection's event time"),
     _required("entry_location", "STRING", 'first detection, "lat,lon"'),
     _required("exit_location", "STRING", 'last detection, "lat,lon"'),
+    _required(
+        "speed_method",
+        "STRING",
+        "section_average (distance / time) or spot_mean (mean of spot speeds, timeless input)",
+    ),
+    _repeated("supersedes", "STRING", "ids of earlier traversals this one corrects (merge)"),
 )
 
 FINE_COLUMNS: tuple[Column, ...] = (
@@ -114,6 +124,8 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "exit_time": format_rfc3339_ms(traversal.exit_time_ms),
         "entry_location": format_location(traversal.entry_location),
         "exit_location": format_location(traversal.exit_location),
+        "speed_method": traversal.speed_method,
+        "supersedes": list(traversal.supersedes),
     }
 
 

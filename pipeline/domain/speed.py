@@ -11,6 +11,9 @@ from pipeline.domain.events import CameraEvent
 from pipeline.domain.geometry import LatLon, path_length_m
 
 KMH_PER_MPH = 1.609344
+# How a traversal's average speed was measured (DESIGN.md §3).
+SECTION_AVERAGE = "section_average"  # distance / time between the first and last detection
+SPOT_MEAN = "spot_mean"  # the course's rule for timeless detections: mean of spot speeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class Traversal:
     exit_location: LatLon
     detections: int
     is_speeding: bool
+    speed_method: str = SECTION_AVERAGE
+    # Ids of traversals published before that this one corrects (a session merge).
+    supersedes: tuple[str, ...] = ()
 
 
 def kmh_to_mph(kmh: float) -> float:

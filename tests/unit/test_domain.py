@@ -217,8 +217,10 @@ DESIGN_FINE_FIELDS = {
     "exit_time": "TIMESTAMP", "entry_location": "STRING", "exit_location": "STRING",
     "image_url": "STRING", "image_sha256": "STRING", "is_ticketed": "BOOLEAN",
     "processed_at": "TIMESTAMP",
-    # Added to DESIGN.md §4: why the plate or photo is missing, for analysts.
-    "evidence_error": "STRING",
+    "speed_method": "STRING",
+    # Added to DESIGN.md §4: why the plate or photo is missing, for analysts; and the ids a
+    # correction replaces, so each traversal is counted once (issue 13).
+    "evidence_error": "STRING", "supersedes": "STRING",
 }  # fmt: skip
 
 

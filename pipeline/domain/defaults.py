@@ -28,3 +28,24 @@ FINAL_COORDINATES: Final = (40.811, -73.950)
 # watermark reached it. Generous, because `generator --speedup` publishes ahead of event
 # time (by the replay's span times 1 - 1/speedup).
 MAX_EVENT_TIME_AHEAD_SECONDS: Final = 3600
+
+# A `ts` attribute within this of the body's timestamp is the same instant written another
+# way (rounded instead of truncated, to the millisecond or to the second): the body is the
+# event time, so such a `ts` never rejects a detection. Further apart, one of the two
+# clocks is wrong and the message goes to the dead letter.
+TS_ATTRIBUTE_TOLERANCE_MS: Final = 1000
+
+# Plausibility gates before any fine (docs/enforcement.md gives each one's reason).
+# A car faster than this is a measurement fault, not a speeder: 200 mph = 321.9 km/h.
+MAX_SPEED_MPH: Final = 200.0
+# A detection this close to a section end (from the sections file) counts as seeing it;
+# only a traversal seen near both ends is judged.
+END_RADIUS_M: Final = 60.0
+# Detections closer than this are at one place: camera positions are fixed and surveyed.
+SAME_PLACE_M: Final = 5.0
+# A later detection may lie this much behind an earlier one along the section before the
+# order contradicts the times (cameras at the same spot, survey error).
+ORDER_TOLERANCE_M: Final = 10.0
+# A path through the detections longer than this times the section is a zig-zag (wrong
+# locations or a merged vehicle id), not a drive along it.
+MAX_PATH_RATIO: Final = 1.5

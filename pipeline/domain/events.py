@@ -9,8 +9,16 @@ fault, not traffic), and, when the caller passes its clock (`now_ms`), not more 
 `defaults.MAX_EVENT_TIME_AHEAD_SECONDS` ahead of it: a session keyed on a far-future
 detection would stay open, holding state, until the watermark reached it. There is no
 bound on age: old detections are only late, and the windowing drops them by itself.
+
+Messages of the course's own generator, `{"vehicle_id", "speed", "location"}`, carry no
+time and no id: they become *timeless* detections (`timed=False`). Their `event_time_ms`
+is the Pub/Sub publish time, used only to group a vehicle's detections into a session and
+never for a speed; `radar_id` is the pipeline's default and `event_id` the Pub/Sub message
+id, or, when the read gives none (Dataflow can leave it empty, apache/beam#9232), a digest
+of the payload and the publish time (`timeless_event_id`), which a redelivery repeats.
 """
 
+import hashlib
 import json
 import math
 import re
@@ -50,6 +58,9 @@ _MAX_SPEED_KMH = 1000.0
 _NEW_FORMAT_KEYS = ("event_id", "radar_id", "timestamp")
 
 
+_TS_ATTRIBUTE = re.compile(r"-?[0-9]{1,19}")  # epoch milliseconds, ASCII digits only
+
+
 class InvalidEvent(ValueError):
     """A message that is not a camera event; the message says why."""
 
@@ -60,10 +71,18 @@ class CameraEvent:
     radar_id: str
     vehicle_id: str
     location: LatLon
-    event_time_ms: int
+    event_time_ms: int  # for a timeless detection, its publish time (sessions only)
     speed_kmh: float | None = None
+    timed: bool = True  # False: a course message, no event time of its own
 
     def to_json(self) -> dict[str, object]:
+        """The message body: the contract's form, or the course's for a timeless event."""
+        if not self.timed:
+            course: dict[str, object] = {"vehicle_id": self.vehicle_id}
+            if self.speed_kmh is not None:
+                course["speed"] = self.speed_kmh
+            course["location"] = [self.location[0], self.location[1]]
+            return course
         body: dict[str, object] = {
             "event_id": self.event_id,
             "radar_id": self.radar_id,
@@ -76,7 +95,13 @@ class CameraEvent:
         return body
 
     def to_pubsub(self) -> tuple[bytes, dict[str, str]]:
-        """The message body and attributes a camera publishes for this event."""
+        """The message body and attributes a camera publishes for this event.
+
+        A timeless event is published as the course's generator does: `json.dumps` with
+        its default separators and no attributes (Pub/Sub assigns its id and time).
+        """
+        if not self.timed:
+            return json.dumps(self.to_json()).encode(), {}
         data = json.dumps(self.to_json(), separators=(",", ":")).encode()
         return data, {
             EVENT_ID_ATTRIBUTE: self.event_id,
@@ -88,6 +113,17 @@ def format_rfc3339_ms(epoch_ms: int) -> str:
     """`2026-11-22T12:00:00.250Z` for an epoch-milliseconds instant."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def timeless_event_id(data: bytes, publish_time_ms: int) -> str:
+    """The id of a course message read without a Pub/Sub message id.
+
+    A digest of the publish time and the payload: a redelivery has both unchanged, so it
+    gets the same id and counts once. The time comes first, ended by a newline that no
+    decimal number contains, so no two (time, payload) pairs hash the same text.
+    """
+    digest = hashlib.sha256(str(publish_time_ms).encode() + b"\n" + data).hexdigest()
+    return "m-" + digest[:32]
 
 
 def parse_rfc3339_ms(text: str) -> int:
@@ -142,20 +178,18 @@ def parse_camera_event(
         if not isinstance(body["timestamp"], str):
             raise InvalidEvent("timestamp must be an RFC 3339 string")
         event_time_ms = parse_rfc3339_ms(body["timestamp"])
-        attribute_ms = attributes.get(TIMESTAMP_ATTRIBUTE)
-        if attribute_ms is not None and attribute_ms != str(event_time_ms):
-            raise InvalidEvent(
-                f"attribute ts={_shown(attribute_ms)} disagrees with timestamp "
-                f"{_shown(body['timestamp'])} ({event_time_ms} ms)"
-            )
+        _check_ts_attribute(attributes.get(TIMESTAMP_ATTRIBUTE), body["timestamp"], event_time_ms)
+        timed = True
     else:  # The original course generator: {"vehicle_id", "speed", "location"}.
         missing = [key for key in ("vehicle_id", "location") if key not in body]
         if missing:
             raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
-        if not message_id:
-            raise InvalidEvent("legacy message without a Pub/Sub message id")
-        event_id = _checked_id(message_id, "Pub/Sub message id")
+        if message_id:
+            event_id = _checked_id(message_id, "Pub/Sub message id")
+        else:
+            event_id = timeless_event_id(data, publish_time_ms)
         radar_id = default_radar_id
+        timed = False
         if not _EARLIEST_MS <= publish_time_ms < _LATEST_MS:
             raise InvalidEvent(f"publish time {publish_time_ms} ms out of range 2000..2100")
         event_time_ms = publish_time_ms
@@ -177,7 +211,26 @@ def parse_camera_event(
         location=_location_field(body["location"]),
         event_time_ms=event_time_ms,
         speed_kmh=_speed_field(body.get("speed")),
+        timed=timed,
     )
+
+
+def _check_ts_attribute(attribute: str | None, timestamp: str, event_time_ms: int) -> None:
+    """A `ts` that is the body's time written another way passes; a different time does not."""
+    if attribute is None:
+        return
+    if _TS_ATTRIBUTE.fullmatch(attribute) is None:
+        raise InvalidEvent(
+            f"attribute ts={_shown(attribute)} is not epoch milliseconds (timestamp "
+            f"{_shown(timestamp)} is {event_time_ms} ms)"
+        )
+    apart_ms = abs(int(attribute) - event_time_ms)
+    if apart_ms > defaults.TS_ATTRIBUTE_TOLERANCE_MS:
+        raise InvalidEvent(
+            f"attribute ts={_shown(attribute)} disagrees with timestamp {_shown(timestamp)} "
+            f"({event_time_ms} ms) by {apart_ms} ms, more than "
+            f"{defaults.TS_ATTRIBUTE_TOLERANCE_MS} ms: one of the camera's clocks is wrong"
+        )
 
 
 def _reject_constant(name: str) -> None:

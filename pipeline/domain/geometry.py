@@ -26,6 +26,33 @@ def path_length_m(points: Sequence[LatLon]) -> float:
     return sum(haversine_m(p, q) for p, q in itertools.pairwise(points))
 
 
+def initial_bearing_rad(a: LatLon, b: LatLon) -> float:
+    """Direction from a towards b at a, radians clockwise from north."""
+    lat1, lon1 = map(math.radians, a)
+    lat2, lon2 = map(math.radians, b)
+    dlon = lon2 - lon1
+    return math.atan2(
+        math.sin(dlon) * math.cos(lat2),
+        math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(dlon),
+    )
+
+
+def along_track_m(point: LatLon, start: LatLon, end: LatLon) -> float:
+    """How far along the great circle start -> end the point lies, in metres (signed).
+
+    The foot of the perpendicular from the point: 0 at start, haversine(start, end) at end,
+    negative before start. Exact on the sphere (Napier's rule for the right spherical
+    triangle start-foot-point: tan(along) = tan(start-point) * cos(angle at start)).
+    """
+    if start == end:
+        raise ValueError("along_track_m needs two different points to give a direction")
+    reach = haversine_m(start, point) / EARTH_RADIUS_M
+    if reach == 0:
+        return 0.0
+    angle = initial_bearing_rad(start, point) - initial_bearing_rad(start, end)
+    return EARTH_RADIUS_M * math.atan2(math.sin(reach) * math.cos(angle), math.cos(reach))
+
+
 def interpolate(a: LatLon, b: LatLon, fraction: float) -> LatLon:
     """Point at `fraction` (0..1) of the way from a to b along the great circle."""
     if fraction <= 0:

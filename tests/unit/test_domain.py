@@ -1,17 +1,27 @@
+import dataclasses
+import hashlib
 import json
 import math
+import random
 
 import pytest
 
 from pipeline.domain import defaults
 from pipeline.domain.events import (
+    ID_PATTERN,
     CameraEvent,
     InvalidEvent,
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
+    timeless_event_id,
 )
-from pipeline.domain.geometry import haversine_m, interpolate, path_length_m
+from pipeline.domain.geometry import (
+    along_track_m,
+    haversine_m,
+    interpolate,
+    path_length_m,
+)
 from pipeline.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
@@ -22,15 +32,24 @@ from pipeline.domain.schemas import (
     vehicle_speed_record,
 )
 from pipeline.domain.speed import (
+    IMPLAUSIBLE,
+    PARTIAL,
+    SECTION_AVERAGE,
+    SPOT_MEAN,
+    UNMEASURABLE,
+    Rejection,
     SectionRule,
     SectionRules,
+    Traversal,
+    UnmeasurableMonitor,
     distinct_detections,
+    judge_traversal,
     kmh_to_mph,
     measure_traversal,
     mph_to_kmh,
     traversal_id,
 )
-from tests.helpers import T0_MS, track
+from tests.helpers import ENTRY, EXIT, T0_MS, track
 
 # --- geometry -----------------------------------------------------------------------
 
@@ -60,7 +79,39 @@ def test_interpolated_points_lie_on_the_path():
     assert path_length_m(points) == pytest.approx(haversine_m(a, b), rel=1e-9)
 
 
+def test_along_track_is_the_distance_along_the_section():
+    length = haversine_m(ENTRY, EXIT)
+    assert length == pytest.approx(303.8395578, abs=1e-6)
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        point = interpolate(ENTRY, EXIT, fraction)
+        assert along_track_m(point, ENTRY, EXIT) == pytest.approx(fraction * length, abs=1e-6)
+    assert along_track_m(ENTRY, EXIT, ENTRY) == pytest.approx(length, abs=1e-6)  # reversed
+
+
+def test_along_track_beside_and_before_the_section_matches_a_flat_projection():
+    # Over 300 m the Earth is flat to a millimetre: project on a local east/north plane.
+    metres_per_deg_lat = math.pi / 180 * 6_371_008.8
+    metres_per_deg_lon = metres_per_deg_lat * math.cos(math.radians(ENTRY[0]))
+
+    def flat(point):
+        return (
+            (point[1] - ENTRY[1]) * metres_per_deg_lon,
+            (point[0] - ENTRY[0]) * metres_per_deg_lat,
+        )
+
+    ex, ey = flat(EXIT)
+    for point in [(40.8190, -73.9420), (40.8200, -73.9400), (40.8170, -73.9420)]:
+        px, py = flat(point)
+        expected = (px * ex + py * ey) / math.hypot(ex, ey)
+        assert along_track_m(point, ENTRY, EXIT) == pytest.approx(expected, abs=0.05)
+    assert along_track_m((40.8200, -73.9400), ENTRY, EXIT) < 0  # before the entry
+    with pytest.raises(ValueError, match="two different points"):
+        along_track_m(ENTRY, EXIT, EXIT)
+
+
 # --- speed and the fine rule --------------------------------------------------------
+
+SECTION = SectionRule(entry=ENTRY, exit=EXIT)  # the tests' 303.84 m section, ends known
 
 
 def test_mph_conversion_uses_the_international_mile():
@@ -75,32 +126,269 @@ def test_exactly_the_limit_is_not_fined_and_just_above_is():
     assert not SectionRule(25, tolerance_mph=3).is_speeding(27.9)
 
 
-def test_measure_traversal_at_a_known_speed():
+def at(event: CameraEvent, ms: int | None = None, **changes) -> CameraEvent:
+    """A copy of `event` at another time (offset from T0) or with other fields."""
+    if ms is not None:
+        changes["event_time_ms"] = T0_MS + ms
+    return dataclasses.replace(event, **changes)
+
+
+def test_judge_traversal_at_a_known_speed():
     events = track("v1", 54.0, points=5)
-    traversal = measure_traversal(events, SectionRule())
-    assert traversal is not None
+    traversal = judge_traversal(events, SectionRule())
+    assert isinstance(traversal, Traversal)
     assert traversal.avg_speed_kmh == pytest.approx(54.0, abs=0.01)
     assert traversal.avg_speed_mph == pytest.approx(54.0 / 1.609344, abs=0.01)
-    assert traversal.is_speeding
+    assert traversal.is_speeding and traversal.speed_method == SECTION_AVERAGE
     assert traversal.detections == 5
-    assert traversal.entry_time_ms == T0_MS
+    assert (traversal.entry_time_ms, traversal.exit_time_ms) == (T0_MS, T0_MS + 20_256)
+    assert traversal.duration_s == 20.256  # milliseconds kept, never rounded down
     assert traversal.traversal_id == traversal_id("radar-1", "v1", T0_MS)
+    assert traversal.supersedes == ()
+    assert measure_traversal(events, SectionRule()) == traversal  # the old name still works
 
 
-def test_surveyed_length_replaces_camera_hops():
-    events = track("v1", 36.0, points=2)  # duration fixed by the true path
-    duration_s = (events[1].event_time_ms - events[0].event_time_ms) / 1000
-    traversal = measure_traversal(events, SectionRule(length_m=2000.0))
-    assert traversal is not None
-    assert traversal.distance_m == 2000.0
-    assert traversal.avg_speed_kmh == pytest.approx(2000 / duration_s * 3.6)
+def test_ends_known_distance_is_the_straight_line_between_them():
+    traversal = judge_traversal(track("v1", 54.0, points=5), SECTION)
+    assert isinstance(traversal, Traversal)
+    assert traversal.distance_m == haversine_m(ENTRY, EXIT)
+    assert traversal.avg_speed_kmh == pytest.approx(haversine_m(ENTRY, EXIT) / 20.256 * 3.6)
 
 
-def test_fewer_than_two_detections_or_zero_duration_is_no_measurement():
-    one = track("v1", 30.0)[:1]
-    assert measure_traversal(one, SectionRule()) is None
-    same_instant = [one[0], CameraEvent("x", "radar-1", "v1", (40.81, -73.95), T0_MS)]
-    assert measure_traversal(same_instant, SectionRule()) is None
+def test_order_of_arrival_redeliveries_and_ids_do_not_change_the_result():
+    events = track("v1", 47.0, points=6)
+    expected = judge_traversal(events, SECTION)
+    rng = random.Random(3)
+    for _ in range(20):
+        shuffled = events + rng.sample(events, 3)  # redelivered, same event_id
+        rng.shuffle(shuffled)
+        assert judge_traversal(shuffled, SECTION) == expected
+    # Ids whose text order is not their time order ("11" sorts before "4") change nothing.
+    renamed = [at(e, event_id=str(11 - i)) for i, e in enumerate(events)]
+    assert judge_traversal(renamed, SECTION) == expected
+
+
+def test_time_ties_are_ordered_by_position_never_by_id():
+    a, b, c, d = track("v1", 36.0, points=4)
+    # c is re-stamped to b's millisecond 3 m further on; its id sorts before b's.
+    c_tied = at(b, event_id="a-first-by-id", location=interpolate(b.location, c.location, 0.03))
+    events = [a, b, c_tied, d]
+    traversal = judge_traversal(events, SectionRule())
+    assert isinstance(traversal, Traversal)
+    assert traversal.distance_m == path_length_m([a.location, b.location, c_tied.location,
+                                                  d.location])  # fmt: skip
+    assert traversal.distance_m == pytest.approx(haversine_m(a.location, d.location), abs=1e-6)
+
+
+def test_the_same_time_and_place_under_another_id_counts_once():
+    events = track("v1", 36.0, points=3)
+    resent = at(events[1], event_id="resent-copy")
+    traversal = judge_traversal([*events, resent], SectionRule())
+    assert isinstance(traversal, Traversal)
+    assert traversal.detections == 3
+    assert traversal == judge_traversal(events, SectionRule())
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        (track("v1", 30.0)[:1], "one detection (2026-11-18T11:06:40.000Z, 40.819390,-73.940744)"),
+        ([track("v1", 30.0)[0], at(track("v1", 30.0)[0], event_id="x")], "sent 2 times"),
+        ([track("v1", 30.0)[0],
+          at(track("v1", 30.0)[0], 0, event_id="y", location=(ENTRY[0] + 1e-5, ENTRY[1]))],
+         "zero duration"),
+        ([at(e, 5_000 * i, location=ENTRY) for i, e in enumerate(track("v1", 30.0))],
+         "seen at one place only"),
+        ([], "no detections"),
+    ],
+)  # fmt: skip
+def test_no_measurement_is_unmeasurable_with_a_reason(events, reason):
+    outcome = judge_traversal(events, SECTION)
+    assert isinstance(outcome, Rejection)
+    assert outcome.kind == UNMEASURABLE
+    assert reason in outcome.reason
+    assert len(outcome.detections) == len({e.event_id for e in events})
+
+
+def test_several_places_at_one_instant_are_implausible():
+    events = [at(e, 0) for e in track("v1", 30.0, points=3)]  # the course's same-ms bursts
+    outcome = judge_traversal(events, SECTION)
+    assert isinstance(outcome, Rejection) and outcome.kind == IMPLAUSIBLE
+    assert outcome.reason == (
+        "3 detections at the same instant 2026-11-18T11:06:40.000Z are up to 303.8 m apart "
+        "(more than 5 m): one vehicle cannot be in two places at once"
+    )
+    assert {e.event_id for e in outcome.detections} == {"v1-e0", "v1-e1", "v1-e2"}
+
+
+def test_order_contradicting_the_times_is_implausible():
+    a, b, c, *rest = track("v1", 36.0, points=6)  # 60.8 m apart
+    swapped = [a, at(b, location=c.location), at(c, location=b.location), *rest]
+    outcome = judge_traversal(swapped, SECTION)
+    assert isinstance(outcome, Rejection) and outcome.kind == IMPLAUSIBLE
+    assert outcome.reason == (
+        "the detection at 2026-11-18T11:06:52.154Z, 40.818971,-73.941207 lies 61 m behind the "
+        "one at 2026-11-18T11:06:46.077Z, 40.818551,-73.941670 along the section (more than "
+        "10 m): the order of the detections contradicts their times"
+    )
+    # Without known ends the direction is first -> last detection: the same verdict.
+    assert judge_traversal(swapped, SectionRule()).kind == IMPLAUSIBLE
+    # Within the order tolerance (10 m) it is survey noise, not a contradiction.
+    nine_back = interpolate(c.location, b.location, 9 / haversine_m(b.location, c.location))
+    noisy = [a, at(b, location=c.location), at(c, location=nine_back), *rest]
+    assert isinstance(judge_traversal(noisy, SECTION), Traversal)
+
+
+def test_a_path_much_longer_than_the_section_is_implausible():
+    a, b, c = track("v1", 36.0, points=3)
+    far_off = interpolate(ENTRY, (40.811, -73.950), 0.6)  # 425 m beyond the exit
+    zigzag = [a, at(b, location=far_off), c]
+    outcome = judge_traversal(zigzag, SECTION)
+    assert isinstance(outcome, Rejection) and outcome.kind == IMPLAUSIBLE
+    path = path_length_m([a.location, far_off, c.location])
+    assert outcome.reason.startswith(f"the path through the 3 detections is {path:.0f} m")
+    assert "1.5 times the straight line between the section's ends (304 m)" in outcome.reason
+    surveyed = judge_traversal(zigzag, SectionRule(length_m=500.0))
+    assert "1.5 times the section's surveyed length (500 m)" in surveyed.reason
+    assert "from first to last detection (304 m)" in judge_traversal(zigzag, SectionRule()).reason
+
+
+def test_impossible_speed_and_duration_are_implausible():
+    fast = track("v1", 400.0, points=3)  # 248.5 mph, above the 200 mph maximum
+    outcome = judge_traversal(fast, SECTION)
+    assert isinstance(outcome, Rejection) and outcome.kind == IMPLAUSIBLE
+    assert "above the physically possible 200 mph" in outcome.reason
+    assert isinstance(judge_traversal(fast, dataclasses.replace(SECTION, max_speed_mph=300)),
+                      Traversal)  # fmt: skip
+    # A curving road surveyed at 1000 m between ends 304 m apart: 5 s is 137 mph over the
+    # straight line, but nobody drives the 880 m it is at least (1000 m less both 60 m
+    # end zones) in 5 s (at most 200 mph: 9.843 s).
+    quick = [at(e, 2_500 * i) for i, e in enumerate(track("v1", 30.0, points=3))]
+    curvy = dataclasses.replace(SECTION, length_m=1000.0)
+    outcome = judge_traversal(quick, curvy)
+    assert isinstance(outcome, Rejection) and outcome.kind == IMPLAUSIBLE
+    assert outcome.reason.startswith("5.000 s between the first and last detection is less "
+                                     "than the 9.843 s that the 880 m")  # fmt: skip
+
+
+def test_a_traversal_not_seen_near_both_ends_is_partial_and_never_fined():
+    first_half = track("v1", 90.0, points=5)[:3]  # fast, but only to the middle
+    outcome = judge_traversal(first_half, SECTION)
+    assert isinstance(outcome, Rejection) and outcome.kind == PARTIAL
+    assert outcome.reason.startswith(
+        "not seen within 60 m of the section's exit (152 m away at the nearest)"
+    )
+    assert [e.event_id for e in outcome.detections] == ["v1-e0", "v1-e1", "v1-e2"]
+    # Without known ends nothing tells it is partial: it is measured.
+    assert isinstance(judge_traversal(first_half, SectionRule()), Traversal)
+    # A wider end zone counts the middle (152 m) as near the exit... but the ends are too
+    # close for a 152 m radius, which the rule refuses.
+    with pytest.raises(ValueError, match="twice end_radius_m"):
+        dataclasses.replace(SECTION, end_radius_m=152.0)
+
+
+def test_uncertainty_goes_the_drivers_way():
+    events = track("v1", 40.0, points=5)
+    # Every other detection 22 m to the side: the path grows, the distance does not.
+    scattered = [
+        at(e, location=(e.location[0] + (2e-4 if i % 2 else 0.0), e.location[1]))
+        for i, e in enumerate(events)
+    ]
+    traversal = judge_traversal(scattered, SECTION)
+    assert isinstance(traversal, Traversal)
+    assert path_length_m([e.location for e in scattered]) > haversine_m(ENTRY, EXIT) + 5
+    assert traversal.distance_m == haversine_m(ENTRY, EXIT)
+    # A surveyed length shorter than the path caps it too; a longer one never adds to it.
+    assert judge_traversal(events, dataclasses.replace(SECTION, length_m=250.0)).distance_m == 250
+    path = path_length_m([e.location for e in events])
+    assert judge_traversal(events, SectionRule(length_m=2000.0)).distance_m == path
+
+
+def test_the_fine_needs_the_average_strictly_above_limit_plus_tolerance():
+    events = track("v1", 45.0, points=3)  # 27.96 mph
+    assert judge_traversal(events, SectionRule(25.0)).is_speeding
+    assert not judge_traversal(events, SectionRule(25.0, tolerance_mph=3.0)).is_speeding
+
+
+# --- timeless detections: the course's messages, measured by the mean of spot speeds --------
+
+
+def course(speeds: list[float], *, published_ms: int = 0, ids: str = "", section=True):
+    """Course messages of one vehicle along the section, all published in one millisecond."""
+    points = [interpolate(ENTRY, EXIT, i / (len(speeds) - 1)) for i in range(len(speeds))]
+    return [
+        CameraEvent(f"{ids}{i + 1}", "radar-1", "aZ3k9Q", point, T0_MS + published_ms, speed,
+                    timed=False)
+        for i, (point, speed) in enumerate(zip(points, speeds, strict=True))
+    ]  # fmt: skip
+
+
+def test_timeless_detections_are_measured_by_the_mean_of_spot_speeds():
+    events = course([30.0, 45.5, 50.0])
+    traversal = judge_traversal(events, SECTION)
+    assert isinstance(traversal, Traversal)
+    assert traversal.speed_method == SPOT_MEAN
+    assert traversal.avg_speed_kmh == 41.833333333333336
+    assert traversal.avg_speed_mph == 25.994028208595136
+    assert traversal.is_speeding  # 41.83 km/h > 25 mph (40.23 km/h)
+    assert (traversal.entry_location, traversal.exit_location) == (ENTRY, EXIT)
+    assert traversal.distance_m == haversine_m(ENTRY, EXIT)  # the span, informational
+    assert traversal.duration_s == 0.0  # publish times: informational, never a speed
+    assert traversal.traversal_id == traversal_id("radar-1", "aZ3k9Q", T0_MS)
+    assert traversal.detections == 3
+
+
+def test_the_course_band_between_40_and_40_23_kmh_is_not_fined_here():
+    traversal = judge_traversal(course([40.1, 40.2]), SECTION)  # the course fines > 40 km/h
+    assert traversal.avg_speed_kmh == pytest.approx(40.15)
+    assert not traversal.is_speeding
+
+
+def test_timeless_span_is_chosen_by_place_never_by_publish_order_or_id():
+    events = course([30.0] * 10)  # the issue's burst: ten messages in one millisecond
+    reversed_publish = [at(e, 10 - i, event_id=str(i + 1)) for i, e in enumerate(events)]
+    traversal = judge_traversal(reversed_publish, SECTION)
+    assert (traversal.entry_location, traversal.exit_location) == (ENTRY, EXIT)
+    assert (traversal.entry_time_ms, traversal.exit_time_ms) == (T0_MS + 1, T0_MS + 10)
+    assert traversal.duration_s == 0.009
+    # Ends unknown: the farthest-apart pair, the earlier published one first.
+    unknown = judge_traversal(reversed_publish, SectionRule())
+    assert (unknown.entry_location, unknown.exit_location) == (EXIT, ENTRY)
+    assert unknown.distance_m == haversine_m(ENTRY, EXIT)
+    assert unknown.avg_speed_kmh == 30.0
+
+
+def test_timeless_gates():
+    no_speed = course([30.0, 40.0])
+    no_speed[1] = at(no_speed[1], speed_kmh=None)
+    outcome = judge_traversal(no_speed, SECTION)
+    assert (outcome.kind, outcome.reason.split(" (")[0]) == (
+        UNMEASURABLE,
+        "1 of 2 detections have no speed",
+    )
+    too_fast = judge_traversal(course([30.0, 330.0]), SECTION)  # 200 mph = 321.9 km/h
+    assert too_fast.kind == IMPLAUSIBLE
+    assert too_fast.reason.startswith("spot speed 330 km/h at 40.817293,-73.943058 is above")
+    partial = judge_traversal(course([30.0, 30.0, 30.0])[:2], SECTION)
+    assert partial.kind == PARTIAL and "exit (152 m away" in partial.reason
+    assert judge_traversal(course([30.0, 31.0])[:1], SECTION).kind == UNMEASURABLE
+
+
+def test_a_publishers_retry_of_the_same_body_counts_once():
+    events = course([30.0, 45.0, 60.0])
+    retried = at(events[2], 7, event_id="retry")  # same body, new message id, later
+    traversal = judge_traversal([*events, retried], SECTION)
+    assert traversal.detections == 3
+    assert traversal.avg_speed_kmh == 45.0
+
+
+def test_a_session_mixing_timed_and_timeless_detections_is_implausible():
+    mixed = [*track("v1", 40.0, points=3), at(course([30.0, 30.0])[0], vehicle_id="v1")]
+    outcome = judge_traversal(mixed, SECTION)
+    assert outcome.kind == IMPLAUSIBLE
+    assert outcome.reason.startswith("the session mixes 3 detections that have an event time "
+                                     "with 1 that have none (course messages)")  # fmt: skip
+    assert len(outcome.detections) == 4
 
 
 def test_distinct_detections_orders_by_time_and_drops_redeliveries():
@@ -118,6 +406,37 @@ def test_traversal_id_is_deterministic_and_distinguishes_traversals():
     assert traversal_id("a|b", "c", 1) != traversal_id("a", "b|c", 1)
 
 
+# --- the warning when sessions of one detection pile up ------------------------------------
+
+
+def test_monitor_warns_once_when_single_detection_sessions_pile_up():
+    single = judge_traversal(track("v1", 30.0)[:1], SECTION)
+    measured = judge_traversal(track("v1", 30.0), SECTION)
+    monitor = UnmeasurableMonitor(gap_seconds=20, window=200, threshold=0.5, min_sessions=20)
+    said = [monitor.observe(single) for _ in range(19)]
+    assert said == [None] * 19  # too few sessions yet to tell
+    assert monitor.observe(single) == (
+        "20 of the last 20 sessions had one detection: the session gap (20 s) is probably "
+        "shorter than the time between cameras"
+    )
+    assert [monitor.observe(single) for _ in range(50)] == [None] * 50  # said once
+    # Measured sessions bring the share under half the threshold (25 %): it re-arms.
+    assert {monitor.observe(measured) for _ in range(200)} == {None}
+    said = [monitor.observe(single) for _ in range(100)]
+    assert said.index(next(s for s in said if s)) == 99  # 100 of 200 = 50 %
+    assert said[99].startswith("100 of the last 200 sessions had one detection")
+
+
+def test_monitor_ignores_other_rejections():
+    monitor = UnmeasurableMonitor(gap_seconds=60, min_sessions=1)
+    partial = judge_traversal(track("v1", 30.0, points=5)[:3], SECTION)
+    assert partial.kind == PARTIAL
+    assert {monitor.observe(partial) for _ in range(30)} == {None}
+
+
+# --- sections file -------------------------------------------------------------------
+
+
 def test_sections_file_overrides_per_radar_and_keeps_defaults_elsewhere():
     default = SectionRule(25, 0)
     rules = SectionRules.from_json(
@@ -127,12 +446,43 @@ def test_sections_file_overrides_per_radar_and_keeps_defaults_elsewhere():
     assert rules.for_radar("radar-1") is default
 
 
+def test_sections_file_gives_the_ends_radius_and_maximum():
+    text = json.dumps({"radar-1": {"entry": list(ENTRY), "exit": list(EXIT), "length_m": 310,
+                                   "end_radius_m": 40, "max_speed_mph": 150}})  # fmt: skip
+    rule = SectionRules.from_json(text, SectionRule(30.0, 2.0)).for_radar("radar-1")
+    assert rule == SectionRule(30.0, 2.0, 310.0, ENTRY, EXIT, 40.0, 150.0)
+    assert rule.ends_known
+    written = SectionRules(SectionRule(), {"radar-1": rule}).to_json()
+    assert SectionRules.from_json(written, SectionRule()).for_radar("radar-1") == rule
+
+
 @pytest.mark.parametrize(
-    "text",
-    ["[]", "not json", '{"r": {"speed_limit": 3}}', '{"r": {"speed_limit_mph": -1}}'],
-)
-def test_bad_sections_file_is_rejected_with_a_reason(text):
-    with pytest.raises(ValueError, match="section"):
+    ("section", "reason"),
+    [
+        ({"speed_limit": 3}, "unknown: ['speed_limit']"),
+        ({"speed_limit_mph": -1}, "speed_limit_mph must be a number > 0"),
+        ({"speed_limit_mph": "fast"}, 'speed_limit_mph must be a number, got "fast"'),
+        ({"tolerance_mph": True}, "tolerance_mph must be a number, got true"),
+        ({"entry": [40.8, -73.9]}, "give both entry and exit, or neither"),
+        ({"entry": [40.8], "exit": [40.8, -73.9]}, "entry must be [lat, lon], got [40.8]"),
+        ({"entry": "40.8,-73.9", "exit": [40.8, -73.9]}, "entry must be [lat, lon]"),
+        ({"entry": [40.8, -73.9], "exit": [91, 0]}, "exit latitude 91 outside [-90, 90]"),
+        ({"entry": [40.8, -73.9], "exit": [40.8, -73.9]}, "entry and exit are 0.0 m apart"),
+        ({"end_radius_m": 0}, "end_radius_m must be a number > 0"),
+        ({"max_speed_mph": 20}, "max_speed_mph must be a number above speed_limit_mph + "
+                                "tolerance_mph (25)"),
+        ({"length_m": 0}, "length_m must be a number > 0"),
+    ],
+)  # fmt: skip
+def test_bad_sections_file_is_rejected_with_a_reason(section, reason):
+    with pytest.raises(ValueError, match="section 'r'") as error:
+        SectionRules.from_json(json.dumps({"r": section}), SectionRule())
+    assert reason in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["[]", "not json"])
+def test_a_sections_file_that_is_no_object_is_rejected(text):
+    with pytest.raises(ValueError, match="sections file"):
         SectionRules.from_json(text, SectionRule())
 
 
@@ -168,7 +518,37 @@ def test_event_round_trips_through_its_pubsub_form():
 
 def test_legacy_course_message_borrows_id_time_and_radar_from_transport():
     event = _parse(b'{"vehicle_id": 17, "speed": 31.5, "location": [40.81, -73.95]}')
-    assert event == CameraEvent("m-1", "radar-default", "17", (40.81, -73.95), T0_MS, 31.5)
+    assert event == CameraEvent(
+        "m-1", "radar-default", "17", (40.81, -73.95), T0_MS, 31.5, timed=False
+    )
+
+
+COURSE_BODY = b'{"vehicle_id": "aZ3k9Q", "speed": 57.23418811, "location": [40.81939, -73.940744]}'
+
+
+@pytest.mark.parametrize("message_id", [None, ""])
+def test_a_course_message_without_message_id_gets_a_digest_id(message_id):
+    event = _parse(COURSE_BODY, message_id=message_id)
+    assert event.event_id == "m-b2b5e3a51c1bb44b952aac29af0205f1"
+    assert (
+        event.event_id
+        == "m-" + hashlib.sha256(f"{T0_MS}\n".encode() + COURSE_BODY).hexdigest()[:32]
+    )
+    assert ID_PATTERN.fullmatch(event.event_id)
+    assert event.vehicle_id == "aZ3k9Q" and not event.timed
+    # A redelivery (same bytes, same publish time) repeats it; another publish does not.
+    assert _parse(COURSE_BODY, message_id=None).event_id == event.event_id
+    assert timeless_event_id(COURSE_BODY, T0_MS + 1) != event.event_id
+
+
+def test_a_timeless_event_is_published_exactly_as_the_course_does():
+    event = _parse(COURSE_BODY, message_id="42")
+    assert event.to_pubsub() == (COURSE_BODY, {})
+    assert event.to_json() == json.loads(COURSE_BODY)
+    data, attributes = event.to_pubsub()
+    again = parse_camera_event(data, attributes, message_id="42", publish_time_ms=T0_MS,
+                               default_radar_id="radar-default")  # fmt: skip
+    assert again == event
 
 
 @pytest.mark.parametrize(
@@ -195,10 +575,33 @@ def test_malformed_messages_are_rejected_with_a_reason(data, reason):
         _parse(data)
 
 
-def test_timestamp_attribute_must_agree_with_the_body():
-    data, attributes = track("v1", 30.0)[0].to_pubsub()
-    with pytest.raises(InvalidEvent, match="disagrees"):
-        _parse(data, {**attributes, "ts": "1"})
+@pytest.mark.parametrize("offset_ms", [0, 1, -1, 400, -600, 1000, -1000])
+def test_a_ts_attribute_that_differs_by_rounding_never_rejects(offset_ms):
+    event = at(track("v1", 30.0)[1], 250)  # 12:..:40.250: to the second, 40 or 41
+    data, _ = event.to_pubsub()
+    assert defaults.TS_ATTRIBUTE_TOLERANCE_MS == 1000
+    assert _parse(data, {"ts": str(event.event_time_ms + offset_ms)}) == event  # body wins
+
+
+@pytest.mark.parametrize(
+    ("ts", "reason"),
+    [
+        (str(T0_MS + 1001), f"disagrees with timestamp '2026-11-18T11:06:40.000Z' ({T0_MS} ms) "
+                            "by 1001 ms, more than 1000 ms"),
+        (str(T0_MS - 1001), "by 1001 ms"),
+        ("1", f"by {T0_MS - 1} ms"),
+        (str(T0_MS // 1000), "ms) by"),  # epoch seconds, not milliseconds
+        ("abc", "attribute ts='abc' is not epoch milliseconds"),
+        (" 123", "is not epoch milliseconds"),
+        ("1e3", "is not epoch milliseconds"),
+        ("\u0661\u0662", "is not epoch milliseconds"),  # digits, but not ASCII ones
+    ],
+)  # fmt: skip
+def test_a_ts_attribute_further_from_the_body_is_rejected(ts, reason):
+    data, _ = track("v1", 30.0)[0].to_pubsub()
+    with pytest.raises(InvalidEvent) as error:
+        _parse(data, {"ts": ts})
+    assert reason in str(error.value)
 
 
 def test_far_future_timestamp_is_rejected():

@@ -36,7 +36,8 @@ from pipeline.domain.events import (
     parse_rfc3339_ms,
 )
 from pipeline.domain.schemas import payload_text
-from pipeline.transforms.parse import DEAD_LETTER, PARSE_STAGE, ParseEventFn, ParseEvents
+from pipeline.transforms.failures import FAILURES, to_dead_letter_record
+from pipeline.transforms.parse import PARSE_STAGE, ParseEventFn, ParseEvents
 from tests.helpers import T0_MS, track
 from tests.unit.test_transforms import streaming_pipeline
 
@@ -269,11 +270,16 @@ def assert_satisfies_contract(event: CameraEvent, now_ms: int | None) -> None:
     assert EARLIEST_MS <= event.event_time_ms < LATEST_MS
     if now_ms is not None:
         assert event.event_time_ms <= now_ms + AHEAD_MS
-    # What the pipeline accepts, it can publish again and read back unchanged.
+    # What the pipeline accepts, it can publish again and read back unchanged. A timeless
+    # (course) event is published as the course does; Pub/Sub gives it its id and time.
     data, attributes = event.to_pubsub()
-    again = parse_camera_event(
-        data, attributes, message_id=None, publish_time_ms=0, default_radar_id="", now_ms=now_ms
-    )
+    if event.timed:
+        transport = {"message_id": None, "publish_time_ms": 0, "default_radar_id": ""}
+    else:
+        assert attributes == {}
+        transport = {"message_id": event.event_id, "publish_time_ms": event.event_time_ms,
+                     "default_radar_id": event.radar_id}  # fmt: skip
+    again = parse_camera_event(data, attributes, now_ms=now_ms, **transport)
     assert again == event
 
 
@@ -327,10 +333,36 @@ def test_well_formed_events_are_accepted_as_sent(body, with_ts):
     assert event.location == tuple(body["location"])
     assert event.vehicle_id == str(body["vehicle_id"])
     assert event.speed_kmh == body.get("speed")
+    assert event.timed is ("timestamp" in body)
     if "timestamp" in body:
         assert format_rfc3339_ms(event.event_time_ms) == body["timestamp"]
     else:
         assert (event.event_id, event.radar_id, event.event_time_ms) == ("m-1", RADAR, NOW_MS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_bodies(legacy=True), st.sampled_from([None, ""]))
+def test_a_course_message_without_a_message_id_is_accepted(body, message_id):
+    """Dataflow can leave the message id empty (apache/beam#9232): never a reason to reject."""
+    data = json.dumps(body).encode()
+    event = parse_or_reason(data, {}, message_id, NOW_MS, NOW_MS)
+    assert isinstance(event, CameraEvent), event
+    assert not event.timed and event.event_time_ms == NOW_MS
+    assert re.fullmatch(r"m-[0-9a-f]{32}", event.event_id)
+    assert parse_or_reason(data, {}, message_id, NOW_MS, NOW_MS).event_id == event.event_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_bodies(legacy=False), st.integers(min_value=-5000, max_value=5000))
+def test_a_ts_attribute_is_checked_against_the_body_with_a_tolerance(body, offset_ms):
+    """Within TS_ATTRIBUTE_TOLERANCE_MS (rounding, truncation) the body wins; beyond, rejected."""
+    ts = str(parse_rfc3339_ms(body["timestamp"]) + offset_ms)
+    outcome = parse_or_reason(json.dumps(body).encode(), {"ts": ts}, "m-1", NOW_MS, None)
+    if abs(offset_ms) <= defaults.TS_ATTRIBUTE_TOLERANCE_MS:
+        assert isinstance(outcome, CameraEvent), outcome
+        assert format_rfc3339_ms(outcome.event_time_ms) == body["timestamp"]
+    else:
+        assert isinstance(outcome, str) and f"by {abs(offset_ms)} ms" in outcome
 
 
 @settings(max_examples=300, deadline=None)
@@ -495,7 +527,9 @@ def pubsub_message(data: bytes, attributes: dict, message_id: str | None) -> Pub
     return message
 
 
-def assert_dead_letter(letter: dict, data: bytes, attributes: dict) -> None:
+def assert_dead_letter(failure, data: bytes, attributes: dict) -> None:
+    assert failure.payload == data and dict(failure.attributes) == attributes  # as they arrived
+    letter = to_dead_letter_record(failure)
     assert letter["stage"] == PARSE_STAGE
     assert letter["error"].strip() and len(letter["error"]) <= MAX_REASON_CHARS
     assert letter["payload"] == payload_text(data)
@@ -512,7 +546,7 @@ def assert_dead_letter(letter: dict, data: bytes, attributes: dict) -> None:
 def test_the_dofn_emits_one_event_or_one_dead_letter(message):
     data, attributes, message_id, publish_ms = message
     outputs = list(
-        ParseEventFn(RADAR).process(
+        ParseEventFn(RADAR, lateness=None).process(
             pubsub_message(data, attributes, message_id),
             timestamp=Timestamp(micros=publish_ms * 1000),
         )
@@ -520,7 +554,7 @@ def test_the_dofn_emits_one_event_or_one_dead_letter(message):
     assert len(outputs) == 1
     (output,) = outputs
     if isinstance(output, TaggedOutput):
-        assert output.tag == DEAD_LETTER
+        assert output.tag == FAILURES
         assert_dead_letter(output.value, data, attributes)
     else:
         assert isinstance(output, TimestampedValue)
@@ -533,12 +567,12 @@ def test_the_dofn_dead_letters_an_unexpected_parser_error(monkeypatch):
         raise ZeroDivisionError("a parser bug")
 
     monkeypatch.setattr("pipeline.transforms.parse.parse_camera_event", broken)
-    (output,) = ParseEventFn(RADAR).process(
+    (output,) = ParseEventFn(RADAR, lateness=None).process(
         pubsub_message(b"{}", {}, "m-1"), timestamp=Timestamp(micros=T0_MS * 1000)
     )
-    assert isinstance(output, TaggedOutput) and output.tag == DEAD_LETTER
-    assert output.value["error"] == "parser error: ZeroDivisionError: a parser bug"
-    assert output.value["payload"] == "{}"
+    assert isinstance(output, TaggedOutput) and output.tag == FAILURES
+    assert output.value.reason == "parser error: ZeroDivisionError: a parser bug"
+    assert output.value.payload == b"{}"
 
 
 # --- one pipeline run: bad input does not disturb good input --------------------------------
@@ -596,12 +630,12 @@ def test_pipeline_routes_generated_bad_messages_and_keeps_the_good(generated):
         .advance_watermark_to_infinity()
     )
     p = streaming_pipeline()
-    parsed = p | stream | ParseEvents(default_radar_id=RADAR)
+    parsed = p | stream | ParseEvents(default_radar_id=RADAR, lateness=None)
     stamped = parsed.events | beam.Map(lambda e, ts=beam.DoFn.TimestampParam: (e, ts.micros))
     expected = good + [event for _, event in also_good]
     assert_that(
         stamped, equal_to([(e, e.event_time_ms * 1000) for e in expected]), label="GoodEvents"
     )
-    payloads = parsed.dead_letter | beam.Map(lambda letter: letter["payload"])
-    assert_that(payloads, equal_to([payload_text(m[0]) for m in bad]), label="DeadLetters")
+    payloads = parsed[FAILURES] | beam.Map(lambda failure: failure.payload)
+    assert_that(payloads, equal_to([m[0] for m in bad]), label="DeadLetters")
     p.run()

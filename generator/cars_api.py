@@ -2,7 +2,10 @@
 
     GET /cars/{vehicle_id}            {"vehicle_id", "image_url"}; 404 for an unknown id
     GET /cars/{vehicle_id}/image.jpg  the vehicle's photo (JPEG, plate rendered on it)
-    GET /cars                         a random car, as the course's API did
+    GET /cars                         {"image_url"} of a random car, the course's contract
+
+The pipeline's `--cars_api` is `http://HOST:PORT/cars/{vehicle_id}` for this project's
+form, or `http://HOST:PORT/cars` for the course's (pipeline.clients.cars_api).
 
 Photos are rendered by generator.car_images, deterministic per vehicle_id, so tests and
 the generator know each photo's true plate (pipeline.domain.plates.plate_for_vehicle).
@@ -151,7 +154,8 @@ def create_app(
 
     @app.get("/cars")
     def random_car(request: Request) -> dict[str, str]:
-        return car(registry.random_id(rng), request)
+        # The course's API answered only this key; which car it is shows in the photo.
+        return {"image_url": car(registry.random_id(rng), request)["image_url"]}
 
     @app.get("/cars/{vehicle_id}", response_model=None)
     def car_by_id(vehicle_id: str, request: Request) -> dict[str, str] | JSONResponse:
@@ -195,16 +199,32 @@ def _unknown(vehicle_id: str) -> JSONResponse:
 
 
 @contextmanager
-def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run `app` on uvicorn in a thread (tests, benchmarks); yields its base URL."""
+def serving(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: tuple[Path, Path] | None = None,
+) -> Iterator[str]:
+    """Run `app` on uvicorn in a thread (tests, benchmarks); yields its base URL.
+
+    `tls` = (certificate file, key file) serves https instead of http.
+    """
     import uvicorn
 
     with socket.socket() as probe:  # a free port, unless one is asked for
         probe.bind((host, port))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    certfile, keyfile = tls or (None, None)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="cars-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -213,7 +233,7 @@ def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
             raise RuntimeError(f"the cars API did not start on {host}:{port}")
         time.sleep(0.02)
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -11,6 +11,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
 from pipeline.domain import defaults
 from pipeline.domain.events import ID_PATTERN
@@ -36,6 +37,8 @@ SUBSCRIPTION_REGEX = rf"^(projects/[a-z][-a-z0-9:.]{{4,61}}[a-z0-9]/subscription
 TOPIC_REGEX = rf"^(projects/[a-z][-a-z0-9:.]{{4,61}}[a-z0-9]/topics/)?{_PUBSUB_NAME}$"
 NUMBER_REGEX = r"^[0-9]+(\.[0-9]+)?$"
 INTEGER_REGEX = r"^[0-9]+$"
+_HOST_NAME = r"[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?"
+PHOTO_HOSTS_REGEX = rf"^({_HOST_NAME}(,{_HOST_NAME})*)?$"
 
 OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
@@ -70,14 +73,16 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "cars_api",
         "Cars API URL",
-        "Base URL of the vehicle-registry photo API (GET /cars/{vehicle_id}); enables fine "
-        "evidence (photo, plate, stored image), which then needs --bucket.",
+        "Cars API URL; enables fine evidence (photo, plate). The course's form: GET URL "
+        'answers {"image_url": ...}. This project\'s: a template with {vehicle_id}, e.g. '
+        "http://HOST/cars/{vehicle_id} (a bare http://HOST means HOST/cars/{vehicle_id}).",
         regex=r"^https?://[^\s/$.?#].[^\s]*$",
     ),
     OptionSpec(
         "bucket",
         "Evidence bucket",
-        "Cloud Storage bucket for fine photos (no gs://).",
+        "Cloud Storage bucket for copies of fine photos (no gs://); without it no copy is "
+        "kept and image_url is the cars API's photo URL.",
         regex=r"^[a-z0-9][-_.a-z0-9]{1,61}[a-z0-9]$",
     ),
     OptionSpec(
@@ -147,6 +152,15 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "Pub/Sub topic for rejected inputs and failed stages (JSON with the reason).",
         regex=TOPIC_REGEX,
     ),
+    OptionSpec(
+        "photo_hosts",
+        "Photo hosts",
+        "Comma-separated host names that the cars API's photo URLs may point to besides the "
+        "API's own host (the course's photos are on Cloud Storage); fetched over https only, "
+        "never from a loopback, private or link-local address; empty: the API's host only.",
+        default=",".join(DEFAULT_PHOTO_HOSTS),
+        regex=PHOTO_HOSTS_REGEX,
+    ),
 )
 
 
@@ -172,8 +186,9 @@ def invalid_options(options: SectionSpeedOptions) -> list[str]:
         value = getattr(options, spec.name)
         if value is not None and spec.regex and not re.match(spec.regex, str(value)):
             problems.append(f"--{spec.name}={value!r} does not match {spec.regex}")
-    if options.cars_api and not options.bucket:
-        problems.append("--cars_api needs --bucket: fine photos are stored there")
+    cars_api_problem = invalid_cars_api(options.cars_api) if options.cars_api else None
+    if cars_api_problem:
+        problems.append(f"--cars_api={options.cars_api!r} {cars_api_problem}")
     return problems
 
 

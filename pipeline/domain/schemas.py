@@ -69,7 +69,11 @@ FINE_COLUMNS: tuple[Column, ...] = (
     _nullable("plate_confidence", "FLOAT", "plate reader's confidence, 0..1"),
     _nullable("plate_reader", "STRING", "cloud-vision or the embedded engine's name"),
     *_TRAVERSAL_MEASURE,
-    _nullable("image_url", "STRING", "gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg"),
+    _nullable(
+        "image_url",
+        "STRING",
+        "gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg; without --bucket the cars API's photo URL",
+    ),
     _nullable("image_sha256", "STRING", "hex sha256 of the stored image bytes (evidence)"),
     _nullable(
         "evidence_error",
@@ -147,6 +151,35 @@ def fine_record(
         **(evidence or {}),
     }
     return {column.name: values.get(column.name) for column in FINE_COLUMNS}
+
+
+# The course's output keys (DESIGN.md §4, course compatibility): its consumers read these
+# from every output-topic message. radar_id, vehicle_id, license_plate and image_url are
+# columns already; the others are copies under the course's names and units.
+COURSE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("radar_id", "radar_id"),
+    ("vehicle_id", "vehicle_id"),
+    ("avg_speed", "avg_speed_kmh: average speed, km/h"),
+    ("coordinates", "exit_location as [lat, lon]: the last detection"),
+    ("is_Ticketed", "is_ticketed"),
+    ("license_plate", "license_plate (null when unread or not fined)"),
+    ("image_url", "image_url (null when not fined)"),
+)
+
+
+def output_message(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The output-topic message for a `fine_record`: its columns plus the course's keys.
+
+    A superset, so that consumers of either format read it unchanged; the BigQuery row
+    stays `record` (the table has no course columns).
+    """
+    latitude, longitude = (float(part) for part in record["exit_location"].split(","))
+    return {
+        **record,
+        "avg_speed": record["avg_speed_kmh"],
+        "coordinates": [latitude, longitude],
+        "is_Ticketed": record["is_ticketed"],
+    }
 
 
 def vehicle_speed_record(traversal: Traversal, processed_at_ms: int) -> dict[str, Any]:

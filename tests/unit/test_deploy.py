@@ -197,6 +197,7 @@ EXAMPLES = {
     "plate_reader": ("cloud-vision", "tesseract"),
     "plate_min_confidence": ("0.75", "1.5"),
     "dead_letter_topic": ("dead-letter", "dead letter"),
+    "photo_hosts": ("storage.googleapis.com,cdn.example.org", "https://storage.googleapis.com"),
 }
 
 

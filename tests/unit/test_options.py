@@ -12,7 +12,7 @@ DESIGN_OPTIONS = [
     "project_id", "input_subscription", "output_topic", "radar_id", "cars_api", "bucket",
     "bq_dataset", "speed_limit_mph", "tolerance_mph", "session_gap_seconds",
     "allowed_lateness_seconds", "sections_file", "plate_reader", "plate_min_confidence",
-    "dead_letter_topic",
+    "dead_letter_topic", "photo_hosts",
 ]  # fmt: skip
 
 
@@ -104,8 +104,3 @@ def test_readme_tables_are_generated_from_the_code():
 
     text = docs.README.read_text()
     assert docs.render(text) == text, "README.md is stale: run `make docs`"
-
-
-def test_cars_api_without_a_bucket_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="--cars_api needs --bucket"):
-        pipeline_options(["--cars_api=http://127.0.0.1:8085"], save_main_session=False)

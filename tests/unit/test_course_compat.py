@@ -1,0 +1,200 @@
+"""The course's command line and its consumer work with this project unchanged.
+
+The course (EDEM 2024, "Serverless Data Processing in GCP: Dataflow") starts its pipeline
+with five flags and reads the output topic with a consumer that expects its own keys;
+docs/course.md sets the two side by side.
+"""
+
+import json
+import re
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, fine_record, output_message
+from pipeline.domain.speed import SectionRule, Traversal, kmh_to_mph
+from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
+from pipeline.transforms.sinks import to_pubsub_message
+
+COURSE_CARS_API = "https://europe-west1-long-flame-410209.cloudfunctions.net/car-license-plates-api"
+# The course README's command, with a student's values (projects/.../subscriptions/...).
+COURSE_COMMAND = [
+    "--project_id", "woven-justice-411714",
+    "--input_subscription", "projects/woven-justice-411714/subscriptions/camara-input2-sub",
+    "--output_topic", "projects/woven-justice-411714/topics/camara-output2",
+    "--radar_id", "Adriana",
+    "--cars_api", COURSE_CARS_API,
+]  # fmt: skip
+COURSE_DATAFLOW_FLAGS = [
+    "--runner", "DataflowRunner",
+    "--job_name", "edem-dataflow-adriana",
+    "--region", "europe-west1",
+    "--temp_location", "gs://woven-justice-bucket/tmp",
+    "--staging_location", "gs://woven-justice-bucket/stg",
+    "--requirements_file", "requirements.txt",
+]  # fmt: skip
+
+
+def own_options(argv: list[str]) -> SectionSpeedOptions:
+    return PipelineOptions(argv).view_as(SectionSpeedOptions)
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], COURSE_DATAFLOW_FLAGS], ids=["local", "dataflow"])
+def test_the_courses_exact_command_line_is_valid(extra):
+    options = own_options([*COURSE_COMMAND, *extra])
+    assert invalid_options(options) == []
+    assert options.radar_id == "Adriana"
+    assert options.cars_api == COURSE_CARS_API
+    assert options.bucket is None  # no copies: image_url is the cars API's photo URL
+    assert options.photo_hosts == "storage.googleapis.com"  # where the course's photos are
+
+
+def test_the_courses_command_line_passes_the_entry_points_validation():
+    from pipeline.graph import pipeline_options  # the path `python -m pipeline` takes
+
+    options = pipeline_options(COURSE_COMMAND, save_main_session=False)
+    own = options.view_as(SectionSpeedOptions)
+    assert (own.project_id, own.input_subscription, own.output_topic) == (
+        "woven-justice-411714",
+        "projects/woven-justice-411714/subscriptions/camara-input2-sub",
+        "projects/woven-justice-411714/topics/camara-output2",
+    )
+
+
+@pytest.mark.parametrize("name", ["Adriana", "adriana", "Adriana_2", "radar-7", "JoseMaria"])
+def test_student_names_are_radar_ids(name):
+    assert invalid_options(own_options(["--radar_id", name])) == []
+
+
+@pytest.mark.parametrize("name", ["Adriana Pérez", "José", "../etc", ""])
+def test_names_that_cannot_be_a_radar_id_are_refused_naming_the_option(name):
+    (problem,) = invalid_options(own_options(["--radar_id", name]))
+    assert problem.startswith(f"--radar_id={name!r} does not match")
+
+
+def test_cars_api_placeholder_other_than_vehicle_id_is_refused():
+    (problem,) = invalid_options(own_options(["--cars_api", "http://h/cars/{id}"]))
+    assert problem == "--cars_api='http://h/cars/{id}' has a placeholder other than {vehicle_id}"
+
+
+def test_cars_api_template_and_bare_origin_are_valid_without_a_bucket():
+    for url in ("http://127.0.0.1:8085/cars/{vehicle_id}", "http://127.0.0.1:8085"):
+        assert invalid_options(own_options(["--cars_api", url])) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("storage.googleapis.com", True),
+        ("storage.googleapis.com,photos.example.org", True),
+        ("", True),  # only the cars API's own host
+        ("https://storage.googleapis.com", False),
+        ("storage.googleapis.com photos.example.org", False),
+        ("storage.googleapis.com,", False),
+    ],
+)
+def test_photo_hosts_values(value, valid):
+    spec = next(spec for spec in OPTION_SPECS if spec.name == "photo_hosts")
+    assert bool(re.fullmatch(spec.regex, value)) is valid
+    assert (invalid_options(own_options([f"--photo_hosts={value}"])) == []) is valid
+
+
+# --- the output topic, read by a consumer written for the course -------------------------
+
+
+def course_consumer(data: bytes) -> dict[str, object]:
+    """Reads a message as a consumer of the course's pipeline does (its keys, its names)."""
+    msg = json.loads(data.decode("utf-8"))
+    return {
+        "radar": msg["radar_id"],
+        "vehicle": msg["vehicle_id"],
+        "speed_kmh": msg["avg_speed"],
+        "lat": msg["coordinates"][0],
+        "lon": msg["coordinates"][1],
+        "ticketed": msg["is_Ticketed"],
+        "plate": msg["license_plate"],
+        "image": msg.get("image_url"),
+    }
+
+
+def traversal(vehicle_id: str, kmh: float, speeding: bool, method: str) -> Traversal:
+    return Traversal(
+        traversal_id="0123456789abcdef0123456789abcdef",
+        radar_id="Adriana",
+        vehicle_id=vehicle_id,
+        distance_m=1215.0,
+        duration_s=1215.0 / (kmh / 3.6),
+        avg_speed_kmh=kmh,
+        avg_speed_mph=kmh / 1.609344,
+        speed_limit_mph=25.0,
+        entry_time_ms=1_700_000_000_000,
+        exit_time_ms=1_700_000_060_000,
+        entry_location=(40.81939, -73.940744),
+        exit_location=(40.811, -73.95),
+        detections=10,
+        is_speeding=speeding,
+        speed_method=method,
+    )
+
+
+PHOTO = "https://storage.googleapis.com/edem-cars/car-17.jpg"
+
+
+def published(record: dict) -> bytes:
+    return to_pubsub_message(output_message(record), "fine_id").data
+
+
+def test_a_course_consumer_reads_a_fine():
+    fine = fine_record(
+        traversal("Xy7Pq2", 52.4, True, "spot_mean"),
+        1_700_000_070_000,
+        {"license_plate": "ABC1234", "plate_confidence": 0.93, "image_url": PHOTO},
+    )
+    assert course_consumer(published(fine)) == {
+        "radar": "Adriana",
+        "vehicle": "Xy7Pq2",
+        "speed_kmh": 52.4,
+        "lat": 40.811,
+        "lon": -73.95,
+        "ticketed": True,
+        "plate": "ABC1234",
+        "image": PHOTO,
+    }
+
+
+def test_a_course_consumer_reads_a_pass():
+    passed = fine_record(traversal("aZ3k9Q", 33.71, False, "section_average"), 1_700_000_070_000)
+    assert course_consumer(published(passed)) == {
+        "radar": "Adriana",
+        "vehicle": "aZ3k9Q",
+        "speed_kmh": 33.71,
+        "lat": 40.811,
+        "lon": -73.95,
+        "ticketed": False,
+        "plate": None,
+        "image": None,
+    }
+
+
+def test_the_message_is_a_superset_and_the_table_row_is_unchanged():
+    row = fine_record(traversal("aZ3k9Q", 45.0, True, "section_average"), 1_700_000_070_000)
+    message = json.loads(published(row))
+    assert list(row) == [column.name for column in FINE_COLUMNS]  # BigQuery: columns only
+    assert {key: message[key] for key in row} == row
+    assert set(message) - set(row) == {"avg_speed", "coordinates", "is_Ticketed"}
+    assert {name for name, _ in COURSE_FIELDS} <= set(message)
+    assert message["avg_speed"] == row["avg_speed_kmh"]
+    assert message["is_Ticketed"] is row["is_ticketed"] is True
+    assert message["speed_method"] == "section_average"  # which method measured it
+
+
+def test_the_courses_40_kmh_threshold_as_docs_course_md_gives_it():
+    course = SectionRule(speed_limit_mph=24.854847689493358, tolerance_mph=0.0)
+    assert not course.is_speeding(kmh_to_mph(40.0))  # the course: avg_speed > 40
+    assert course.is_speeding(kmh_to_mph(40.000001))
+    # This project's default, 25 mph = 40.2336 km/h: 40.1 km/h is fined by the course only.
+    assert not SectionRule(speed_limit_mph=25.0, tolerance_mph=0.0).is_speeding(kmh_to_mph(40.1))
+    assert SectionRule(speed_limit_mph=25.0, tolerance_mph=0.0).is_speeding(kmh_to_mph(40.24))

@@ -11,11 +11,18 @@ from typing import TypeVar
 
 from generator.publish import PublishError, publish_events
 from generator.simulate import (
+    COURSE_FINE_ABOVE_KMH,
+    CourseTrafficConfig,
     TrafficConfig,
     TruthRecord,
+    default_points,
+    longest_camera_intervals,
     parse_coordinates,
     read_events_jsonl,
     rebase,
+    section_rule,
+    sections_file_text,
+    simulate_course_traffic,
     simulate_traffic,
     truth_from_events,
     write_events_jsonl,
@@ -23,13 +30,15 @@ from generator.simulate import (
 )
 from pipeline.domain import defaults
 from pipeline.domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
-from pipeline.domain.speed import SectionRule
+from pipeline.domain.speed import SPOT_MEAN, SectionRule
 
 logger = logging.getLogger("generator")
 
 T = TypeVar("T")
 
 _TOPIC_PATH = re.compile(r"^projects/[^/\s]+/topics/[^/\s]+$")
+DEFAULT_RATE = 10.0
+DEFAULT_SPEEDING_FRACTION = 0.3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.replay is not None:
             return _replay(parser, args, topic, rule)
         config = _config(parser, args)
+        _write_sections_file(parser, args)
         if args.output is not None:
             return _record(args, config)
         return _live(args, config, topic)
@@ -83,15 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--radar_id", default=defaults.RADAR_ID, help="Section (camera) id.")
     traffic.add_argument("--vehicles", type=_positive_int, default=20, help="Vehicles to simulate.")
     traffic.add_argument(
-        "--rate", type=_positive_float, default=10.0, help="Average events per second."
+        "--rate",
+        type=_positive_float,
+        default=None,
+        help=f"Average events per second (default {DEFAULT_RATE:g}).",
     )
     traffic.add_argument(
         "--speeding_fraction",
         type=_fraction,
-        default=0.3,
-        help="Share of vehicles over the limit, 0..1.",
+        default=None,
+        help=f"Share of vehicles over the limit, 0..1 (default {DEFAULT_SPEEDING_FRACTION:g}).",
     )
-    traffic.add_argument("--points", type=_points, default=5, help="Detections per vehicle (>= 2).")
+    traffic.add_argument(
+        "--points",
+        type=_points,
+        default=None,
+        help="Detections (cameras) per vehicle, >= 2; default: enough that the slowest "
+        "vehicle passes one every third of --session_gap_seconds (at least 5).",
+    )
     traffic.add_argument("--seed", type=int, default=None, help="Random seed (repeatable runs).")
     traffic.add_argument(
         "--speed_limit_mph",
@@ -104,6 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=defaults.TOLERANCE_MPH,
         help="Fined only above limit + tolerance, mph.",
+    )
+    traffic.add_argument(
+        "--session_gap_seconds",
+        type=_positive_float,
+        default=defaults.SESSION_GAP_SECONDS,
+        help="The pipeline's session gap: the default --points keep every vehicle's "
+        "detections well within it, and a warning says when a vehicle's are not.",
+    )
+    traffic.add_argument(
+        "--course_format",
+        action="store_true",
+        help="Send exactly the course generator's messages: {vehicle_id (6 letters and "
+        "digits), speed (km/h), location}, 10 points from initial to final, no time and no "
+        "attributes, 3 bursts x 5 vehicles per loop every 1-10 s; truth gives the course's "
+        f"verdict (mean spot speed > {COURSE_FINE_ABOVE_KMH:g} km/h) beside this project's.",
+    )
+    traffic.add_argument(
+        "--sections_file",
+        type=Path,
+        default=None,
+        help="Also write the pipeline's sections file (JSON) for the simulated section: "
+        "radar_id -> entry, exit, length_m, speed_limit_mph, tolerance_mph.",
     )
     modes = parser.add_argument_group("modes (default: simulate now and publish live)")
     modes.add_argument(
@@ -155,47 +196,122 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--start_time only applies with --output (live and replay runs start now)")
     if args.truth is not None and args.truth in (args.output, args.replay):
         parser.error("--truth must be a different file from --output/--replay")
+    if args.replay is not None:
+        for flag in ("course_format", "sections_file"):
+            if getattr(args, flag):
+                parser.error(f"--{flag} does not apply with --replay (it sends the file as is)")
+    if args.course_format:
+        for flag in ("points", "rate", "speeding_fraction"):
+            if getattr(args, flag) is not None:
+                parser.error(
+                    f"--{flag} does not apply with --course_format (the course sends 10 points "
+                    "per vehicle in bursts, each with its own random speed)"
+                )
 
 
-def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrafficConfig:
+def _config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> TrafficConfig | CourseTrafficConfig:
     try:
-        config = TrafficConfig(
+        if args.course_format:
+            return CourseTrafficConfig(
+                initial=args.initial_coordinates,
+                final=args.final_coordinates,
+                radar_id=args.radar_id,
+                vehicles=args.vehicles,
+                seed=args.seed,
+                speed_limit_mph=args.speed_limit_mph,
+                tolerance_mph=args.tolerance_mph,
+            )
+        points = args.points
+        if points is None:
+            points = default_points(
+                args.initial_coordinates,
+                args.final_coordinates,
+                args.session_gap_seconds,
+                args.speed_limit_mph,
+                args.tolerance_mph,
+            )
+        return TrafficConfig(
             initial=args.initial_coordinates,
             final=args.final_coordinates,
             radar_id=args.radar_id,
             vehicles=args.vehicles,
-            rate=args.rate,
-            speeding_fraction=args.speeding_fraction,
-            points=args.points,
+            rate=DEFAULT_RATE if args.rate is None else args.rate,
+            speeding_fraction=(
+                DEFAULT_SPEEDING_FRACTION
+                if args.speeding_fraction is None
+                else args.speeding_fraction
+            ),
+            points=points,
             seed=args.seed,
             speed_limit_mph=args.speed_limit_mph,
             tolerance_mph=args.tolerance_mph,
         )
     except ValueError as error:
         parser.error(str(error))
-    if config.longest_hop_s() > defaults.SESSION_GAP_SECONDS:
-        # Not an error: the pipeline's gap is an option. With the default one, though,
-        # the slowest vehicles' traversals would split into several sessions.
-        logger.warning(
-            "slow vehicles take up to %.0f s between detections, more than the default "
-            "session gap of %d s: use more --points or a larger --session_gap_seconds",
-            config.longest_hop_s(),
-            defaults.SESSION_GAP_SECONDS,
+
+
+def _simulate(
+    config: TrafficConfig | CourseTrafficConfig, start_ms: int
+) -> tuple[list[CameraEvent], list[TruthRecord]]:
+    if isinstance(config, CourseTrafficConfig):
+        return simulate_course_traffic(config, start_ms)
+    return simulate_traffic(config, start_ms)
+
+
+def _write_sections_file(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.sections_file is None:
+        return
+    try:
+        rule = section_rule(
+            args.initial_coordinates,
+            args.final_coordinates,
+            args.speed_limit_mph,
+            args.tolerance_mph,
         )
-    return config
+    except ValueError as error:
+        parser.error(f"--sections_file: {error}")
+    args.sections_file.write_text(sections_file_text(args.radar_id, rule), encoding="utf-8")
+    logger.info("wrote the sections file for %s to %s", args.radar_id, args.sections_file)
 
 
-def _record(args: argparse.Namespace, config: TrafficConfig) -> int:
+def warn_about_session_gap(events: Sequence[CameraEvent], gap_seconds: float) -> int:
+    """Warn (stderr) when vehicles take longer between cameras than the session gap.
+
+    The pipeline would split each such traversal into sessions of one detection, which are
+    no measurement. Returns how many vehicles are affected.
+    """
+    intervals = longest_camera_intervals(events)
+    slow = [seconds for seconds in intervals.values() if seconds >= gap_seconds]
+    if slow:
+        logger.warning(
+            "%d of %d vehicles take up to %.1f s between cameras, not less than the session "
+            "gap of %g s: the pipeline would split their traversals into sessions of one "
+            "detection and measure none of them. Use more --points (or leave --points out), "
+            "or run the pipeline and the generator with --session_gap_seconds above %.0f",
+            len(slow),
+            len(intervals),
+            max(slow),
+            gap_seconds,
+            max(slow),
+        )
+    return len(slow)
+
+
+def _record(args: argparse.Namespace, config: TrafficConfig | CourseTrafficConfig) -> int:
     start_ms = args.start_time if args.start_time is not None else _now_ms()
-    events, truth = simulate_traffic(config, start_ms)
+    events, truth = _simulate(config, start_ms)
+    warn_about_session_gap(events, args.session_gap_seconds)
     count = write_events_jsonl(args.output, events)
     _write_truth(args.truth, truth)
     _summary(f"wrote {count} events", truth, f"to {args.output}")
     return 0
 
 
-def _live(args: argparse.Namespace, config: TrafficConfig, topic: str) -> int:
-    events, truth = simulate_traffic(config, _now_ms())
+def _live(args: argparse.Namespace, config: TrafficConfig | CourseTrafficConfig, topic: str) -> int:
+    events, truth = _simulate(config, _now_ms())
+    warn_about_session_gap(events, args.session_gap_seconds)
     _write_truth(args.truth, truth)  # before publishing, so a checker can read it meanwhile
     count = publish_events(events, topic, speedup=args.speedup)
     _summary(f"published {count} events", truth, f"to {topic}")
@@ -206,12 +322,13 @@ def _replay(
     parser: argparse.ArgumentParser, args: argparse.Namespace, topic: str, rule: SectionRule
 ) -> int:
     try:
-        recorded = read_events_jsonl(args.replay)
+        recorded = read_events_jsonl(args.replay, default_radar_id=args.radar_id)
     except (OSError, ValueError) as error:
         parser.error(f"--replay: {error}")
     if not recorded:
         parser.error(f"--replay: no events in {args.replay}")
     events = rebase(recorded, _now_ms())
+    warn_about_session_gap(events, args.session_gap_seconds)
     truth = truth_from_events(events, rule)
     _write_truth(args.truth, truth)
     count = publish_events(events, topic, speedup=args.speedup)
@@ -230,8 +347,12 @@ def _summary(
 ) -> None:
     speeders = sum(record.must_be_fined for record in truth)
     vehicles = len(truth) if vehicles is None else vehicles
+    course = ""
+    if any(record.speed_method == SPOT_MEAN for record in truth):
+        by_course = sum(bool(record.course_fined) for record in truth)
+        course = f", {by_course} by the course's > {COURSE_FINE_ABOVE_KMH:g} km/h rule"
     print(
-        f"generator: {done} for {vehicles} vehicles ({speeders} speeders) {where}",
+        f"generator: {done} for {vehicles} vehicles ({speeders} speeders{course}) {where}",
         file=sys.stderr,
     )
 

@@ -2,6 +2,9 @@
 
 No Pub/Sub here: `simulate_traffic` returns events and the truth the pipeline should
 reproduce, so tests and the --output mode run without any service.
+`simulate_course_traffic` reproduces the course's own generator (jabrio/Serverless_EDEM_2024,
+02_Code/generator.py): timeless messages `{"vehicle_id", "speed", "location"}` in bursts,
+with truth by the course's rule (mean spot speed above 40 km/h) and by this project's.
 """
 
 import dataclasses
@@ -11,6 +14,7 @@ import logging
 import math
 import random
 import re
+import string
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -19,13 +23,24 @@ from os import PathLike
 from pathlib import Path
 
 from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, InvalidEvent, format_rfc3339_ms, parse_camera_event
+from pipeline.domain.events import (
+    TIMED_FORMAT_KEYS,
+    CameraEvent,
+    InvalidEvent,
+    format_rfc3339_ms,
+    parse_camera_event,
+    parse_rfc3339_ms,
+    timeless_event_id,
+)
 from pipeline.domain.geometry import LatLon, haversine_m, interpolate
 from pipeline.domain.speed import (
+    SECTION_AVERAGE,
+    SPOT_MEAN,
+    Rejection,
     SectionRule,
-    distinct_detections,
+    SectionRules,
+    judge_traversal,
     kmh_to_mph,
-    measure_traversal,
     mph_to_kmh,
 )
 
@@ -43,6 +58,29 @@ MAX_SPOT_SPEED_KMH = 1000.0
 MIN_SECTION_M = 10.0
 # Detections closer in time than this could round to the same millisecond.
 MIN_HOP_S = 0.002
+# By default the slowest vehicle passes a camera at least every this share of the session
+# gap: well within it, so that no traversal splits into sessions of one detection.
+CAMERA_INTERVAL_SHARE_OF_GAP = 1 / 3
+# Fewest cameras a default section gets (the simulation was built around five).
+MIN_DEFAULT_POINTS = 5
+
+# The course's generator (02_Code/generator.py), as it is: per loop 3 threads each send
+# 5 vehicles x 10 points in a tight loop, then it sleeps uniform(1, 10) s. Each message
+# draws its own speed: uniform(25, 40) km/h with probability 0.75, else uniform(40, 90).
+COURSE_POINTS = 10
+COURSE_THREADS = 3
+COURSE_VEHICLES_PER_THREAD = 5
+COURSE_PAUSE_S = (1.0, 10.0)
+COURSE_SLOW_SHARE = 0.75
+COURSE_SLOW_KMH = (25.0, 40.0)
+COURSE_FAST_KMH = (40.0, 90.0)
+COURSE_ID_ALPHABET = string.ascii_letters + string.digits
+COURSE_ID_LENGTH = 6
+# The course fines a mean spot speed strictly above 40 km/h ("25 miles per hour (40 km/h)");
+# this project's limit is 25 mph = 40.2336 km/h.
+COURSE_FINE_ABOVE_KMH = 40.0
+# A recorded course message keeps its publish time under this key (not part of the body).
+PUBLISH_TIME_KEY = "publish_time"
 
 PathArg = str | PathLike[str]
 
@@ -115,6 +153,11 @@ class TrafficConfig:
                 f"speed_limit_mph + tolerance_mph is too high: speeders would exceed "
                 f"{MAX_SPOT_SPEED_KMH:g} km/h, which the event contract rejects"
             )
+        if fast_high > mph_to_kmh(defaults.MAX_SPEED_MPH):
+            raise ValueError(
+                f"speed_limit_mph + tolerance_mph is too high: speeders would exceed "
+                f"{defaults.MAX_SPEED_MPH:g} mph, which the pipeline rejects as implausible"
+            )
 
     def _check_section(self) -> None:
         length_m = haversine_m(self.initial, self.final)
@@ -131,9 +174,59 @@ class TrafficConfig:
             )
 
 
+def section_rule(
+    initial: LatLon,
+    final: LatLon,
+    speed_limit_mph: float = defaults.SPEED_LIMIT_MPH,
+    tolerance_mph: float = defaults.TOLERANCE_MPH,
+) -> SectionRule:
+    """The rule of a simulated section: its ends and, as surveyed length, the great circle."""
+    return SectionRule(
+        speed_limit_mph=speed_limit_mph,
+        tolerance_mph=tolerance_mph,
+        length_m=haversine_m(initial, final),
+        entry=initial,
+        exit=final,
+    )
+
+
+def sections_file_text(radar_id: str, rule: SectionRule) -> str:
+    """The sections file (`--sections_file` of the pipeline) for one simulated section."""
+    return SectionRules(SectionRule(), {radar_id: rule}).to_json()
+
+
+def default_points(
+    initial: LatLon,
+    final: LatLon,
+    gap_seconds: float,
+    speed_limit_mph: float = defaults.SPEED_LIMIT_MPH,
+    tolerance_mph: float = defaults.TOLERANCE_MPH,
+) -> int:
+    """Cameras enough that the slowest vehicle passes one every third of the session gap."""
+    slowest_mps = mph_to_kmh(speed_limit_mph + tolerance_mph) * LAWFUL_MIN_FACTOR / 3.6
+    longest_hop_m = slowest_mps * gap_seconds * CAMERA_INTERVAL_SHARE_OF_GAP
+    hops = math.ceil(haversine_m(initial, final) / longest_hop_m)
+    return max(MIN_DEFAULT_POINTS, hops + 1)
+
+
+def longest_camera_intervals(events: Iterable[CameraEvent]) -> dict[tuple[str, str], float]:
+    """Per (radar_id, vehicle_id): the longest time in seconds between two detections."""
+    times: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for event in events:
+        times[(event.radar_id, event.vehicle_id)].append(event.event_time_ms)
+    return {
+        key: max((b - a for a, b in itertools.pairwise(sorted(ms))), default=0) / 1000
+        for key, ms in times.items()
+    }
+
+
 @dataclass(frozen=True)
 class TruthRecord:
-    """What the pipeline should conclude about one vehicle."""
+    """What the pipeline should conclude about one vehicle.
+
+    `must_be_fined` is this project's verdict; `course_fined` the course's rule (mean spot
+    speed above 40 km/h) on the same detections, None when some detection has no speed.
+    """
 
     radar_id: str
     vehicle_id: str
@@ -143,6 +236,8 @@ class TruthRecord:
     entry_time: str
     exit_time: str
     detections: int
+    speed_method: str = SECTION_AVERAGE
+    course_fined: bool | None = None
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -173,10 +268,77 @@ def simulate_traffic(
             start_ms + round((entry_offset_s + distance / (speed_kmh / 3.6)) * 1000)
             for distance in cumulative_m
         ]
-        for location, time_ms in zip(locations, times, strict=True):
-            events.append(_event(rng, config.radar_id, vehicle_id, location, time_ms, speed_kmh))
-        truth.append(_truth(config, vehicle_id, speed_kmh, times))
+        vehicle_events = [
+            _event(rng, config.radar_id, vehicle_id, location, time_ms, speed_kmh)
+            for location, time_ms in zip(locations, times, strict=True)
+        ]
+        events.extend(vehicle_events)
+        truth.append(_truth(config, vehicle_id, speed_kmh, vehicle_events))
     events.sort(key=lambda event: (event.event_time_ms, event.event_id))
+    truth.sort(key=lambda record: record.vehicle_id)
+    return events, truth
+
+
+@dataclass(frozen=True)
+class CourseTrafficConfig:
+    """The course's generator: its section, and how many vehicles to send."""
+
+    initial: LatLon
+    final: LatLon
+    radar_id: str = defaults.RADAR_ID
+    vehicles: int = COURSE_THREADS * COURSE_VEHICLES_PER_THREAD
+    seed: int | None = None
+    speed_limit_mph: float = defaults.SPEED_LIMIT_MPH
+    tolerance_mph: float = defaults.TOLERANCE_MPH
+
+    def __post_init__(self) -> None:
+        _check_point("initial", self.initial)
+        _check_point("final", self.final)
+        _check_radar_id(self.radar_id)
+        _check_int("vehicles", self.vehicles, minimum=1)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=None)
+        _check_number("speed_limit_mph", self.speed_limit_mph, lower=0.0, lower_inclusive=False)
+        _check_number("tolerance_mph", self.tolerance_mph, lower=0.0)
+
+    @property
+    def rule(self) -> SectionRule:
+        return SectionRule(self.speed_limit_mph, self.tolerance_mph)
+
+
+def simulate_course_traffic(
+    config: CourseTrafficConfig, start_ms: int
+) -> tuple[list[CameraEvent], list[TruthRecord]]:
+    """The course generator's messages, in publish order, and the truth sorted by vehicle.
+
+    Loop k publishes its 3 x 5 vehicles' 10 messages each at one planned instant (the
+    course sends them in a tight loop: in practice within a few milliseconds), then waits
+    uniform(1, 10) s. Each event's id is what the pipeline derives when the read gives no
+    message id, so a recording read back is the same list.
+    """
+    rng = random.Random(config.seed)
+    per_loop = COURSE_THREADS * COURSE_VEHICLES_PER_THREAD
+    locations = _course_locations(config.initial, config.final)
+    events: list[CameraEvent] = []
+    truth: list[TruthRecord] = []
+    seen: set[str] = set()
+    loop_start_ms = start_ms
+    for k in range(config.vehicles):
+        if k and k % per_loop == 0:
+            loop_start_ms += round(rng.uniform(*COURSE_PAUSE_S) * 1000)
+        vehicle_id = _course_vehicle_id(rng, seen)
+        vehicle_events = []
+        for location in locations:
+            slow = rng.random() < COURSE_SLOW_SHARE
+            speed = rng.uniform(*(COURSE_SLOW_KMH if slow else COURSE_FAST_KMH))
+            event = CameraEvent("pending", config.radar_id, vehicle_id, location, loop_start_ms,
+                                speed, timed=False)  # fmt: skip
+            data, _ = event.to_pubsub()
+            vehicle_events.append(
+                dataclasses.replace(event, event_id=timeless_event_id(data, loop_start_ms))
+            )
+        events.extend(vehicle_events)
+        truth.append(_spot_mean_truth(vehicle_events, config.rule))
     truth.sort(key=lambda record: record.vehicle_id)
     return events, truth
 
@@ -188,9 +350,9 @@ def truth_from_events(events: Iterable[CameraEvent], rule: SectionRule) -> list[
         groups[(event.radar_id, event.vehicle_id)].append(event)
     records = []
     for (radar_id, vehicle_id), group in groups.items():
-        traversal = measure_traversal(distinct_detections(group), rule)
-        if traversal is None:
-            logger.warning("no measurement for %s/%s: too few detections", radar_id, vehicle_id)
+        traversal = judge_traversal(group, rule)
+        if isinstance(traversal, Rejection):
+            logger.warning("no verdict for %s/%s: %s", radar_id, vehicle_id, traversal.reason)
             continue
         records.append(
             TruthRecord(
@@ -202,6 +364,8 @@ def truth_from_events(events: Iterable[CameraEvent], rule: SectionRule) -> list[
                 entry_time=format_rfc3339_ms(traversal.entry_time_ms),
                 exit_time=format_rfc3339_ms(traversal.exit_time_ms),
                 detections=traversal.detections,
+                speed_method=traversal.speed_method,
+                course_fined=_course_verdict(group),
             )
         )
     records.sort(key=lambda record: (record.vehicle_id, record.radar_id))
@@ -218,21 +382,21 @@ def parse_coordinates(text: str) -> LatLon:
     return point
 
 
-def read_events_jsonl(path: PathArg) -> list[CameraEvent]:
-    """Camera events, one JSON object a line, validated by the event contract."""
+def read_events_jsonl(
+    path: PathArg, default_radar_id: str = defaults.RADAR_ID
+) -> list[CameraEvent]:
+    """Camera events, one JSON object a line, validated by the event contract.
+
+    A course message (no event time) is recorded with its publish time under
+    `publish_time`; it takes `default_radar_id`, as the pipeline's --radar_id gives it.
+    """
     events = []
     with Path(path).open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                event = parse_camera_event(
-                    line.encode("utf-8"),
-                    {},
-                    message_id=None,
-                    publish_time_ms=0,
-                    default_radar_id="",
-                )
+                event = _read_line(line, default_radar_id)
             except InvalidEvent as error:
                 raise ValueError(f"{path}:{number}: {error}") from error
             events.append(event)
@@ -240,8 +404,8 @@ def read_events_jsonl(path: PathArg) -> list[CameraEvent]:
 
 
 def write_events_jsonl(path: PathArg, events: Iterable[CameraEvent]) -> int:
-    """Write one `CameraEvent.to_json()` a line; returns the number written."""
-    return write_jsonl(path, (event.to_json() for event in events))
+    """Write one event a line: its body, and a course message's publish time beside it."""
+    return write_jsonl(path, (_recorded(event) for event in events))
 
 
 def write_jsonl(path: PathArg, rows: Iterable[dict[str, object]]) -> int:
@@ -306,7 +470,7 @@ def _event(
 
 
 def _truth(
-    config: TrafficConfig, vehicle_id: str, speed_kmh: float, times: list[int]
+    config: TrafficConfig, vehicle_id: str, speed_kmh: float, events: list[CameraEvent]
 ) -> TruthRecord:
     speed_mph = kmh_to_mph(speed_kmh)
     return TruthRecord(
@@ -315,10 +479,87 @@ def _truth(
         avg_speed_kmh=speed_kmh,
         avg_speed_mph=speed_mph,
         must_be_fined=config.rule.is_speeding(speed_mph),
-        entry_time=format_rfc3339_ms(times[0]),
-        exit_time=format_rfc3339_ms(times[-1]),
-        detections=len(times),
+        entry_time=format_rfc3339_ms(events[0].event_time_ms),
+        exit_time=format_rfc3339_ms(events[-1].event_time_ms),
+        detections=len(events),
+        course_fined=_course_verdict(events),
     )
+
+
+def _spot_mean_truth(events: list[CameraEvent], rule: SectionRule) -> TruthRecord:
+    """The course's measure, computed here on its own rather than by judge_traversal."""
+    speeds = [event.speed_kmh for event in events if event.speed_kmh is not None]
+    mean_kmh = math.fsum(speeds) / len(speeds)
+    return TruthRecord(
+        radar_id=events[0].radar_id,
+        vehicle_id=events[0].vehicle_id,
+        avg_speed_kmh=mean_kmh,
+        avg_speed_mph=kmh_to_mph(mean_kmh),
+        must_be_fined=rule.is_speeding(kmh_to_mph(mean_kmh)),
+        entry_time=format_rfc3339_ms(min(event.event_time_ms for event in events)),
+        exit_time=format_rfc3339_ms(max(event.event_time_ms for event in events)),
+        detections=len(events),
+        speed_method=SPOT_MEAN,
+        course_fined=mean_kmh > COURSE_FINE_ABOVE_KMH,
+    )
+
+
+def _course_verdict(events: Iterable[CameraEvent]) -> bool | None:
+    """The course's rule on these detections: their mean spot speed above 40 km/h."""
+    speeds = [event.speed_kmh for event in events]
+    if not speeds or any(speed is None for speed in speeds):
+        return None
+    return (
+        math.fsum(speed for speed in speeds if speed is not None) / len(speeds)
+        > COURSE_FINE_ABOVE_KMH
+    )
+
+
+def _course_locations(initial: LatLon, final: LatLon) -> list[LatLon]:
+    """The course's getVehicleLocation: linear in degrees, both ends included."""
+    (i_lat, i_lon), (f_lat, f_lon) = initial, final
+    points = []
+    for i in range(COURSE_POINTS):
+        factor = i / (COURSE_POINTS - 1)
+        points.append((i_lat + factor * (f_lat - i_lat), i_lon + factor * (f_lon - i_lon)))
+    return points
+
+
+def _course_vehicle_id(rng: random.Random, seen: set[str]) -> str:
+    while True:  # a repeated id would merge two vehicles' sessions
+        vehicle_id = "".join(rng.choice(COURSE_ID_ALPHABET) for _ in range(COURSE_ID_LENGTH))
+        if vehicle_id not in seen:
+            seen.add(vehicle_id)
+            return vehicle_id
+
+
+def _recorded(event: CameraEvent) -> dict[str, object]:
+    if event.timed:
+        return event.to_json()
+    return event.to_json() | {PUBLISH_TIME_KEY: format_rfc3339_ms(event.event_time_ms)}
+
+
+def _read_line(line: str, default_radar_id: str) -> CameraEvent:
+    try:
+        body = json.loads(line)
+    except ValueError:
+        body = None  # the parser below gives the reason
+    if not isinstance(body, dict) or any(key in body for key in TIMED_FORMAT_KEYS):
+        return parse_camera_event(
+            line.encode("utf-8"), {}, message_id=None, publish_time_ms=0, default_radar_id=""
+        )
+    published = body.pop(PUBLISH_TIME_KEY, None)
+    if not isinstance(published, str):
+        raise InvalidEvent(
+            f"a course message (no timestamp) needs its {PUBLISH_TIME_KEY} in a recording"
+        )
+    publish_time_ms = parse_rfc3339_ms(published)
+    # The bytes the course would publish: the id is what the pipeline derives from them.
+    data = json.dumps(body).encode("utf-8")
+    return parse_camera_event(
+        data, {}, message_id=None, publish_time_ms=publish_time_ms,
+        default_radar_id=default_radar_id,
+    )  # fmt: skip
 
 
 def _check_point(name: str, point: object) -> None:

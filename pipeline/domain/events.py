@@ -55,7 +55,8 @@ _SHOWN_CHARS = 64  # of a bad value quoted in a reason: the payload keeps the re
 _EARLIEST_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _LATEST_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _MAX_SPEED_KMH = 1000.0
-_NEW_FORMAT_KEYS = ("event_id", "radar_id", "timestamp")
+# Any of these keys marks the contract's own (timed) format; none, the course's message.
+TIMED_FORMAT_KEYS = ("event_id", "radar_id", "timestamp")
 
 
 _TS_ATTRIBUTE = re.compile(r"-?[0-9]{1,19}")  # epoch milliseconds, ASCII digits only
@@ -169,8 +170,8 @@ def parse_camera_event(
     if not isinstance(body, dict):
         raise InvalidEvent(f"body is a JSON {type(body).__name__}, not an object")
 
-    if any(key in body for key in _NEW_FORMAT_KEYS):
-        missing = [key for key in (*_NEW_FORMAT_KEYS, "vehicle_id", "location") if key not in body]
+    if any(key in body for key in TIMED_FORMAT_KEYS):
+        missing = [key for key in (*TIMED_FORMAT_KEYS, "vehicle_id", "location") if key not in body]
         if missing:
             raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
         event_id = _id_field(body, "event_id")

@@ -75,8 +75,11 @@ class SectionRule:
         if self.entry is not None and self.exit is not None:
             section["entry"] = [self.entry[0], self.entry[1]]
             section["exit"] = [self.exit[0], self.exit[1]]
-        section["end_radius_m"] = self.end_radius_m
-        section["max_speed_mph"] = self.max_speed_mph
+        # Left out at their defaults, so that the reader's defaults (its options) apply.
+        if self.end_radius_m != defaults.END_RADIUS_M:
+            section["end_radius_m"] = self.end_radius_m
+        if self.max_speed_mph != defaults.MAX_SPEED_MPH:
+            section["max_speed_mph"] = self.max_speed_mph
         return section
 
     def _problem(self) -> str | None:

@@ -2,6 +2,9 @@
 
 import itertools
 import json
+import logging
+import math
+import re
 from collections import defaultdict
 
 import pytest
@@ -9,17 +12,29 @@ import pytest
 from generator import cli
 from generator.publish import PublishError, publish_events
 from generator.simulate import (
+    CourseTrafficConfig,
     TrafficConfig,
+    default_points,
+    longest_camera_intervals,
     parse_coordinates,
     read_events_jsonl,
     rebase,
+    section_rule,
+    simulate_course_traffic,
     simulate_traffic,
     write_events_jsonl,
 )
 from pipeline.domain import defaults
 from pipeline.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
 from pipeline.domain.geometry import haversine_m
-from pipeline.domain.speed import SectionRule, distinct_detections, measure_traversal
+from pipeline.domain.speed import (
+    SECTION_AVERAGE,
+    SPOT_MEAN,
+    SectionRule,
+    SectionRules,
+    Traversal,
+    judge_traversal,
+)
 
 START_MS = parse_rfc3339_ms("2026-11-22T12:00:00.000Z")
 
@@ -93,8 +108,8 @@ def test_measured_speed_and_verdict_match_truth(seed):
     assert sorted(groups) == [t.vehicle_id for t in truth]
     rule = SectionRule(config.speed_limit_mph, config.tolerance_mph)
     for record in truth:
-        traversal = measure_traversal(distinct_detections(groups[record.vehicle_id]), rule)
-        assert traversal is not None
+        traversal = judge_traversal(groups[record.vehicle_id], rule)
+        assert isinstance(traversal, Traversal)
         assert traversal.avg_speed_kmh == pytest.approx(record.avg_speed_kmh, abs=0.1)
         assert traversal.is_speeding == record.must_be_fined
         assert record.detections == 5
@@ -229,7 +244,7 @@ def test_read_reports_line_number(tmp_path):
     write_events_jsonl(path, events)
     with path.open("a", encoding="utf-8") as out:
         out.write('{"vehicle_id": "v", "location": [1, 2]}\n')
-    with pytest.raises(ValueError, match=r"events\.jsonl:6: .*message id"):
+    with pytest.raises(ValueError, match=r"events\.jsonl:6: .*needs its publish_time"):
         read_events_jsonl(path)
 
 
@@ -436,13 +451,11 @@ def test_cli_live_publishes_simulation_from_now(monkeypatch, capsys):
     topic = "projects/other/topics/t1"
     assert cli.main(["--seed", "1", "--vehicles", "3", "--topic_name", topic]) == 0
     assert published["topic"] == topic
-    assert (
-        published["events"]
-        == simulate_traffic(
-            make_config(seed=1, vehicles=3, rate=10.0, radar_id="radar-1"), START_MS
-        )[0]
-    )
-    assert "published 15 events for 3 vehicles" in capsys.readouterr().err
+    # 11 cameras on the default 1215 m section: the slowest vehicle (24.1 km/h) passes one
+    # every 18.1 s, within a third of the default 60 s session gap.
+    expected = make_config(seed=1, vehicles=3, rate=10.0, radar_id="radar-1", points=11)
+    assert published["events"] == simulate_traffic(expected, START_MS)[0]
+    assert "published 33 events for 3 vehicles" in capsys.readouterr().err
 
 
 def test_cli_reports_publish_failure(monkeypatch):
@@ -472,6 +485,15 @@ def test_cli_reports_publish_failure(monkeypatch):
         (["--final_coordinates", str(defaults.INITIAL_COORDINATES)], "apart"),
         (["--replay", "/nonexistent/file.jsonl"], "--replay"),
         (["--no_such_flag"], "unrecognized"),
+        (["--course_format", "--points", "5"], "--points does not apply with --course_format"),
+        (["--course_format", "--rate", "5"], "--rate does not apply with --course_format"),
+        (["--replay", "x.jsonl", "--course_format"], "--course_format does not apply with"),
+        (["--replay", "x.jsonl", "--sections_file", "s.json"], "--sections_file does not"),
+        (["--session_gap_seconds", "0"], "--session_gap_seconds"),
+        (
+            ["--sections_file", "/tmp/s.json", "--final_coordinates", "(40.8195, -73.9408)"],
+            "--sections_file: entry and exit are 13.1 m apart",
+        ),
     ],
 )
 def test_cli_bad_arguments_exit_2(argv, message, capsys):
@@ -487,3 +509,205 @@ def test_section_length_used_by_simulation_is_the_haversine():
     duration_s = (events[1].event_time_ms - events[0].event_time_ms) / 1000
     expected_kmh = haversine_m(config.initial, config.final) / duration_s * 3.6
     assert truth[0].avg_speed_kmh == pytest.approx(expected_kmh, abs=0.1)
+
+
+# --- camera spacing and the session gap (the README's hand-run example) -------------------
+
+
+def sessions(events: list[CameraEvent], gap_seconds: float) -> list[list[CameraEvent]]:
+    """Event-time sessions per vehicle, as Beam's Sessions(gap) groups them."""
+    result = []
+    for group in by_vehicle(events).values():
+        group = sorted(group, key=lambda e: e.event_time_ms)
+        current = [group[0]]
+        for event in group[1:]:
+            if event.event_time_ms - current[-1].event_time_ms < gap_seconds * 1000:
+                current.append(event)
+            else:
+                result.append(current)
+                current = [event]
+        result.append(current)
+    return result
+
+
+def test_default_points_keep_the_slowest_vehicle_within_a_third_of_the_gap():
+    initial, final = defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES
+    assert default_points(initial, final, 60) == 11  # 121.5 m apart: 18.1 s at 24.1 km/h
+    assert default_points(initial, final, 20) == 29  # 43.4 m apart: 6.5 s
+    assert default_points(initial, final, 600) == 5  # never fewer than five
+    for gap in (10, 20, 60):
+        config = make_config(points=default_points(initial, final, gap), vehicles=50)
+        events, _ = simulate_traffic(config, START_MS)
+        assert max(longest_camera_intervals(events).values()) <= gap / 3
+
+
+@pytest.mark.parametrize("gap", [20, 60])
+def test_the_readme_example_gives_a_verdict_for_every_vehicle(tmp_path, gap):
+    """Issue 11 item 6: generator and pipeline at one session gap; every vehicle measured."""
+    output, truth_path, sections = (tmp_path / name for name in ("e.jsonl", "t.jsonl", "s.json"))
+    argv = ["--vehicles", "20", "--speeding_fraction", "0.3", "--seed", "1",
+            "--session_gap_seconds", str(gap), "--output", str(output), "--truth",
+            str(truth_path), "--sections_file", str(sections)]  # fmt: skip
+    assert cli.main(argv) == 0
+    events = read_events_jsonl(output)
+    truth = {r["vehicle_id"]: r for r in map(json.loads, truth_path.read_text().splitlines())}
+    rules = SectionRules.from_json(sections.read_text(), SectionRule())
+    split = sessions(events, gap)
+    assert len(split) == 20  # one session per vehicle: none split by the gap
+    for session in split:
+        traversal = judge_traversal(session, rules.for_radar("radar-1"))
+        assert isinstance(traversal, Traversal), traversal
+        record = truth[traversal.vehicle_id]
+        assert traversal.is_speeding == record["must_be_fined"]
+        assert traversal.avg_speed_kmh == pytest.approx(record["avg_speed_kmh"], abs=0.1)
+    assert sum(r["must_be_fined"] for r in truth.values()) == 6
+
+
+def test_too_few_cameras_for_the_gap_are_warned_about(tmp_path, caplog):
+    argv = ["--vehicles", "20", "--speeding_fraction", "0.3", "--seed", "1", "--points", "5",
+            "--session_gap_seconds", "20", "--output", str(tmp_path / "e.jsonl")]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="generator"):
+        assert cli.main(argv) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    events = read_events_jsonl(tmp_path / "e.jsonl")
+    slow = sorted(s for s in longest_camera_intervals(events).values() if s >= 20)
+    # 304 m between cameras: the 14 lawful vehicles (24-35 km/h) and one speeder (52 km/h).
+    assert len(slow) == 15 and 42 < slow[-1] < 43
+    assert warning.startswith(
+        f"15 of 20 vehicles take up to {slow[-1]:.1f} s between cameras, not less than the "
+        "session gap of 20 s: the pipeline would split their traversals"
+    )
+    assert len(sessions(events, 20)) > 20  # what the pipeline would have lost
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="generator"):
+        assert cli.main([*argv[:8], "--output", str(tmp_path / "f.jsonl")]) == 0  # default gap
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_sections_file_describes_the_simulated_section(tmp_path):
+    path = tmp_path / "sections.json"
+    argv = ["--output", str(tmp_path / "e.jsonl"), "--sections_file", str(path),
+            "--radar_id", "cam-7", "--speed_limit_mph", "30", "--tolerance_mph", "2"]  # fmt: skip
+    assert cli.main(argv) == 0
+    written = json.loads(path.read_text())
+    initial, final = defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES
+    assert written == {"cam-7": {
+        "speed_limit_mph": 30.0, "tolerance_mph": 2.0,
+        "length_m": haversine_m(initial, final),
+        "entry": list(initial), "exit": list(final),
+    }}  # fmt: skip
+    rule = SectionRules.from_json(path.read_text(), SectionRule()).for_radar("cam-7")
+    assert rule == section_rule(initial, final, 30.0, 2.0)
+    assert rule.length_m == pytest.approx(1215.358, abs=1e-3)
+
+
+# --- the course's own generator --------------------------------------------------------------
+
+COURSE_ID = re.compile(r"[A-Za-z0-9]{6}")
+
+
+def course_config(**overrides) -> CourseTrafficConfig:
+    values = {"initial": defaults.INITIAL_COORDINATES, "final": defaults.FINAL_COORDINATES,
+              "vehicles": 75, "seed": 1}  # fmt: skip
+    return CourseTrafficConfig(**(values | overrides))
+
+
+def test_course_traffic_is_the_course_generators_messages():
+    events, truth = simulate_course_traffic(course_config(), START_MS)
+    assert len(events) == 750 and len(truth) == 75
+    initial, final = defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES
+    course_points = [
+        (initial[0] + i / 9 * (final[0] - initial[0]), initial[1] + i / 9 * (final[1] - initial[1]))
+        for i in range(10)
+    ]  # the course's getVehicleLocation, verbatim arithmetic
+    for vehicle_id, group in by_vehicle(events).items():
+        assert COURSE_ID.fullmatch(vehicle_id)
+        assert [e.location for e in group] == course_points
+        assert len({e.event_time_ms for e in group}) == 1  # one burst
+        for event in group:
+            assert not event.timed and event.radar_id == "radar-1"
+            assert 25 <= event.speed_kmh <= 90
+            data, attributes = event.to_pubsub()
+            assert attributes == {}
+            assert (
+                data
+                == json.dumps(
+                    {"vehicle_id": vehicle_id, "speed": event.speed_kmh, "location": event.location}
+                ).encode()
+            )  # what the course's json.dumps of its dict gives
+    # 5 loops of 15 vehicles, 1 to 10 s apart.
+    loops = sorted({e.event_time_ms for e in events})
+    assert len(loops) == 5 and loops[0] == START_MS
+    assert all(1000 <= b - a <= 10_000 for a, b in itertools.pairwise(loops))
+    assert [sum(e.event_time_ms == t for e in events) for t in loops] == [150] * 5
+
+
+def test_course_truth_carries_both_verdicts_and_matches_judge_traversal():
+    config = course_config()
+    events, truth = simulate_course_traffic(config, START_MS)
+    rule = section_rule(config.initial, config.final)
+    groups = by_vehicle(events)
+    for record in truth:
+        speeds = [e.speed_kmh for e in groups[record.vehicle_id]]
+        assert record.avg_speed_kmh == math.fsum(speeds) / 10
+        assert record.course_fined == (record.avg_speed_kmh > 40)
+        assert record.must_be_fined == (record.avg_speed_kmh > 25 * 1.609344)
+        assert record.speed_method == SPOT_MEAN and record.detections == 10
+        traversal = judge_traversal(groups[record.vehicle_id], rule)
+        assert isinstance(traversal, Traversal)
+        assert traversal.speed_method == SPOT_MEAN
+        assert traversal.avg_speed_kmh == record.avg_speed_kmh
+        assert traversal.is_speeding == record.must_be_fined
+        assert (traversal.entry_location, traversal.exit_location) == (config.initial, config.final)
+    # Seed 1: 40 vehicles fined by the course's rule, 38 by ours (2 in the 40-40.23 band).
+    assert sum(r.course_fined for r in truth) == 40
+    assert sum(r.must_be_fined for r in truth) == 38
+    band = [r for r in truth if r.course_fined != r.must_be_fined]
+    assert len(band) == 2 and all(40 < r.avg_speed_kmh <= 40.2336 for r in band)
+
+
+def test_timed_truth_also_gives_the_courses_verdict_on_spot_speeds():
+    events, truth = simulate_traffic(make_config(seed=4), START_MS)
+    groups = by_vehicle(events)
+    for record in truth:
+        speeds = [e.speed_kmh for e in groups[record.vehicle_id]]
+        assert record.course_fined == (math.fsum(speeds) / len(speeds) > 40)
+        assert record.speed_method == SECTION_AVERAGE
+
+
+def test_cli_course_format_records_replays_and_writes_truth(tmp_path, monkeypatch, capsys):
+    output, truth, sections = tmp_path / "c.jsonl", tmp_path / "t.jsonl", tmp_path / "s.json"
+    argv = ["--course_format", "--vehicles", "20", "--seed", "5", "--output", str(output),
+            "--truth", str(truth), "--start_time", "2026-11-22T12:00:00Z",
+            "--sections_file", str(sections)]  # fmt: skip
+    assert cli.main(argv) == 0
+    expected, expected_truth = simulate_course_traffic(course_config(vehicles=20, seed=5), START_MS)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(lines) == 200
+    assert set(lines[0]) == {"vehicle_id", "speed", "location", "publish_time"}
+    assert lines[0]["publish_time"] == "2026-11-22T12:00:00.000Z"
+    assert read_events_jsonl(output) == expected  # ids: the pipeline's digest of the bytes
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert records == [t.to_json() for t in expected_truth]
+    fined = sum(t.must_be_fined for t in expected_truth)
+    by_course = sum(t.course_fined for t in expected_truth)
+    assert (
+        f"wrote 200 events for 20 vehicles ({fined} speeders, {by_course} by the course's "
+        f"> 40 km/h rule) to {output}"
+    ) in capsys.readouterr().err
+    # Replayed: published exactly as recorded (course bytes, no attributes), moved to now.
+    published = {}
+
+    def fake_publish(events, topic, *, speedup):
+        published.update(events=events)
+        return len(events)
+
+    monkeypatch.setattr(cli, "publish_events", fake_publish)
+    monkeypatch.setattr(cli, "_now_ms", lambda: START_MS + 3_600_000)
+    assert cli.main(["--replay", str(output), "--truth", str(tmp_path / "t2.jsonl")]) == 0
+    assert published["events"] == rebase(expected, START_MS + 3_600_000)
+    assert [e.to_pubsub() for e in published["events"]] == [e.to_pubsub() for e in expected]
+    replayed = [json.loads(line) for line in (tmp_path / "t2.jsonl").read_text().splitlines()]
+    assert [(r["vehicle_id"], r["avg_speed_kmh"], r["must_be_fined"], r["course_fined"])
+            for r in replayed] == [(t.vehicle_id, t.avg_speed_kmh, t.must_be_fined,
+                                    t.course_fined) for t in expected_truth]  # fmt: skip

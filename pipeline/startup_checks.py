@@ -267,13 +267,14 @@ def _check_pubsub_resource(
     role: str,
     create_command: str,
 ) -> str | None:
+    missing = (
+        f"{option}: {path} does not exist: create it (`{create_command}`) or name one that does"
+    )
     try:
         get()
         return None
     except api_exceptions.NotFound:
-        return (
-            f"{option}: {path} does not exist: create it (`{create_command}`) or name one that does"
-        )
+        return missing
     except api_exceptions.PermissionDenied:
         pass  # reading metadata is not what the pipeline does: ask for what it does
     except api_exceptions.GoogleAPICallError as error:
@@ -286,9 +287,7 @@ def _check_pubsub_resource(
             request={"resource": path, "permissions": [permission]}, timeout=CALL_TIMEOUT_S
         ).permissions
     except api_exceptions.NotFound:
-        return (
-            f"{option}: {path} does not exist: create it (`{create_command}`) or name one that does"
-        )
+        return missing
     except api_exceptions.GoogleAPICallError:
         granted = []
     if permission in granted:

@@ -71,7 +71,8 @@ class LocalPipeline:
         """Fine evidence on when the stack runs the cars API (and storage for the photos)."""
         if not self.stack.cars_api_url:
             return []
-        return ["--cars_api", self.stack.cars_api_url, "--bucket", self.bucket]
+        cars_api = f"{self.stack.cars_api_url}/cars/{{vehicle_id}}"  # this project's form
+        return ["--cars_api", cars_api, "--bucket", self.bucket]
 
     def argv(self) -> list[str]:
         return [

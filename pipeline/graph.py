@@ -1,19 +1,26 @@
-"""The pipeline's whole shape: read -> parse -> sessions -> speed -> branch -> sinks.
+"""The pipeline's whole shape: read -> enforce -> evidence -> publish, store, dead-letter.
 
-Runs locally on the BundleBasedDirectRunner against the Pub/Sub emulator:
+Streaming, on the local direct runner against the Pub/Sub emulator:
 
     python -m pipeline --runner BundleBasedDirectRunner --streaming \\
         --project_id section-speed-local --input_subscription camera-events-sub \\
         --output_topic fines --dead_letter_topic dead-letter
 
-and on Google Cloud Dataflow with `--runner DataflowRunner --project ... --region ...
---temp_location gs://BUCKET/tmp --setup_file ./setup.py` (see README.md, Deploy).
+Bounded, over archived detections (JSON lines, local or gs://), on Beam's fused runner:
+
+    python -m pipeline --input_file 'archive/*.jsonl' --output_path out/day \\
+        --runner DirectRunner --direct_num_workers 2
+
+and on Google Cloud Dataflow with `--runner DataflowRunner` (docs/deploy.md). The
+enforcement itself is one composite without I/O (transforms/enforcement.py); this module
+only attaches sources and sinks to it.
 """
 
 import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -24,72 +31,82 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline.clients.plate_readers import CLOUD_VISION_READER, EMBEDDED_READER
 from pipeline.domain import defaults
-from pipeline.domain.schemas import DEAD_LETTER, FINES
+from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from pipeline.domain.schemas import DEAD_LETTER, FINES, output_message
 from pipeline.domain.speed import SectionRule, SectionRules
 from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
-from pipeline.transforms.enrich import EnrichFine, EvidenceConfig
-from pipeline.transforms.lateness import DropRepeatedTraversals, RejectTooLate
-from pipeline.transforms.parse import ParseEvents
-from pipeline.transforms.section_speed import FINED, NOT_FINED, SectionSpeed
-from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson
-from pipeline.transforms.warehouse import SpeedRows, ToWarehouseRows, WarehouseSinks
+from pipeline.startup_checks import require_valid_configuration
+from pipeline.transforms.enforcement import (
+    EnforcementConfig,
+    EnforcementResult,
+    SectionSpeedEnforcement,
+)
+from pipeline.transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine, evidence_services
+from pipeline.transforms.failures import ToDeadLetterRecords
+from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson, WriteJsonLines
+from pipeline.transforms.warehouse import (
+    INSERT_WAIT_S,
+    SpeedRows,
+    ToWarehouseRows,
+    WriteToWarehouse,
+    warehouse_factory,
+)
 
 _log = logging.getLogger(__name__)
 
 
-def section_rules(options: SectionSpeedOptions) -> SectionRules:
-    """The defaults from the flags, overridden per radar by --sections_file (local or gs://)."""
-    default = SectionRule(options.speed_limit_mph, options.tolerance_mph)
-    if not options.sections_file:
-        return SectionRules(default)
-    with FileSystems.open(options.sections_file) as sections:
-        return SectionRules.from_json(sections.read().decode("utf-8"), default)
-
-
 def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> None:
     """Apply every step of the section-speed pipeline to `pipeline`."""
-    project = options.project_id
-    messages = pipeline | "ReadCameraEvents" >> beam.io.ReadFromPubSub(
-        subscription=resource_path(project, "subscriptions", options.input_subscription),
-        # No timestamp_attribute: Beam's reader fails the pipeline on a malformed `ts`
-        # attribute before any code of ours sees it. ParseEvents stamps each event with the
-        # body's time instead and dead-letters a `ts` that disagrees.
-        with_attributes=True,
+    bounded = bool(options.input_file)
+    messages = read_files(pipeline, options) if bounded else read_pubsub(pipeline, options)
+    enforced: EnforcementResult = messages | "SectionSpeedEnforcement" >> (
+        SectionSpeedEnforcement(enforcement_config(options, bounded))
     )
-    parsed = messages | "ParseEvents" >> ParseEvents(options.radar_id)
-    gap, lateness = options.session_gap_seconds, options.allowed_lateness_seconds
-    on_time = parsed.events | "RejectTooLate" >> RejectTooLate(gap, lateness)
-    traversals = on_time.events | "SectionSpeed" >> SectionSpeed(
-        section_rules(options), gap, lateness
-    )
-    repeats_window = dedupe_seconds(options)
-    fined = traversals[FINED] | "DropRepeatedFines" >> DropRepeatedTraversals(repeats_window)
-    passed = traversals[NOT_FINED] | "DropRepeatedPasses" >> DropRepeatedTraversals(repeats_window)
-    dead_letters = [parsed.dead_letter, on_time.dead_letter]
+    failures = [enforced.failures]
     if options.cars_api:
-        fines, evidence_failures = fined | "EnrichFines" >> EnrichFine(evidence_config(options))
-        dead_letters.append(evidence_failures)
+        fines, evidence_failures = enforced.fined | "EnrichFines" >> EnrichFine(
+            evidence_services(
+                cars_api=options.cars_api,
+                plate_reader=options.plate_reader,
+                min_confidence=options.plate_min_confidence,
+                bucket=options.bucket,
+                project=options.project_id,
+                photo_hosts=options.photo_hosts,
+            ),
+            batch_wait_s=None if bounded else PLATE_BATCH_WAIT_S,
+        )
+        failures.append(evidence_failures)
     else:  # no evidence stage configured: fines go out with their measurement only
-        fines = fined | "FormatFines" >> FormatTraversals()
-    passes = passed | "FormatPasses" >> FormatTraversals()
-    (
+        fines = enforced.fined | "FormatFines" >> FormatTraversals()
+    passes = enforced.not_fined | "FormatPasses" >> FormatTraversals()
+    # Superset of the course's output message, so its consumers read it unchanged.
+    records = (
         (fines, passes)
-        | "MergeTraversals" >> beam.Flatten()
-        | "PublishTraversals"
-        >> PublishJson(resource_path(project, "topics", options.output_topic), "fine_id")
+        | "AllTraversals" >> beam.Flatten()
+        | "CourseCompatible" >> beam.Map(output_message)
     )
+    if bounded:
+        records | "WriteTraversals" >> WriteJsonLines(f"{options.output_path}-traversals")
+    else:
+        records | "PublishTraversals" >> PublishJson(topic(options, options.output_topic))
     if options.bq_dataset:
-        warehouse = WarehouseSinks(project, options.bq_dataset, dedupe_seconds(options))
-        all_traversals = (fined, passed) | "AllTraversals" >> beam.Flatten()
+        warehouse = warehouse_factory(options.project_id, options.bq_dataset)
+        insert_wait_s = None if bounded else INSERT_WAIT_S
         rows = (
             fines | "FineRows" >> ToWarehouseRows(FINES),
-            all_traversals | "SpeedRows" >> SpeedRows(),
+            (enforced.fined, enforced.not_fined)
+            | "Measured" >> beam.Flatten()
+            | "SpeedRows" >> SpeedRows(),
         ) | "WarehouseRows" >> beam.Flatten()
-        dead_letters.append(rows | "WriteToBigQuery" >> warehouse.write())
-    dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
-    if options.dead_letter_topic:
+        failures.append(rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s))
+    dead_letters = (
+        failures | "AllFailures" >> beam.Flatten() | "DeadLetters" >> ToDeadLetterRecords()
+    )
+    if bounded:
+        dead_letters | "WriteDeadLetters" >> WriteJsonLines(f"{options.output_path}-dead_letter")
+    elif options.dead_letter_topic:
         dead_letters | "PublishDeadLetters" >> PublishJson(
-            resource_path(project, "topics", options.dead_letter_topic)
+            topic(options, options.dead_letter_topic)
         )
     else:
         dead_letters | "LogDeadLetters" >> LogDeadLetters()
@@ -97,24 +114,55 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
         (
             dead_letters
             | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER)
-            | "WriteDeadLettersToBigQuery" >> warehouse.write()
+            | "WriteDeadLettersToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s)
+            | "UnwritableDeadLetters" >> ToDeadLetterRecords()
             | "LogUnwritableDeadLetters" >> LogDeadLetters()
         )
 
 
-def evidence_config(options: SectionSpeedOptions) -> EvidenceConfig:
-    return EvidenceConfig(
-        cars_api=options.cars_api,
-        bucket=options.bucket,
-        project=options.project_id,
-        plate_reader=options.plate_reader,
-        min_confidence=options.plate_min_confidence,
+def read_pubsub(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PCollection:
+    return pipeline | "ReadCameraEvents" >> beam.io.ReadFromPubSub(
+        subscription=resource_path(options.project_id, "subscriptions", options.input_subscription),
+        # No timestamp_attribute: elements carry their publish time, which the watermark
+        # follows and lateness is judged against, and a malformed `ts` attribute cannot
+        # fail Beam's reader. ParseEvents stamps each detection with its body's time.
+        with_attributes=True,
     )
 
 
-def dedupe_seconds(options: SectionSpeedOptions) -> int:
-    """How long a written row's id is remembered: past every late re-fire, plus margin."""
-    return options.session_gap_seconds + options.allowed_lateness_seconds + 300
+def read_files(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PCollection:
+    """Archived camera events, one JSON message body per line, as Pub/Sub would carry them."""
+    return (
+        pipeline
+        | "ReadCameraEventFiles" >> beam.io.ReadFromText(options.input_file)
+        | "AsMessages" >> beam.Map(lambda line: PubsubMessage(line.encode("utf-8"), {}))
+    )
+
+
+def topic(options: SectionSpeedOptions, name: str) -> str:
+    return resource_path(options.project_id, "topics", name)
+
+
+def enforcement_config(options: SectionSpeedOptions, bounded: bool) -> EnforcementConfig:
+    gap = options.session_gap_seconds
+    lateness = LatenessRule(gap, options.allowed_lateness_seconds, options.lateness_clock)
+    return EnforcementConfig(
+        default_radar_id=options.radar_id,
+        rules=section_rules(options),
+        gap_seconds=gap,
+        lateness=None if bounded else lateness,
+    )
+
+
+def section_rules(options: SectionSpeedOptions) -> SectionRules:
+    """The defaults from the flags, overridden per radar by --sections_file (local or gs://)."""
+    default = SectionRule(
+        options.speed_limit_mph, options.tolerance_mph, max_speed_mph=options.max_speed_mph
+    )
+    if not options.sections_file:
+        return SectionRules(default)
+    with FileSystems.open(options.sections_file) as sections:
+        return SectionRules.from_json(sections.read().decode("utf-8"), default)
 
 
 def runs_on_dataflow(options: PipelineOptions) -> bool:
@@ -130,14 +178,17 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     problems = invalid_options(own)
     if problems:
         raise ValueError("invalid options:\n  " + "\n  ".join(problems))
-    # Pub/Sub input is unbounded: this pipeline only ever runs in streaming mode.
-    options.view_as(StandardOptions).streaming = True
+    # Pub/Sub input is unbounded: streaming. Files are bounded: a batch job.
+    options.view_as(StandardOptions).streaming = not own.input_file
     # One project for both: a Flex Template launch passes only Beam's --project.
     google = options.view_as(GoogleCloudOptions)
     own.project_id = own.project_id or google.project or defaults.PROJECT_ID
     google.project = google.project or own.project_id
+    on_dataflow = runs_on_dataflow(options)
     if own.plate_reader is None:
-        own.plate_reader = CLOUD_VISION_READER if runs_on_dataflow(options) else EMBEDDED_READER
+        own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
+    if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
+        own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
     options.view_as(SetupOptions).save_main_session = save_main_session
     return options
 
@@ -145,24 +196,26 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
 def start(argv: list[str] | None = None, save_main_session: bool = True) -> PipelineResult:
     """Build and launch the pipeline; a streaming run keeps going after this returns."""
     options = pipeline_options(argv, save_main_session)
+    # Before the first pull: a missing bucket or credential fails here, with its fix named.
+    require_valid_configuration(options)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options.view_as(SectionSpeedOptions))
-    result = pipeline.run()
     own = options.view_as(SectionSpeedOptions)
-    _log.info(
-        "pipeline running: reading %s, writing %s",
-        resource_path(own.project_id, "subscriptions", own.input_subscription),
-        resource_path(own.project_id, "topics", own.output_topic),
+    build_pipeline(pipeline, own)
+    result = pipeline.run()
+    source = own.input_file or resource_path(
+        own.project_id, "subscriptions", own.input_subscription
     )
+    _log.info("pipeline running: reading %s", source)
     return result
 
 
 def run(argv: list[str] | None = None, save_main_session: bool = True) -> None:
     """Entry point of `python -m pipeline` and of the Flex Template (main.py).
 
-    Locally it runs until cancelled (Ctrl-C cancels the pipeline). On Dataflow it returns
-    once the job is submitted: the streaming job runs on until drained, and a Flex Template
-    launch must not block in wait_until_finish (Google's Flex Template guide).
+    Locally it runs until cancelled (Ctrl-C cancels the pipeline), or to the end of a
+    bounded input. On Dataflow it returns once the job is submitted: the streaming job
+    runs on until drained, and a Flex Template launch must not block in
+    wait_until_finish (Google's Flex Template guide).
     """
     result = start(argv, save_main_session)
     if runs_on_dataflow(PipelineOptions(argv)):

@@ -15,6 +15,7 @@ from pipeline.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
 from pipeline.domain import defaults
 from pipeline.domain.events import ID_PATTERN
+from pipeline.domain.lateness import LATENESS_CLOCKS
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,39 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         default=",".join(DEFAULT_PHOTO_HOSTS),
         regex=PHOTO_HOSTS_REGEX,
     ),
+    OptionSpec(
+        "max_speed_mph",
+        "Maximum plausible speed (mph)",
+        "A measured average above this is no car's speed but a faulty measurement: never "
+        "fined, dead-lettered as implausible. A sections file may set it per section.",
+        type=float,
+        default=defaults.MAX_SPEED_MPH,
+        regex=NUMBER_REGEX,
+    ),
+    OptionSpec(
+        "lateness_clock",
+        "Lateness clock",
+        "What a detection's lateness is judged against: publish_time (Dataflow, whose "
+        "Pub/Sub watermark follows publish times) or wall_clock (the local direct runner, "
+        "whose watermark is the clock); default: publish_time on DataflowRunner, else "
+        "wall_clock.",
+        choices=LATENESS_CLOCKS,
+        regex=rf"^({'|'.join(LATENESS_CLOCKS)})$",
+    ),
+    OptionSpec(
+        "input_file",
+        "Input files",
+        "Bounded run: camera events as JSON lines (a local or gs:// glob) instead of "
+        "--input_subscription; needs --output_path.",
+        regex=r"^[^\s]+$",
+    ),
+    OptionSpec(
+        "output_path",
+        "Output path prefix",
+        "Bounded run: traversals go to PREFIX-traversals-*.jsonl and dead letters to "
+        "PREFIX-dead_letter-*.jsonl (local or gs://).",
+        regex=r"^[^\s]+$",
+    ),
 )
 
 
@@ -186,6 +220,8 @@ def invalid_options(options: SectionSpeedOptions) -> list[str]:
         value = getattr(options, spec.name)
         if value is not None and spec.regex and not re.match(spec.regex, str(value)):
             problems.append(f"--{spec.name}={value!r} does not match {spec.regex}")
+    if bool(options.input_file) != bool(options.output_path):
+        problems.append("--input_file and --output_path go together (a bounded run)")
     cars_api_problem = invalid_cars_api(options.cars_api) if options.cars_api else None
     if cars_api_problem:
         problems.append(f"--cars_api={options.cars_api!r} {cars_api_problem}")

@@ -25,6 +25,14 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
+# Local tooling (local_stack, generator, analyst_report, bench) is not part of the installed
+# product; the repository root on the venv's path makes it importable from any folder.
+"$VENV/bin/python" - <<'PY'
+import pathlib, sysconfig
+pathlib.Path(sysconfig.get_paths()["purelib"], "section_speed_local_tooling.pth").write_text(
+    str(pathlib.Path.cwd()) + "\n"
+)
+PY
 
 # The BigQuery emulator has dependencies Beam does not need: its own environment.
 BQ_VENV=${BQ_VENV:-.venv-bqemulator}

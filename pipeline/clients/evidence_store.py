@@ -3,7 +3,9 @@
 The client finds the emulator through STORAGE_EMULATOR_HOST and then uses anonymous
 credentials by itself. Objects are written with `if_generation_match=0`, so a second write
 of the same fine (a redelivery, a late re-fire) never replaces the evidence: one object per
-fine, and the library may retry the upload safely because it is conditional.
+fine, and the library may retry the upload safely because it is conditional. The plate
+reading travels in the object's metadata, so a correction of the fine finds the whole
+evidence with one lookup (`find`) and nothing is fetched or read twice.
 """
 
 import logging
@@ -13,6 +15,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 
 from pipeline.domain.evidence import gs_url, sha256_hex
+from pipeline.domain.plates import PlateReading
 
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"
@@ -33,6 +36,29 @@ class StoredPhoto:
     url: str
     sha256: str
     created: bool  # False when the object was already there (written by an earlier attempt)
+    reading: PlateReading | None = None  # as read when the photo was stored
+
+
+def reading_metadata(reading: PlateReading | None) -> dict[str, str]:
+    if reading is None:
+        return {}
+    return {
+        "license_plate": reading.license_plate or "",
+        "plate_confidence": repr(reading.confidence),
+        "plate_reader": reading.reader,
+        "plate_raw_text": reading.raw_text[:512],
+    }
+
+
+def reading_from_metadata(metadata: dict[str, str]) -> PlateReading | None:
+    if "plate_reader" not in metadata:
+        return None
+    return PlateReading(
+        license_plate=metadata.get("license_plate") or None,
+        confidence=float(metadata.get("plate_confidence", "0")),
+        raw_text=metadata.get("plate_raw_text", ""),
+        reader=metadata["plate_reader"],
+    )
 
 
 class EvidenceStore:
@@ -41,20 +67,39 @@ class EvidenceStore:
         self._client = storage.Client(project=project)
         self._bucket = self._client.bucket(bucket)
 
-    def store(self, object_name: str, data: bytes, content_type: str) -> StoredPhoto:
+    def find(self, object_name: str) -> StoredPhoto | None:
+        """The evidence already stored under this name, with its reading; None if absent."""
+        blob = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
+        if blob is None:
+            return None
+        metadata = dict(blob.metadata or {})
+        return StoredPhoto(
+            gs_url(self.bucket_name, object_name),
+            metadata.get(SHA256_METADATA_KEY, ""),
+            created=False,
+            reading=reading_from_metadata(metadata),
+        )
+
+    def store(
+        self,
+        object_name: str,
+        data: bytes,
+        content_type: str,
+        reading: PlateReading | None = None,
+    ) -> StoredPhoto:
         digest = sha256_hex(data)
         # Looked up first as well: gcp-storage-emulator ignores ifGenerationMatch.
         if self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S) is not None:
             return self._existing(object_name, digest)
         blob = self._bucket.blob(object_name)
-        blob.metadata = {SHA256_METADATA_KEY: digest}
+        blob.metadata = {SHA256_METADATA_KEY: digest, **reading_metadata(reading)}
         try:
             blob.upload_from_string(
                 data, content_type=content_type, if_generation_match=0, timeout=UPLOAD_TIMEOUT_S
             )
         except api_exceptions.PreconditionFailed:
             return self._existing(object_name, digest)
-        return StoredPhoto(gs_url(self.bucket_name, object_name), digest, created=True)
+        return StoredPhoto(gs_url(self.bucket_name, object_name), digest, True, reading)
 
     def _existing(self, object_name: str, digest: str) -> StoredPhoto:
         """The object a previous attempt stored; its recorded digest is the evidence."""

@@ -1,51 +1,62 @@
 """EnrichFine: the evidence for each fine (photo, plate, stored image), and nothing else.
 
-    fined Traversal -> FetchPhoto (cars API) -> ReadPlates (batched) -> StorePhoto (GCS)
+    fined Traversal -> FetchPhoto (stored evidence first, else the cars API)
+                    -> BatchForPlates -> ReadPlates -> StorePhoto (Cloud Storage)
                     -> fine record with license_plate, plate_confidence, plate_reader,
-                       image_url (gs://) and image_sha256
+                       image_url and image_sha256
 
-Only fines come here: vehicles under the limit are never photographed nor read. A stage
-that fails (after its client's bounded retries) does not stop the fine: the fine goes on
-with what is known and `evidence_error` saying what is missing, and a dead-letter record
-names the stage. A fine is never lost because its evidence failed.
+Only fines come here: vehicles under the limit are never photographed nor read. The stored
+photo carries its plate reading in its metadata, so a correction of a fine (same fine_id)
+reuses the evidence instead of fetching and reading again. Without a bucket (the course's
+form) nothing is stored and `image_url` is the cars API's photo URL.
+
+A stage that fails (after its client's bounded retries) does not stop the fine: the fine
+goes on with `evidence_error` saying what is missing, and a Failure names the stage.
 """
 
 import functools
-import json
-import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
+from apache_beam.utils.shared import Shared
 
 from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
+from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
 from pipeline.clients.images import InvalidImage, check_image
-from pipeline.clients.plate_readers import PlateReader, shared_plate_reader
+from pipeline.clients.plate_readers import PlateReader, open_plate_reader
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import PlateReading
-from pipeline.domain.schemas import dead_letter_record, fine_record
+from pipeline.domain.schemas import fine_record
 from pipeline.domain.speed import Traversal
+from pipeline.transforms.batching import BatchForService
+from pipeline.transforms.failures import FAILURES, Failure, failed
 
-DEAD_LETTER = "dead_letter"
 FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
-OCR_BATCH_SIZE = 8
+PLATE_BATCH_SIZE = 8
+# How long a fine may wait for others to share a plate-reader request (Cloud Vision takes
+# up to 16 images a call). Streaming bundles after keyed steps are small: without a wait,
+# every request would carry one image.
+PLATE_BATCH_WAIT_S = 1.0
+_STORED = "stored"
 
 
 @dataclass(frozen=True)
-class EvidenceConfig:
-    """Where the evidence comes from and goes; the knobs of the retries."""
+class EvidenceServices:
+    """Factories of the evidence clients, each called once per worker process (Shared).
 
-    cars_api: str
-    bucket: str
-    project: str
-    plate_reader: str
-    min_confidence: float
-    fetch_attempts: int = 6  # 0.5+1+2+4+8 s of backoff: rides out a ~15 s outage
-    fetch_backoff_s: float = 0.5
+    Picklable callables: the graph passes partials of the real clients, tests pass fakes.
+    `evidence_store=None`: no bucket, no copy; the fine keeps the cars API's photo URL.
+    """
+
+    cars_api: Callable[[], CarsApiClient]
+    plate_reader: Callable[[], PlateReader]
+    evidence_store: Callable[[], EvidenceStore] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,186 +65,252 @@ class FineEvidence:
 
     traversal: Traversal
     photo: bytes | None = None
+    photo_url: str | None = None
     content_type: str | None = None
     reading: PlateReading | None = None
-    image_url: str | None = None
-    image_sha256: str | None = None
+    stored: StoredPhoto | None = None
     error: str | None = None
 
     def failed(self, stage: str, reason: str) -> "FineEvidence":
         return replace(self, error=self.error or f"{stage}: {reason}")
 
-
-# Clients are made once per worker process: Beam's direct runner calls DoFn.setup for
-# every bundle, and Dataflow runs several DoFn instances per process. Both clients are
-# safe to share between threads.
-@functools.cache
-def _cars_api_client(base_url: str, attempts: int, backoff_s: float) -> CarsApiClient:
-    return CarsApiClient(base_url, attempts=attempts, backoff_s=backoff_s)
+    @property
+    def object_name(self) -> str:
+        t = self.traversal
+        return photo_object_name(t.radar_id, t.entry_time_ms, t.traversal_id)
 
 
-@functools.cache
-def _evidence_store(bucket: str, project: str, _endpoint: str | None) -> Any:
-    from pipeline.clients.evidence_store import (
-        EvidenceStore,  # google-cloud-storage, on workers only
+class _SerialisedReader:
+    """One reader shared by the threads of a worker process, one batch at a time.
+
+    RapidOCR keeps call-time settings on the engine, so two concurrent calls could mix
+    them; the model is the expensive part, and Shared loads it once per process.
+    """
+
+    def __init__(self, reader: PlateReader) -> None:
+        self.name = reader.name
+        self._reader = reader
+        self._lock = threading.Lock()
+
+    def read(self, images: Sequence[bytes]) -> list[PlateReading]:
+        with self._lock:
+            return self._reader.read(images)
+
+
+def serialised_plate_reader(kind: str, min_confidence: float) -> PlateReader:
+    return _SerialisedReader(open_plate_reader(kind, min_confidence))
+
+
+def evidence_services(
+    *,
+    cars_api: str,
+    plate_reader: str,
+    min_confidence: float,
+    bucket: str | None,
+    project: str,
+    photo_hosts: str,
+    fetch_attempts: int = 6,  # 0.5+1+2+4+8 s of backoff: rides out a ~15 s outage
+    fetch_backoff_s: float = 0.5,
+) -> EvidenceServices:
+    """The real clients, as the pipeline's options name them."""
+    return EvidenceServices(
+        cars_api=functools.partial(
+            CarsApiClient,
+            cars_api,
+            photo_hosts=photo_hosts,
+            attempts=fetch_attempts,
+            backoff_s=fetch_backoff_s,
+        ),
+        plate_reader=functools.partial(serialised_plate_reader, plate_reader, min_confidence),
+        evidence_store=functools.partial(EvidenceStore, bucket, project) if bucket else None,
     )
 
-    return EvidenceStore(bucket, project)
 
-
-def _dead_letter(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
+def _failure(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
     traversal = evidence.traversal
-    now_ms = int(time.time() * 1000)
-    payload = json.dumps(fine_record(traversal, now_ms), separators=(",", ":"))
-    attributes = {"fine_id": traversal.traversal_id, "vehicle_id": traversal.vehicle_id}
-    record = dead_letter_record(
-        stage=f"enrich_fine/{stage}",
-        error=reason,
-        payload=payload,
-        attributes=attributes,
-        timestamp_ms=now_ms,
-    )
-    return beam.pvalue.TaggedOutput(DEAD_LETTER, record)
-
-
-class FetchPhotoFn(beam.DoFn):
-    """Traversal -> FineEvidence with the vehicle's photo from the cars API."""
-
-    def __init__(self, config: EvidenceConfig) -> None:
-        self.config = config
-        self.fetched = Metrics.counter(self.__class__, "photos_fetched")
-        self.failed = Metrics.counter(self.__class__, "photo_failures")
-        self.client: CarsApiClient | None = None
-
-    def setup(self) -> None:  # one HTTP session (connection pool) per worker process
-        config = self.config
-        self.client = _cars_api_client(
-            config.cars_api, config.fetch_attempts, config.fetch_backoff_s
+    return failed(
+        Failure.of_record(
+            f"enrich_fine/{stage}",
+            reason,
+            fine_record(traversal, int(time.time() * 1000)),
+            fine_id=traversal.traversal_id,
+            vehicle_id=traversal.vehicle_id,
         )
+    )
+
+
+class _WithClient(beam.DoFn):
+    """A DoFn holding one client per worker process, made by an injected factory."""
+
+    def __init__(self, factory: Callable[[], Any] | None) -> None:
+        self.factory = factory
+        self._shared = Shared()
+        self.client: Any = None
+
+    def setup(self) -> None:
+        if self.factory is not None:
+            self.client = self._shared.acquire(self.factory)
+
+
+class FetchPhotoFn(_WithClient):
+    """Traversal -> FineEvidence with the photo; `stored` when the evidence already exists."""
+
+    def __init__(self, services: EvidenceServices) -> None:
+        super().__init__(services.cars_api)
+        self.store_factory = services.evidence_store
+        self._shared_store = Shared()
+        self.fetched = Metrics.counter(self.__class__, "photos_fetched")
+        self.reused = Metrics.counter(self.__class__, "evidence_reused")
+        self.failed = Metrics.counter(self.__class__, "photo_failures")
+
+    def setup(self) -> None:
+        super().setup()
+        self.store = self.store_factory and self._shared_store.acquire(self.store_factory)
 
     def process(self, traversal: Traversal) -> Iterator[Any]:
         evidence = FineEvidence(traversal)
-        assert self.client is not None
         try:
-            photo = self.client.photo(traversal.vehicle_id)
-            info = check_image(photo, self.client.max_image_bytes)
+            stored = self.store.find(evidence.object_name) if self.store else None
+        except Exception as error:  # after the storage library's retries: fetch as usual
+            stored = None
+            yield _failure(evidence, FETCH_STAGE, f"stored evidence lookup failed: {error}")
+        if stored is not None:
+            self.reused.inc()
+            yield beam.pvalue.TaggedOutput(
+                _STORED, replace(evidence, stored=stored, reading=stored.reading)
+            )
+            return
+        try:
+            photo = self.client.fetch(traversal.vehicle_id)
+            info = check_image(photo.data, self.client.max_image_bytes)
         except (EvidenceUnavailable, EvidenceRejected, InvalidImage) as error:
             self.failed.inc()
             reason = f"{type(error).__name__}: {error}"
-            yield _dead_letter(evidence, FETCH_STAGE, reason)
+            yield _failure(evidence, FETCH_STAGE, reason)
             yield evidence.failed(FETCH_STAGE, reason)
             return
         self.fetched.inc()
-        yield replace(evidence, photo=photo, content_type=info.content_type)
+        yield replace(
+            evidence, photo=photo.data, photo_url=photo.url, content_type=info.content_type
+        )
 
 
-class ReadPlatesFn(beam.DoFn):
-    """A batch of FineEvidence -> each with its PlateReading (the reader loads once)."""
+class ReadPlatesFn(_WithClient):
+    """A batch of FineEvidence -> each with its PlateReading (one reader call per batch)."""
 
-    def __init__(self, config: EvidenceConfig) -> None:
-        self.config = config
+    def __init__(self, services: EvidenceServices) -> None:
+        super().__init__(services.plate_reader)
         self.read = Metrics.counter(self.__class__, "plates_read")
         self.unreadable = Metrics.counter(self.__class__, "plates_unreadable")
-        self.reader: PlateReader | None = None
+        self.batch_sizes = Metrics.distribution(self.__class__, "plate_batch_size")
 
-    def setup(self) -> None:
-        self.reader = shared_plate_reader(self.config.plate_reader, self.config.min_confidence)
-
-    def process(self, batch: list[FineEvidence]) -> Iterator[Any]:
-        assert self.reader is not None
+    def process(self, items: Iterable[FineEvidence]) -> Iterator[Any]:
+        batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
+        self.batch_sizes.update(len(batch))
         with_photo = [evidence for evidence in batch if evidence.photo is not None]
         try:
-            readings = self.reader.read([evidence.photo for evidence in with_photo])  # type: ignore[misc]
+            readings: list[PlateReading | None] = list(
+                self.client.read([evidence.photo for evidence in with_photo])
+            )
         except Exception as error:  # a reader bug must not lose the fines: each one goes on
             reason = f"{type(error).__name__}: {error}"
             readings = [None] * len(with_photo)
             for evidence in with_photo:
-                yield _dead_letter(evidence, READ_STAGE, reason)
+                yield _failure(evidence, READ_STAGE, reason)
             with_photo = [evidence.failed(READ_STAGE, reason) for evidence in with_photo]
         for evidence, reading in zip(with_photo, readings, strict=True):
             if reading is not None and reading.error:
-                yield _dead_letter(evidence, READ_STAGE, reading.error)
+                yield _failure(evidence, READ_STAGE, reading.error)
                 evidence = evidence.failed(READ_STAGE, reading.error)
             counter = self.read if reading and reading.license_plate else self.unreadable
             counter.inc()
-            yield replace(evidence, reading=reading)
-        yield from (evidence for evidence in batch if evidence.photo is None)
+            yield _at_exit_time(replace(evidence, reading=reading))
+        yield from (_at_exit_time(evidence) for evidence in batch if evidence.photo is None)
 
 
-class StorePhotoFn(beam.DoFn):
-    """Store the photo at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg (once per fine)."""
+class StorePhotoFn(_WithClient):
+    """Store the photo and its reading at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg, once."""
 
-    def __init__(self, config: EvidenceConfig) -> None:
-        self.config = config
+    def __init__(self, services: EvidenceServices) -> None:
+        super().__init__(services.evidence_store)
         self.stored = Metrics.counter(self.__class__, "photos_stored")
         self.failed = Metrics.counter(self.__class__, "store_failures")
-        self.store: Any = None
-
-    def setup(self) -> None:
-        endpoint = os.environ.get("STORAGE_EMULATOR_HOST")  # a new stack, a new client
-        self.store = _evidence_store(self.config.bucket, self.config.project, endpoint)
 
     def process(self, evidence: FineEvidence) -> Iterator[Any]:
-        if evidence.photo is None:
+        if evidence.photo is None or self.client is None:
             yield evidence
             return
-        traversal = evidence.traversal
         try:
-            name = photo_object_name(
-                traversal.radar_id, traversal.entry_time_ms, traversal.traversal_id
+            stored = self.client.store(
+                evidence.object_name,
+                evidence.photo,
+                evidence.content_type or "image/jpeg",
+                evidence.reading,
             )
-            stored = self.store.store(name, evidence.photo, evidence.content_type or "image/jpeg")
         except Exception as error:  # after the storage library's own retries
             self.failed.inc()
             reason = f"{type(error).__name__}: {error}"[:1000]
-            yield _dead_letter(evidence, STORE_STAGE, reason)
+            yield _failure(evidence, STORE_STAGE, reason)
             yield evidence.failed(STORE_STAGE, reason)
             return
         self.stored.inc()
-        yield replace(evidence, image_url=stored.url, image_sha256=stored.sha256)
+        yield replace(evidence, stored=stored)
 
 
 def to_fine_record(evidence: FineEvidence) -> dict[str, Any]:
+    stored = evidence.stored
     fields = evidence_fields(
-        evidence.reading, evidence.image_url, evidence.image_sha256, evidence.error
+        evidence.reading,
+        stored.url if stored else evidence.photo_url,
+        stored.sha256 if stored else None,
+        evidence.error,
     )
     return fine_record(evidence.traversal, int(time.time() * 1000), fields)
 
 
 def _at_exit_time(evidence: FineEvidence) -> window.TimestampedValue:
-    # BatchElements stamps its batches at the end of the window; back to the fine's own time.
+    # Batches are stamped by the batching step; each fine goes on at its own time.
     return window.TimestampedValue(evidence, evidence.traversal.exit_time_ms / 1000)
 
 
 class EnrichFine(beam.PTransform):
-    """Fined traversals -> (fine records with evidence, dead-letter records)."""
+    """Fined traversals -> (fine records with evidence, Failures).
 
-    def __init__(self, config: EvidenceConfig) -> None:
+    `batch_wait_s`: how long a fine may wait for others to share a plate-reader call;
+    None over bounded input, where batches fill without waiting.
+    """
+
+    def __init__(
+        self, services: EvidenceServices, batch_wait_s: float | None = PLATE_BATCH_WAIT_S
+    ) -> None:
         super().__init__()
-        self.config = config
+        self.services = services
+        self.batch_wait_s = batch_wait_s
 
     def expand(self, fines: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        config = self.config
+        services = self.services
         fetched = (
             fines
-            # One window for all fines, so that BatchElements can put several in one OCR call.
+            # One window for all fines, so that a batch can hold fines of several sessions.
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "FetchPhoto" >> beam.ParDo(FetchPhotoFn(config)).with_outputs(DEAD_LETTER, main="ok")
+            | "FetchPhoto"
+            >> beam.ParDo(FetchPhotoFn(services)).with_outputs(FAILURES, _STORED, main="ok")
         )
         read = (
             fetched.ok
-            | "BatchForOcr" >> beam.BatchElements(min_batch_size=1, max_batch_size=OCR_BATCH_SIZE)
-            | "ReadPlates" >> beam.ParDo(ReadPlatesFn(config)).with_outputs(DEAD_LETTER, main="ok")
+            | "BatchForPlates"
+            >> BatchForService(
+                lambda evidence: evidence.traversal.radar_id, PLATE_BATCH_SIZE, self.batch_wait_s
+            )
+            | "ReadPlates" >> beam.ParDo(ReadPlatesFn(services)).with_outputs(FAILURES, main="ok")
         )
-        stored = (
-            read.ok
-            | "RestoreTimestamps" >> beam.Map(_at_exit_time)
-            | "StorePhoto" >> beam.ParDo(StorePhotoFn(config)).with_outputs(DEAD_LETTER, main="ok")
+        stored = read.ok | "StorePhoto" >> beam.ParDo(StorePhotoFn(services)).with_outputs(
+            FAILURES, main="ok"
         )
-        records = stored.ok | "ToFineRecord" >> beam.Map(to_fine_record)
-        dead_letters = (
-            fetched[DEAD_LETTER],
-            read[DEAD_LETTER],
-            stored[DEAD_LETTER],
-        ) | "EvidenceDeadLetters" >> beam.Flatten()
-        return records, dead_letters
+        records = (stored.ok, fetched[_STORED]) | "WithEvidence" >> beam.Flatten()
+        failures = (
+            fetched[FAILURES],
+            read[FAILURES],
+            stored[FAILURES],
+        ) | "EvidenceFailures" >> beam.Flatten()
+        return records | "ToFineRecord" >> beam.Map(to_fine_record), failures

@@ -1,8 +1,12 @@
-"""ParseEvents: Pub/Sub messages to timestamped CameraEvents, failures to a dead letter."""
+"""ParseEvents: Pub/Sub messages to CameraEvents stamped with their event time.
+
+A message that is not a camera event, or that arrives too late for its traversal
+(pipeline.domain.lateness), becomes a `Failure` with the bytes and attributes that arrived.
+"""
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -12,77 +16,91 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.domain.events import InvalidEvent, parse_camera_event
-from pipeline.domain.schemas import dead_letter_record
+from pipeline.domain.lateness import LatenessRule
+from pipeline.transforms.failures import FAILURES, Failure, failed
 
-DEAD_LETTER = "dead_letter"
 PARSE_STAGE = "parse"
+LATE_STAGE = "too_late"
 
 _log = logging.getLogger(__name__)
 
 
 class ParseEventFn(beam.DoFn):
-    """Validates one message; a bad one goes to the dead letter with its reason and bytes."""
+    """Validates one message; a bad or too-late one becomes a Failure with its reason."""
 
-    def __init__(self, default_radar_id: str) -> None:
+    def __init__(
+        self,
+        default_radar_id: str,
+        lateness: LatenessRule | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.default_radar_id = default_radar_id
+        self.lateness = lateness
+        self.clock = clock
         self.events_read = Metrics.counter(self.__class__, "events_read")
         self.events_parsed = Metrics.counter(self.__class__, "events_parsed")
-        self.events_dead_lettered = Metrics.counter(self.__class__, "events_dead_lettered")
+        self.events_invalid = Metrics.counter(self.__class__, "events_invalid")
+        self.events_too_late = Metrics.counter(self.__class__, "too_late_events")
         self.parser_errors = Metrics.counter(self.__class__, "parser_errors")
 
     def process(
         self, message: PubsubMessage, timestamp: Timestamp = beam.DoFn.TimestampParam
-    ) -> Iterator[Any]:  # events (main) or TaggedOutput
+    ) -> Iterator[Any]:  # timestamped CameraEvents, or tagged Failures
         self.events_read.inc()
         attributes = dict(message.attributes or {})
-        now_ms = int(time.time() * 1000)
+        data = message.data or b""
+        now_ms = int(self.clock() * 1000)
+        # The read stamps each message with its publish time (no timestamp_attribute).
+        publish_time_ms = timestamp.micros // 1000
         try:
             event = parse_camera_event(
-                message.data or b"",
+                data,
                 attributes,
                 message_id=message.message_id,
-                # Without a `ts` attribute the read stamped the element with the publish time.
-                publish_time_ms=timestamp.micros // 1000,
+                publish_time_ms=publish_time_ms,
                 default_radar_id=self.default_radar_id,
                 now_ms=now_ms,
             )
         except InvalidEvent as error:
-            reason = str(error)
+            self.events_invalid.inc()
+            yield failed(Failure(PARSE_STAGE, str(error), data, attributes, now_ms))
+            return
         except Exception as error:
             # A parser bug must not fail the bundle: a streaming runner would retry the same
             # message forever. Dead-letter it (replayable) and count it so that it is seen.
             _log.exception("parser error on message %s", message.message_id)
             self.parser_errors.inc()
             reason = f"parser error: {type(error).__name__}: {str(error)[:200]}"
-        else:
-            self.events_parsed.inc()
-            # The body's timestamp is the event time; it equals `ts` when the camera set both.
-            # Exact micros: Timestamp.of(ms / 1000) truncates 1 us off about 1% of times.
-            yield TimestampedValue(event, Timestamp(micros=event.event_time_ms * 1000))
+            yield failed(Failure(PARSE_STAGE, reason, data, attributes, now_ms))
             return
-        self.events_dead_lettered.inc()
-        yield beam.pvalue.TaggedOutput(
-            DEAD_LETTER,
-            dead_letter_record(
-                stage=PARSE_STAGE,
-                error=reason,
-                payload=message.data,
-                attributes=attributes,
-                timestamp_ms=now_ms,
-            ),
+        late = self.lateness and self.lateness.lateness_reason(
+            event.event_time_ms, publish_time_ms, now_ms
         )
+        if late:
+            self.events_too_late.inc()
+            yield failed(Failure(LATE_STAGE, late, data, attributes, now_ms))
+            return
+        self.events_parsed.inc()
+        # Exact micros: Timestamp.of(ms / 1000) truncates 1 us off about 1% of times.
+        yield TimestampedValue(event, Timestamp(micros=event.event_time_ms * 1000))
 
 
 class ParseEvents(beam.PTransform):
-    """PubsubMessage -> CameraEvent (main output) and dead-letter records (`dead_letter`)."""
+    """PubsubMessage -> CameraEvent (`events`) and Failure (`failures`).
 
-    def __init__(self, default_radar_id: str) -> None:
+    `lateness=None` for bounded input: archived detections are judged, never late.
+    """
+
+    def __init__(
+        self,
+        default_radar_id: str,
+        lateness: LatenessRule | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
-        self.default_radar_id = default_radar_id
+        self.fn = ParseEventFn(default_radar_id, lateness, clock)
 
-    def expand(
-        self, messages: beam.PCollection
-    ) -> Any:  # DoOutputsTuple (Beam warns on that annotation)
-        return messages | "ParseEventFn" >> beam.ParDo(
-            ParseEventFn(self.default_radar_id)
-        ).with_outputs(DEAD_LETTER, main="events")
+    def expand(self, messages: beam.PCollection) -> Any:  # DoOutputsTuple
+        return messages | "ParseEventFn" >> beam.ParDo(self.fn).with_outputs(
+            FAILURES, main="events"
+        )

@@ -45,6 +45,21 @@ class PublishJson(beam.PTransform):
         )
 
 
+class WriteJsonLines(beam.PTransform):
+    """JSON records to text files `PREFIX-SSSSS-of-NNNNN.jsonl` (bounded runs)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def expand(self, records: beam.PCollection) -> beam.pvalue.PDone:
+        return (
+            records
+            | "ToJson" >> beam.Map(json.dumps, separators=(",", ":"), allow_nan=False)
+            | "WriteText" >> beam.io.WriteToText(self.prefix, file_name_suffix=".jsonl")
+        )
+
+
 class LogDeadLetters(beam.PTransform):
     """Where no dead-letter topic is configured, failures are at least logged, never dropped."""
 

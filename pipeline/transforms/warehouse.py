@@ -1,59 +1,36 @@
-"""WriteToWarehouse: rows to BigQuery with insert ids, repeats dropped, rejections dead-lettered.
+"""WriteToWarehouse: rows to BigQuery with insert ids; refused rows become Failures.
 
 Written with google-cloud-bigquery's `insert_rows_json` rather than Beam's
 WriteToBigQuery, whose endpoint is fixed to Google's: this way the code path the
-tests run against the local emulator is the one Dataflow runs (README, Warehouse).
+tests run against the local emulator is the one Dataflow runs (docs/warehouse.md).
+Tables are created at deploy time (`python -m pipeline.provision`); workers only check
+that they exist, which needs no project-level permission.
 """
 
 import functools
-import json
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
 
-from pipeline.clients.warehouse import (
-    EMULATOR_ENV,
-    BatchRefused,
-    TransientWarehouseError,
-    Warehouse,
-)
-from pipeline.domain.schemas import (
-    TABLES,
-    VEHICLE_SPEEDS,
-    Table,
-    dead_letter_record,
-    insert_id,
-    vehicle_speed_record,
-)
-from pipeline.transforms.lateness import DropRepeats
+from pipeline.clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
+from pipeline.domain.schemas import TABLES, VEHICLE_SPEEDS, Table, insert_id, vehicle_speed_record
+from pipeline.transforms.batching import BatchForService
+from pipeline.transforms.failures import FAILURES, Failure, failed
 
 _log = logging.getLogger(__name__)
 
-DEAD_LETTER = "dead_letter"
 WAREHOUSE_STAGE = "bigquery"
+ROWS_PER_INSERT = 500
+# How long a row may wait for others to share an insert request: after the keyed steps,
+# streaming bundles are small, and one insertAll per row would cost quota and latency.
+INSERT_WAIT_S = 1.0
 _TABLES = {table.name: table for table in TABLES}
-
-
-def _warehouse(project: str, dataset: str) -> Warehouse:
-    """One client per worker process (the direct runner calls setup for every bundle)."""
-    return _warehouse_at(project, dataset, os.environ.get(EMULATOR_ENV))
-
-
-@functools.cache
-def _warehouse_at(project: str, dataset: str, _endpoint: str | None) -> Warehouse:
-    return Warehouse(project, dataset)
-
-
-# (project, dataset) -> when this process first wrote there: the start of its recovery window.
-_FIRST_SETUP: dict[tuple[str, str], float] = {}
-_TABLES_READY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -67,63 +44,52 @@ def to_warehouse_row(row: dict[str, Any], table: Table) -> WarehouseRow:
     return WarehouseRow(table.name, insert_id(table, row), row)
 
 
+def warehouse_factory(project: str, dataset: str) -> Callable[[], Warehouse]:
+    """The real client for one dataset, as a picklable factory (called once per process)."""
+    return functools.partial(_checked_warehouse, project, dataset)
+
+
+def _checked_warehouse(project: str, dataset: str) -> Warehouse:
+    warehouse = Warehouse(project, dataset)
+    warehouse.check_tables()
+    return warehouse
+
+
 class InsertRowsFn(beam.DoFn):
     """Inserts a batch per table; retries transient failures, isolates and reports bad rows."""
 
     BATCH_ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of backoff before the batch is split
     ROW_ATTEMPTS = 3
 
-    def __init__(self, project: str, dataset: str, recovery_seconds: int = 0) -> None:
-        self.project = project
-        self.dataset = dataset
-        # After a (re)start the input may be replayed from before it (Pub/Sub seek): for
-        # this long, rows the table already holds are looked up and not written again.
-        self.recovery_seconds = recovery_seconds
-        self.recovering_until = 0.0  # set in setup
+    def __init__(self, warehouse: Callable[[], Warehouse]) -> None:
+        self.warehouse_factory = warehouse
+        self._shared = Shared()
         self.rows_inserted = Metrics.counter(self.__class__, "warehouse_rows_inserted")
-        self.rows_already_written = Metrics.counter(self.__class__, "warehouse_rows_skipped")
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
+        self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
     def setup(self) -> None:
-        self.warehouse = _warehouse(self.project, self.dataset)
-        # The direct runner calls setup for every bundle: create the tables once per process,
-        # and count the recovery window from the process's first setup, not the bundle's.
-        with _TABLES_READY_LOCK:
-            if (self.project, self.dataset) not in _FIRST_SETUP:
-                self.warehouse.ensure_tables()
-                _FIRST_SETUP[(self.project, self.dataset)] = time.monotonic()
-        self.recovering_until = _FIRST_SETUP[(self.project, self.dataset)] + self.recovery_seconds
+        self.warehouse = self._shared.acquire(self.warehouse_factory)
 
-    def process(self, batch: list[WarehouseRow]) -> Iterator[Any]:
+    def process(self, items: Iterable[WarehouseRow]) -> Iterator[Any]:
+        batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
+        self.batch_sizes.update(len(batch))
         by_table: dict[str, list[WarehouseRow]] = {}
         for row in batch:
             by_table.setdefault(row.table, []).append(row)
         for name, rows in by_table.items():
-            rows = self._not_yet_written(_TABLES[name], rows)
             for row, reason in self._insert(_TABLES[name], rows):
                 self.rows_rejected.inc()
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER,
-                    dead_letter_record(
-                        stage=WAREHOUSE_STAGE,
-                        error=f"{name}: {reason}",
-                        payload=json.dumps(row.row, sort_keys=True),
-                        attributes={"table": name, "insert_id": row.insert_id},
-                        timestamp_ms=int(time.time() * 1000),
-                    ),
+                yield failed(
+                    Failure.of_record(
+                        WAREHOUSE_STAGE,
+                        f"{name}: {reason}",
+                        row.row,
+                        table=name,
+                        insert_id=row.insert_id,
+                    )
                 )
-
-    def _not_yet_written(self, table: Table, rows: list[WarehouseRow]) -> list[WarehouseRow]:
-        if time.monotonic() > self.recovering_until or not table.id_column or not rows:
-            return rows
-        try:
-            written = self.warehouse.existing_insert_ids(table, [r.row for r in rows])
-        except Exception as error:  # the lookup is a guard: if it fails, insert as usual
-            _log.warning("could not look up rows already in %s: %s", table.name, error)
-            return rows
-        self.rows_already_written.inc(sum(r.insert_id in written for r in rows))
-        return [r for r in rows if r.insert_id not in written]
 
     def _insert(
         self, table: Table, rows: list[WarehouseRow], attempts: int = BATCH_ATTEMPTS
@@ -157,29 +123,27 @@ class InsertRowsFn(beam.DoFn):
 
 
 class WriteToWarehouse(beam.PTransform):
-    """WarehouseRows -> BigQuery; returns dead-letter records of rows that were refused.
+    """WarehouseRows -> BigQuery; returns the Failures of rows that were refused.
 
-    Rows repeated within `dedupe_seconds` (redeliveries, identical late re-fires) are
-    dropped before insertion: BigQuery's own insertId deduplication is best effort, and
-    the local emulator has none.
+    Identical rows (a redelivery, a replay) share an insert id, which BigQuery uses to drop
+    repeats; the traversal identity step already keeps repeats from reaching here.
     """
 
-    def __init__(self, project: str, dataset: str, dedupe_seconds: int) -> None:
+    def __init__(
+        self, warehouse: Callable[[], Warehouse], batch_wait_s: float | None = INSERT_WAIT_S
+    ) -> None:
         super().__init__()
-        self.project = project
-        self.dataset = dataset
-        self.dedupe_seconds = dedupe_seconds
+        self.warehouse = warehouse
+        self.batch_wait_s = batch_wait_s  # None over bounded input: no wait needed
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return (
             rows
-            | "DropRepeatedRows" >> DropRepeats(lambda row: row.insert_id, self.dedupe_seconds)
-            | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
+            | "BatchRows"
+            >> BatchForService(lambda row: row.table, ROWS_PER_INSERT, self.batch_wait_s)
             | "InsertRows"
-            >> beam.ParDo(
-                InsertRowsFn(self.project, self.dataset, recovery_seconds=self.dedupe_seconds)
-            ).with_outputs(DEAD_LETTER, main="inserted")
-        )[DEAD_LETTER]
+            >> beam.ParDo(InsertRowsFn(self.warehouse)).with_outputs(FAILURES, main="inserted")
+        )[FAILURES]
 
 
 class ToWarehouseRows(beam.PTransform):
@@ -202,15 +166,3 @@ class SpeedRows(beam.PTransform):
                 vehicle_speed_record(t, processed_at_ms=int(time.time() * 1000)), VEHICLE_SPEEDS
             )
         )
-
-
-@dataclass(frozen=True)
-class WarehouseSinks:
-    """Where the pipeline's tables live; `write()` is one WriteToWarehouse step."""
-
-    project: str
-    dataset: str
-    dedupe_seconds: int
-
-    def write(self) -> WriteToWarehouse:
-        return WriteToWarehouse(self.project, self.dataset, self.dedupe_seconds)

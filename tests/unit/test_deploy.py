@@ -57,10 +57,9 @@ PIPELINE_ARGS = ["--dead_letter_topic=dead-letter", "--bq_dataset=section_speed"
 # without editing this test; these names only guard against losing one.
 REQUIRED_STAGES = {
     "read": "ReadCameraEvents",
-    "parse": "ParseEvents",
+    "parse": "SectionSpeedEnforcement/ParseEvents",
     "dead letter": "PublishDeadLetters",
-    "sessions": "SectionSpeed/WindowIntoTraversals",
-    "speed": "SectionSpeed/MeasureTraversal",
+    "sessions and speed": "SectionSpeedEnforcement/MeasureTraversals",
     "traversals sink": "PublishTraversals/WriteToPubSub",
     "dead-letter sink": "PublishDeadLetters/WriteToPubSub",
     "warehouse sink": "WriteToBigQuery/InsertRows",
@@ -198,6 +197,10 @@ EXAMPLES = {
     "plate_min_confidence": ("0.75", "1.5"),
     "dead_letter_topic": ("dead-letter", "dead letter"),
     "photo_hosts": ("storage.googleapis.com,cdn.example.org", "https://storage.googleapis.com"),
+    "max_speed_mph": ("180", "fast"),
+    "lateness_clock": ("publish_time", "sundial"),
+    "input_file": ("gs://my-bucket/archive/*.jsonl", "two words"),
+    "output_path": ("gs://my-bucket/out/day", "a b"),
 }
 
 
@@ -253,7 +256,10 @@ def test_parameter_regex_accepts_a_valid_value_and_rejects_an_invalid_one(name):
 
 
 # Options that only make sense together: evidence needs a bucket for the photos.
-REQUIRED_WITH = {"cars_api": ["--bucket=evidence-bucket"]}
+REQUIRED_WITH = {
+    "input_file": ["--output_path=out/day"],
+    "output_path": ["--input_file=archive/*.jsonl"],
+}
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))

@@ -1,71 +1,95 @@
-"""Detections beyond allowed lateness are dead-lettered; repeated traversals are dropped."""
+"""Lateness judged against the runner's clock, and one identity per traversal."""
 
-import json
 from dataclasses import replace
 
-import apache_beam as beam
-from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+import pytest
 
 from pipeline.domain import defaults
-from pipeline.domain.speed import SectionRule, measure_traversal, measurement_key, too_late
-from pipeline.transforms.lateness import DropRepeatedTraversals, RejectTooLate
+from pipeline.domain.identity import dumps_issued, identify, loads_issued
+from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from pipeline.domain.speed import SectionRule, judge_traversal, traversal_id
 from tests.helpers import T0_MS, track
-from tests.unit.test_transforms import streaming_pipeline
 
 GAP_S, LATENESS_S = 30, 60
-MARGIN_MS = defaults.LATE_MARGIN_SECONDS * 1000
+BUDGET_MS = (GAP_S + LATENESS_S - defaults.LATE_MARGIN_SECONDS) * 1000
 
 
-def test_too_late_is_judged_on_gap_plus_lateness_with_a_margin():
-    deadline_ms = T0_MS + (GAP_S + LATENESS_S) * 1000
-    assert not too_late(T0_MS, T0_MS, GAP_S, LATENESS_S)
-    assert not too_late(T0_MS, deadline_ms - MARGIN_MS, GAP_S, LATENESS_S)
-    assert too_late(T0_MS, deadline_ms - MARGIN_MS + 1, GAP_S, LATENESS_S)
-    assert too_late(T0_MS, T0_MS + 3_600_000, GAP_S, LATENESS_S)
-
-
-def test_reject_too_late_routes_stale_detections_to_the_dead_letter():
-    now_s = T0_MS / 1000 + 120  # two minutes after the first vehicle's detections
-    fresh = track("fresh", 50.0, start_ms=T0_MS + 100_000)
-    stale = track("stale", 50.0, start_ms=T0_MS)  # 120 s old > 30 + 60 - 10
-    with streaming_pipeline() as p:
-        outputs = (
-            p | beam.Create(fresh + stale) | RejectTooLate(GAP_S, LATENESS_S, clock=lambda: now_s)
-        )
-        assert_that(
-            outputs.events | beam.Map(lambda e: e.event_id),
-            equal_to([e.event_id for e in fresh]),
-            label="OnTime",
-        )
-        assert_that(
-            outputs.dead_letter
-            | beam.Map(lambda r: (r["stage"], json.loads(r["payload"])["event_id"])),
-            equal_to([("too_late", e.event_id) for e in stale]),
-            label="DeadLettered",
-        )
-
-
-def test_a_repeated_traversal_is_dropped_and_a_correction_passes():
-    rule = SectionRule(25.0)
-    events = track("v", 60.0, points=3)
-    first = measure_traversal(events[::2], rule)  # entry and exit only
-    corrected = measure_traversal(events, rule)  # the middle detection arrived late
-    assert first.traversal_id == corrected.traversal_id
-    assert measurement_key(first) != measurement_key(corrected)
-    assert measurement_key(first) == measurement_key(replace(first))
-    stream = (
-        TestStream()
-        .add_elements(timestamped_traversals([first]))
-        .add_elements(timestamped_traversals([first]))  # a redelivery: same measurement
-        .add_elements(timestamped_traversals([corrected]))
-        .advance_watermark_to_infinity()
+def test_publish_time_lateness_ignores_how_late_the_job_reads():
+    rule = LatenessRule(GAP_S, LATENESS_S, PUBLISH_TIME)
+    a_day_later = T0_MS + 86_400_000
+    assert rule.lateness_reason(T0_MS, T0_MS + BUDGET_MS, now_ms=a_day_later) is None
+    reason = rule.lateness_reason(T0_MS, T0_MS + BUDGET_MS + 1, now_ms=T0_MS)
+    assert reason == (
+        "published 80.0 s after its event time: beyond the session gap (30 s) plus allowed "
+        "lateness (60 s) less a 10 s margin"
     )
-    with streaming_pipeline() as p:
-        kept = p | stream | DropRepeatedTraversals(600) | beam.Map(lambda t: t.detections)
-        assert_that(kept, equal_to([2, 3]))
 
 
-def timestamped_traversals(traversals):
-    return [TimestampedValue(t, t.exit_time_ms / 1000) for t in traversals]
+def test_wall_clock_lateness_is_what_the_direct_runner_drops():
+    rule = LatenessRule(GAP_S, LATENESS_S, WALL_CLOCK)
+    assert rule.lateness_reason(T0_MS, T0_MS, now_ms=T0_MS + BUDGET_MS) is None
+    assert rule.lateness_reason(T0_MS, T0_MS, now_ms=T0_MS + BUDGET_MS + 1).startswith(
+        "read 80.0 s after"
+    )
+
+
+def test_an_unknown_lateness_clock_is_refused():
+    with pytest.raises(ValueError, match="one of publish_time, wall_clock"):
+        LatenessRule(GAP_S, LATENESS_S, "sundial")
+
+
+RULE = SectionRule(25.0)
+
+
+def measured(events):
+    return judge_traversal(events, RULE)
+
+
+def test_a_traversal_is_issued_once_and_a_repeat_dropped():
+    traversal = measured(track("v", 60.0))
+    published, issued = identify(traversal, [])
+    assert published == traversal
+    again, issued_after = identify(traversal, issued)
+    assert again is None and issued_after == issued
+
+
+def test_a_correction_keeps_the_published_id_even_when_the_entry_moves_earlier():
+    events = track("v", 60.0, points=4)
+    first = measured(events[1:])  # the entry detection arrives late
+    corrected = measured(events)
+    assert corrected.traversal_id != first.traversal_id  # measured afresh, another id
+    _, issued = identify(first, [])
+    published, issued = identify(corrected, issued)
+    assert published.traversal_id == first.traversal_id
+    assert published.detections == 4 and published.supersedes == ()
+    assert [record.traversal_id for record in issued] == [first.traversal_id]
+
+
+def test_a_merge_keeps_the_oldest_id_and_supersedes_the_other():
+    events = track("v", 54.0, points=5, start_ms=T0_MS)
+    head, tail = measured(events[:2]), measured(events[3:])
+    merged = measured(events)
+    _, issued = identify(head, [])
+    _, issued = identify(tail, issued)
+    published, issued = identify(merged, issued)
+    assert published.traversal_id == traversal_id("radar-1", "v", T0_MS)
+    assert published.supersedes == (tail.traversal_id,)
+    assert len(issued) == 1
+    # The merged traversal fired again unchanged: nothing new to publish.
+    assert identify(merged, issued)[0] is None
+
+
+def test_another_traversal_of_the_same_vehicle_gets_its_own_id():
+    first = measured(track("v", 60.0))
+    later = measured(track("v", 30.0, start_ms=T0_MS + 3_600_000))
+    _, issued = identify(first, [])
+    published, issued = identify(later, issued)
+    assert published.traversal_id == later.traversal_id != first.traversal_id
+    assert len(issued) == 2
+
+
+def test_issued_state_round_trips_through_its_text_form():
+    _, issued = identify(measured(track("v", 60.0)), [])
+    assert loads_issued(dumps_issued(issued)) == issued
+    assert loads_issued(None) == []
+    assert replace(issued[0]) == issued[0]

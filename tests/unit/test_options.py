@@ -13,6 +13,9 @@ DESIGN_OPTIONS = [
     "bq_dataset", "speed_limit_mph", "tolerance_mph", "session_gap_seconds",
     "allowed_lateness_seconds", "sections_file", "plate_reader", "plate_min_confidence",
     "dead_letter_topic", "photo_hosts",
+    # Added with issues 10, 11 and 13 (README, Options): the plausibility gate, the clock
+    # lateness is judged against, and a bounded run over files.
+    "max_speed_mph", "lateness_clock", "input_file", "output_path",
 ]  # fmt: skip
 
 

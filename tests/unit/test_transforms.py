@@ -1,6 +1,5 @@
-"""ParseEvents and SectionSpeed on the streaming DirectRunner, with TestStream for event time."""
+"""ParseEvents and MeasureTraversals on the streaming DirectRunner, TestStream for event time."""
 
-import json
 import random
 from dataclasses import replace
 
@@ -12,11 +11,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
+from pipeline.transforms.failures import FAILURES
 from pipeline.transforms.parse import ParseEvents
-from pipeline.transforms.section_speed import FINED, NOT_FINED, SectionSpeed
+from pipeline.transforms.traversals import FINED, NOT_FINED, MeasureTraversals
 from tests.helpers import T0_MS, track
 
 GAP_S = 30
@@ -42,9 +41,9 @@ def summary(traversal):
 
 
 def run_section_speed(stream: TestStream):
-    """Apply SectionSpeed to `stream`; return (pipeline, fined, not_fined) summaries."""
+    """Apply MeasureTraversals to `stream`; return (pipeline, fined, not_fined) summaries."""
     p = streaming_pipeline()
-    outputs = p | stream | SectionSpeed(RULES, GAP_S, LATENESS_S)
+    outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
     fined = outputs[FINED] | "SummariseFined" >> beam.Map(summary)
     not_fined = outputs[NOT_FINED] | "SummariseNotFined" >> beam.Map(summary)
     return p, fined, not_fined
@@ -113,21 +112,16 @@ def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
         .advance_watermark_to_infinity()
     )
     p = streaming_pipeline()
-    outputs = p | stream | SectionSpeed(RULES, GAP_S, LATENESS_S)
+    outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
     panes = outputs[FINED] | beam.Map(
-        lambda t, pane=beam.DoFn.PaneInfoParam: (
-            t.traversal_id,
-            t.detections,
-            round(t.avg_speed_kmh, 1),
-            pane.timing,
-        )
+        lambda t: (t.traversal_id, t.detections, round(t.avg_speed_kmh, 1))
     )
     fine_id = traversal_id("radar-1", "v", entry.event_time_ms)
     assert_that(
         panes,
         equal_to([
-            (fine_id, 2, 45.0, PaneInfoTiming.ON_TIME),
-            (fine_id, 3, 45.0, PaneInfoTiming.LATE),  # same fine_id: sinks dedupe on it
+            (fine_id, 2, 45.0),  # the on-time pane
+            (fine_id, 3, 45.0),  # the late pane corrects it under the same fine_id
         ]),
     )  # fmt: skip
     p.run()
@@ -140,9 +134,15 @@ def test_single_detection_is_not_a_measurement():
         .add_elements(timestamped(track("v", 90.0)[:1]))
         .advance_watermark_to_infinity()
     )
-    p, fined, not_fined = run_section_speed(stream)
-    assert_that(fined, equal_to([]), label="Fined")
-    assert_that(not_fined, equal_to([]), label="NotFined")
+    p = streaming_pipeline()
+    outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
+    assert_that(outputs[FINED], equal_to([]), label="Fined")
+    assert_that(outputs[NOT_FINED], equal_to([]), label="NotFined")
+    assert_that(
+        outputs[FAILURES] | beam.Map(lambda f: (f.stage, len(f.payload.splitlines()))),
+        equal_to([("unmeasurable", 1)]),
+        label="DeadLettered",
+    )
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
@@ -182,11 +182,11 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
         .advance_watermark_to_infinity()
     )
     p = streaming_pipeline()
-    parsed = p | stream | ParseEvents(default_radar_id="radar-legacy")
+    parsed = p | stream | ParseEvents(default_radar_id="radar-legacy", lateness=None)
     events = parsed.events | beam.Map(
         lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, e.radar_id, e.vehicle_id, ts.micros)
     )
-    letters = parsed.dead_letter | beam.Map(lambda r: (r["stage"], r["error"], r["payload"]))
+    letters = parsed[FAILURES] | beam.Map(lambda f: (f.stage, f.reason, f.payload))
     assert_that(
         events,
         equal_to([
@@ -198,8 +198,8 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
     assert_that(
         letters,
         equal_to([
-            ("parse", "body is not UTF-8: invalid start byte at byte 1", "base64:AP8gZ2FyYmFnZQ=="),
-            ("parse", "latitude 100.0 outside [-90, 90]", OUT_OF_RANGE.decode()),
+            ("parse", "body is not UTF-8: invalid start byte at byte 1", b"\x00\xff garbage"),
+            ("parse", "latitude 100.0 outside [-90, 90]", OUT_OF_RANGE),
         ]),
         label="DeadLetters",
     )  # fmt: skip
@@ -214,9 +214,9 @@ def test_dead_letter_keeps_the_attributes():
         .advance_watermark_to_infinity()
     )
     p = streaming_pipeline()
-    parsed = p | stream | ParseEvents(default_radar_id="r")
+    parsed = p | stream | ParseEvents(default_radar_id="r", lateness=None)
     assert_that(
-        parsed.dead_letter | beam.Map(lambda r: json.loads(r["attributes"])),
+        parsed[FAILURES] | beam.Map(lambda f: dict(f.attributes)),
         equal_to([{"event_id": "x"}]),
     )
     p.run()

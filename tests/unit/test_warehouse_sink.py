@@ -4,6 +4,8 @@ BigQuery answers bad rows per row (insertErrors); the emulator refuses the whole
 A fake client stands in for the first, which the emulator cannot show.
 """
 
+import json
+
 import pytest
 from google.api_core import exceptions as api_exceptions
 
@@ -68,14 +70,15 @@ class FakeWarehouse:
 def test_a_failing_batch_is_split_to_isolate_the_bad_row(monkeypatch):
     sleeps = []
     monkeypatch.setattr(sink.time, "sleep", sleeps.append)
-    fn = InsertRowsFn("p", "d")
-    fn.warehouse = FakeWarehouse()
+    fn = InsertRowsFn(FakeWarehouse)  # the injected factory: one client per process
+    fn.setup()
     rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "bad", "c")]
-    letters = list(fn.process(rows))
+    failures = list(fn.process(rows))
     assert fn.warehouse.inserted == ["a", "c"]
-    (letter,) = [tagged.value for tagged in letters]
-    assert letter["stage"] == "bigquery"
-    assert letter["error"] == (
+    (failure,) = [tagged.value for tagged in failures]
+    assert failure.stage == "bigquery" and failure.attributes["insert_id"] == "bad"
+    assert json.loads(failure.payload) == {"fine_id": "bad"}
+    assert failure.reason == (
         "fines: failed after 3 attempts: fines: 500 An internal error occurred"
     )
     # Backoff between attempts only: 4 for the batch of 3, then 2 for the bad row alone.

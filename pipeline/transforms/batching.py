@@ -1,0 +1,39 @@
+"""Batches for services that take many items per call (Cloud Vision, BigQuery insertAll)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import apache_beam as beam
+
+
+class BatchForService(beam.PTransform):
+    """Elements -> lists of at most `size`, for one service call each.
+
+    Streaming (`wait_s` set): Beam's GroupIntoBatches on sharded keys collects across
+    bundles for at most `wait_s` seconds; after the keyed steps Dataflow's bundles are
+    small, so batching within a bundle would send one item per call. Bounded input
+    (`wait_s=None`): BatchElements fills batches within the large bundles of a batch job.
+    """
+
+    def __init__(self, key: Callable[[Any], str], size: int, wait_s: float | None) -> None:
+        super().__init__()
+        self.key = key
+        self.size = size
+        self.wait_s = wait_s
+
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        if self.wait_s is None:
+            return elements | "BatchInBundles" >> beam.BatchElements(
+                min_batch_size=1, max_batch_size=self.size
+            )
+        key = self.key
+        return (
+            elements
+            # A str key: GroupIntoBatches keeps state per key, which needs a deterministic coder.
+            | "Key" >> beam.Map(lambda e: (key(e), e)).with_output_types(tuple[str, Any])
+            | "GroupIntoBatches"
+            >> beam.GroupIntoBatches.WithShardedKey(
+                self.size, max_buffering_duration_secs=self.wait_s
+            )
+            | "DropKeys" >> beam.Values()
+        )

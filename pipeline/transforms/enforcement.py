@@ -1,0 +1,60 @@
+"""SectionSpeedEnforcement: the whole enforcement logic, without I/O.
+
+    messages (PubsubMessage: bytes + attributes, stamped with their publish time)
+      -> ParseEvents -> MeasureTraversals -> EnforcementResult(fined, not_fined, failures)
+
+The graph attaches sources (Pub/Sub, or files for a bounded run) and sinks (evidence,
+topics, warehouse) around it; the tests run it whole on TestStream.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from pipeline.domain.lateness import LatenessRule
+from pipeline.domain.speed import SectionRules
+from pipeline.transforms.failures import FAILURES
+from pipeline.transforms.parse import ParseEvents
+from pipeline.transforms.traversals import FINED, NOT_FINED, MeasureTraversals
+
+
+@dataclass(frozen=True)
+class EnforcementConfig:
+    """The rules and the time model. `lateness=None`: bounded input, nothing is late."""
+
+    default_radar_id: str
+    rules: SectionRules
+    gap_seconds: int
+    lateness: LatenessRule | None
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+
+class EnforcementResult(NamedTuple):
+    """What enforcement yields, in the style of Beam's WriteResult: callers wire each."""
+
+    fined: beam.PCollection  # Traversals over the limit: evidence and publication next
+    not_fined: beam.PCollection  # Traversals within the limit
+    failures: beam.PCollection  # Failures of every stage, for the dead letter
+
+
+class SectionSpeedEnforcement(beam.PTransform):
+    """Camera messages -> traversals fined and not fined, and failures."""
+
+    def __init__(self, config: EnforcementConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, messages: beam.PCollection) -> Any:  # EnforcementResult; Beam warns on it
+        config = self.config
+        lateness_s = config.lateness.allowed_lateness_seconds if config.lateness else None
+        parsed = messages | "ParseEvents" >> ParseEvents(
+            config.default_radar_id, config.lateness, config.clock
+        )
+        measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
+            config.rules, config.gap_seconds, lateness_s
+        )
+        failures = (parsed[FAILURES], measured[FAILURES]) | "AllFailures" >> beam.Flatten()
+        return EnforcementResult(measured[FINED], measured[NOT_FINED], failures)

@@ -1,0 +1,69 @@
+"""One failure type for every stage, on one tag, turned into dead-letter records at the edge.
+
+Every step that can fail has a main output and the `FAILURES` output (the DataflowTemplates
+"failsafe" pattern). A `Failure` keeps the input as it arrived: the message bytes and
+attributes for a detection, the detections (JSON lines) for a traversal, the record for a
+fine or a row. `ToDeadLetterRecords` is the one place that formats them for the dead-letter
+topic and table.
+"""
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.schemas import dead_letter_record
+
+FAILURES = "failures"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What failed where, why, and the input to replay it."""
+
+    stage: str
+    reason: str
+    payload: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @classmethod
+    def of_detections(
+        cls, stage: str, reason: str, detections: Iterable[CameraEvent], **attributes: str
+    ) -> "Failure":
+        """A traversal-level failure: every detection, one camera-event JSON per line."""
+        lines = [json.dumps(event.to_json(), separators=(",", ":")) for event in detections]
+        return cls(stage, reason, "\n".join(lines).encode(), attributes)
+
+    @classmethod
+    def of_record(
+        cls, stage: str, reason: str, record: Mapping[str, Any], **attributes: str
+    ) -> "Failure":
+        """A failure downstream of the measurement: the output record, as JSON."""
+        payload = json.dumps(record, separators=(",", ":"), sort_keys=True, default=str)
+        return cls(stage, reason, payload.encode(), attributes)
+
+
+def failed(failure: Failure) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(FAILURES, failure)
+
+
+def to_dead_letter_record(failure: Failure) -> dict[str, Any]:
+    return dead_letter_record(
+        stage=failure.stage,
+        error=failure.reason,
+        payload=failure.payload,
+        attributes=failure.attributes,
+        timestamp_ms=failure.timestamp_ms,
+    )
+
+
+class ToDeadLetterRecords(beam.PTransform):
+    """Failures of every stage -> dead-letter records (DESIGN.md §4, table `dead_letter`)."""
+
+    def expand(self, failures: beam.PCollection) -> beam.PCollection:
+        return failures | "ToDeadLetterRecord" >> beam.Map(to_dead_letter_record)

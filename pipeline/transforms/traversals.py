@@ -1,0 +1,235 @@
+"""Detections -> traversals: sessions per vehicle, judged, then given one identity.
+
+    streaming: events -> KeyByVehicle -> Sessions -> GroupDetections -> JudgeTraversal
+                      -> IdentifyTraversals -> fined / not_fined
+    bounded:   events -> KeyByVehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
+                      -> SplitVerdicts -> fined / not_fined
+
+Over bounded input nothing is late, so sessions are split in one pass over each vehicle's
+detections (pipeline.domain.sessions, the same rule as Beam's Sessions window) instead of
+by the runner's merging windows, which cost far more per element.
+
+A session that is no measurement, implausible or partial becomes a Failure with every
+detection (stage = the rejection's kind) and is counted: it is never fined nor fetched.
+"""
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from pipeline.domain.events import CameraEvent
+from pipeline.domain.identity import dumps_issued, identify, loads_issued
+from pipeline.domain.sessions import split_sessions
+from pipeline.domain.speed import (
+    IMPLAUSIBLE,
+    PARTIAL,
+    UNMEASURABLE,
+    Rejection,
+    SectionRules,
+    Traversal,
+    UnmeasurableMonitor,
+    judge_traversal,
+)
+from pipeline.transforms.failures import FAILURES, Failure, failed
+
+FINED = "fined"
+NOT_FINED = "not_fined"
+
+VehicleKey = tuple[str, str]
+
+_log = logging.getLogger(__name__)
+
+
+def vehicle_key(event: CameraEvent) -> VehicleKey:
+    return event.radar_id, event.vehicle_id
+
+
+class WindowIntoTraversals(beam.PTransform):
+    """Event-time sessions per vehicle.
+
+    Where late data can arrive (streaming), accumulating panes make each late firing carry
+    every detection of the session: a complete, corrected measurement, not a fragment.
+    Over bounded input nothing is late, so the default trigger fires each session once.
+    """
+
+    def __init__(self, gap_seconds: int, allowed_lateness_seconds: int | None) -> None:
+        super().__init__()
+        self.gap_seconds = gap_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+
+    def expand(self, keyed_events: beam.PCollection) -> beam.PCollection:
+        sessions = window.Sessions(self.gap_seconds)
+        if self.allowed_lateness_seconds is None:
+            return keyed_events | "Sessions" >> beam.WindowInto(sessions)
+        return keyed_events | "Sessions" >> beam.WindowInto(
+            sessions,
+            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            allowed_lateness=Duration(seconds=self.allowed_lateness_seconds),
+        )
+
+
+class JudgeTraversalFn(beam.DoFn):
+    """A session's detections -> a Traversal, or a Failure naming why it is not judged."""
+
+    def __init__(self, rules: SectionRules, gap_seconds: int) -> None:
+        self.rules = rules
+        self.gap_seconds = gap_seconds
+        self.traversals = Metrics.counter(self.__class__, "traversals")
+        self.fines = Metrics.counter(self.__class__, "fines")
+        self.rejected = {
+            kind: Metrics.counter(self.__class__, f"{kind}_sessions")
+            for kind in (UNMEASURABLE, IMPLAUSIBLE, PARTIAL)
+        }
+
+    def setup(self) -> None:
+        self.monitor = UnmeasurableMonitor(gap_seconds=self.gap_seconds)
+
+    def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
+        (radar_id, vehicle_id), events = element
+        verdict = judge_traversal(events, self.rules.for_radar(radar_id))
+        warning = self.monitor.observe(verdict)
+        if warning:
+            _log.warning(warning)
+        if isinstance(verdict, Rejection):
+            self.rejected[verdict.kind].inc()
+            yield failed(
+                Failure.of_detections(
+                    verdict.kind,
+                    verdict.reason,
+                    verdict.detections,
+                    radar_id=radar_id,
+                    vehicle_id=vehicle_id,
+                )
+            )
+            return
+        self.traversals.inc()
+        if verdict.is_speeding:
+            self.fines.inc()
+        yield verdict
+
+
+class IdentifyTraversalsFn(beam.DoFn):
+    """Per vehicle: a correction keeps its traversal's id, a repeat is dropped.
+
+    State lives as long as a late pane can still come (gap + lateness past the last exit),
+    cleared by an event-time timer, which holds no watermark back.
+    """
+
+    ISSUED = ReadModifyWriteStateSpec("issued", StrUtf8Coder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, keep_seconds: int) -> None:
+        self.keep_seconds = keep_seconds
+        self.corrections = Metrics.counter(self.__class__, "corrections")
+        self.merges = Metrics.counter(self.__class__, "merges")
+        self.repeats = Metrics.counter(self.__class__, "repeats_dropped")
+
+    def process(
+        self,
+        element: tuple[VehicleKey, Traversal],
+        issued_state: Any = beam.DoFn.StateParam(ISSUED),
+        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
+    ) -> Iterator[Any]:
+        _, traversal = element
+        issued = loads_issued(issued_state.read())
+        published, issued = identify(traversal, issued)
+        issued_state.write(dumps_issued(issued))
+        last_exit_ms = max(record.exit_time_ms for record in issued)
+        expiry.set(Timestamp(micros=(last_exit_ms + self.keep_seconds * 1000) * 1000))
+        if published is None:
+            self.repeats.inc()
+            return
+        if published.traversal_id != traversal.traversal_id:
+            self.corrections.inc()
+        if published.supersedes:
+            self.merges.inc()
+        yield beam.pvalue.TaggedOutput(FINED if published.is_speeding else NOT_FINED, published)
+
+    @on_timer(EXPIRY)
+    def expire(self, issued_state: Any = beam.DoFn.StateParam(ISSUED)) -> None:
+        issued_state.clear()
+
+
+def sessions_of(
+    keyed_events: tuple[VehicleKey, Iterable[CameraEvent]], gap_seconds: int
+) -> Iterator[tuple[VehicleKey, list[CameraEvent]]]:
+    key, events = keyed_events
+    for session in split_sessions(events, gap_seconds):
+        yield key, session
+
+
+def split_verdict(traversal: Traversal) -> Iterator[beam.pvalue.TaggedOutput]:
+    yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
+
+
+class MeasureTraversals(beam.PTransform):
+    """CameraEvents -> Traversals tagged `fined` / `not_fined`, and `failures`.
+
+    `allowed_lateness_seconds=None` declares input without late data (bounded files):
+    one firing per session, so no identity state is needed.
+    """
+
+    def __init__(
+        self, rules: SectionRules, gap_seconds: int, allowed_lateness_seconds: int | None
+    ) -> None:
+        super().__init__()
+        self.rules = rules
+        self.gap_seconds = gap_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+
+    def expand(self, events: beam.PCollection) -> Any:  # {tag: PCollection}; Beam warns on it
+        keyed = events | "KeyByVehicle" >> beam.Map(
+            lambda event: (vehicle_key(event), event)
+        ).with_output_types(tuple[VehicleKey, CameraEvent])
+        if self.allowed_lateness_seconds is None:
+            sessions = (
+                keyed
+                | "GroupDetections" >> beam.GroupByKey()
+                | "SplitSessions" >> beam.FlatMap(sessions_of, self.gap_seconds)
+            )
+        else:
+            sessions = (
+                keyed
+                | "WindowIntoTraversals"
+                >> WindowIntoTraversals(self.gap_seconds, self.allowed_lateness_seconds)
+                | "GroupDetections" >> beam.GroupByKey()
+            )
+        judged = sessions | "JudgeTraversal" >> beam.ParDo(
+            JudgeTraversalFn(self.rules, self.gap_seconds)
+        ).with_outputs(FAILURES, main="traversals")
+        # Verdicts and failures leave their sessions: what follows is per traversal, and
+        # outputs of every stage flatten together.
+        traversals = judged.traversals | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())
+        failures = judged[FAILURES] | "FailuresLeaveSessions" >> beam.WindowInto(
+            window.GlobalWindows()
+        )
+        if self.allowed_lateness_seconds is None:
+            verdicts = traversals | "SplitVerdicts" >> beam.FlatMap(split_verdict).with_outputs(
+                FINED, NOT_FINED
+            )
+        else:
+            keep_seconds = self.gap_seconds + self.allowed_lateness_seconds
+            verdicts = (
+                traversals
+                # A typed key gets a deterministic coder, as state needs.
+                | "KeyTraversals"
+                >> beam.Map(lambda t: ((t.radar_id, t.vehicle_id), t)).with_output_types(
+                    tuple[VehicleKey, Traversal]
+                )
+                | "IdentifyTraversals"
+                >> beam.ParDo(IdentifyTraversalsFn(keep_seconds)).with_outputs(FINED, NOT_FINED)
+            )
+        return {
+            FINED: verdicts[FINED],
+            NOT_FINED: verdicts[NOT_FINED],
+            FAILURES: failures,
+        }

@@ -48,7 +48,7 @@ def as_record(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 # google-cloud-bigquery's own retry (10 minutes), polling at most every 4 s instead of
-# backing off to 60 s: ensure_tables runs in InsertRowsFn.setup, which the
+# backing off to 60 s: the warehouse sink checks its tables in setup, which the
 # BundleBasedDirectRunner calls for every bundle, blocking its one worker thread, so
 # after an outage the default backoff kept the whole pipeline stalled up to a minute.
 SETUP_RETRY = bigquery.DEFAULT_RETRY.with_delay(initial=0.5, maximum=4.0)
@@ -56,6 +56,10 @@ SETUP_RETRY = bigquery.DEFAULT_RETRY.with_delay(initial=0.5, maximum=4.0)
 
 class TransientWarehouseError(RuntimeError):
     """The warehouse did not take the rows this time; the same rows may succeed later."""
+
+
+class TablesMissing(RuntimeError):
+    """The dataset lacks a table (or a column) this pipeline writes: provision it first."""
 
 
 class BatchRefused(RuntimeError):
@@ -94,14 +98,44 @@ class Warehouse:
     def table_id(self, table: Table) -> str:
         return f"{self.project}.{self.dataset}.{table.name}"
 
-    def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
-        """Create the dataset and tables if missing: day-partitioned, clustered.
+    def check_tables(self, tables: Sequence[Table] = TABLES) -> None:
+        """Raise TablesMissing unless every table exists with every column of its schema.
 
-        An unreachable warehouse is polled every few seconds (SETUP_RETRY) until it is back.
+        Reads only (`get_table`: bigquery.tables.get, which the worker's dataset role
+        grants); the tables are created at deploy time by `python -m pipeline.provision`,
+        so a worker needs no project-level permission. An unreachable warehouse is polled
+        every few seconds (SETUP_RETRY) until it is back.
         """
-        self.client.create_dataset(
-            f"{self.project}.{self.dataset}", exists_ok=True, retry=SETUP_RETRY
-        )
+        problems = []
+        for table in tables:
+            try:
+                found = self.client.get_table(self.table_id(table), retry=SETUP_RETRY)
+            except api_exceptions.NotFound:
+                problems.append(f"table {self.table_id(table)} does not exist")
+                continue
+            present = {field.name for field in found.schema}
+            missing = [c.name for c in table.columns if c.name not in present]
+            if missing:
+                problems.append(f"table {self.table_id(table)} lacks columns {missing}")
+        if problems:
+            raise TablesMissing(
+                "; ".join(problems) + ". Create the tables at deploy time with "
+                f"`python -m pipeline.provision --project {self.project} "
+                f"--bq_dataset {self.dataset}` (docs/deploy.md)."
+            )
+
+    def ensure_tables(self, tables: Sequence[Table] = TABLES, location: str | None = None) -> None:
+        """Create the dataset (in `location`, else BigQuery's default) and tables if missing.
+
+        Tables are day-partitioned and clustered. Deploy-time only (pipeline/provision.py,
+        the local stack): creating a dataset needs the project-level
+        bigquery.datasets.create, which workers are not granted. An unreachable warehouse
+        is polled every few seconds (SETUP_RETRY) until it is back.
+        """
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        if location:  # None would be sent as null, which the local emulator refuses
+            dataset.location = location
+        self.client.create_dataset(dataset, exists_ok=True, retry=SETUP_RETRY)
         for table in tables:
             definition = bigquery.Table(self.table_id(table), schema=bigquery_schema_fields(table))
             definition.time_partitioning = bigquery.TimePartitioning(

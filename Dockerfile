@@ -1,31 +1,38 @@
-# Flex Template image of the section-speed pipeline (README.md, "Deploy on Google Cloud
-# Dataflow"), on Google's launcher base image for Python 3.11: its launcher runs
-# FLEX_TEMPLATE_PYTHON_PY_FILE with each template parameter as --name=value.
-# `latest` is the release Google recommends; to pin one, pass a dated tag from
-# cloud.google.com/dataflow/docs/reference/flex-templates-base-images, e.g.
-#   docker build --build-arg LAUNCHER_TAG=YYYYMMDD_RC00 .
-ARG LAUNCHER_TAG=latest
-FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG}
+# One image for the section-speed pipeline on Dataflow (docs/deploy.md): the Flex
+# Template's launcher runs it to build the job, and the workers run it as their SDK
+# container (launched with --parameters sdk_container_image=THIS_IMAGE), so both have the
+# same code and dependencies and no worker installs anything at start. This is the layout
+# of Google's Python Flex Template sample with dependencies: Beam's SDK image (whose
+# entrypoint /opt/apache/beam/boot starts a worker) plus the Flex Template launcher binary.
+#
+# Pinned: Beam's version is requirements.txt's apache-beam pin (a test checks it); the
+# launcher is a dated tag from cloud.google.com/dataflow/docs/reference/flex-templates-base-images,
+#   docker build --build-arg LAUNCHER_TAG=YYYYMMDD-rcNN .   (or gcloud builds submit)
+# The embedded plate reader (RapidOCR, onnxruntime, OpenCV) is left out: Cloud Vision reads
+# plates on Dataflow. --build-arg EMBEDDED_OCR=true puts it in.
+ARG LAUNCHER_TAG=20240812-rc01
+FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG} AS launcher
+
+FROM apache/beam_python3.11_sdk:2.77.0
+
+COPY --from=launcher /opt/google/dataflow/python_template_launcher \
+    /opt/google/dataflow/python_template_launcher
 
 ARG WORKDIR=/template
 WORKDIR ${WORKDIR}
 
-# Dependencies are installed here, at build time: a launch that pip-installs at start-up
-# is slow and times out. The runtime pins are the part of requirements.txt above its
-# development marker (as in setup.py); this layer is rebuilt only when they change.
-COPY requirements.txt ./
-RUN sed '/^# --- development only/,$d' requirements.txt > /tmp/runtime-requirements.txt \
-    && pip install --no-cache-dir -r /tmp/runtime-requirements.txt \
-    && rm /tmp/runtime-requirements.txt
-
-# The pipeline package itself, and the launcher's entry file.
-COPY setup.py pyproject.toml MANIFEST.in main.py ./
+# The package with setup.py's install_requires (requirements.txt's runtime pins), at build
+# time: a launch or a worker start that pip-installs is slow and needs the package index.
+ARG EMBEDDED_OCR=false
+COPY requirements.txt setup.py pyproject.toml MANIFEST.in ./
 COPY pipeline/ pipeline/
-RUN pip install --no-cache-dir --no-deps .
+RUN if [ "${EMBEDDED_OCR}" = "true" ]; then extras="[embedded-ocr]"; else extras=""; fi \
+    && pip install --no-cache-dir "./${extras}"
 
-# main.py calls pipeline.graph.run. The setup file makes the launch pass --setup_file, so
-# Beam stages this package (an sdist of setup.py) for the workers, which install it and its
-# install_requires. No FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE: that would download every
-# requirement again at each launch.
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE="${WORKDIR}/main.py" \
-    FLEX_TEMPLATE_PYTHON_SETUP_FILE="${WORKDIR}/setup.py"
+# The launcher runs this file with each template parameter as --name=value. No
+# FLEX_TEMPLATE_PYTHON_SETUP_FILE nor _REQUIREMENTS_FILE: the package is installed above,
+# and either would make every launch stage (and every worker install) it again.
+COPY main.py ./
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE="${WORKDIR}/main.py"
+
+ENTRYPOINT ["/opt/apache/beam/boot"]

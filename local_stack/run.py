@@ -92,6 +92,9 @@ class LocalPipeline:
         """Start the pipeline and wait until it has launched (or fail with its log)."""
         if self.evidence_args():
             self.stack.create_bucket(self.bucket)
+        if "--bq_dataset" in self.extra_args:
+            dataset = self.extra_args[self.extra_args.index("--bq_dataset") + 1]
+            self.stack.provision_warehouse(dataset)
         log_path = self.stack.work_dir / "pipeline.log"
         earlier = log_path.stat().st_size if log_path.exists() else 0  # a restart appends
         process = self.stack.spawn("pipeline", self.argv())
@@ -114,7 +117,7 @@ class LocalPipeline:
         in memory, so a stop loses the open sessions. The input subscription is sought
         back by gap + allowed lateness (the oldest detection that can still count):
         their detections are read again. Traversals that had already fired fire again
-        too; the warehouse sink skips rows it already holds (its recovery window).
+        too, with the same ids and insert ids: the analysts' queries count each once.
         """
         if self.process is not None:
             stopped_at = time.time()

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.clients.warehouse import Warehouse
 from pipeline.domain import defaults
 
 _log = logging.getLogger(__name__)
@@ -358,6 +359,12 @@ class LocalStack:
     def create_bucket(self, name: str) -> None:
         with _env(self.env):
             EvidenceStore(name, self.project_id).ensure_bucket()
+
+    def provision_warehouse(self, dataset: str) -> None:
+        """The deploy-time step (`python -m pipeline.provision`): the pipeline's workers
+        only check that the dataset's tables exist."""
+        with _env(self.env):
+            Warehouse(self.project_id, dataset).ensure_tables()
 
     # -- cars API ----------------------------------------------------------------------
     def start_cars_api(self, timeout_s: float = 30.0) -> str:

@@ -17,6 +17,7 @@ only attaches sources and sinks to it.
 """
 
 import logging
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     SetupOptions,
     StandardOptions,
+    WorkerOptions,
 )
 from apache_beam.runners.runner import PipelineResult
 
@@ -53,6 +55,9 @@ from pipeline.transforms.warehouse import (
 )
 
 _log = logging.getLogger(__name__)
+
+LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
+SETUP_FILE = Path(__file__).resolve().parents[1] / "setup.py"  # in a source checkout
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> None:
@@ -179,7 +184,12 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     if problems:
         raise ValueError("invalid options:\n  " + "\n  ".join(problems))
     # Pub/Sub input is unbounded: streaming. Files are bounded: a batch job.
-    options.view_as(StandardOptions).streaming = not own.input_file
+    standard = options.view_as(StandardOptions)
+    standard.streaming = not own.input_file
+    if standard.runner is None and standard.streaming:
+        # The course's command names no runner. Beam's default may hand a streaming job
+        # to Prism, which downloads a binary (no network: fails) and mishandles sessions.
+        standard.runner = LOCAL_STREAMING_RUNNER
     # One project for both: a Flex Template launch passes only Beam's --project.
     google = options.view_as(GoogleCloudOptions)
     own.project_id = own.project_id or google.project or defaults.PROJECT_ID
@@ -189,8 +199,28 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
         own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
     if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
         own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
+    if on_dataflow:
+        ship_the_package(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     return options
+
+
+def ship_the_package(options: PipelineOptions) -> None:
+    """Dataflow workers need this package: from the image, or staged from setup.py.
+
+    The course's Dataflow command passes only --requirements_file, which would leave the
+    workers without it; from a source checkout, setup.py is staged in that case.
+    """
+    setup = options.view_as(SetupOptions)
+    if options.view_as(WorkerOptions).sdk_container_image or setup.setup_file:
+        return
+    if not SETUP_FILE.exists():
+        raise ValueError(
+            "invalid options: Dataflow workers need the pipeline package: pass "
+            "--sdk_container_image IMAGE (docs/deploy.md) or --setup_file ./setup.py"
+        )
+    setup.setup_file = str(SETUP_FILE)
+    _log.info("staging the pipeline package for the workers from %s", SETUP_FILE)
 
 
 def start(argv: list[str] | None = None, save_main_session: bool = True) -> PipelineResult:

@@ -15,9 +15,12 @@ class BatchForService(beam.PTransform):
     (`wait_s=None`): BatchElements fills batches within the large bundles of a batch job.
     """
 
-    def __init__(self, key: Callable[[Any], str], size: int, wait_s: float | None) -> None:
+    def __init__(
+        self, key: Callable[[Any], str], element_type: type, size: int, wait_s: float | None
+    ) -> None:
         super().__init__()
         self.key = key
+        self.element_type = element_type
         self.size = size
         self.wait_s = wait_s
 
@@ -29,8 +32,10 @@ class BatchForService(beam.PTransform):
         key = self.key
         return (
             elements
-            # A str key: GroupIntoBatches keeps state per key, which needs a deterministic coder.
-            | "Key" >> beam.Map(lambda e: (key(e), e)).with_output_types(tuple[str, Any])
+            # Typed, so that the state GroupIntoBatches keeps per key gets deterministic
+            # coders: a str key, and the element's own registered coder.
+            | "Key"
+            >> beam.Map(lambda e: (key(e), e)).with_output_types(tuple[str, self.element_type])
             | "GroupIntoBatches"
             >> beam.GroupIntoBatches.WithShardedKey(
                 self.size, max_buffering_duration_secs=self.wait_s

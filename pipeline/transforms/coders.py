@@ -1,16 +1,20 @@
-"""A deterministic, compact coder for camera events, the elements every shuffle carries.
+"""Deterministic coders for the elements the graph shuffles and keeps in state.
 
-Without it Beam falls back to pickling each event (slow, and not deterministic across
-versions, which matters for state kept over a pipeline update). Registered on import of
-the transforms, so every process that builds or runs the graph uses it.
+Without them Beam falls back to pickling (slow, not deterministic across versions, and
+tied to the classes, which matters for state kept over a pipeline update). Registered on
+import of the transforms, so every process that builds or runs the graph uses them.
 """
 
+import dataclasses
+import json
 import math
 import struct
+from typing import Any
 
 from apache_beam import coders
 
 from pipeline.domain.events import CameraEvent
+from pipeline.domain.speed import Traversal
 
 _FIXED = struct.Struct("<qddd?HHH")  # time, lat, lon, speed (NaN: none), timed, 3 lengths
 
@@ -54,3 +58,39 @@ class CameraEventCoder(coders.Coder):
 
 
 coders.registry.register_coder(CameraEvent, CameraEventCoder)
+
+
+# Elements that wait in state (batches for the plate reader and the warehouse) are coded
+# as JSON, not pickled: a text form survives a pipeline update that changes their classes.
+
+
+def traversal_to_json(traversal: Traversal) -> dict[str, Any]:
+    return dataclasses.asdict(traversal)
+
+
+def traversal_from_json(value: dict[str, Any]) -> Traversal:
+    return Traversal(
+        **{
+            **value,
+            "entry_location": tuple(value["entry_location"]),
+            "exit_location": tuple(value["exit_location"]),
+            "supersedes": tuple(value["supersedes"]),
+        }
+    )
+
+
+class TraversalCoder(coders.Coder):
+    def encode(self, traversal: Traversal) -> bytes:
+        return json.dumps(traversal_to_json(traversal), separators=(",", ":")).encode()
+
+    def decode(self, encoded: bytes) -> Traversal:
+        return traversal_from_json(json.loads(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return Traversal
+
+
+coders.registry.register_coder(Traversal, TraversalCoder)

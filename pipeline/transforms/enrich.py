@@ -14,7 +14,10 @@ A stage that fails (after its client's bounded retries) does not stop the fine: 
 goes on with `evidence_error` saying what is missing, and a Failure names the stage.
 """
 
+import dataclasses
 import functools
+import json
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +38,7 @@ from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import fine_record
 from pipeline.domain.speed import Traversal
 from pipeline.transforms.batching import BatchForService
+from pipeline.transforms.coders import traversal_from_json, traversal_to_json
 from pipeline.transforms.failures import FAILURES, Failure, failed
 
 FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
@@ -78,6 +82,67 @@ class FineEvidence:
     def object_name(self) -> str:
         t = self.traversal
         return photo_object_name(t.radar_id, t.entry_time_ms, t.traversal_id)
+
+
+_FRAME = struct.Struct("<I?")  # JSON header length, whether a photo follows
+
+
+class FineEvidenceCoder(beam.coders.Coder):
+    """Fines wait in batching state as JSON plus the photo's bytes: update-safe."""
+
+    def encode(self, evidence: FineEvidence) -> bytes:
+        header = {
+            "traversal": traversal_to_json(evidence.traversal),
+            "photo_url": evidence.photo_url,
+            "content_type": evidence.content_type,
+            "reading": _reading_json(evidence.reading),
+            "stored": evidence.stored
+            and {
+                "url": evidence.stored.url,
+                "sha256": evidence.stored.sha256,
+                "created": evidence.stored.created,
+                "reading": _reading_json(evidence.stored.reading),
+            },
+            "error": evidence.error,
+        }
+        text = json.dumps(header, separators=(",", ":")).encode()
+        photo = evidence.photo
+        return _FRAME.pack(len(text), photo is not None) + text + (photo or b"")
+
+    def decode(self, encoded: bytes) -> FineEvidence:
+        length, has_photo = _FRAME.unpack_from(encoded)
+        start = _FRAME.size
+        header = json.loads(encoded[start : start + length])
+        stored = header["stored"]
+        return FineEvidence(
+            traversal=traversal_from_json(header["traversal"]),
+            photo=encoded[start + length :] if has_photo else None,
+            photo_url=header["photo_url"],
+            content_type=header["content_type"],
+            reading=_reading(header["reading"]),
+            stored=stored
+            and StoredPhoto(
+                stored["url"], stored["sha256"], stored["created"], _reading(stored["reading"])
+            ),
+            error=header["error"],
+        )
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return FineEvidence
+
+
+def _reading_json(reading: PlateReading | None) -> dict[str, Any] | None:
+    return None if reading is None else dataclasses.asdict(reading)
+
+
+def _reading(value: dict[str, Any] | None) -> PlateReading | None:
+    return None if value is None else PlateReading(**value)
+
+
+beam.coders.registry.register_coder(FineEvidence, FineEvidenceCoder)
 
 
 class _SerialisedReader:
@@ -300,7 +365,10 @@ class EnrichFine(beam.PTransform):
             fetched.ok
             | "BatchForPlates"
             >> BatchForService(
-                lambda evidence: evidence.traversal.radar_id, PLATE_BATCH_SIZE, self.batch_wait_s
+                lambda evidence: evidence.traversal.radar_id,
+                FineEvidence,
+                PLATE_BATCH_SIZE,
+                self.batch_wait_s,
             )
             | "ReadPlates" >> beam.ParDo(ReadPlatesFn(services)).with_outputs(FAILURES, main="ok")
         )

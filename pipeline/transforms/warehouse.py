@@ -8,6 +8,7 @@ that they exist, which needs no project-level permission.
 """
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,25 @@ class WarehouseRow:
     table: str
     insert_id: str
     row: dict[str, Any]
+
+
+class WarehouseRowCoder(beam.coders.Coder):
+    """Rows wait in batching state as JSON: update-safe, unlike pickled classes."""
+
+    def encode(self, row: WarehouseRow) -> bytes:
+        return json.dumps([row.table, row.insert_id, row.row], separators=(",", ":")).encode()
+
+    def decode(self, encoded: bytes) -> WarehouseRow:
+        return WarehouseRow(*json.loads(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return WarehouseRow
+
+
+beam.coders.registry.register_coder(WarehouseRow, WarehouseRowCoder)
 
 
 def to_warehouse_row(row: dict[str, Any], table: Table) -> WarehouseRow:
@@ -140,7 +160,9 @@ class WriteToWarehouse(beam.PTransform):
         return (
             rows
             | "BatchRows"
-            >> BatchForService(lambda row: row.table, ROWS_PER_INSERT, self.batch_wait_s)
+            >> BatchForService(
+                lambda row: row.table, WarehouseRow, ROWS_PER_INSERT, self.batch_wait_s
+            )
             | "InsertRows"
             >> beam.ParDo(InsertRowsFn(self.warehouse)).with_outputs(FAILURES, main="inserted")
         )[FAILURES]

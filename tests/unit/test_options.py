@@ -1,7 +1,8 @@
 import json
+from pathlib import Path
 
 import pytest
-from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
 from pipeline.domain.speed import SectionRule
 from pipeline.graph import pipeline_options, section_rules
@@ -21,6 +22,22 @@ DESIGN_OPTIONS = [
 
 def test_options_class_has_exactly_the_design_options():
     assert [spec.name for spec in OPTION_SPECS] == DESIGN_OPTIONS
+
+
+def test_the_course_command_line_runs_streaming_on_the_local_runner():
+    course = [
+        "--project_id", "edem-course", "--radar_id", "Adriana",
+        "--input_subscription", "projects/edem-course/subscriptions/camera-in-sub",
+        "--output_topic", "projects/edem-course/topics/camera-out",
+        "--cars_api", "https://europe-west1-edem-course.cloudfunctions.net/car-api",
+    ]  # fmt: skip
+    options = pipeline_options(course, save_main_session=False)
+    standard = options.view_as(StandardOptions)
+    assert standard.streaming and standard.runner == "BundleBasedDirectRunner"
+    assert options.view_as(SectionSpeedOptions).bucket is None  # optional, as in the course
+    bounded = pipeline_options(["--input_file=a.jsonl", "--output_path=o"], False)
+    assert not bounded.view_as(StandardOptions).streaming
+    assert bounded.view_as(StandardOptions).runner is None  # Beam's batch default
 
 
 def test_defaults_and_streaming_are_set():
@@ -107,3 +124,13 @@ def test_readme_tables_are_generated_from_the_code():
 
     text = docs.README.read_text()
     assert docs.render(text) == text, "README.md is stale: run `make docs`"
+
+
+def test_on_dataflow_the_package_reaches_the_workers_by_image_or_setup_file():
+    course = ["--runner=DataflowRunner", "--project=edem-course", "--requirements_file=r.txt"]
+    staged = pipeline_options(course, save_main_session=False).view_as(SetupOptions)
+    assert staged.setup_file == str(Path(__file__).resolve().parents[2] / "setup.py")
+    image = [*course, "--sdk_container_image=us-docker.pkg.dev/p/r/section-speed:1"]
+    assert pipeline_options(image, save_main_session=False).view_as(SetupOptions).setup_file is None
+    local = pipeline_options([], save_main_session=False).view_as(SetupOptions)
+    assert local.setup_file is None  # the local runner imports the package in place

@@ -8,6 +8,11 @@ matplotlib's Agg canvas (no display needed) and writes OUT/index.html: fines per
 fines per radar, the distribution of average speeds with the speed limit marked, the
 share of plates read, and the latest fines with a thumbnail of each photo. Charts and
 thumbnails are embedded as data: URIs, so the page is one file to open or send.
+
+Every query counts each traversal once (the latest row per id, without the ids a merged
+session supersedes) and reads the warehouse as of one moment, `--as_of` (default: when
+the report starts): rows processed after it are left out, so the summary, the charts and
+the table describe the same rows. docs/report.md explains both.
 """
 
 import argparse
@@ -19,7 +24,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -48,6 +53,9 @@ Row = dict[str, Any]
 PhotoSource = Callable[[str], bytes | None]  # gs:// URL -> JPEG thumbnail, or None
 
 DEFAULT_LATEST = 50
+# Reading the sections again when rows processed before as_of arrived meanwhile: a row
+# is in flight for one insert batch, so a second reading nearly always agrees.
+SNAPSHOT_READINGS = 4
 MAX_RADARS_CHARTED = 20
 THUMBNAIL_PX = (160, 120)
 SQL_PACKAGE, SQL_DIR = "analyst_report", "sql"
@@ -57,7 +65,11 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 
 BAR_COLOUR, OVER_COLOUR = "#3b6ea8", "#e08a2c"
 LIMIT_COLOUR, OTHER_LIMIT_COLOUR = "#c0392b", "#7f7f7f"
-READ_COLOUR, UNREAD_COLOUR = "#2e8b57", "#c8c8c8"
+READ_COLOUR, UNREAD_COLOUR, PENDING_COLOUR = "#2e8b57", "#c8c8c8", "#f2d16b"
+COUNTED_ONCE = (
+    "Each traversal counts once: a late correction replaces its earlier row and a merged "
+    "session the traversals it supersedes."
+)
 
 
 # -- SQL -------------------------------------------------------------------------------
@@ -67,27 +79,80 @@ def sql_names() -> list[str]:
     return sorted(f.name.removesuffix(".sql") for f in folder.iterdir() if f.name.endswith(".sql"))
 
 
-def load_sql(name: str, project: str, dataset: str) -> str:
-    """The query `name` with its `{project}.{dataset}` filled in (identifiers, checked)."""
+def _with_names(sql: str, project: str, dataset: str) -> str:
+    """`sql` with its `{project}.{dataset}` filled in, once both are checked to be names."""
     if not _PROJECT_RE.match(project):
         raise ValueError(f"not a Google Cloud project id: {project!r}")
     if not _DATASET_RE.match(dataset):
         raise ValueError(f"not a BigQuery dataset name (letters, digits, _): {dataset!r}")
+    return sql.format(project=project, dataset=dataset)
+
+
+def load_sql(name: str, project: str, dataset: str) -> str:
+    """The query `name` with its `{project}.{dataset}` filled in (identifiers, checked)."""
     text = resources.files(SQL_PACKAGE).joinpath(SQL_DIR, f"{name}.sql").read_text()
-    return text.format(project=project, dataset=dataset)
+    return _with_names(text, project, dataset)
 
 
-def run_query(warehouse: Warehouse, name: str, **parameters: int) -> list[Row]:
-    """Rows of analyst_report/sql/NAME.sql; `parameters` become INT64 query parameters (@name)."""
-    sql = load_sql(name, warehouse.project, warehouse.dataset)
-    if not parameters:
-        return warehouse.query(sql)
+def _query(warehouse: Warehouse, sql: str, as_of: datetime, **parameters: int) -> list[Row]:
     config = bigquery.QueryJobConfig(
         query_parameters=[
-            bigquery.ScalarQueryParameter(key, "INT64", value) for key, value in parameters.items()
+            bigquery.ScalarQueryParameter("as_of", "TIMESTAMP", as_of),
+            *(
+                bigquery.ScalarQueryParameter(key, "INT64", value)
+                for key, value in parameters.items()
+            ),
         ]
     )  # Warehouse.query takes no parameters: its client runs the job.
     return [dict(row.items()) for row in warehouse.client.query(sql, job_config=config).result()]
+
+
+def run_query(warehouse: Warehouse, name: str, as_of: datetime, **parameters: int) -> list[Row]:
+    """Rows of analyst_report/sql/NAME.sql as of `as_of` (@as_of); `parameters` are INT64."""
+    return _query(
+        warehouse, load_sql(name, warehouse.project, warehouse.dataset), as_of, **parameters
+    )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """summary.sql's row: the page's first line, the plates chart and the table's count."""
+
+    traversals: int
+    fines: int
+    fines_without_evidence: int  # fined traversals whose fines row (plate, photo) is not in yet
+    plates_read: int
+    plate_read_share: float | None  # None without fines
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Totals":
+        return cls(**{field.name: row[field.name] for field in fields(cls)})
+
+
+def warehouse_totals(warehouse: Warehouse, as_of: datetime | None = None) -> Totals:
+    """Traversals and fines, each once, as of `as_of` (default now): what the report shows."""
+    (row,) = run_query(warehouse, "summary", as_of or datetime.now(UTC))
+    return Totals.from_row(row)
+
+
+# Rows per table processed up to as_of, every row counted: the tables only grow (streaming
+# inserts), so the same counts before and after the sections' queries mean they all read
+# the same rows. Not an analyst's query, so not in sql/.
+_ROWS_AS_OF = """SELECT
+  (SELECT COUNT(*) FROM `{project}.{dataset}.fines` WHERE processed_at <= @as_of) AS fine_rows,
+  (SELECT COUNT(*) FROM `{project}.{dataset}.vehicle_speeds` WHERE processed_at <= @as_of)
+    AS speed_rows"""
+
+
+def rows_as_of(warehouse: Warehouse, as_of: datetime) -> tuple[int, int]:
+    """(fines rows, vehicle_speeds rows) processed up to `as_of`, corrections included."""
+    sql = _with_names(_ROWS_AS_OF, warehouse.project, warehouse.dataset)
+    (row,) = _query(warehouse, sql, as_of)
+    return int(row["fine_rows"]), int(row["speed_rows"])
+
+
+class SnapshotMoved(RuntimeError):
+    """Rows processed before as_of kept arriving while the sections were read."""
 
 
 # -- charts ----------------------------------------------------------------------------
@@ -157,7 +222,7 @@ def fines_per_hour_section(rows: Sequence[Row]) -> Section:
             f"{_count(sum(counts), 'fine')} over {_count(len(rows), 'hour')} with fines, "
             "by the hour the vehicle "
             f"entered the section (UTC). Busiest hour: {_utc(peak['hour'])} with "
-            f"{peak['fines']} fines. A corrected fine counts once."
+            f"{peak['fines']} fines. {COUNTED_ONCE}"
         )
     return Section("fines-per-hour", "Fines per hour", explanation, _png(figure))
 
@@ -281,31 +346,41 @@ def speed_distribution_section(rows: Sequence[Row]) -> Section:
     return Section("speed-distribution", "Average speeds", explanation, _png(figure))
 
 
-def plate_read_section(row: Row | None) -> Section:
-    """One 100 % bar: fines with a plate read vs not (plate_read_share.sql)."""
+def plate_read_section(totals: Totals) -> Section:
+    """One 100 % bar: fines with a plate read, not read, evidence not in yet (summary.sql)."""
     figure, axes = _figure(1.9)
     axes.spines["left"].set_visible(False)
     axes.set_xlabel("share of fines (%)")
     axes.set_xlim(0, 100)
     axes.xaxis.set_major_formatter(PercentFormatter())
     axes.set_yticks([])
-    if row is None or not row["fines"] or row["plate_read_share"] is None:
+    fines, read, pending = totals.fines, totals.plates_read, totals.fines_without_evidence
+    if not fines:
         _no_data(axes, "no fines in the warehouse yet", keep_x_ticks=True)
         explanation = "No fines in the warehouse yet."
     else:
-        fines, read = int(row["fines"]), int(row["plates_read"])
-        share = 100.0 * float(row["plate_read_share"])
-        for left, width, colour, text in (
-            (0.0, share, READ_COLOUR, f"plate read: {read} of {fines} ({share:.0f} %)"),
-            (share, 100.0 - share, UNREAD_COLOUR,
-             f"plate not read: {fines - read} of {fines} ({100 - share:.0f} %)"),
-        ):  # fmt: skip
-            axes.barh([0], [width], left=[left], color=colour, label=text)
-        figure.legend(loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+        left = 0.0
+        for count, colour, what in (
+            (read, READ_COLOUR, "plate read"),
+            (fines - read - pending, UNREAD_COLOUR, "plate not read"),
+            (pending, PENDING_COLOUR, "evidence not in yet"),
+        ):
+            if count or colour != PENDING_COLOUR:  # the pending part only when there is one
+                width = 100.0 * count / fines
+                axes.barh([0], [width], left=[left], color=colour,
+                          label=f"{what}: {count} of {fines} ({width:.0f} %)")  # fmt: skip
+                left += width
+        figure.legend(loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+        share = 100.0 * read / fines
         explanation = (
             f"{read} of {fines} fines have a licence plate read ({share:.0f} %). "
             "A fine without a plate cannot be sent to the vehicle's owner."
         )
+        if pending:
+            explanation += (
+                f" {_count(pending, 'fine')} still without evidence (plate and photo) in the "
+                "warehouse: the fine is measured, its evidence row not yet written."
+            )
         if not read:
             explanation += " No plate has been read yet."
     return Section("plates-read", "Share of plates read", explanation, _png(figure))
@@ -376,9 +451,9 @@ class LatestFine:
 @dataclass(frozen=True)
 class Report:
     source: str  # project.dataset
-    generated_at: datetime
+    as_of: datetime  # every section reads the rows processed up to this moment
     summary: str
-    total_fines: int
+    totals: Totals
     sections: tuple[Section, ...]
     latest: tuple[LatestFine, ...]
 
@@ -390,36 +465,82 @@ def latest_fines(rows: Sequence[Row], photos: PhotoSource) -> tuple[LatestFine, 
     )
 
 
-def summary_line(plates: Row | None, traversals: int) -> str:
+def summary_line(totals: Totals) -> str:
     """The page's first line: fines, traversals and, when there are fines, plates read."""
-    text = f"{plates['fines'] if plates else 0} fines, {traversals} measured traversals"
-    if plates and plates["plate_read_share"] is not None:
-        text += f", plates read on {100 * plates['plate_read_share']:.0f} % of fines"
+    text = f"{totals.fines} fines, {totals.traversals} measured traversals"
+    if totals.plate_read_share is not None:
+        text += f", plates read on {100 * totals.plate_read_share:.0f} % of fines"
+    if totals.fines_without_evidence:
+        text += f" ({totals.fines_without_evidence} without evidence yet)"
     return text + "."
 
 
+@dataclass(frozen=True)
+class SectionRows:
+    """What every query returned, read as of one moment."""
+
+    totals: Totals
+    per_hour: list[Row]
+    per_radar: list[Row]
+    speeds: list[Row]
+    latest: list[Row]
+
+
+def read_sections(warehouse: Warehouse, as_of: datetime, latest: int) -> SectionRows:
+    """Every query of the page, each filtered to the rows processed up to `as_of`."""
+    (summary,) = run_query(warehouse, "summary", as_of)
+    return SectionRows(
+        totals=Totals.from_row(summary),
+        per_hour=run_query(warehouse, "fines_per_hour", as_of),
+        per_radar=run_query(warehouse, "fines_per_radar", as_of),
+        speeds=run_query(warehouse, "speed_distribution", as_of),
+        latest=run_query(warehouse, "latest_fines", as_of, latest=latest),
+    )
+
+
+def read_snapshot(warehouse: Warehouse, as_of: datetime, latest: int) -> SectionRows:
+    """The sections, all of the same rows: read again while rows up to as_of still arrive.
+
+    A row is stamped with processed_at before it is inserted, so one processed just
+    before `as_of` can land between two of the queries; the row counts up to `as_of`,
+    unchanged from before the first query to after the last, prove it did not.
+    """
+    before = rows_as_of(warehouse, as_of)
+    for _ in range(SNAPSHOT_READINGS):
+        rows = read_sections(warehouse, as_of, latest)
+        after = rows_as_of(warehouse, as_of)
+        if after == before:
+            return rows
+        _log.info("rows up to %s arrived while reading (%s -> %s): reading again",
+                  as_of, before, after)  # fmt: skip
+        before = after
+    raise SnapshotMoved(
+        f"rows processed before {as_of.isoformat()} kept arriving over {SNAPSHOT_READINGS} "
+        "readings; give an earlier --as_of"
+    )
+
+
 def build_report(
-    warehouse: Warehouse, latest: int = DEFAULT_LATEST, photos: PhotoSource | None = None
+    warehouse: Warehouse,
+    latest: int = DEFAULT_LATEST,
+    photos: PhotoSource | None = None,
+    as_of: datetime | None = None,
 ) -> Report:
-    """Runs every query and draws every chart."""
-    plate_rows = run_query(warehouse, "plate_read_share")
-    speed_rows = run_query(warehouse, "speed_distribution")
-    plates = plate_rows[0] if plate_rows else None
+    """Runs every query as of `as_of` (default: now) and draws every chart."""
+    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    rows = read_snapshot(warehouse, as_of, latest)
     return Report(
         source=f"{warehouse.project}.{warehouse.dataset}",
-        generated_at=datetime.now(UTC),
-        summary=summary_line(plates, sum(row["traversals"] for row in speed_rows)),
-        total_fines=int(plates["fines"]) if plates else 0,
+        as_of=as_of,
+        summary=summary_line(rows.totals),
+        totals=rows.totals,
         sections=(
-            fines_per_hour_section(run_query(warehouse, "fines_per_hour")),
-            fines_per_radar_section(run_query(warehouse, "fines_per_radar")),
-            speed_distribution_section(speed_rows),
-            plate_read_section(plates),
+            fines_per_hour_section(rows.per_hour),
+            fines_per_radar_section(rows.per_radar),
+            speed_distribution_section(rows.speeds),
+            plate_read_section(rows.totals),
         ),
-        latest=latest_fines(
-            run_query(warehouse, "latest_fines", latest=latest),
-            photos or StoragePhotos(warehouse.project),
-        ),
+        latest=latest_fines(rows.latest, photos or StoragePhotos(warehouse.project)),
     )
 
 
@@ -446,6 +567,7 @@ def _speed(row: Row) -> str:
 
 def _fine_row_html(fine: LatestFine) -> str:
     row = fine.row
+    pending = row.get("has_evidence") is False  # measured, its fines row not written yet
     if fine.thumbnail is not None:
         photo = (
             f'<img class="thumb" src="{_data_uri("image/jpeg", fine.thumbnail)}" '
@@ -453,16 +575,19 @@ def _fine_row_html(fine: LatestFine) -> str:
         )
     elif row.get("image_url"):
         photo = '<span class="muted">photo unavailable</span>'
+    elif pending:
+        photo = '<span class="muted">evidence not in yet</span>'
     else:
         photo = '<span class="muted">no photo yet</span>'
     plate = row.get("license_plate")
+    no_plate = "pending" if pending else "not read"
     cells = [
         _e(row["entry_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")),
         _e(row["radar_id"]),
         f'<span class="wrap">{_e(row["vehicle_id"])}</span>',
         _e(_speed(row)),
         _e(f"{row['speed_limit_mph']:g} mph"),
-        _e(plate) if plate else '<span class="muted">not read</span>',
+        _e(plate) if plate else f'<span class="muted">{no_plate}</span>',
         photo,
         f'<code class="wrap">{_e(row["image_url"])}</code>' if row.get("image_url") else "&mdash;",
         f'<code title="{_e(row["fine_id"])}">{_e(str(row["fine_id"])[:12])}</code>',
@@ -484,11 +609,11 @@ def _fines_table_html(report: Report) -> str:
         "fine id",
     )
     shown = len(report.latest)
-    which = "All" if shown >= report.total_fines else f"The {shown} most recent of"
+    which = "All" if shown >= report.totals.fines else f"The {shown} most recent of"
     explanation = (
-        f"{which} {report.total_fines} fines, newest first (by entry into the section). "
+        f"{which} {report.totals.fines} fines, newest first (by entry into the section). "
         "Photos come from the evidence bucket; a fine corrected by late data shows its "
-        "latest measurement."
+        "latest measurement, and a fine merged into a later traversal shows only that one."
         if shown
         else "No fines in the warehouse yet."
     )
@@ -533,9 +658,10 @@ def render_html(report: Report) -> str:
 </head>
 <body>
 <h1>Section-speed enforcement report</h1>
-<p class="meta">Warehouse <code>{_e(report.source)}</code>, generated {
-        _e(report.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
-    }. Queries: <code>analyst_report/sql/*.sql</code>.</p>
+<p class="meta">Warehouse <code>{_e(report.source)}</code> as of {
+        _e(report.as_of.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    }: every section reads the rows processed up to then, each traversal once. Queries:
+<code>analyst_report/sql/*.sql</code>.</p>
 <p class="summary">{_e(report.summary)}</p>
 {sections}
 {_fines_table_html(report)}
@@ -551,12 +677,18 @@ def write_html(report: Report, out_dir: Path) -> Path:
     return path
 
 
-def generate_report(warehouse: Warehouse, out_dir: Path, latest: int = DEFAULT_LATEST) -> Path:
-    """Query, draw and write OUT_DIR/index.html; returns its path."""
-    return write_html(build_report(warehouse, latest), out_dir)
+def generate_report(
+    warehouse: Warehouse,
+    out_dir: Path,
+    latest: int = DEFAULT_LATEST,
+    as_of: datetime | None = None,
+) -> tuple[Path, Report]:
+    """Query, draw and write OUT_DIR/index.html; returns its path and what it shows."""
+    report = build_report(warehouse, latest, as_of=as_of)
+    return write_html(report, out_dir), report
 
 
-def write_report(stack: "LocalStack", dataset: str, out_dir: Path) -> Path:
+def write_report(stack: "LocalStack", dataset: str, out_dir: Path) -> tuple[Path, Report]:
     """The report of a running local stack's warehouse (for `make demo`): OUT_DIR/index.html.
 
     Sets the stack's emulator variables in this process (as `stack.apply_env()` does), so
@@ -564,6 +696,17 @@ def write_report(stack: "LocalStack", dataset: str, out_dir: Path) -> Path:
     """
     stack.apply_env()
     return generate_report(Warehouse(stack.project_id, dataset), Path(out_dir))
+
+
+def _moment(text: str) -> datetime:
+    """An RFC 3339 time with its offset, e.g. 2026-11-18T12:00:00Z."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a time: {text}") from error
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time zone, e.g. {text}Z: {text}")
+    return moment.astimezone(UTC)
 
 
 def _positive_int(text: str) -> int:
@@ -595,18 +738,29 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_LATEST,
         help="fines in the table of latest fines (default: %(default)s)",
     )
+    parser.add_argument(
+        "--as_of",
+        type=_moment,
+        default=None,
+        help="read the rows processed up to this time, e.g. 2026-11-18T00:00:00Z "
+        "(default: when the report starts)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         load_sql(sql_names()[0], args.project_id, args.bq_dataset)  # check the identifiers
     except ValueError as error:
         parser.error(str(error))
+    warehouse = Warehouse(args.project_id, args.bq_dataset)
     try:
-        path = generate_report(Warehouse(args.project_id, args.bq_dataset), args.out, args.latest)
+        path, report = generate_report(warehouse, args.out, args.latest, args.as_of)
     except (GoogleAPIError, GoogleAuthError) as error:
         print(f"report: the warehouse query failed: {error}", file=sys.stderr)
         return 1
-    print(f"report: {path}")
+    except SnapshotMoved as error:
+        print(f"report: no consistent reading: {error}", file=sys.stderr)
+        return 1
+    print(f"report: {path} as of {report.as_of.isoformat()}: {report.summary}")
     return 0
 
 

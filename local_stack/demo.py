@@ -19,7 +19,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from analyst_report.report import write_report
+from google.api_core.exceptions import NotFound
+
+from analyst_report.report import Totals, warehouse_totals, write_report
 from generator import cli as generator_cli
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until
@@ -28,7 +30,6 @@ from pipeline.clients.warehouse import Warehouse
 from pipeline.domain import defaults
 from pipeline.domain.geometry import format_location, interpolate
 from pipeline.domain.plates import plate_for_vehicle
-from pipeline.domain.schemas import VEHICLE_SPEEDS
 
 _log = logging.getLogger("demo")
 
@@ -76,17 +77,30 @@ def _save_photos(records: list[dict[str, Any]], bucket: str, images_dir: Path) -
     return saved
 
 
-def _wait_for_rows(warehouse: Warehouse, traversals: int) -> bool:
-    """The warehouse write follows the topic's by a batch or two: wait for every row."""
-    try:
-        wait_until(
-            lambda: warehouse.count(VEHICLE_SPEEDS) >= traversals,
-            timeout_s=60,
-            what="the traversals' rows in the warehouse",
-            interval_s=0.5,
+def _wait_for_warehouse(warehouse: Warehouse, traversals: int, fines: int) -> bool:
+    """Wait until every table the report reads holds the truth's traversals and fines.
+
+    The warehouse writes follow the topic's by a batch or two, and a fine's row in `fines`
+    (with its plate and photo) comes after its `vehicle_speeds` row: the report counts
+    as the warehouse_totals read here, so it is written only once both tables are in.
+    """
+    seen: list[Totals] = []
+
+    def arrived() -> bool:
+        try:
+            seen.append(warehouse_totals(warehouse))
+        except NotFound:  # the pipeline creates the tables with its first write
+            return False
+        now = seen[-1]
+        return (
+            now.traversals >= traversals and now.fines >= fines and not now.fines_without_evidence
         )
+
+    try:
+        wait_until(arrived, timeout_s=60, what="the traversals and fines in the warehouse",
+                   interval_s=0.5)  # fmt: skip
     except TimeoutError as error:
-        print(f"demo: {error}", flush=True)
+        print(f"demo: {error}; last seen: {seen[-1] if seen else 'no tables'}", flush=True)
         return False
     return True
 
@@ -134,12 +148,13 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             # Sessions close one gap after a vehicle's last detection, once the runner's
             # next Pub/Sub pull (up to 30 s on an idle emulator) advances the watermark.
             complete = outputs.wait_for(lambda got: len(got) >= len(truth), timeout_s=120)
+            truth_fines = len({t["vehicle_id"] for t in truth if t["must_be_fined"]})
             warehouse = Warehouse(stack.project_id, DEMO_DATASET)
-            complete = complete and _wait_for_rows(warehouse, len(truth))
-            speed_rows = warehouse.count(VEHICLE_SPEEDS)
+            complete = _wait_for_warehouse(warehouse, len(truth), truth_fines) and complete
             fined = [r for r in outputs.snapshot() if r["is_ticketed"]]
             photos = _save_photos(fined, pipeline.bucket, out_dir / "images")
-            report_page = write_report(stack, DEMO_DATASET, out_dir / "report")
+            # One as_of for every section: the summary, charts and table count the same rows.
+            report_page, report = write_report(stack, DEMO_DATASET, out_dir / "report")
         finally:
             outputs.close()
         received = outputs.snapshot()
@@ -160,12 +175,16 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
         f"demo: truth says {len(truth)} traversals, {len(expected)} fines: "
         + ("all matched" if complete and matches else "MISMATCH")
     )
-    print(f"demo: warehouse {DEMO_DATASET}.vehicle_speeds holds {speed_rows} rows")
     print(f"demo: plates read right for {plates_right} of {fines} fines (truth: the renderer's)")
     print(f"demo: {photos} fine photos copied to {out_dir / 'images'}")
-    print(f"demo: analyst report in {report_page}")
+    shown = (report.totals.traversals, report.totals.fines)
+    report_right = shown == (len(truth), len(expected))
+    print(
+        f"demo: analyst report in {report_page}, as of {report.as_of:%H:%M:%S} UTC: "
+        f"{report.summary} " + ("Agrees with the truth." if report_right else "MISMATCH")
+    )
     print(f"demo: {len(received)} traversals, {fines} fines", flush=True)
-    return 0 if complete and matches else 1
+    return 0 if complete and matches and report_right else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,50 @@
--- Fines per radar (section), most fined first, with the average speed of those fines.
--- A late correction of a fine is a second row with the same fine_id: only the latest
--- (by processed_at) counts. Replace {project}.{dataset} to run it in the BigQuery console.
-WITH latest_fines AS (
-  SELECT fine_id, radar_id, avg_speed_mph
+-- Fines per radar (section), most fined first, with the mean average speed of those fines.
+-- Each traversal once, as of one moment (docs/report.md). The moment is the query
+-- parameter as_of (TIMESTAMP): rows the pipeline processed after it are left out. In the
+-- BigQuery console put CURRENT_TIMESTAMP() in its place, or run
+-- `bq query --parameter=as_of:TIMESTAMP:'2026-11-18 12:00:00+00'`.
+WITH speed_rows AS (
+  SELECT *
+  FROM `{project}.{dataset}.vehicle_speeds`
+  WHERE processed_at <= @as_of
+),
+-- A late detection re-fires its traversal with the same id: keep the latest row per id.
+latest_speeds AS (
+  SELECT *
+  FROM speed_rows
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY processed_at DESC) = 1
+),
+-- A session merge lists in supersedes the ids it replaces: drop those ids.
+traversals AS (
+  SELECT *
+  FROM latest_speeds
+  WHERE traversal_id NOT IN (
+    SELECT superseded_id FROM latest_speeds, UNNEST(supersedes) AS superseded_id
+  )
+),
+-- A fine's evidence (plate, photo) is the latest fines row of its id.
+evidence AS (
+  SELECT fine_id, license_plate, plate_confidence, image_url
   FROM `{project}.{dataset}.fines`
-  WHERE is_ticketed
+  WHERE processed_at <= @as_of
   QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY processed_at DESC) = 1
+),
+-- A fine is a traversal whose kept row is over the limit; evidence may still be on its way.
+fines AS (
+  SELECT
+    traversals.*,
+    evidence.license_plate,
+    evidence.plate_confidence,
+    evidence.image_url,
+    evidence.fine_id IS NOT NULL AS has_evidence
+  FROM traversals
+  LEFT JOIN evidence ON evidence.fine_id = traversals.traversal_id
+  WHERE traversals.is_ticketed
 )
 SELECT
   radar_id,
-  COUNT(DISTINCT fine_id) AS fines,
+  COUNT(*) AS fines,
   AVG(avg_speed_mph) AS mean_speed_mph
-FROM latest_fines
+FROM fines
 GROUP BY radar_id
 ORDER BY fines DESC, radar_id

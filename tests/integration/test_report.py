@@ -1,7 +1,10 @@
 """The analyst report on the BigQuery emulator, rendered by headless Chromium.
 
 Seeds a dataset through Warehouse.insert (several radars, hours and speeds, a late
-correction of one fine, two fines with a photo URL), runs `python -m analyst_report.report`'s
+correction of one fine, a fine corrected under the limit, a traversal split in two and
+merged again, a fine whose evidence row is not written, two fines with a photo URL) and
+checks that every query counts each traversal once, and that rows processed after the
+report's as_of change no section. Then runs `python -m analyst_report.report`'s
 main, checks the page's charts and fine rows against the warehouse, then opens it in
 Debian's `chromium`: a screenshot that must not be blank and shows the charts' and the
 photo's colours, and the rendered DOM with the same rows. Chromium is installed with
@@ -12,9 +15,11 @@ and media download, found through STORAGE_EMULATOR_HOST): one exists, one is mis
 """
 
 import base64
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -22,6 +27,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,7 +44,7 @@ from pipeline.domain.schemas import (
     insert_id,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import SectionRule, measure_traversal
+from pipeline.domain.speed import SectionRule, Traversal, measure_traversal
 from tests.helpers import T0_MS, track
 
 pytestmark = pytest.mark.integration
@@ -62,6 +68,21 @@ TRAFFIC = [
     ("v10", 52.0, "radar-1", 3, 50),
 ]
 CORRECTED = ("v11", 70.0, 93.0, "radar-1", 2, 30)  # first measured at 70, corrected to 93 km/h
+CORRECTED_UNDER = ("v13", 60.0, 30.0, "radar-1", 3, 20)  # fined at 60, corrected to 30: no fine
+# Two sessions of one vehicle (minutes 41 and 43), merged by a late detection at minute 40
+# into a third traversal that supersedes both: one fine, not three.
+SPLIT = ("v12", 80.0, "radar-2", 2, (41, 43), 40)
+WITHOUT_EVIDENCE = ("v14", 66.0, "radar-3", 3, 30)  # fined; its fines row not written yet
+# 7 speeders in TRAFFIC, v11, v12's merged traversal and v14; v13 was corrected under.
+EXPECTED_FINES, EXPECTED_TRAVERSALS = 10, 14  # traversals: TRAFFIC's 10, v11, v12, v13, v14
+EXPECTED_FINE_ROWS, EXPECTED_SPEED_ROWS = (
+    13,
+    18,
+)  # every row written, corrections and merged parts included
+SEEDED_SUMMARY = (
+    "10 fines, 14 measured traversals, plates read on 0 % of fines (1 without evidence yet)."
+)
+SEEDED_UNTIL = datetime.fromtimestamp((T0_MS + 5 * HOUR_MS) / 1000, UTC)  # after every row
 BUCKET = "it-report-evidence"
 PHOTO_RGB = (200, 0, 200)  # a colour no chart uses, to find the thumbnail on the screenshot
 WITH_PHOTO, PHOTO_MISSING = "v01", "v04"  # fines whose image_url is set
@@ -77,7 +98,7 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
 ]
-WINDOW = (1280, 2400)
+WINDOW = (1280, 2800)  # tall enough for the last (oldest) fine, which has the photo
 CHROMIUM_TIMEOUT_S = 120
 INSTALL_HINT = "apt-get install chromium  (Debian's package; as root: apt-get update first)"
 
@@ -92,29 +113,66 @@ def photo_url(vehicle: str) -> str:
     return f"gs://{BUCKET}/fines/{vehicle}.jpg"
 
 
-def seed(warehouse: Warehouse) -> str:
-    """Writes the traffic; returns the fine_id of the corrected fine."""
-    fines, speeds = [], []
-    for vehicle, kmh, radar, hour, minute in TRAFFIC:
-        measured = traversal(vehicle, kmh, radar, hour, minute)
-        processed_ms = measured.exit_time_ms + MINUTE_MS
-        speeds.append(vehicle_speed_record(measured, processed_ms))
-        if measured.is_speeding:
-            photo = (
-                {"image_url": photo_url(vehicle)}
-                if vehicle in (WITH_PHOTO, PHOTO_MISSING)
-                else None
-            )
-            fines.append(fine_record(measured, processed_ms, photo))
-    vehicle, first_kmh, corrected_kmh, radar, hour, minute = CORRECTED
-    for kmh, delay_ms in ((first_kmh, MINUTE_MS), (corrected_kmh, 5 * MINUTE_MS)):
-        measured = traversal(vehicle, kmh, radar, hour, minute)  # same entry: same fine_id
-        fines.append(fine_record(measured, measured.exit_time_ms + delay_ms))
-        speeds.append(vehicle_speed_record(measured, measured.exit_time_ms + delay_ms))
-    warehouse.ensure_tables()
+@dataclasses.dataclass(frozen=True)
+class Seeded:
+    """The ids the assertions need."""
+
+    corrected: str
+    corrected_under: str
+    merged: str
+    merged_parts: tuple[str, str]
+    without_evidence: str
+
+
+def write_rows(
+    warehouse: Warehouse, written: list[tuple[Traversal, int, bool, dict | None]]
+) -> None:
+    """(traversal, processed_at ms, with a fines row, evidence) -> both tables, as the
+    pipeline writes them: every traversal to vehicle_speeds, fines (enriched) to fines."""
+    fines = [fine_record(t, at_ms, evidence) for t, at_ms, fined, evidence in written if fined]
+    speeds = [vehicle_speed_record(t, at_ms) for t, at_ms, _fined, _evidence in written]
     for table, rows in ((FINES, fines), (VEHICLE_SPEEDS, speeds)):
         assert warehouse.insert(table, rows, [insert_id(table, row) for row in rows]) == []
-    return fines[-1]["fine_id"]
+
+
+def seed(warehouse: Warehouse) -> Seeded:
+    """Writes the traffic, corrections and merge; returns the ids of the special cases."""
+    written = []
+    for vehicle, kmh, radar, hour, minute in TRAFFIC:
+        measured = traversal(vehicle, kmh, radar, hour, minute)
+        photo = (
+            {"image_url": photo_url(vehicle)} if vehicle in (WITH_PHOTO, PHOTO_MISSING) else None
+        )
+        written.append((measured, measured.exit_time_ms + MINUTE_MS, measured.is_speeding, photo))
+    ids = {}
+    for case in (CORRECTED, CORRECTED_UNDER):  # same entry: same id, a later processed_at
+        vehicle, first_kmh, corrected_kmh, radar, hour, minute = case
+        for kmh, delay_ms in ((first_kmh, MINUTE_MS), (corrected_kmh, 5 * MINUTE_MS)):
+            measured = traversal(vehicle, kmh, radar, hour, minute)
+            # The pipeline writes a fines row for a fined measurement only.
+            written.append((measured, measured.exit_time_ms + delay_ms, measured.is_speeding, None))
+        ids[case] = measured.traversal_id
+    vehicle, kmh, radar, hour, (first, second), merged_at = SPLIT
+    parts = [traversal(vehicle, kmh, radar, hour, minute) for minute in (first, second)]
+    written += [(part, part.exit_time_ms + MINUTE_MS, True, None) for part in parts]
+    merged = dataclasses.replace(
+        traversal(vehicle, kmh, radar, hour, merged_at),
+        supersedes=tuple(part.traversal_id for part in parts),
+    )
+    written.append((merged, parts[1].exit_time_ms + 2 * MINUTE_MS, True, None))
+    pending = traversal(*WITHOUT_EVIDENCE)
+    written.append((pending, pending.exit_time_ms + MINUTE_MS, False, None))
+    assert all(t.is_speeding for t in (*parts, merged, pending))
+    assert all(at_ms < SEEDED_UNTIL.timestamp() * 1000 for _t, at_ms, _f, _e in written)
+    warehouse.ensure_tables()
+    write_rows(warehouse, written)
+    return Seeded(
+        corrected=ids[CORRECTED],
+        corrected_under=ids[CORRECTED_UNDER],
+        merged=merged.traversal_id,
+        merged_parts=(parts[0].traversal_id, parts[1].traversal_id),
+        without_evidence=pending.traversal_id,
+    )
 
 
 # -- Cloud Storage stand-in ---------------------------------------------------------------
@@ -299,14 +357,12 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     stack, chromium, storage_photos, tmp_path
 ):
     warehouse = Warehouse(stack.project_id, DATASET)
-    corrected_id = seed(warehouse)
+    seeded = seed(warehouse)
     storage_photos[photo_url(WITH_PHOTO).removeprefix("gs://")] = jpeg_photo()
-    (counts,) = warehouse.query(
-        f"SELECT COUNT(DISTINCT fine_id) AS fines, COUNT(*) AS fine_rows "
-        f"FROM `{stack.project_id}.{DATASET}.fines`"
+    assert (warehouse.count(FINES), warehouse.count(VEHICLE_SPEEDS)) == (
+        EXPECTED_FINE_ROWS,
+        EXPECTED_SPEED_ROWS,
     )
-    speeders = sum(traversal(*t).is_speeding for t in TRAFFIC) + 1
-    assert counts == {"fines": speeders, "fine_rows": speeders + 1}  # one corrected fine
 
     out = tmp_path / "report"
     started = time.monotonic()
@@ -319,11 +375,17 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     charts = page.charts()
     assert len(charts) == 4
     assert all(chart.startswith(b"\x89PNG\r\n\x1a\n") for chart in charts)
-    assert len(page.rows) == counts["fines"]  # one row per fine, the correction once
-    assert "93.0 km/h" in page.rows[corrected_id][3]
+    summary = re.search(r'<p class="summary">(.*?)</p>', index.read_text(encoding="utf-8"))
+    assert summary and summary.group(1) == SEEDED_SUMMARY
+    assert len(page.rows) == EXPECTED_FINES  # one row per fine, each traversal once
+    assert "93.0 km/h" in page.rows[seeded.corrected][3]
+    assert seeded.merged in page.rows
+    assert seeded.corrected_under not in page.rows
+    assert not set(seeded.merged_parts) & page.rows.keys()
     photos = {cells[2]: (cells[6], cells[7]) for cells in page.rows.values()}
     assert photos.pop(WITH_PHOTO) == ("", photo_url(WITH_PHOTO))  # the thumbnail: an <img>
     assert photos.pop(PHOTO_MISSING) == ("photo unavailable", photo_url(PHOTO_MISSING))
+    assert photos.pop(WITHOUT_EVIDENCE[0]) == ("evidence not in yet", "\N{EM DASH}")
     assert set(photos.values()) == {("no photo yet", "\N{EM DASH}")}
     assert sum(src.startswith("data:image/jpeg;base64,") for src in page.images) == 1
     assert page.scripts == 0  # the vehicle id <script>... is text, not markup
@@ -345,14 +407,99 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     assert dom.scripts == 0
 
 
+def fine_ids(rows: report.SectionRows) -> set[str]:
+    return {row["fine_id"] for row in rows.latest}
+
+
+def assert_sections_agree(rows: report.SectionRows) -> None:
+    """The summary, every chart and the table count the same fines and traversals."""
+    fines = rows.totals.fines
+    assert sum(row["fines"] for row in rows.per_hour) == fines
+    assert sum(row["fines"] for row in rows.per_radar) == fines
+    assert sum(row["traversals"] for row in rows.speeds if row["is_ticketed"]) == fines
+    assert sum(row["traversals"] for row in rows.speeds) == rows.totals.traversals
+    assert len(rows.latest) == len(fine_ids(rows)) == fines  # the table holds them all
+
+
+def test_each_traversal_counts_once_in_every_query(stack):
+    """A correction replaces its row, a merge the ids it supersedes, in every section."""
+    warehouse = Warehouse(stack.project_id, "it_report_once")
+    seeded = seed(warehouse)
+    rows = report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50)
+    assert rows.totals == report.Totals(
+        traversals=EXPECTED_TRAVERSALS,
+        fines=EXPECTED_FINES,
+        fines_without_evidence=1,
+        plates_read=0,
+        plate_read_share=0.0,
+    )
+    assert_sections_agree(rows)
+    t0_hour = datetime.fromtimestamp(T0_MS // HOUR_MS * HOUR_MS / 1000, UTC)
+    per_hour = {round((row["hour"] - t0_hour).total_seconds() / 3600): row["fines"]
+                for row in rows.per_hour}  # fmt: skip
+    assert per_hour == {0: 2, 1: 2, 2: 3, 3: 3}  # v11 and v12 (merged) in hour 2, v14 in 3
+    assert {row["radar_id"]: row["fines"] for row in rows.per_radar} == {
+        "radar-1": 4,  # v01 v04 v10 v11; v13 was corrected under the limit
+        "radar-2": 4,  # v03 v05 the script vehicle, v12 once
+        "radar-3": 2,  # v07 v14
+    }
+    latest = {row["fine_id"]: row for row in rows.latest}
+    assert latest[seeded.corrected]["avg_speed_kmh"] == pytest.approx(93.0, abs=0.05)  # not 70
+    assert seeded.merged in latest and not set(seeded.merged_parts) & latest.keys()
+    assert seeded.corrected_under not in latest
+    assert latest[seeded.without_evidence]["has_evidence"] is False
+    assert sum(not row["has_evidence"] for row in rows.latest) == 1
+
+
+def test_rows_processed_after_as_of_change_no_section(stack):
+    warehouse = Warehouse(stack.project_id, "it_report_as_of")
+    seeded = seed(warehouse)
+    no_photos = lambda _url: None  # noqa: E731
+    before = report.build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
+
+    # Processed after as_of: a new fine, v01 corrected under the limit, v03 merged into a
+    # traversal that starts a minute earlier.
+    later_ms = round(SEEDED_UNTIL.timestamp() * 1000) + MINUTE_MS
+    v01_under = traversal("v01", 30.0, "radar-1", 0, 5)
+    v03 = traversal("v03", 55.0, "radar-2", 0, 20)
+    v03_merged = dataclasses.replace(
+        traversal("v03", 55.0, "radar-2", 0, 19), supersedes=(v03.traversal_id,)
+    )
+    new_fine = traversal("v20", 90.0, "radar-1", 4, 10)
+    write_rows(warehouse, [(v01_under, later_ms, False, None), (v03_merged, later_ms, True, None),
+                           (new_fine, later_ms, True, None)])  # fmt: skip
+    assert warehouse.count(VEHICLE_SPEEDS) == EXPECTED_SPEED_ROWS + 3
+
+    after = report.build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
+    assert after.summary == before.summary == SEEDED_SUMMARY
+    assert [(s.key, s.explanation) for s in after.sections] == [
+        (s.key, s.explanation) for s in before.sections
+    ]
+    assert [s.png for s in after.sections] == [s.png for s in before.sections]
+    assert after.latest == before.latest
+    assert_sections_agree(report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
+
+    # Read now, the same warehouse shows the later rows, each traversal still once.
+    now = report.read_snapshot(warehouse, datetime.now(UTC), latest=50)
+    assert_sections_agree(now)
+    assert (now.totals.traversals, now.totals.fines) == (15, 10)  # +v20 +v03 merged -v03
+    assert fine_ids(now) == (
+        fine_ids(report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
+        - {v01_under.traversal_id, v03.traversal_id}
+        | {v03_merged.traversal_id, new_fine.traversal_id}
+    )
+    assert seeded.merged in fine_ids(now)
+
+
 def test_the_demo_hook_writes_the_same_report_and_a_missing_dataset_fails_cleanly(
     stack, tmp_path, capsys
 ):
     Warehouse(stack.project_id, "it_report_demo").ensure_tables()
-    index = report.write_report(stack, "it_report_demo", tmp_path / "demo")
+    index, written = report.write_report(stack, "it_report_demo", tmp_path / "demo")
     assert index == tmp_path / "demo" / "index.html"
     page = Page(index.read_text(encoding="utf-8"))
     assert (len(page.charts()), len(page.rows)) == (4, 0)  # empty tables: charts say so
+    assert written.summary == "0 fines, 0 measured traversals."
 
     missing = ["--project_id", stack.project_id, "--bq_dataset", "it_report_missing"]
     assert report.main([*missing, "--out", str(tmp_path / "missing")]) == 1

@@ -1,7 +1,7 @@
-"""The analyst report without a warehouse: its SQL files, charts, photos and HTML escaping."""
+"""The analyst report without a warehouse: its SQL files, one snapshot, charts, photos, HTML."""
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -16,17 +16,15 @@ QUERIES = {
     "fines_per_hour",
     "fines_per_radar",
     "speed_distribution",
-    "plate_read_share",
+    "summary",
     "latest_fines",
 }
 AGGREGATE = re.compile(
     r"\b(COUNT|COUNTIF|SUM|AVG|MIN|MAX|SAFE_DIVIDE|APPROX_QUANTILES|ARRAY_AGG|ANY_VALUE)\s*\(",
     re.IGNORECASE,
 )
-DEDUP = re.compile(
-    r"QUALIFY ROW_NUMBER\(\) OVER \(PARTITION BY (fine_id|traversal_id) "
-    r"ORDER BY processed_at DESC\) = 1"
-)
+# The shared CTEs, from the first WITH to the query's own SELECT (the last one at line start).
+PRELUDE = re.compile(r"^WITH .*?\n\)\n(?=SELECT\n(?:(?!^SELECT\n).)*\Z)", re.DOTALL | re.MULTILINE)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -88,11 +86,41 @@ def test_the_aggregate_check_catches_an_unaliased_count():
     assert unaliased_aggregates("SELECT COUNTIF(x IS NULL) AS n, a FROM (SELECT a FROM t)") == []
 
 
+def prelude(name: str) -> str:
+    found = PRELUDE.search(report.load_sql(name, "p-1", "d"))
+    assert found, f"{name}.sql does not start with the shared WITH ... CTEs"
+    return found.group(0)
+
+
+def test_every_query_shares_one_prelude_that_counts_each_traversal_once():
+    """The same CTEs, word for word, in every file: the files cannot drift apart."""
+    shared = {prelude(name) for name in QUERIES}
+    assert len(shared) == 1
+    code = " ".join(without_comments(shared.pop()).split())
+    for clause in (
+        # one moment: every table read up to as_of
+        "FROM `p-1.d.vehicle_speeds` WHERE processed_at <= @as_of",
+        "FROM `p-1.d.fines` WHERE processed_at <= @as_of",
+        # a late correction: the latest row per id
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY processed_at DESC) = 1",
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY processed_at DESC) = 1",
+        # a session merge: drop the ids a kept row supersedes
+        "WHERE traversal_id NOT IN ( SELECT superseded_id FROM latest_speeds, "
+        "UNNEST(supersedes) AS superseded_id )",
+        # a fine is a kept traversal over the limit, its evidence joined on
+        "LEFT JOIN evidence ON evidence.fine_id = traversals.traversal_id "
+        "WHERE traversals.is_ticketed",
+    ):
+        assert clause in code
+
+
 @pytest.mark.parametrize("name", sorted(QUERIES))
-def test_each_query_keeps_the_latest_row_of_a_corrected_fine(name):
-    """A late correction is a second row with the same id and a later processed_at."""
-    code = " ".join(without_comments(report.load_sql(name, "p-1", "d")).split())
-    assert DEDUP.search(code), name
+def test_each_query_reads_the_tables_only_through_the_prelude(name):
+    """After the CTEs a query counts `traversals` or `fines`, never a table's raw rows."""
+    sql = report.load_sql(name, "p-1", "d")
+    own = without_comments(sql[len(sql.split(prelude(name))[0]) + len(prelude(name)) :])
+    assert "`" not in own
+    assert re.search(r"\bFROM (traversals|fines)\b", own)
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
@@ -151,11 +179,11 @@ def test_without_data_the_limit_is_the_default():
         (report.fines_per_hour_section, [{"hour": hour(9), "fines": 3}]),
         (report.fines_per_radar_section, [{"radar_id": "r1", "fines": 3, "mean_speed_mph": 40}]),
         (report.speed_distribution_section, SPEED_ROWS),
-        (report.plate_read_section, {"fines": 3, "plates_read": 0, "plate_read_share": 0.0}),
+        (report.plate_read_section, report.Totals(5, 3, 1, 1, 1 / 3)),
     ],
 )
 def test_each_chart_is_a_png_with_data_and_without(draw, rows):
-    for data in (rows, [] if isinstance(rows, list) else None):
+    for data in (rows, [] if isinstance(rows, list) else report.Totals(0, 0, 0, 0, None)):
         section = draw(data)
         assert section.png.startswith(PNG_MAGIC)
         assert section.title and section.explanation
@@ -166,8 +194,14 @@ def test_the_speed_chart_names_its_limit_and_the_plate_share_is_honest():
     assert "speed limit of 25 mph (40.2 km/h), on 2 of 3 radars" in speeds.explanation
     # r1's 31 and r2's 27 are over their 25 mph; r3's 27 is under its 30 mph.
     assert "16 measured traversals, fined or not; 3 were fined" in speeds.explanation
-    plates = report.plate_read_section({"fines": 3, "plates_read": 0, "plate_read_share": 0.0})
+    plates = report.plate_read_section(report.Totals(5, 3, 0, 0, 0.0))
     assert plates.explanation.startswith("0 of 3 fines have a licence plate read (0 %).")
+    pending = report.plate_read_section(report.Totals(5, 4, 1, 3, 0.75))
+    assert pending.explanation == (
+        "3 of 4 fines have a licence plate read (75 %). A fine without a plate cannot be sent "
+        "to the vehicle's owner. 1 fine still without evidence (plate and photo) in the "
+        "warehouse: the fine is measured, its evidence row not yet written."
+    )
 
 
 # -- photos ------------------------------------------------------------------------------
@@ -250,9 +284,9 @@ def page(latest: tuple, radar: str = "radar-1") -> str:
     return report.render_html(
         report.Report(
             source="p.d",
-            generated_at=hour(12),
+            as_of=hour(12),
             summary="1 fine",
-            total_fines=len(latest),
+            totals=report.Totals(len(latest), len(latest), 0, 0, 0.0),
             sections=sections,
             latest=latest,
         )
@@ -273,10 +307,12 @@ def test_the_page_escapes_what_comes_from_the_warehouse():
 def test_each_fine_is_one_row_with_its_photo_or_why_there_is_none():
     photos = {"gs://b/f2.jpg": report.make_thumbnail(jpeg((640, 480)))}
     rows = [fine_row("f1", "v1"), fine_row("f2", "v2", "gs://b/f2.jpg"),
-            fine_row("f3", "v3", "gs://b/gone.jpg")]  # fmt: skip
+            fine_row("f3", "v3", "gs://b/gone.jpg"),
+            {**fine_row("f4", "v4"), "has_evidence": False}]  # fmt: skip
     text = page(report.latest_fines(rows, photos.get))
-    assert text.count('<tr class="fine"') == 3
+    assert text.count('<tr class="fine"') == 4
     assert text.count("no photo yet") == 1
+    assert text.count("evidence not in yet") == 1 and text.count(">pending<") == 1
     assert text.count("photo unavailable") == 1
     assert text.count('src="data:image/jpeg;base64,') == 1
     assert ">gs://b/f2.jpg</code>" in text
@@ -300,15 +336,27 @@ def test_main_requires_a_dataset_and_refuses_one_that_is_no_name(capsys):
         report.main(["--bq_dataset", "x`y"])
     assert bad.value.code == 2
     assert "not a BigQuery dataset name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as naive:
+        report.main(["--bq_dataset", "d", "--as_of", "2026-11-18T12:00:00"])
+    assert naive.value.code == 2
+    assert "give the time zone" in capsys.readouterr().err
+
+
+def test_as_of_is_read_in_utc():
+    moment = report._moment("2026-11-18T13:00:00+01:00")
+    assert moment == datetime(2026, 11, 18, 12, tzinfo=UTC) and moment.tzinfo == UTC
 
 
 def test_the_summary_gives_the_plate_share_only_when_there_are_fines():
-    plates = {"fines": 8, "plates_read": 0, "plate_read_share": 0.0}
-    assert report.summary_line(plates, 11) == (
+    assert report.summary_line(report.Totals(11, 8, 0, 0, 0.0)) == (
         "8 fines, 11 measured traversals, plates read on 0 % of fines."
     )
-    empty = {"fines": 0, "plates_read": 0, "plate_read_share": None}
-    assert report.summary_line(empty, 0) == "0 fines, 0 measured traversals."
+    assert report.summary_line(report.Totals(11, 8, 2, 6, 0.75)) == (
+        "8 fines, 11 measured traversals, plates read on 75 % of fines (2 without evidence yet)."
+    )
+    assert report.summary_line(report.Totals(0, 0, 0, 0, None)) == (
+        "0 fines, 0 measured traversals."
+    )
 
 
 def test_explanations_count_in_words_that_agree():
@@ -316,3 +364,88 @@ def test_explanations_count_in_words_that_agree():
     assert hourly.explanation.startswith("1 fine over 1 hour with fines")
     radars = report.fines_per_radar_section([{"radar_id": "r1", "fines": 2, "mean_speed_mph": 40}])
     assert "1 radar issued fines; the most: r1 with 2." in radars.explanation
+
+
+# -- one snapshot ------------------------------------------------------------------------
+class FakeBigQuery:
+    """Answers the report's queries with fixed rows, and the row counts up to as_of from a
+    script (the warehouse growing while the report reads); records each query's as_of."""
+
+    def __init__(self, row_counts: list[tuple[int, int]]) -> None:
+        self.row_counts = row_counts
+        self.as_of: list[datetime] = []
+        self.asked: list[str] = []
+        self.answers = {
+            "summary": [{"traversals": 5, "fines": 2, "fines_without_evidence": 0,
+                         "plates_read": 1, "plate_read_share": 0.5}],
+            "fines_per_hour": [{"hour": hour(9), "fines": 2}],
+            "fines_per_radar": [{"radar_id": "radar-1", "fines": 2, "mean_speed_mph": 44.7}],
+            "speed_distribution": SPEED_ROWS,
+            "latest_fines": [fine_row("f1", "v1"), fine_row("f2", "v2")],
+        }  # fmt: skip
+        self.sql = {report.load_sql(name, "p-1", "d"): name for name in QUERIES}
+
+    def query(self, sql: str, job_config):
+        (as_of,) = [p.value for p in job_config.query_parameters if p.name == "as_of"]
+        self.as_of.append(as_of)
+        if "AS fine_rows" in sql:
+            self.asked.append("rows_as_of")
+            counts = self.row_counts.pop(0) if len(self.row_counts) > 1 else self.row_counts[0]
+            rows = [{"fine_rows": counts[0], "speed_rows": counts[1]}]
+        else:
+            self.asked.append(self.sql[sql])
+            rows = self.answers[self.sql[sql]]
+
+        class Job:
+            def result(self):
+                return rows
+
+        return Job()
+
+
+def fake_warehouse(row_counts: list[tuple[int, int]]) -> tuple[report.Warehouse, FakeBigQuery]:
+    client = FakeBigQuery(row_counts)
+    return report.Warehouse("p-1", "d", client=client), client
+
+
+def test_every_query_of_the_page_reads_as_of_one_moment():
+    warehouse, client = fake_warehouse([(2, 6)])
+    as_of = datetime(2026, 11, 18, 12, tzinfo=UTC)
+    built = report.build_report(warehouse, photos=lambda _url: None, as_of=as_of)
+    assert client.asked == ["rows_as_of", "summary", "fines_per_hour", "fines_per_radar",
+                            "speed_distribution", "latest_fines", "rows_as_of"]  # fmt: skip
+    assert client.as_of == [as_of] * 7
+    assert built.as_of == as_of
+    assert built.summary == "2 fines, 5 measured traversals, plates read on 50 % of fines."
+    assert "as of 2026-11-18 12:00:00 UTC" in report.render_html(built)
+
+
+def test_without_as_of_the_moment_is_taken_once_when_the_report_starts():
+    warehouse, client = fake_warehouse([(2, 6)])
+    started = datetime.now(UTC)
+    built = report.build_report(warehouse, photos=lambda _url: None)
+    assert set(client.as_of) == {built.as_of}
+    assert started <= built.as_of <= datetime.now(UTC)
+
+
+def test_rows_up_to_as_of_arriving_during_the_reading_make_it_read_everything_again():
+    # A fine processed just before as_of lands while the sections are read: (2, 6) -> (3, 6).
+    warehouse, client = fake_warehouse([(2, 6), (3, 6), (3, 6)])
+    report.build_report(warehouse, photos=lambda _url: None)
+    assert client.asked.count("summary") == client.asked.count("latest_fines") == 2
+    assert client.asked.count("rows_as_of") == 3
+
+
+def test_a_warehouse_that_never_settles_gives_no_report(tmp_path, capsys, monkeypatch):
+    growing = [(n, n) for n in range(report.SNAPSHOT_READINGS + 1)] + [(99, 99)]
+    warehouse, client = fake_warehouse(growing)
+    with pytest.raises(report.SnapshotMoved, match="kept arriving over 4 readings"):
+        report.build_report(warehouse, photos=lambda _url: None)
+    assert client.asked.count("summary") == report.SNAPSHOT_READINGS
+
+    warehouse, _ = fake_warehouse([(n, n) for n in range(10)])
+    monkeypatch.setattr(report, "Warehouse", lambda *_args: warehouse)
+    as_of = ["--as_of", (datetime.now(UTC) - timedelta(hours=1)).isoformat()]
+    assert report.main(["--bq_dataset", "d", "--out", str(tmp_path), *as_of]) == 1
+    assert "report: no consistent reading" in capsys.readouterr().err
+    assert not (tmp_path / "index.html").exists()

@@ -1,0 +1,51 @@
+-- The report's totals, one row: measured traversals, fines, fines whose evidence row
+-- is not in the warehouse yet, plates read and their share of fines (NULL without fines).
+-- Each traversal once, as of one moment (docs/report.md). The moment is the query
+-- parameter as_of (TIMESTAMP): rows the pipeline processed after it are left out. In the
+-- BigQuery console put CURRENT_TIMESTAMP() in its place, or run
+-- `bq query --parameter=as_of:TIMESTAMP:'2026-11-18 12:00:00+00'`.
+WITH speed_rows AS (
+  SELECT *
+  FROM `{project}.{dataset}.vehicle_speeds`
+  WHERE processed_at <= @as_of
+),
+-- A late detection re-fires its traversal with the same id: keep the latest row per id.
+latest_speeds AS (
+  SELECT *
+  FROM speed_rows
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY processed_at DESC) = 1
+),
+-- A session merge lists in supersedes the ids it replaces: drop those ids.
+traversals AS (
+  SELECT *
+  FROM latest_speeds
+  WHERE traversal_id NOT IN (
+    SELECT superseded_id FROM latest_speeds, UNNEST(supersedes) AS superseded_id
+  )
+),
+-- A fine's evidence (plate, photo) is the latest fines row of its id.
+evidence AS (
+  SELECT fine_id, license_plate, plate_confidence, image_url
+  FROM `{project}.{dataset}.fines`
+  WHERE processed_at <= @as_of
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY processed_at DESC) = 1
+),
+-- A fine is a traversal whose kept row is over the limit; evidence may still be on its way.
+fines AS (
+  SELECT
+    traversals.*,
+    evidence.license_plate,
+    evidence.plate_confidence,
+    evidence.image_url,
+    evidence.fine_id IS NOT NULL AS has_evidence
+  FROM traversals
+  LEFT JOIN evidence ON evidence.fine_id = traversals.traversal_id
+  WHERE traversals.is_ticketed
+)
+SELECT
+  (SELECT COUNT(*) AS traversals FROM traversals) AS traversals,
+  COUNT(*) AS fines,
+  COUNTIF(NOT has_evidence) AS fines_without_evidence,
+  COUNTIF(license_plate IS NOT NULL) AS plates_read,
+  SAFE_DIVIDE(COUNTIF(license_plate IS NOT NULL), COUNT(*)) AS plate_read_share
+FROM fines

@@ -263,6 +263,9 @@ def start_pipeline(local: LocalPipeline, name: str, cached_setup: bool = False) 
     """
     if local.evidence_args():
         local.stack.create_bucket(local.bucket)
+    if "--bq_dataset" in local.extra_args:  # deploy-time tables: workers only check them
+        dataset = local.extra_args[local.extra_args.index("--bq_dataset") + 1]
+        local.stack.provision_warehouse(dataset)
     argv = local.argv()
     if cached_setup:  # [python, -m, pipeline, options...] -> [python, wrapper, options...]
         argv = [argv[0], str(LIB_DIR / "cached_setup_pipeline.py"), *argv[3:]]

@@ -12,7 +12,7 @@ WITH speed_rows AS (
 latest_speeds AS (
   SELECT *
   FROM speed_rows
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY processed_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY revision DESC, processed_at DESC) = 1
 ),
 -- A session merge lists in supersedes the ids it replaces: drop those ids.
 traversals AS (
@@ -27,7 +27,7 @@ evidence AS (
   SELECT fine_id, license_plate, plate_confidence, image_url
   FROM `{project}.{dataset}.fines`
   WHERE processed_at <= @as_of
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY processed_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
 ),
 -- A fine is a traversal whose kept row is over the limit; evidence may still be on its way.
 fines AS (

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from pipeline.domain.evidence import gs_url, sha256_hex
 from pipeline.domain.plates import PlateReading
@@ -20,6 +21,11 @@ from pipeline.domain.plates import PlateReading
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"
 UPLOAD_TIMEOUT_S = 30.0
+# The lookup before a photo is fetched is an optimisation: while storage is down it gives
+# up within seconds and the photo is fetched anyway (the library's default retries would
+# hold the fine for two minutes). The write keeps the library's full retries.
+FIND_RETRY = DEFAULT_RETRY.with_deadline(5.0).with_delay(initial=0.2, maximum=1.0)
+FIND_TIMEOUT_S = 3.0
 
 # Worth retrying later: the store is down or overloaded (the library already retried).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -69,7 +75,7 @@ class EvidenceStore:
 
     def find(self, object_name: str) -> StoredPhoto | None:
         """The evidence already stored under this name, with its reading; None if absent."""
-        blob = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
+        blob = self._bucket.get_blob(object_name, timeout=FIND_TIMEOUT_S, retry=FIND_RETRY)
         if blob is None:
             return None
         metadata = dict(blob.metadata or {})

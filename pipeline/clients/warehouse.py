@@ -124,6 +124,20 @@ class Warehouse:
                 f"--bq_dataset {self.dataset}` (docs/deploy.md)."
             )
 
+    def answers(self, table: Table = TABLES[0]) -> bool:
+        """Whether the warehouse answers at all (one metadata read, no retry).
+
+        Tells an outage (keep the rows and wait) from a batch it refuses while up (split
+        it): the local emulator answers 500, and resets the connection, for both.
+        """
+        try:
+            self.client.get_table(self.table_id(table), retry=None, timeout=5)
+        except (*TRANSIENT_ERRORS, api_exceptions.RetryError):
+            return False
+        except api_exceptions.GoogleAPICallError:
+            return True  # an answer, if not a happy one
+        return True
+
     def ensure_tables(self, tables: Sequence[Table] = TABLES, location: str | None = None) -> None:
         """Create the dataset (in `location`, else BigQuery's default) and tables if missing.
 

@@ -5,8 +5,9 @@ A session fires when the watermark passes its end and again for each late detect
 them. Each firing is measured afresh; this module decides what the outputs see:
 
 - the first firing of a traversal keeps the id it was measured with;
-- a later firing that covers it keeps that id (a correction, same fine_id), and names in
-  `supersedes` the ids of any other published traversal it absorbed (a merge);
+- a later firing that covers it keeps that id (a correction, same fine_id, the next
+  `revision`), and names in `supersedes` the ids of any other published traversal it
+  absorbed (a merge);
 - a firing identical to the last one published (a redelivery, a repeat) is dropped.
 
 The issued list is small (one vehicle's traversals within the allowed lateness) and is
@@ -28,6 +29,7 @@ class IssuedTraversal:
     entry_time_ms: int
     exit_time_ms: int
     digest: str
+    revision: int = 0
 
     def overlaps(self, traversal: Traversal) -> bool:
         # Two sessions of one vehicle are a gap apart; overlapping spans are one traversal.
@@ -40,7 +42,7 @@ class IssuedTraversal:
 def measurement_digest(traversal: Traversal) -> str:
     """A digest of what was measured, whatever id the traversal carries."""
     content = asdict(traversal)
-    del content["traversal_id"], content["supersedes"]
+    del content["traversal_id"], content["supersedes"], content["revision"]
     text = json.dumps(content, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -64,9 +66,14 @@ def identify(
         traversal,
         traversal_id=kept.traversal_id,
         supersedes=tuple(record.traversal_id for record in absorbed),
+        revision=kept.revision + 1,
     )
     record = IssuedTraversal(
-        kept.traversal_id, traversal.entry_time_ms, traversal.exit_time_ms, digest
+        kept.traversal_id,
+        traversal.entry_time_ms,
+        traversal.exit_time_ms,
+        digest,
+        corrected.revision,
     )
     return corrected, [*rest, record]
 

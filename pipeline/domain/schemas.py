@@ -60,6 +60,11 @@ _TRAVERSAL_MEASURE = (
         "section_average (distance / time) or spot_mean (mean of spot speeds, timeless input)",
     ),
     _repeated("supersedes", "STRING", "ids of earlier traversals this one corrects (merge)"),
+    _required(
+        "revision",
+        "INTEGER",
+        "0 when first published, +1 per correction of the same id; keep the highest",
+    ),
 )
 
 FINE_COLUMNS: tuple[Column, ...] = (
@@ -130,6 +135,7 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "exit_location": format_location(traversal.exit_location),
         "speed_method": traversal.speed_method,
         "supersedes": list(traversal.supersedes),
+        "revision": traversal.revision,
     }
 
 

@@ -135,6 +135,9 @@ class Traversal:
     speed_method: str = SECTION_AVERAGE
     # Ids of traversals published before that this one corrects (a session merge).
     supersedes: tuple[str, ...] = ()
+    # 0 when first published, +1 for each correction of the same id: consumers keep the
+    # highest (messages of one id can arrive out of order, a fine waiting for evidence).
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)

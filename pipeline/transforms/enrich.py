@@ -17,6 +17,7 @@ goes on with `evidence_error` saying what is missing, and a Failure names the st
 import dataclasses
 import functools
 import json
+import logging
 import struct
 import threading
 import time
@@ -40,6 +41,8 @@ from pipeline.domain.speed import Traversal
 from pipeline.transforms.batching import BatchForService
 from pipeline.transforms.coders import traversal_from_json, traversal_to_json
 from pipeline.transforms.failures import FAILURES, Failure, failed
+
+_log = logging.getLogger(__name__)
 
 FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
 PLATE_BATCH_SIZE = 8
@@ -227,6 +230,7 @@ class FetchPhotoFn(_WithClient):
         self.fetched = Metrics.counter(self.__class__, "photos_fetched")
         self.reused = Metrics.counter(self.__class__, "evidence_reused")
         self.failed = Metrics.counter(self.__class__, "photo_failures")
+        self.lookup_failures = Metrics.counter(self.__class__, "evidence_lookup_failures")
 
     def setup(self) -> None:
         super().setup()
@@ -236,9 +240,10 @@ class FetchPhotoFn(_WithClient):
         evidence = FineEvidence(traversal)
         try:
             stored = self.store.find(evidence.object_name) if self.store else None
-        except Exception as error:  # after the storage library's retries: fetch as usual
+        except Exception as error:  # storage down: fetch as usual; the store step retries
             stored = None
-            yield _failure(evidence, FETCH_STAGE, f"stored evidence lookup failed: {error}")
+            self.lookup_failures.inc()
+            _log.warning("stored evidence lookup failed, fetching: %s", str(error)[:300])
         if stored is not None:
             self.reused.inc()
             yield beam.pvalue.TaggedOutput(
@@ -354,10 +359,10 @@ class EnrichFine(beam.PTransform):
 
     def expand(self, fines: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         services = self.services
+        # Fines come in the global window (MeasureTraversals leaves the sessions), so a
+        # batch can hold fines of several traversals.
         fetched = (
             fines
-            # One window for all fines, so that a batch can hold fines of several sessions.
-            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "FetchPhoto"
             >> beam.ParDo(FetchPhotoFn(services)).with_outputs(FAILURES, _STORED, main="ok")
         )

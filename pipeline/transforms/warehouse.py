@@ -80,6 +80,9 @@ class InsertRowsFn(beam.DoFn):
 
     BATCH_ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of backoff before the batch is split
     ROW_ATTEMPTS = 3
+    OUTAGE_BUDGET_S = 600.0  # then the rows go to the dead letter (replayable)
+    OUTAGE_POLL_S = 2.0
+    sleep = staticmethod(time.sleep)  # tests replace it
 
     def __init__(self, warehouse: Callable[[], Warehouse]) -> None:
         self.warehouse_factory = warehouse
@@ -87,6 +90,7 @@ class InsertRowsFn(beam.DoFn):
         self.rows_inserted = Metrics.counter(self.__class__, "warehouse_rows_inserted")
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
+        self.outages = Metrics.counter(self.__class__, "warehouse_outages_waited")
         self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
     def setup(self) -> None:
@@ -116,30 +120,49 @@ class InsertRowsFn(beam.DoFn):
     ) -> list[tuple[WarehouseRow, str]]:
         """The rows that could not be written, with why; the others are in the table.
 
-        Every first insert, even of one row, has the batch's attempts (7.5 s of backoff
-        rides out a warehouse restart); rows retried alone after a split have fewer.
+        Every first insert, even of one row, has the batch's attempts; rows retried alone
+        after a split have fewer. When the attempts fail because the warehouse does not
+        answer at all, the rows wait for it (up to OUTAGE_BUDGET_S) instead of being
+        dead-lettered: an outage is not a bad row.
         """
-        for attempt in range(attempts):
-            try:
-                rejected = self.warehouse.insert(
-                    table, [r.row for r in rows], [r.insert_id for r in rows]
-                )
-            except TransientWarehouseError as error:
-                last_error = str(error)
-                if attempt + 1 < attempts:
-                    self.retries.inc()
-                    time.sleep(min(0.5 * 2**attempt, 8.0))  # backoff before the next attempt
-                continue
-            except BatchRefused as error:  # permanent for this batch: split it at once
-                last_error = str(error)
+        outage_until = time.monotonic() + self.OUTAGE_BUDGET_S
+        while True:
+            refused, last_error = False, ""
+            for attempt in range(attempts):
+                try:
+                    rejected = self.warehouse.insert(
+                        table, [r.row for r in rows], [r.insert_id for r in rows]
+                    )
+                except TransientWarehouseError as error:
+                    last_error = str(error)
+                    if attempt + 1 < attempts:
+                        self.retries.inc()
+                        self.sleep(min(0.5 * 2**attempt, 8.0))  # backoff before the next
+                    continue
+                except BatchRefused as error:  # permanent for this batch: split it at once
+                    refused, last_error = True, str(error)
+                    break
+                self.rows_inserted.inc(len(rows) - len(rejected))
+                return [(rows[r.index], r.reason) for r in rejected]
+            if refused or not self._waited_out_an_outage(outage_until):
                 break
-            self.rows_inserted.inc(len(rows) - len(rejected))
-            return [(rows[r.index], r.reason) for r in rejected]
         if len(rows) > 1:  # one bad row can sink a batch: find it by inserting one by one
             return [
                 failure for row in rows for failure in self._insert(table, [row], self.ROW_ATTEMPTS)
             ]
         return [(rows[0], f"failed after {attempts} attempts: {last_error}")]
+
+    def _waited_out_an_outage(self, until: float) -> bool:
+        """True once a warehouse that did not answer answers again (then try again)."""
+        if self.warehouse.answers():
+            return False  # it is up: the batch is what it refuses
+        self.outages.inc()
+        _log.warning("the warehouse does not answer: rows wait for it")
+        while time.monotonic() < until:
+            self.sleep(self.OUTAGE_POLL_S)
+            if self.warehouse.answers():
+                return True
+        return False
 
 
 class WriteToWarehouse(beam.PTransform):

@@ -18,7 +18,6 @@ from local_stack.services import wait_until
 from pipeline.clients.warehouse import Warehouse
 from pipeline.domain import defaults
 from pipeline.domain.geometry import interpolate
-from pipeline.domain.schemas import FINES, VEHICLE_SPEEDS
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +95,16 @@ def test_the_warehouse_counts_every_traversal_once(restarted_run):
     its detections: that row is an earlier version of the same id, never a second one."""
     _, truth, warehouse, _ = restarted_run
     n_fines = sum(t.must_be_fined for t in truth)
-    wait_until(
-        lambda: warehouse.count(VEHICLE_SPEEDS) >= len(truth) and warehouse.count(FINES) >= n_fines,
-        timeout_s=90,
-        what="every traversal's row",
-        interval_s=0.5,
-    )
-    rows = warehouse.query(f"SELECT * FROM `{warehouse.project}.{DATASET}.vehicle_speeds`")
+    vehicles = {t.vehicle_id for t in truth}
+    table = f"`{warehouse.project}.{DATASET}"
+
+    def every_vehicle_in() -> bool:  # counts alone would be met by a replay's repeats
+        speeds = warehouse.query(f"SELECT DISTINCT vehicle_id FROM {table}.vehicle_speeds`")
+        fined = warehouse.query(f"SELECT DISTINCT vehicle_id FROM {table}.fines`")
+        return {r["vehicle_id"] for r in speeds} >= vehicles and len(fined) >= n_fines
+
+    wait_until(every_vehicle_in, timeout_s=90, what="every traversal's row", interval_s=0.5)
+    rows = warehouse.query(f"SELECT * FROM {table}.vehicle_speeds`")
     latest = {}
     for row in sorted(rows, key=lambda r: r["processed_at"]):
         latest[row["traversal_id"]] = row
@@ -112,7 +114,7 @@ def test_the_warehouse_counts_every_traversal_once(restarted_run):
         got = by_vehicle[expected.vehicle_id]
         assert got["detections"] == TRAFFIC.points
         assert got["avg_speed_kmh"] == pytest.approx(expected.avg_speed_kmh, abs=0.5)
-    fines = warehouse.query(f"SELECT * FROM `{warehouse.project}.{DATASET}.fines`")
+    fines = warehouse.query(f"SELECT * FROM {table}.fines`")
     latest_fines = {f["fine_id"]: f for f in sorted(fines, key=lambda f: f["processed_at"])}
     fined_vehicles = sorted(f["vehicle_id"] for f in latest_fines.values() if f["is_ticketed"])
     assert fined_vehicles == sorted(t.vehicle_id for t in truth if t.must_be_fined)

@@ -32,7 +32,7 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
             p
             | beam.Create([good, bad])
             | "FineRows" >> ToWarehouseRows(FINES)
-            | "WriteFines" >> WriteToWarehouse(tables)
+            | "WriteFines" >> WriteToWarehouse(tables, batch_wait_s=None)
         )
         assert_that(
             refused | beam.Map(lambda f: (f.stage, json.loads(f.payload)["vehicle_id"])),
@@ -42,7 +42,7 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
             refused
             | "DeadLetters" >> ToDeadLetterRecords()
             | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER)
-            | "WriteDeadLetters" >> WriteToWarehouse(tables)
+            | "WriteDeadLetters" >> WriteToWarehouse(tables, batch_wait_s=None)
         )
     fines = warehouse.query(f"SELECT vehicle_id FROM `{stack.project_id}.{DATASET}.fines`")
     assert fines == [{"vehicle_id": "good"}]

@@ -623,7 +623,7 @@ DESIGN_FINE_FIELDS = {
     "speed_method": "STRING",
     # Added to DESIGN.md §4: why the plate or photo is missing, for analysts; and the ids a
     # correction replaces, so each traversal is counted once (issue 13).
-    "evidence_error": "STRING", "supersedes": "STRING",
+    "evidence_error": "STRING", "supersedes": "STRING", "revision": "INTEGER",
 }  # fmt: skip
 
 

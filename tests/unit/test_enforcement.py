@@ -73,7 +73,8 @@ def run(stream: TestStream, cfg: EnforcementConfig, fined, not_fined, failures, 
     if ids is not None:
         everything = (result.fined, result.not_fined) | beam.Flatten()
         assert_that(
-            everything | "Ids" >> beam.Map(lambda t: (t.traversal_id, t.supersedes, t.detections)),
+            everything
+            | "Ids" >> beam.Map(lambda t: (t.traversal_id, t.supersedes, t.detections, t.revision)),
             equal_to(ids),
             label="Ids",
         )
@@ -128,7 +129,7 @@ def test_a_late_detection_corrects_the_traversal_under_its_id():
         ],
         not_fined=[],
         failures=[],
-        ids=[(tid, (), 2), (tid, (), 3)],
+        ids=[(tid, (), 2, 0), (tid, (), 3, 1)],
     )
 
 
@@ -151,7 +152,7 @@ def test_a_redelivered_detection_publishes_nothing_twice():
         fined=[("radar-1", "v", 60.0, 3, "section_average")],
         not_fined=[],
         failures=[],
-        ids=[(tid, (), 3)],
+        ids=[(tid, (), 3, 0)],
     )
 
 
@@ -176,7 +177,7 @@ def test_a_detection_that_bridges_two_sessions_merges_them_and_names_what_it_rep
         fined=[("radar-1", "m", 54.0, n, "section_average") for n in (2, 2, 5)],
         not_fined=[],
         failures=[],
-        ids=[(first_id, (), 2), (second_id, (), 2), (first_id, (second_id,), 5)],
+        ids=[(first_id, (), 2, 0), (second_id, (), 2, 0), (first_id, (second_id,), 5, 1)],
     )
 
 

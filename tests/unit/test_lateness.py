@@ -62,6 +62,7 @@ def test_a_correction_keeps_the_published_id_even_when_the_entry_moves_earlier()
     published, issued = identify(corrected, issued)
     assert published.traversal_id == first.traversal_id
     assert published.detections == 4 and published.supersedes == ()
+    assert (first.revision, published.revision) == (0, 1)  # consumers keep the highest
     assert [record.traversal_id for record in issued] == [first.traversal_id]
 
 
@@ -74,7 +75,7 @@ def test_a_merge_keeps_the_oldest_id_and_supersedes_the_other():
     published, issued = identify(merged, issued)
     assert published.traversal_id == traversal_id("radar-1", "v", T0_MS)
     assert published.supersedes == (tail.traversal_id,)
-    assert len(issued) == 1
+    assert published.revision == 1 and len(issued) == 1
     # The merged traversal fired again unchanged: nothing new to publish.
     assert identify(merged, issued)[0] is None
 

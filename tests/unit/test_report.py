@@ -101,9 +101,11 @@ def test_every_query_shares_one_prelude_that_counts_each_traversal_once():
         # one moment: every table read up to as_of
         "FROM `p-1.d.vehicle_speeds` WHERE processed_at <= @as_of",
         "FROM `p-1.d.fines` WHERE processed_at <= @as_of",
-        # a late correction: the latest row per id
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY processed_at DESC) = 1",
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY processed_at DESC) = 1",
+        # a late correction: the latest revision per id
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id "
+        "ORDER BY revision DESC, processed_at DESC) = 1",
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id "
+        "ORDER BY revision DESC, processed_at DESC) = 1",
         # a session merge: drop the ids a kept row supersedes
         "WHERE traversal_id NOT IN ( SELECT superseded_id FROM latest_speeds, "
         "UNNEST(supersedes) AS superseded_id )",

@@ -11,7 +11,6 @@ from google.api_core import exceptions as api_exceptions
 
 from pipeline.clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
 from pipeline.domain.schemas import FINES
-from pipeline.transforms import warehouse as sink
 from pipeline.transforms.warehouse import InsertRowsFn, WarehouseRow
 
 
@@ -66,12 +65,15 @@ class FakeWarehouse:
         self.inserted.extend(row_ids)
         return []
 
+    def answers(self):
+        return True  # up, and refusing the batch
 
-def test_a_failing_batch_is_split_to_isolate_the_bad_row(monkeypatch):
+
+def test_a_failing_batch_is_split_to_isolate_the_bad_row():
     sleeps = []
-    monkeypatch.setattr(sink.time, "sleep", sleeps.append)
     fn = InsertRowsFn(FakeWarehouse)  # the injected factory: one client per process
     fn.setup()
+    fn.sleep = sleeps.append
     rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "bad", "c")]
     failures = list(fn.process(rows))
     assert fn.warehouse.inserted == ["a", "c"]
@@ -83,3 +85,35 @@ def test_a_failing_batch_is_split_to_isolate_the_bad_row(monkeypatch):
     )
     # Backoff between attempts only: 4 for the batch of 3, then 2 for the bad row alone.
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 0.5, 1.0]
+
+
+class WarehouseDown:
+    """Does not answer for its first `down_for` calls of any kind, then takes every row."""
+
+    def __init__(self, down_for=12):
+        self.calls, self.down_for, self.inserted = 0, down_for, []
+
+    def _up(self):
+        self.calls += 1
+        return self.calls > self.down_for
+
+    def insert(self, table, rows, row_ids):
+        if not self._up():
+            raise TransientWarehouseError("fines: connection reset by peer")
+        self.inserted.extend(row_ids)
+        return []
+
+    def answers(self):
+        return self._up()
+
+
+def test_rows_wait_out_a_warehouse_outage_instead_of_the_dead_letter():
+    sleeps = []
+    fn = InsertRowsFn(WarehouseDown)
+    fn.setup()
+    fn.sleep = sleeps.append
+    rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "b")]
+    assert list(fn.process(rows)) == []
+    assert fn.warehouse.inserted == ["a", "b"]
+    # 5 attempts, then polls every 2 s until it answers (call 13), then the batch again.
+    assert sleeps == [0.5, 1.0, 2.0, 4.0] + [InsertRowsFn.OUTAGE_POLL_S] * 7

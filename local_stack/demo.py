@@ -112,10 +112,13 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     traffic, truth_path = out_dir / "traffic.jsonl", out_dir / "truth.jsonl"
+    # The section's ends go to the pipeline too: only a traversal seen at both is judged.
+    sections = out_dir / "sections.json"
     recorded = generator_cli.main([
         "--output", str(traffic), "--truth", str(truth_path), "--seed", str(seed),
         "--vehicles", str(vehicles), "--rate", "4", "--points", "4",
         "--final_coordinates", format_location(DEMO_FINAL),
+        "--session_gap_seconds", str(DEMO_GAP_SECONDS), "--sections_file", str(sections),
     ])  # fmt: skip
     if recorded != 0:
         return recorded
@@ -129,7 +132,7 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             topics,
             DEMO_GAP_SECONDS,
             DEMO_LATENESS_SECONDS,
-            extra_args=["--bq_dataset", DEMO_DATASET],
+            extra_args=["--bq_dataset", DEMO_DATASET, "--sections_file", str(sections)],
         )
         print(f"demo: starting the pipeline (log: {stack.work_dir / 'pipeline.log'})", flush=True)
         pipeline.start()

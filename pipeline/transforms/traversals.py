@@ -167,7 +167,7 @@ def sessions_of(
         yield key, session
 
 
-def split_verdict(traversal: Traversal) -> Iterator[beam.pvalue.TaggedOutput]:
+def split_verdict(traversal: Traversal) -> Iterator[Any]:  # TaggedOutputs; Beam warns on that hint
     yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
 
 

@@ -96,7 +96,9 @@ def plain_loop(path: Path, rules: SectionRules) -> Counts:
 def beam_core(path: Path, rules: SectionRules, workers: int) -> Counts:
     options = PipelineOptions(
         flags=[],  # not this script's own arguments
-        runner="DirectRunner", direct_num_workers=workers, direct_running_mode="in_memory"
+        runner="DirectRunner",
+        direct_num_workers=workers,
+        direct_running_mode="in_memory",
     )
     config = EnforcementConfig(defaults.RADAR_ID, rules, GAP_S, lateness=None)
     pipeline = beam.Pipeline(options=options)

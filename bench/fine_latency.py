@@ -31,9 +31,6 @@ def main() -> None:
     parser.add_argument("--speeders", type=int, default=30)
     parser.add_argument("--rate", type=float, default=6.0, help="events/s (4 per vehicle)")
     parser.add_argument("--gap", type=int, default=10, help="session gap, s")
-    parser.add_argument(
-        "--cached_setup", action="store_true", help="what-if: DoFn set-ups once per process"
-    )
     parser.add_argument("--logs", type=Path, help="keep the services' and pipeline's logs here")
     args = parser.parse_args()
     stop_on_sigterm()
@@ -41,12 +38,11 @@ def main() -> None:
     print(load_note(), flush=True)
     with LocalStack(work_dir=args.logs) as stack:
         stack.apply_env()
-        result = run_live(stack, "latency", config, args.gap, cached_setup=args.cached_setup)
+        result = run_live(stack, "latency", config, args.gap)
     median, p95 = result.median(), result.p95()
     print(f"traffic: {result.events} events at {result.offered_rate:.1f} events/s, "
           f"{config.vehicles} vehicles ({result.vehicles_at_once:.1f} at once), "
-          f"{len(result.latencies)} of {result.fines_expected} fines timed"
-          + (" (set-up cached: what-if)" if args.cached_setup else ""))  # fmt: skip
+          f"{len(result.latencies)} of {result.fines_expected} fines timed")  # fmt: skip
     print(f"session gap: {args.gap} s")
     print(f"fine latency: median {median:.1f} s, p95 {p95:.1f} s, "
           f"max {max(result.latencies, default=float('nan')):.1f} s")  # fmt: skip

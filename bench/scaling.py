@@ -1,6 +1,6 @@
 """Scaling: events/s and fine latency as traffic grows (x1, x4, x16), then over 2 pipelines.
 
-    .venv/bin/python bench/scaling.py [--base_rate 2] [--duration 20] [--cached_setup]
+    .venv/bin/python bench/scaling.py [--base_rate 2] [--duration 20]
 
 Each row is one live run of the full pipeline (evidence + warehouse, session gap 10 s) on
 the BundleBasedDirectRunner, fed by the generator for --duration seconds at base_rate x
@@ -53,9 +53,6 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--pipelines", type=int, default=2, help="for the last, scaled-out row")
-    parser.add_argument(
-        "--cached_setup", action="store_true", help="what-if: DoFn set-ups once per process"
-    )
     parser.add_argument("--logs", type=Path, help="keep the services' and pipelines' logs here")
     args = parser.parse_args()
     stop_on_sigterm()
@@ -63,8 +60,7 @@ def main() -> None:
     if args.pipelines > 1:
         runs.append((max(args.factors), args.pipelines))
     print(load_note(), flush=True)
-    print(f"session gap {GAP_S} s, {args.duration:g} s of traffic per row"
-          + (", set-up cached (what-if)" if args.cached_setup else ""))  # fmt: skip
+    print(f"session gap {GAP_S} s, {args.duration:g} s of traffic per row")
     print(HEADER, flush=True)
     with LocalStack(work_dir=args.logs) as stack:
         stack.apply_env()
@@ -73,7 +69,7 @@ def main() -> None:
             vehicles = max(1, round(rate * args.duration / 4))
             config = traffic(vehicles, rate, SPEEDING_FRACTION, seed=20 + factor)
             name = f"x{factor}-p{pipelines}"
-            result = run_live(stack, name, config, GAP_S, pipelines, args.cached_setup)
+            result = run_live(stack, name, config, GAP_S, pipelines)
             print(row(factor, result), flush=True)
     print(load_note())
 

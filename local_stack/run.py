@@ -88,13 +88,17 @@ class LocalPipeline:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self, timeout_s: float = 180.0) -> ManagedProcess:
-        """Start the pipeline and wait until it has launched (or fail with its log)."""
+    def provision(self) -> None:
+        """What an operator creates before a launch: the bucket, the warehouse's tables."""
         if self.evidence_args():
             self.stack.create_bucket(self.bucket)
         if "--bq_dataset" in self.extra_args:
             dataset = self.extra_args[self.extra_args.index("--bq_dataset") + 1]
             self.stack.provision_warehouse(dataset)
+
+    def start(self, timeout_s: float = 180.0) -> ManagedProcess:
+        """Start the pipeline and wait until it has launched (or fail with its log)."""
+        self.provision()
         log_path = self.stack.work_dir / "pipeline.log"
         earlier = log_path.stat().st_size if log_path.exists() else 0  # a restart appends
         process = self.stack.spawn("pipeline", self.argv())

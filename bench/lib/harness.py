@@ -256,20 +256,10 @@ def start_process(
     return process
 
 
-def start_pipeline(local: LocalPipeline, name: str, cached_setup: bool = False) -> ManagedProcess:
-    """`LocalPipeline.start`, but under `name`: several runs share one stack's log dir.
-
-    `cached_setup` runs it through bench/lib/cached_setup_pipeline.py (a what-if).
-    """
-    if local.evidence_args():
-        local.stack.create_bucket(local.bucket)
-    if "--bq_dataset" in local.extra_args:  # deploy-time tables: workers only check them
-        dataset = local.extra_args[local.extra_args.index("--bq_dataset") + 1]
-        local.stack.provision_warehouse(dataset)
-    argv = local.argv()
-    if cached_setup:  # [python, -m, pipeline, options...] -> [python, wrapper, options...]
-        argv = [argv[0], str(LIB_DIR / "cached_setup_pipeline.py"), *argv[3:]]
-    local.process = start_process(local.stack, name, argv)
+def start_pipeline(local: LocalPipeline, name: str) -> ManagedProcess:
+    """`LocalPipeline.start`, but under `name`: several runs share one stack's log dir."""
+    local.provision()
+    local.process = start_process(local.stack, name, local.argv())
     return local.process
 
 

@@ -88,7 +88,6 @@ def run_live(
     config: TrafficConfig,
     gap_s: int,
     pipelines: int = 1,
-    cached_setup: bool = False,
 ) -> LiveResult:
     """Start `pipelines` pipelines, warm them up, publish `config` live, measure, stop them."""
     locals_: list[LocalPipeline] = []
@@ -103,7 +102,7 @@ def run_live(
             dataset = f"bench_{name}_{shard}".replace("-", "_")
             local = LocalPipeline(stack, topics, gap_s, LATENESS_S,
                                   extra_args=["--bq_dataset", dataset])  # fmt: skip
-            process = start_pipeline(local, f"pipeline-{name}-{shard}", cached_setup)
+            process = start_pipeline(local, f"pipeline-{name}-{shard}")
             locals_.append(local)
             processes.append(process)
             collectors.append(OutputCollector(stack, topics.output_subscription,

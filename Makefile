@@ -35,7 +35,7 @@ format: venv
 clean:
 	rm -rf $(VENV) .venv-bqemulator demo-output .pytest_cache .ruff_cache *.egg-info
 
-## Regenerate README.md's option and schema tables from the code.
+## Regenerate docs/reference.md's option and schema tables from the code.
 docs: venv
 	$(PY) -m pipeline.docs
 

@@ -1,7 +1,7 @@
-"""`python -m pipeline.docs`: regenerate README.md's tables from the code's definitions.
+"""`python -m pipeline.docs`: regenerate docs/reference.md's tables from the code's definitions.
 
 The options table comes from `pipeline.options.OPTION_SPECS` and the schema tables
-from `domain.schemas`, so the README cannot drift from the code (a test checks it).
+from `domain.schemas`, so the reference cannot drift from the code (a test checks it).
 """
 
 import re
@@ -16,7 +16,7 @@ from pipeline.domain.schemas import (
 )
 from pipeline.options import OPTION_SPECS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 
 def options_table() -> str:
@@ -40,7 +40,7 @@ def render(text: str) -> str:
     for name, generate in SECTIONS.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
         if not pattern.search(text):
-            raise ValueError(f"README.md has no <!-- {name}:start/end --> block")
+            raise ValueError(f"{REFERENCE.name} has no <!-- {name}:start/end --> block")
         text = pattern.sub(rf"\g<1>{_escape(generate())}\n\g<2>", text)
     return text
 
@@ -50,8 +50,8 @@ def _escape(replacement: str) -> str:
 
 
 def main() -> int:
-    README.write_text(render(README.read_text()))
-    print(f"updated {README}", file=sys.stderr)
+    REFERENCE.write_text(render(REFERENCE.read_text()))
+    print(f"updated {REFERENCE}", file=sys.stderr)
     return 0
 
 

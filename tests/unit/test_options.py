@@ -14,7 +14,7 @@ DESIGN_OPTIONS = [
     "bq_dataset", "speed_limit_mph", "tolerance_mph", "session_gap_seconds",
     "allowed_lateness_seconds", "sections_file", "plate_reader", "plate_min_confidence",
     "dead_letter_topic", "photo_hosts",
-    # Added with issues 10, 11 and 13 (README, Options): the plausibility gate, the clock
+    # Added with issues 10, 11 and 13 (docs/reference.md): the plausibility gate, the clock
     # lateness is judged against, and a bounded run over files.
     "max_speed_mph", "lateness_clock", "input_file", "output_path",
 ]  # fmt: skip
@@ -119,11 +119,11 @@ def test_sections_file_overrides_the_flags_for_its_radars(tmp_path):
     assert rules.for_radar("radar-1") == SectionRule(25.0, 2.0, None)
 
 
-def test_readme_tables_are_generated_from_the_code():
+def test_reference_tables_are_generated_from_the_code():
     from pipeline import docs
 
-    text = docs.README.read_text()
-    assert docs.render(text) == text, "README.md is stale: run `make docs`"
+    text = docs.REFERENCE.read_text()
+    assert docs.render(text) == text, "docs/reference.md is stale: run `make docs`"
 
 
 def test_on_dataflow_the_package_reaches_the_workers_by_image_or_setup_file():

@@ -3,8 +3,8 @@
     python -m pipeline.plates [--plate_reader embedded|cloud-vision] IMAGE...
 
 prints one JSON line per image: {"file", "license_plate", "plate_confidence",
-"plate_reader", "raw_text"} (license_plate null when unreadable). The reader is loaded
-once and reused across images, as a pipeline worker does.
+"plate_reader", "raw_text"} (license_plate null when unreadable, and why on stderr). The
+reader is loaded once and reused across images, as a pipeline worker does.
 """
 
 import argparse
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         (reading,) = reader.read([data])
-        if reading.error:
-            print(f"plates: {path}: {reading.error}", file=sys.stderr)
+        if reading.error or reading.reason:
+            print(f"plates: {path}: {reading.error or reading.reason}", file=sys.stderr)
         print(json.dumps({"file": str(path), **reading.as_json()}), flush=True)
     return 1 if failed else 0
 

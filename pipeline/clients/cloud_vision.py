@@ -8,16 +8,23 @@ not the bundle.
 
 Confidence: TEXT_DETECTION returns confidences only when the request sets
 `TextDetectionParams.enable_text_detection_confidence_score` (otherwise only
-DOCUMENT_TEXT_DETECTION has them), so the request sets it. The confidence used is the
-per-word `confidence` of `full_text_annotation` (pages > blocks > paragraphs > words); a
-candidate's confidence is its least confident word, because a plate is only as sure as its
-least sure part. `text_annotations` carry no usable confidence for text (`score` and the
-deprecated `confidence` are 0), so they are only a fallback when there is no full text.
+DOCUMENT_TEXT_DETECTION has them), so the request sets it. Each character's confidence is
+its symbol's in `full_text_annotation` (pages > blocks > paragraphs > words > symbols), or
+its word's when the symbol has none; `text_annotations` carry no usable confidence for text
+(`score` and the deprecated `confidence` are 0), so they are only a fallback when there is
+no full text.
+
+Which text is the plate is decided by `choose_plate`, the rules the embedded reader uses:
+candidates are each text line, the runs of words within a line that make a plate (the plate
+sharing its line: "NY ABC 1234"), and two neighbouring lines that make one together ("ABC"
+over "1234"). Runs that overlap and give different plates ("ABC 1234 NY": ABC1234 or
+1234NY) leave the line in doubt, and word boxes give the lines' sizes, so a smaller plate
+in view is told from the nearest one.
 """
 
+import itertools
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,9 +40,9 @@ from google.rpc import code_pb2
 
 from pipeline.clients.plate_readers import CLOUD_VISION_READER, DEFAULT_MIN_CONFIDENCE
 from pipeline.domain.plates import (
-    PLATE_FORMAT,
     PlateReading,
-    best_plate,
+    TextLine,
+    choose_plate,
     normalise_plate,
     unreadable,
 )
@@ -57,14 +64,22 @@ _LINE_ENDS = {
     vision.TextAnnotation.DetectedBreak.BreakType.HYPHEN,
     vision.TextAnnotation.DetectedBreak.BreakType.LINE_BREAK,
 }
-_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
 
 @dataclass(frozen=True, slots=True)
 class _Word:
     text: str
-    confidence: float
+    confidences: tuple[float, ...]  # one per character
     ends_line: bool
+    box: "_Box | None" = None  # when the response gives the word's box
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    left: float
+    top: float
+    right: float
+    bottom: float
 
 
 class CloudVisionPlateReader:
@@ -145,7 +160,11 @@ class CloudVisionPlateReader:
     def _reading(self, answer: vision.AnnotateImageResponse) -> PlateReading:
         if answer.error.code != code_pb2.OK:
             return unreadable(self.name, _status_text(answer.error.code, answer.error.message))
-        return best_plate(_candidates(answer), self.name, self.min_confidence)
+        pages = answer.full_text_annotation.pages
+        image_height = float(pages[0].height) if pages and pages[0].height else None
+        lines, candidates = _candidates(answer)
+        raw_text = " | ".join(lines)
+        return choose_plate(candidates, self.name, self.min_confidence, image_height, raw_text)
 
 
 def _new_client(endpoint: str | None) -> vision.ImageAnnotatorClient:
@@ -176,23 +195,28 @@ def _status_text(code: int, message: str) -> str:
     return f"{name}: {message}"
 
 
-def _candidates(answer: vision.AnnotateImageResponse) -> list[tuple[str, float]]:
-    """Text lines `(text, confidence)`, then word runs shaped like a plate that no line is.
-
-    The runs catch a plate read as "ABC" and "1234" on two lines or blocks, and a plate
-    sharing its line with other text ("NY ABC1234").
-    """
+def _candidates(answer: vision.AnnotateImageResponse) -> tuple[list[str], list[TextLine]]:
+    """The text lines as read, and the candidates: the lines, plate runs within a line, and
+    pairs of neighbouring lines that make a plate together."""
     words = list(_words(answer.full_text_annotation))
     if not words:  # no full text: lines of the overall annotation, without confidence
         if not answer.text_annotations:
-            return []
+            return [], []
         overall = answer.text_annotations[0]
         confidence = overall.score or overall.confidence
-        return [(line, confidence) for line in overall.description.splitlines() if line.strip()]
-    lines = _lines(words)
-    seen = {text for text, _ in lines}
-    runs = [run for run in _plate_runs(words) if run[0] not in seen]
-    return lines + list(dict.fromkeys(runs))
+        texts = [line for line in overall.description.splitlines() if line.strip()]
+        return texts, [TextLine.uniform(text, confidence) for text in texts]
+    lines = [_joined(line) for line in _lines(words)]
+    candidates = list(lines)
+    for words_of_line, line in zip(_lines(words), lines, strict=True):
+        if normalise_plate(line.text) is None:
+            candidates.extend(_runs_in_line(words_of_line))
+    for first, second in itertools.pairwise(_lines(words)):
+        if not any(normalise_plate(_joined(line).text) for line in (first, second)):
+            pair = _joined([*first, *second], same_line=False)
+            if normalise_plate(pair.text):
+                candidates.append(pair)
+    return [line.text for line in lines], candidates
 
 
 def _words(text: vision.TextAnnotation) -> Iterator[_Word]:
@@ -206,37 +230,72 @@ def _words(text: vision.TextAnnotation) -> Iterator[_Word]:
                         bool(symbols) and symbols[-1].property.detected_break.type_ in _LINE_ENDS
                     )
                     text_ = "".join(symbol.text for symbol in symbols)
-                    yield _Word(text_, word.confidence, ends_line)
+                    confidences = tuple(
+                        symbol.confidence or word.confidence
+                        for symbol in symbols
+                        for _ in symbol.text
+                    )
+                    yield _Word(text_, confidences, ends_line, _box(word.bounding_box))
 
 
-def _lines(words: Sequence[_Word]) -> list[tuple[str, float]]:
-    lines: list[tuple[str, float]] = []
+def _box(poly: vision.BoundingPoly) -> _Box | None:
+    """A word's bounds in pixels, or None when the response gives no box."""
+    if not poly.vertices:
+        return None
+    xs = [vertex.x for vertex in poly.vertices]
+    ys = [vertex.y for vertex in poly.vertices]
+    return _Box(min(xs), min(ys), max(xs), max(ys))
+
+
+def _lines(words: Sequence[_Word]) -> list[list[_Word]]:
+    lines: list[list[_Word]] = []
     current: list[_Word] = []
     for word in words:
         current.append(word)
         if word.ends_line:
-            lines.append(_joined(current))
+            lines.append(current)
             current = []
     if current:
-        lines.append(_joined(current))
+        lines.append(current)
     return lines
 
 
-def _plate_runs(words: Sequence[_Word]) -> Iterator[tuple[str, float]]:
-    """Runs of consecutive words whose letters and digits make exactly one plate."""
-    for start, first in enumerate(words):
-        if not _NOT_ALNUM.sub("", first.text):
-            continue
-        length = 0
-        for end in range(start, len(words)):
-            length += len(_NOT_ALNUM.sub("", words[end].text))
-            if length > len(PLATE_FORMAT):
-                break
-            run = _joined(words[start : end + 1])
-            if length == len(PLATE_FORMAT) and normalise_plate(run[0]) is not None:
-                yield run
-                break
+def _runs_in_line(line: Sequence[_Word]) -> list[TextLine]:
+    """The runs of consecutive words that make a plate; overlapping rival runs: in doubt."""
+    runs = [
+        (start, end, run)
+        for start in range(len(line))
+        for end in range(start + 1, len(line) + 1)
+        if normalise_plate((run := _joined(line[start:end])).text)
+    ]
+    found: list[TextLine] = []
+    for start, end, run in runs:
+        plate = normalise_plate(run.text)
+        overlapping = {
+            other_plate
+            for other_start, other_end, other in runs
+            if other_start < end
+            and start < other_end
+            and (other_plate := normalise_plate(other.text)) != plate
+        }
+        if overlapping:
+            doubt = f"words could make {', '.join(sorted({plate, *overlapping}))}"
+            run = TextLine(run.text, run.confidences, run.width, run.height, doubt)
+        found.append(run)
+    return found
 
 
-def _joined(words: Sequence[_Word]) -> tuple[str, float]:
-    return " ".join(word.text for word in words), min(word.confidence for word in words)
+def _joined(words: Sequence[_Word], same_line: bool = True) -> TextLine:
+    """Words as one text, spaces between them; its box when the words have boxes."""
+    text = " ".join(word.text for word in words)
+    confidences: list[float] = []
+    for index, word in enumerate(words):
+        confidences.extend([1.0] * (index > 0))  # the space between two words
+        confidences.extend(word.confidences)
+    boxes = [word.box for word in words if word.box is not None]
+    width = height = None
+    if boxes and len(boxes) == len(words):
+        height = max(box.bottom - box.top for box in boxes)
+        if same_line:
+            width = max(box.right for box in boxes) - min(box.left for box in boxes)
+    return TextLine(text, tuple(confidences), width, height)

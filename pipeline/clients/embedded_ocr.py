@@ -1,23 +1,26 @@
 """The embedded plate reader: RapidOCR's bundled ONNX models, run inside the worker.
 
-Text detection over a whole 640x480 photo costs about 0.2 s of one core, so the plate is
-found first with plain OpenCV: a plate is a bright field framed by a dark border, with the
-shape of a 2:1 rectangle and a row of tall dark characters across its middle. Only that row
-is cropped, straightened and handed to the recogniser (about a tenth of the cost). When no
-row reads as a plate at all, the whole photo goes through detection + recognition.
+Finding the plate: RapidOCR's own text detector runs over the whole photo, shrunk so that
+its long side is 640 pixels (about 0.1 s of one core for a 1280x720 photo); the text boxes
+shaped like a plate's line of characters are read, tallest first. When that fast pass found
+no plate-like text at all, a fine pass detects again at 960 pixels, where far plates'
+characters are still a few pixels tall. A box touching the photo's edge is not read.
 
-A plate's confidence is the product of its characters' probabilities, pooling those that
-`normalise_plate` treats alike (O/0, I/1, case); the engine's own line score is their mean,
-which stays high when one character is a guess. `best_plate` then applies the gate as for
-any reader. RapidOCR keeps call settings on the engine, so calls are serialised and one
-reader may be shared between threads.
+Reading a box: each box is cut out of the full-resolution photo, levelled, and read by the
+recogniser in several crops (tight with local contrast, wider, as detected; when they agree,
+a far wider one that shows a character the box cut off). `merge_views` then asks that the
+crops give one plate of one length and that most of them, two at least, be sure of every
+character; a box whose crops agree but are unsure is read in two more crops. Each
+character's confidence is the recogniser's probability for it, not the line's mean, so one
+guessed character is seen as such. `choose_plate` applies the same rules as for every
+reader (docs/plates.md). RapidOCR keeps call settings on the engine, so calls are serialised
+and one reader may be shared between threads.
 """
 
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import cv2
@@ -25,45 +28,54 @@ import numpy as np
 
 from pipeline.clients.images import InvalidImage, decode_rgb
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
-from pipeline.domain.plates import PlateReading, best_plate, normalise_plate, unreadable
+from pipeline.domain.plates import (
+    NEAREST_PLATE_RATIO,
+    PlateReading,
+    TextLine,
+    choose_plate,
+    merge_views,
+    normalise_plate,
+    plate_shaped,
+    unreadable,
+    unsure_reason,
+)
 
 READER_NAME = "embedded-rapidocr"
-CROP_PATH, FULL_PATH = "crop", "full"
-
-# Plate candidates: a bright region whose rotated bounding box has a plate's proportions.
-MIN_PLATE_AREA, MAX_PLATE_AREA = 0.004, 0.15  # fractions of the photo
-MIN_ASPECT, MAX_ASPECT = 1.5, 2.7  # width / height; a NY plate is 2.0 before tilt/skew
-MIN_FILL = 0.8  # region area / its rotated box: a rectangle, not a blob
-MAX_CANDIDATES = 2  # crops tried before falling back to the full photo
-THRESHOLD_LEVELS = 3  # brightness levels from Otsu's up to the brightest pixels
-# The character row within the plate, as fractions of its width and height: below the
-# state name, above the slogan.
-ROW_X = (0.03, 0.97)
-ROW_Y = (0.25, 0.80)
-ROW_HEIGHT = 64  # pixels of the straightened row given to the recogniser
-PLATE_CHARACTERS = 8  # `ABC-1234`: seven characters and the hyphen
-# Recogniser input width: RapidOCR pads every line to at least this; a plate row is ~3.5:1.
-REC_SHAPE = [3, 48, 192]
-DET_MAX_SIDE = 960
+FAST_PASS, FINE_PASS = "fast", "fine"
+# Long side of the photo given to the text detector in each pass, in pixels. A photo already
+# smaller is detected at its own size, and only once.
+DETECTION_SIDES = {FAST_PASS: 640, FINE_PASS: 960}
+# The detector's pixel and box thresholds, below RapidOCR's 0.3/0.5: a far plate's thin
+# characters score low, and a box that is no plate costs only a recognition.
+DETECTION_THRESHOLD, BOX_THRESHOLD = 0.2, 0.3
+MAX_BOXES_PER_PASS = 3  # plate-shaped boxes read per pass, tallest first
+MIN_AGREEING_CROPS = 2
+EDGE_MARGIN = 0.01  # of the photo's shorter side: a box this close to the edge is not read
+REC_SHAPE = [3, 48, 192]  # recogniser input; a plate's line is about 4:1
 BLANK = 0  # the CTC blank's index in the recogniser's characters
-_POOLED = {"0": "O", "1": "I"}  # plate characters that normalise_plate fixes by position
 
 
 @dataclass(frozen=True, slots=True)
-class PlateQuad:
-    """A located plate: its centre, unit axes along its width and height, and its size."""
+class Crop:
+    """How a text box is cut out: grown by fractions of its height, contrast evened or not."""
 
-    centre: np.ndarray
-    across: np.ndarray
-    down: np.ndarray
-    width: float
-    height: float
+    grow_x: float
+    grow_y: float
+    even_contrast: bool = False
 
-    def point(self, x: float, y: float) -> np.ndarray:
-        """The photo point at fraction (x, y) of the plate, (0, 0) being its top-left."""
-        return (
-            self.centre + self.across * (x - 0.5) * self.width + self.down * (y - 0.5) * self.height
-        )
+
+# Tight (the plate's frame and state name cut away) with local contrast, then wider (a
+# character the box cut off comes back), then as detected.
+CROPS = (Crop(0.0, -0.12, even_contrast=True), Crop(0.15, 0.0), Crop(0.0, 0.0))
+# Read when the crops agree on a plate but are not sure enough of it: more views of the same
+# characters, far cheaper than detecting again.
+EXTRA_CROPS = (Crop(0.1, -0.08, even_contrast=True), Crop(0.25, 0.05))
+# Read once the crops agree on a plate: far wider, so that a character the box cut off, or
+# a plate graphic read as one, shows as a plate of another length and refuses the reading.
+CONTEXT_CROP = Crop(0.6, 0.0)
+
+
+BoxReadings = tuple[np.ndarray, list[TextLine]]  # a text box and its readings so far
 
 
 class EmbeddedPlateReader:
@@ -82,23 +94,27 @@ class EmbeddedPlateReader:
         self.last_path = ""
         self._lock = threading.Lock()
         self._engine = RapidOCR(params=_engine_params(threads))
+        self._contrast = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
         self._characters: list[str] = []
-        self._groups: dict[str, np.ndarray] = {}
         self._load_models()
 
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
         """One reading per photo, in order; a photo that fails becomes an unreadable reading."""
         return [self._read_one(data) for data in images]
 
-    def read_array(self, rgb: np.ndarray, locate: bool = True) -> PlateReading:
-        """Read an RGB photo; `locate=False` skips the plate finder (full-photo OCR only)."""
+    def read_array(self, rgb: np.ndarray) -> PlateReading:
+        """Read an RGB photo: the fast pass, then the fine pass when it found no plate text."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         with self._lock:
-            if locate:
-                reading = self._read_located(bgr)
-                if reading is not None:
-                    return self._used(CROP_PATH, reading)
-            return self._used(FULL_PATH, self._read_full(bgr))
+            boxes: list[BoxReadings] = []
+            reading = self._read_pass(bgr, FAST_PASS, boxes)
+            self.last_path = FAST_PASS
+            finer = _scale(bgr, FINE_PASS) > _scale(bgr, FAST_PASS)
+            if reading.license_plate is None and finer and not _any_plate_text(boxes):
+                reading = self._read_pass(bgr, FINE_PASS, boxes)
+                self.last_path = FINE_PASS
+            self.path_counts[self.last_path] += 1
+            return reading
 
     def _read_one(self, data: bytes) -> PlateReading:
         try:
@@ -110,41 +126,70 @@ class EmbeddedPlateReader:
         except Exception as error:  # one photo's failure must not fail the whole batch
             return unreadable(self.name, f"OCR failed: {type(error).__name__}: {error}")
 
-    def _used(self, path: str, reading: PlateReading) -> PlateReading:
-        self.last_path = path
-        self.path_counts[path] += 1
-        return reading
+    def _read_pass(self, bgr: np.ndarray, path: str, boxes: list[BoxReadings]) -> PlateReading:
+        """Detect at the pass's scale, read the new plate-shaped boxes, choose among all.
 
-    def _read_located(self, bgr: np.ndarray) -> PlateReading | None:
-        """The plate read from a located character row; None sends the photo to full OCR.
-
-        A row that reads as a plate under the gate is final: the plate was found and the
-        engine is unsure of it, and reading the same pixels again in the full photo adds a
-        second draw at a wrong plate far more often than a right one.
+        A box an earlier pass found too (its centre inside that box) adds its readings to
+        that box's, so the crops of both passes must agree. A box whose crops agree on a
+        plate but are not sure enough of it is read in a few more crops.
         """
-        unsure = None
-        for row in plate_rows(bgr):
-            reading = best_plate([self._recognise(row)], self.name, self.min_confidence)
-            if reading.license_plate is not None:
-                return reading
-            if unsure is None and normalise_plate(reading.raw_text) is not None:
-                unsure = reading
-        return unsure
-
-    def _read_full(self, bgr: np.ndarray) -> PlateReading:
-        """Detection over the whole photo, then each line read; neighbours also tried joined."""
-        detected = self._engine(bgr, use_det=True, use_cls=False, use_rec=False)
-        boxes = [] if detected.boxes is None else list(detected.boxes)
-        lines = [self._recognise(crop_box(bgr, box)) for box in boxes]
-        joined = [
-            (first + second, first_confidence * second_confidence)
-            for (first, first_confidence), (second, second_confidence) in pairwise(lines)
+        found = [
+            box
+            for box in self._detect(bgr, _scale(bgr, path))
+            if plate_shaped(*box_size(box), image_height=bgr.shape[0])
+            and not _touches_edge(box, bgr.shape)
         ]
-        return best_plate([*lines, *joined], self.name, self.min_confidence)
+        found.sort(key=lambda box: -box_size(box)[1])
+        sure_height = 0.0  # the tallest box read surely as a plate so far
+        for box in found[:MAX_BOXES_PER_PASS]:
+            if box_size(box)[1] * NEAREST_PLATE_RATIO <= sure_height:
+                break  # text this much smaller cannot stand against the plate found
+            readings = self._read_box(bgr, box)
+            same = next((seen for old, seen in boxes if _contains(old, box)), None)
+            if same is None:
+                boxes.append((box, readings))
+                same = readings
+            else:
+                same.extend(readings)
+            line = merge_views(same, self.min_confidence, MIN_AGREEING_CROPS)
+            if unsure_reason(line, self.min_confidence) and _one_plate(same):
+                same.extend(self._read_crop(bgr, box, crop) for crop in EXTRA_CROPS)
+                line = merge_views(same, self.min_confidence, MIN_AGREEING_CROPS)
+            if normalise_plate(line.text) and not unsure_reason(line, self.min_confidence):
+                sure_height = max(sure_height, box_size(box)[1])
+        lines = [merge_views(seen, self.min_confidence, MIN_AGREEING_CROPS) for _, seen in boxes]
+        raw_text = " | ".join(seen[0].text for _, seen in boxes)  # each box's first crop
+        return choose_plate(lines, self.name, self.min_confidence, bgr.shape[0], raw_text)
 
-    def _recognise(self, line: np.ndarray) -> tuple[str, float]:
-        """One text line and the chance that its plate characters are all right."""
-        return decode_line(self._frame_probabilities(line), self._characters, self._groups)
+    def _detect(self, bgr: np.ndarray, scale: float) -> list[np.ndarray]:
+        """Text boxes (4 corners, clockwise from top-left) in full-resolution pixels."""
+        small = bgr
+        if scale < 1.0:
+            size = (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale))
+            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        detected = self._engine.text_det(small)
+        if detected.boxes is None:
+            return []
+        return [np.asarray(box, dtype=np.float64) / scale for box in detected.boxes]
+
+    def _read_box(self, bgr: np.ndarray, box: np.ndarray) -> list[TextLine]:
+        """The box read in each crop, stopping once its crops cannot give a plate."""
+        readings: list[TextLine] = []
+        plates: list[str] = []
+        for index, crop in enumerate(CROPS):
+            readings.append(self._read_crop(bgr, box, crop))
+            if (plate := normalise_plate(readings[-1].text)) is not None:
+                plates.append(plate)
+            crops_left = len(CROPS) - index - 1
+            if len(set(plates)) > 1 or len(plates) + crops_left < MIN_AGREEING_CROPS:
+                return readings
+        readings.append(self._read_crop(bgr, box, CONTEXT_CROP))
+        return readings
+
+    def _read_crop(self, bgr: np.ndarray, box: np.ndarray, crop: Crop) -> TextLine:
+        line = cut_box(bgr, box, crop, self._contrast)
+        text, confidences = decode_line(self._frame_probabilities(line), self._characters)
+        return TextLine(text, confidences, *box_size(box))
 
     def _frame_probabilities(self, line: np.ndarray) -> np.ndarray:
         """The recogniser's character probabilities per output frame (frames x characters).
@@ -165,134 +210,104 @@ class EmbeddedPlateReader:
         cv2.putText(sample, "AB 12", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (0, 0, 0), 3)
         self._engine(sample, use_det=True, use_cls=False, use_rec=False)
         self._engine(sample, use_det=False, use_cls=False, use_rec=True)
+        detector = getattr(self._engine, "text_det", None)
         recogniser = getattr(self._engine, "text_rec", None)
-        if recogniser is None or not hasattr(recogniser, "postprocess_op"):
-            raise RuntimeError("rapidocr's recogniser moved; clients/embedded_ocr.py needs 3.10")
+        if detector is None or recogniser is None or not hasattr(recogniser, "postprocess_op"):
+            raise RuntimeError("rapidocr's models moved; clients/embedded_ocr.py needs 3.10")
         self._characters = list(recogniser.postprocess_op.character)
-        self._groups = character_groups(self._characters)
-
-
-def character_groups(characters: Sequence[str]) -> dict[str, np.ndarray]:
-    """Indices of the recogniser's characters that normalise to the same plate character.
-
-    `normalise_plate` upper-cases and fixes O/0 and I/1 by position, so 'o', 'O' and '0'
-    are one plate character and the confidence pools their probabilities.
-    """
-    groups: dict[str, list[int]] = {}
-    for index, char in enumerate(characters):
-        if len(char) == 1 and char.isascii() and char.isalnum():
-            groups.setdefault(_plate_character(char), []).append(index)
-    return {char: np.array(indices) for char, indices in groups.items()}
-
-
-def _plate_character(char: str) -> str:
-    upper = char.upper()
-    return _POOLED.get(upper, upper)
 
 
 def decode_line(
-    probabilities: np.ndarray, characters: Sequence[str], groups: dict[str, np.ndarray]
-) -> tuple[str, float]:
-    """Greedy CTC decoding of one line, and the product of its alphanumerics' confidences.
+    probabilities: np.ndarray, characters: Sequence[str]
+) -> tuple[str, tuple[float, ...]]:
+    """Greedy CTC decoding of one line, and each character's probability where it peaks.
 
-    A plate is right only if every character is, so the product, not the engine's mean;
-    each character counts with the probability of everything that normalises like it.
+    Nothing is pooled: O and 0 are different plate characters, so the probability of 'O'
+    says nothing for '0'.
     """
     best = probabilities.argmax(axis=1)
-    emitted = (best != BLANK) & np.r_[True, best[1:] != best[:-1]]
-    text, confidence = [], 1.0
-    for frame in np.flatnonzero(emitted):
-        char = characters[best[frame]]
-        text.append(char)
-        if char.isalnum():
-            pooled = groups.get(_plate_character(char), best[frame])
-            confidence *= float(np.sum(probabilities[frame, pooled]))
-    return "".join(text), min(confidence, 1.0)
+    text, confidences = [], []
+    for start, end in _character_runs(best):
+        index = best[start]
+        text.append(characters[index])
+        confidences.append(float(probabilities[start:end, index].max()))
+    return "".join(text), tuple(confidences)
 
 
-def crop_box(bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """A detected text box (4 corners, clockwise from top-left) cut out and levelled."""
-    corners = np.asarray(box, dtype=np.float32)
-    width = round(max(_norm(corners[1] - corners[0]), _norm(corners[2] - corners[3])))
-    height = round(max(_norm(corners[3] - corners[0]), _norm(corners[2] - corners[1])))
-    width, height = max(width, 1), max(height, 1)
-    target = np.float32([(0, 0), (width, 0), (width, height), (0, height)])
-    matrix = cv2.getPerspectiveTransform(corners, target)
-    return cv2.warpPerspective(bgr, matrix, (width, height), flags=cv2.INTER_CUBIC)
+def _character_runs(best: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(first, past-last) frame of each run of one non-blank character."""
+    start = 0
+    for frame in range(1, len(best) + 1):
+        if frame == len(best) or best[frame] != best[start]:
+            if best[start] != BLANK:
+                yield start, frame
+            start = frame
 
 
-def _engine_params(threads: int | None) -> dict[str, Any]:
-    """RapidOCR settings: default bundled models (anything else downloads), quiet logs.
-
-    `threads` bounds onnxruntime's intra-op pool; None leaves it one thread per core.
-    """
-    params: dict[str, Any] = {
-        "Global.log_level": "error",
-        "Rec.rec_img_shape": REC_SHAPE,
-        # Detect at the photo's own size (shrinking only beyond DET_MAX_SIDE): RapidOCR's
-        # default upscales the short side to 736, 2.5x slower and no better on plates.
-        "Det.limit_type": "max",
-        "Det.limit_side_len": DET_MAX_SIDE,
-    }
-    if threads is not None:
-        params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
-        params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
-    return params
+def box_size(box: np.ndarray) -> tuple[float, float]:
+    """A text box's width (along the text) and height, in pixels."""
+    corners = np.asarray(box, dtype=np.float64)
+    width = max(_norm(corners[1] - corners[0]), _norm(corners[2] - corners[3]))
+    height = max(_norm(corners[3] - corners[0]), _norm(corners[2] - corners[1]))
+    return width, height
 
 
-def plate_rows(bgr: np.ndarray) -> Iterator[np.ndarray]:
-    """Straightened character rows of the likeliest plates, best first, at most a few."""
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    scored = []
-    for quad in locate_plates(gray):
-        row = straighten_row(bgr, quad)
-        score = _row_score(cv2.cvtColor(row, cv2.COLOR_BGR2GRAY))
-        if score is not None:
-            scored.append((score, -quad.width, row))
-    scored.sort(key=lambda item: item[:2])
-    for _, _, row in scored[:MAX_CANDIDATES]:
-        yield row
+def cut_box(bgr: np.ndarray, box: np.ndarray, crop: Crop, contrast: Any = None) -> np.ndarray:
+    """A text box cut out, levelled and grown by `crop` (edges repeat past the photo)."""
+    corners = np.asarray(box, dtype=np.float64)
+    width, height = box_size(corners)
+    across = (corners[1] - corners[0]) / max(_norm(corners[1] - corners[0]), 1e-6)
+    down = (corners[3] - corners[0]) / max(_norm(corners[3] - corners[0]), 1e-6)
+    grow_x, grow_y = across * crop.grow_x * height, down * crop.grow_y * height
+    source = np.float32(
+        [
+            corners[0] - grow_x - grow_y,
+            corners[1] + grow_x - grow_y,
+            corners[2] + grow_x + grow_y,
+            corners[3] - grow_x + grow_y,
+        ]
+    )
+    out_width = max(1, round(width + 2 * crop.grow_x * height))
+    out_height = max(1, round(height + 2 * crop.grow_y * height))
+    target = np.float32([(0, 0), (out_width, 0), (out_width, out_height), (0, out_height)])
+    matrix = cv2.getPerspectiveTransform(source, target)
+    line = cv2.warpPerspective(
+        bgr, matrix, (out_width, out_height), flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    if crop.even_contrast and contrast is not None:
+        gray = contrast.apply(cv2.cvtColor(line, cv2.COLOR_BGR2GRAY))
+        line = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    return line
 
 
-def locate_plates(gray: np.ndarray) -> list[PlateQuad]:
-    """Bright rectangles of plate proportions, at a few brightness levels.
-
-    Nested regions count (a plate inside a darker recess of a white car), and the higher
-    levels split a plate from a bright car body that a thin, blurred border fails to.
-    """
-    blurred = cv2.GaussianBlur(gray, (5, 5), 0)
-    otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    top = float(np.percentile(blurred, 99))
-    quads = []
-    for level in np.linspace(otsu, top, THRESHOLD_LEVELS + 1)[:-1]:
-        quads.extend(_bright_rectangles(blurred > level))
-    return _distinct(quads)
+def _contains(outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether `inner`'s centre lies within `outer`'s bounds: the same text, found again."""
+    (left, top), (right, bottom) = outer.min(axis=0), outer.max(axis=0)
+    x, y = inner.mean(axis=0)
+    return bool(left <= x <= right and top <= y <= bottom)
 
 
-def _bright_rectangles(mask: np.ndarray) -> Iterator[PlateQuad]:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    image_area = mask.shape[0] * mask.shape[1]
-    for contour in contours:
-        area = cv2.contourArea(contour)
-        if not MIN_PLATE_AREA * image_area <= area <= MAX_PLATE_AREA * image_area:
-            continue
-        quad = _quad(cv2.minAreaRect(contour))
-        aspect = quad.width / max(quad.height, 1.0)
-        if MIN_ASPECT <= aspect <= MAX_ASPECT and area >= MIN_FILL * quad.width * quad.height:
-            yield quad
+def _scale(bgr: np.ndarray, path: str) -> float:
+    """How much the photo is shrunk for the pass's detection (1.0: not at all)."""
+    return min(1.0, DETECTION_SIDES[path] / max(bgr.shape[:2]))
 
 
-def _quad(rect: tuple[Any, Any, float]) -> PlateQuad:
-    """A rotated rectangle as a PlateQuad whose width axis points right and height axis down."""
-    corners = cv2.boxPoints(rect)
-    first, second = corners[1] - corners[0], corners[2] - corners[1]
-    long_edge, short_edge = (first, second) if _norm(first) >= _norm(second) else (second, first)
-    across = long_edge / _norm(long_edge)
-    if across[0] < 0:
-        across = -across
-    down = np.array([-across[1], across[0]])  # across turned 90 degrees clockwise on screen
-    return PlateQuad(
-        np.array(rect[0], dtype=np.float64), across, down, _norm(long_edge), _norm(short_edge)
+def _one_plate(readings: list[TextLine]) -> bool:
+    """Whether the readings that are plates all give the same one (and some do)."""
+    return len({plate for line in readings if (plate := normalise_plate(line.text))}) == 1
+
+
+def _any_plate_text(boxes: list[BoxReadings]) -> bool:
+    return any(normalise_plate(line.text) for _, readings in boxes for line in readings)
+
+
+def _touches_edge(box: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether a box reaches the photo's edge, where the frame may have cut characters off."""
+    margin = EDGE_MARGIN * min(shape[:2])
+    (left, top), (right, bottom) = box.min(axis=0), box.max(axis=0)
+    return bool(
+        left < margin or top < margin or right > shape[1] - margin or bottom > shape[0] - margin
     )
 
 
@@ -300,36 +315,21 @@ def _norm(vector: np.ndarray) -> float:
     return float(np.hypot(vector[0], vector[1]))
 
 
-def _distinct(quads: list[PlateQuad]) -> list[PlateQuad]:
-    """Drop a quad that repeats one already kept (the same plate found at two levels)."""
-    kept: list[PlateQuad] = []
-    for quad in quads:
-        if not any(_same_place(quad, other) for other in kept):
-            kept.append(quad)
-    return kept
+def _engine_params(threads: int | None) -> dict[str, Any]:
+    """RapidOCR settings: default bundled models (anything else downloads), quiet logs.
 
-
-def _same_place(quad: PlateQuad, other: PlateQuad) -> bool:
-    near = _norm(quad.centre - other.centre) < other.height / 4
-    return near and abs(quad.width - other.width) < 0.1 * other.width
-
-
-def straighten_row(bgr: np.ndarray, quad: PlateQuad) -> np.ndarray:
-    """The plate's character row, rotated level and scaled to ROW_HEIGHT pixels."""
-    (x0, x1), (y0, y1) = ROW_X, ROW_Y
-    source = np.float32([quad.point(x0, y0), quad.point(x1, y0), quad.point(x1, y1)])
-    width = round(ROW_HEIGHT * (x1 - x0) * quad.width / ((y1 - y0) * quad.height))
-    target = np.float32([(0, 0), (width, 0), (width, ROW_HEIGHT)])
-    matrix = cv2.getAffineTransform(source, target)
-    return cv2.warpAffine(bgr, matrix, (width, ROW_HEIGHT), flags=cv2.INTER_LINEAR)
-
-
-def _row_score(row_gray: np.ndarray) -> int | None:
-    """How far the row is from a plate's 7 tall dark characters; None when it has no ink."""
-    _, ink = cv2.threshold(row_gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(ink)
-    heights = stats[1:, cv2.CC_STAT_HEIGHT]
-    tall = int(np.count_nonzero((heights >= 0.4 * ROW_HEIGHT) & (heights < 0.98 * ROW_HEIGHT)))
-    if count <= 1:
-        return None
-    return abs(tall - (PLATE_CHARACTERS - 1))  # the hyphen is short
+    The photo is shrunk for detection here, so the detector only rounds it to multiples
+    of 32. `threads` bounds onnxruntime's intra-op pool; None leaves it one per core.
+    """
+    params: dict[str, Any] = {
+        "Global.log_level": "error",
+        "Rec.rec_img_shape": REC_SHAPE,
+        "Det.limit_type": "max",
+        "Det.limit_side_len": 4096,
+        "Det.thresh": DETECTION_THRESHOLD,
+        "Det.box_thresh": BOX_THRESHOLD,
+    }
+    if threads is not None:
+        params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+        params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
+    return params

@@ -1,35 +1,69 @@
-"""Licence plates: the plate a vehicle carries, and reading a plate from OCR text.
+"""Licence plates: the plate a vehicle carries, and which text an OCR engine read is a plate.
 
 Pure functions, no Beam and no OCR engine: the cars API's renderer, the generator's truth
 file, both plate readers and the tests all use these, so "the true plate" and "a plate we
 accept" are defined once.
 
-Plates follow New York's passenger format, three letters then four digits (`ABC-1234`,
-normalised to `ABC1234`). An OCR engine confuses O/0 and I/1; the format says which one a
-position holds, so those two confusions are fixed by position and nothing else is guessed.
+A wrong plate is a fine sent to the wrong person, so a reading is accepted only when nothing
+in it is a guess; otherwise the plate is null and `PlateReading.reason` says why:
+
+- Nothing is substituted. "R10 7555" is R107555 or nothing: O/0, I/1 and the other
+  look-alikes are never swapped by position or format, because a swap can turn one valid
+  plate into another.
+- Any Latin-alphabet plate: 2-8 letters and digits, at least one of each, once separators
+  are dropped (space, dash, dot, middle dot, and the ':', '=', '+' an engine reads for a
+  plate's emblem). New York's LLLDDDD is one known format among several, never forced.
+  Words (state names, slogans, dealer names), dates, times, phone numbers and web addresses
+  fail that pattern; lower-case or non-Latin letters are not plate characters.
+- Every character is read at or above the confidence gate; O, 0, Q, D, I and 1, which plate
+  fonts draw almost alike and engines choose between by context, need it twenty times over.
+- Readings of the same text from several crops must agree, and only plate-shaped text
+  counts when the engine says where the text is.
+- Two different plates in view, neither clearly the nearest (taller), give no plate.
 """
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
-# One character class per position: L = letter, D = digit.
-PLATE_FORMAT = "LLLDDDD"
-PLATE_PATTERN = re.compile(r"^[A-Z]{3}[0-9]{4}$")
+SERIAL_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"  # the simulated plates' series: no I, O, Q
+MIN_PLATE_CHARACTERS, MAX_PLATE_CHARACTERS = 2, 8
+# Separators a plate prints between its groups, and the marks an engine reads for an emblem
+# there; any other non-alphanumeric character means the text is not a plate as read.
+SEPARATORS = frozenset(" -.·•:=+")
+MAX_SEPARATOR_RUNS = 2  # "AB-123-CD"; more is a date, a phone number or a sentence
+# Characters that a plate font draws almost alike: each needs LOOKALIKE_WEIGHT times the
+# certainty of an ordinary character (confidence ** weight >= gate).
+LOOKALIKES = frozenset("O0QDI1")
+LOOKALIKE_WEIGHT = 20
+# Plate-shaped text, where the engine gives a box: a single line of 2-8 characters...
+MIN_ASPECT, MAX_ASPECT = 1.0, 6.5  # box width / height; a plate's line is 1.3-5.3
+MIN_TEXT_PIXELS = 8.0  # characters shorter than this are not read reliably
+MIN_RELATIVE_HEIGHT, MAX_RELATIVE_HEIGHT = 0.008, 0.5  # of the photo's height
+# ...and a plate counts as the nearest, rather than one of two in view, when its text is
+# this much taller than any other plate-like text.
+NEAREST_PLATE_RATIO = 1.25
 
-_AS_LETTER = {"0": "O", "1": "I"}
-_AS_DIGIT = {"O": "0", "I": "1"}
+# Known formats, for reports: the reader accepts any plate that fits the general pattern.
+KNOWN_FORMATS = {
+    "LLLDDDD": re.compile(r"^[A-Z]{3}[0-9]{4}$"),  # New York, Texas, Arizona, Ohio, ...
+    "DLLLDDD": re.compile(r"^[0-9][A-Z]{3}[0-9]{3}$"),  # California
+    "LLDLDL": re.compile(r"^[A-Z]{2}[0-9][A-Z][0-9][A-Z]$"),  # Missouri
+    "LLLDDD": re.compile(r"^[A-Z]{3}[0-9]{3}$"),  # many states' older series
+}
+NEW_YORK_PLATE = KNOWN_FORMATS["LLLDDDD"]
 
 
 @dataclass(frozen=True, slots=True)
 class PlateReading:
     """What a plate reader made of one image.
 
-    `license_plate` is the normalised plate, or None when the image is unreadable: no text
-    matched the plate format, the confidence was under the gate, or `error` says what failed.
+    `license_plate` is the plate, or None when the image is unreadable: `reason` says why
+    no text was accepted, or `error` says what failed (decode, service); `confidence` is the
+    least sure character's of the best plate-like text, accepted or not.
     """
 
     license_plate: str | None
@@ -37,6 +71,7 @@ class PlateReading:
     raw_text: str
     reader: str
     error: str | None = None
+    reason: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -47,57 +82,194 @@ class PlateReading:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TextLine:
+    """One piece of text an engine read: its characters, each one's confidence, its box.
+
+    `width` and `height` are the text box's in pixels (None when the engine gives no box);
+    `doubt` says why the reading is unsure whatever its confidences (crops disagree).
+    """
+
+    text: str
+    confidences: tuple[float, ...]
+    width: float | None = None
+    height: float | None = None
+    doubt: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.confidences) != len(self.text):
+            raise ValueError("one confidence per character of the text")
+
+    @classmethod
+    def uniform(cls, text: str, confidence: float) -> "TextLine":
+        """A line whose engine gives one confidence for the whole text."""
+        return cls(text, (confidence,) * len(text))
+
+
 def plate_for_vehicle(vehicle_id: str) -> str:
-    """The plate registered to `vehicle_id`: deterministic, so tests know the truth."""
+    """The plate registered to `vehicle_id`: deterministic, so tests know the truth.
+
+    A New York LLLDDDD serial whose letters, as in many states' series, leave out I, O and
+    Q, which a camera cannot tell from 1 and 0.
+    """
     digest = hashlib.sha256(f"plate:{vehicle_id}".encode()).digest()
-    letters = "".join(LETTERS[byte % len(LETTERS)] for byte in digest[:3])
+    letters = "".join(SERIAL_LETTERS[byte % len(SERIAL_LETTERS)] for byte in digest[:3])
     digits = "".join(DIGITS[byte % len(DIGITS)] for byte in digest[3:7])
     return letters + digits
 
 
 def display_plate(plate: str) -> str:
-    """`ABC1234` as printed on the plate: `ABC-1234`."""
+    """`ABC1234` as printed on a New York plate: `ABC-1234`."""
     return f"{plate[:3]}-{plate[3:]}"
 
 
+def plate_format(plate: str) -> str | None:
+    """The known format `plate` fits (e.g. "LLLDDDD"), or None: a report, never a rule."""
+    return next((name for name, pattern in KNOWN_FORMATS.items() if pattern.match(plate)), None)
+
+
 def normalise_plate(raw_text: str) -> str | None:
-    """The plate in `raw_text` (A-Z, 0-9 only), or None when it does not fit the format.
+    """The plate in `raw_text` (A-Z, 0-9, separators dropped), or None when it is no plate.
 
-    Separators and case are dropped; O/0 and I/1 are fixed where the position says which
-    is meant. Any other misfit is not guessed at.
+    Nothing is changed but the separators: no case folding, no look-alike swapped.
     """
-    text = re.sub(r"[^A-Z0-9]", "", raw_text.upper())
-    if len(text) != len(PLATE_FORMAT):
+    text = raw_text.strip()
+    if any(not _plate_character(char) and char not in SEPARATORS for char in text):
         return None
-    fixed = "".join(
-        _AS_LETTER.get(char, char) if kind == "L" else _AS_DIGIT.get(char, char)
-        for char, kind in zip(text, PLATE_FORMAT, strict=True)
-    )
-    return fixed if PLATE_PATTERN.match(fixed) else None
+    if len([run for run in re.split(r"[A-Z0-9]+", text) if run]) > MAX_SEPARATOR_RUNS:
+        return None
+    plate = "".join(char for char in text if _plate_character(char))
+    if not MIN_PLATE_CHARACTERS <= len(plate) <= MAX_PLATE_CHARACTERS:
+        return None
+    if not any(char in DIGITS for char in plate) or not any(char in LETTERS for char in plate):
+        return None
+    return plate
 
 
-def best_plate(
-    candidates: Iterable[tuple[str, float]], reader: str, min_confidence: float
-) -> PlateReading:
-    """Choose the plate among OCR text lines `(text, confidence)`.
+def _plate_character(char: str) -> bool:
+    return char in LETTERS or char in DIGITS
 
-    The most confident line that normalises to a plate wins; it is accepted only at or above
-    `min_confidence`. Lines that are not plates (the state name, a slogan) are ignored, but
-    kept in `raw_text` so a person can see what the engine read.
+
+def merge_views(views: Sequence[TextLine], min_confidence: float, min_views: int = 2) -> TextLine:
+    """One line from several readings of the same box (crops, scales).
+
+    The plate is the one text that at least `min_views` readings give sure of every
+    character (`min_confidence`, look-alikes stricter), these being more than half of the
+    readings that give it; its confidences are the least among them. It is refused
+    (`doubt`) when sure readings give different plates, or when readings give plates of
+    different lengths: a crop that cut a character off, or read a frame's edge as one,
+    cannot be told from one that did not. An unsure reading of another plate of the same
+    length does not veto, and a reading that is no plate at all (noise at a crop's edge)
+    counts for nothing.
     """
-    lines = list(candidates)
-    raw_text = " | ".join(text for text, _ in lines)
-    plates = [
-        (plate, confidence)
-        for text, confidence in lines
-        if (plate := normalise_plate(text)) is not None
-    ]
+    plates = [(view, plate) for view in views if (plate := normalise_plate(view.text))]
     if not plates:
-        return PlateReading(None, 0.0, raw_text, reader)
-    plate, confidence = max(plates, key=lambda item: item[1])
-    if confidence < min_confidence:
-        return PlateReading(None, confidence, raw_text, reader)
+        return views[0]
+    sure = [(view, plate) for view, plate in plates if not unsure_reason(view, min_confidence)]
+    sure_plates = sorted({plate for _, plate in sure})
+    lengths = {len(plate) for _, plate in plates}
+    first, plate = sure[0] if sure else plates[0]
+    doubt = ""
+    if len(lengths) > 1 or len(sure_plates) > 1:
+        doubt = f"crops read {', '.join(sorted({plate for _, plate in plates}))}"
+    elif sure and (len(sure) < min_views or 2 * len(sure) <= len(plates)):
+        doubt = f"{len(sure)} of {len(plates)} readings sure of {plate}"
+    agreeing = [_plate_confidences(view) for view, other in (sure or plates) if other == plate]
+    least = tuple(min(column) for column in zip(*agreeing, strict=True))
+    return TextLine(plate, least, first.width, first.height, doubt)
+
+
+def _plate_confidences(line: TextLine) -> list[float]:
+    return [
+        confidence
+        for char, confidence in zip(line.text, line.confidences, strict=True)
+        if _plate_character(char)
+    ]
+
+
+def choose_plate(
+    lines: Iterable[TextLine],
+    reader: str,
+    min_confidence: float,
+    image_height: float | None = None,
+    raw_text: str | None = None,
+) -> PlateReading:
+    """The plate among an image's text lines, or None with the reason (module docstring).
+
+    Both readers call this, so they accept and refuse the same readings. `raw_text` is
+    what the engine read, for people; by default the lines' texts.
+    """
+    lines = list(lines)
+    if raw_text is None:
+        raw_text = " | ".join(line.text for line in lines)
+    candidates: list[tuple[TextLine, str]] = []
+    refusals: list[tuple[float, str]] = []
+    for line in lines:
+        plate = normalise_plate(line.text)
+        if plate is None:
+            continue
+        boxed = line.width is not None and line.height is not None
+        if boxed and not plate_shaped(line.width, line.height, image_height):
+            refusals.append((0.0, f"{plate}: not plate-shaped text"))
+            continue
+        candidates.append((line, plate))
+    if not candidates:
+        why = refusals[0][1] if refusals else f"no plate among {len(lines)} text lines"
+        return PlateReading(None, 0.0, raw_text, reader, reason=why)
+
+    accepted: list[tuple[TextLine, str, float]] = []
+    for line, plate in candidates:
+        confidence, doubt = least_confidence(line), unsure_reason(line, min_confidence)
+        if doubt:
+            refusals.append((confidence, f"{plate}: {doubt}"))
+        else:
+            accepted.append((line, plate, confidence))
+    if not accepted:
+        confidence, why = max(refusals)
+        return PlateReading(None, confidence, raw_text, reader, reason=why)
+
+    line, plate, confidence = max(accepted, key=lambda item: (item[0].height or 0.0, item[2]))
+    # Every other plate-like text counts, read surely or not: a nearer plate that could not
+    # be read makes the one that could a likely neighbour's.
+    rivals = [(other_line, other) for other_line, other in candidates if other != plate]
+    nearest = all(
+        line.height is not None
+        and other_line.height is not None
+        and line.height >= NEAREST_PLATE_RATIO * other_line.height
+        for other_line, _ in rivals
+    )
+    if not nearest:
+        plates = sorted({plate, *(other for _, other in rivals)})
+        why = f"several plates in view: {', '.join(plates)}"
+        return PlateReading(None, confidence, raw_text, reader, reason=why)
     return PlateReading(plate, confidence, raw_text, reader)
+
+
+def plate_shaped(width: float, height: float, image_height: float | None = None) -> bool:
+    """Whether a text box of `width` x `height` pixels can hold a plate's line of characters."""
+    if height < MIN_TEXT_PIXELS or not MIN_ASPECT <= width / height <= MAX_ASPECT:
+        return False
+    if image_height:
+        return MIN_RELATIVE_HEIGHT <= height / image_height <= MAX_RELATIVE_HEIGHT
+    return True
+
+
+def least_confidence(line: TextLine) -> float:
+    """The confidence of the line's least sure plate character (1.0 when it has none)."""
+    return min(_plate_confidences(line), default=1.0)
+
+
+def unsure_reason(line: TextLine, min_confidence: float) -> str:
+    """Why the line's reading is not sure enough to be a plate, or "" when it is."""
+    if line.doubt:
+        return line.doubt
+    for char, confidence in zip(line.text, line.confidences, strict=True):
+        if not _plate_character(char):
+            continue
+        needed = min_confidence ** (1 / LOOKALIKE_WEIGHT) if char in LOOKALIKES else min_confidence
+        if confidence < needed:
+            return f"{char!r} read at {confidence:.2f}, under the gate {needed:.3f}"
+    return ""
 
 
 def unreadable(reader: str, error: str, raw_text: str = "") -> PlateReading:

@@ -1,7 +1,8 @@
 """The Cloud Vision plate reader against a local gRPC ImageAnnotator (tests/fake_vision.py).
 
 Everything goes through the real client library and a real channel: batching, the use of
-every response in a batch, per-image errors, the confidence gate and retries of failed calls.
+every response in a batch, per-image errors, the plate choice (the embedded reader's rules:
+`choose_plate`), the confidence gate and retries of failed calls.
 """
 
 import grpc
@@ -42,28 +43,86 @@ def photo(n):
     return f"photo-{n}".encode()
 
 
+SURE = 0.995  # above the gate for every character, look-alikes (0, 1, O, I, D, Q) included
+
+
 def test_every_response_of_a_batch_is_used_in_order(fake, reader):
     fake.answers = {
-        photo(0): [("NEW YORK", 0.99), ("ABC-1234", 0.97), ("EMPIRE STATE", 0.95)],
-        photo(1): [("XYZ 9876", 0.91)],
-        photo(2): [("K0L-12O4", 0.93)],  # O/0 confused both ways
-        photo(3): [("DEF", 0.96), ("5678", 0.92)],  # the plate read as two lines
-        photo(4): [("NY GHJ 4321", 0.9)],  # the plate sharing its line
+        photo(0): [("NEW YORK", 0.99), ("ABC-1234", SURE), ("EMPIRE STATE", 0.95)],
+        photo(1): [("XYZ 9876", 0.91)],  # no look-alike: the gate alone
+        photo(2): [("K0L-12O4", 0.999)],  # kept as read: no O/0 swapped by position
+        photo(3): [("DEF", 0.996), ("5678", 0.992)],  # the plate read as two lines
+        photo(4): [("NY GHJ 4321", SURE)],  # the plate sharing its line
+        photo(5): [("California", 0.99), ("5DJ0529", SURE), ("SMITH FORD 555-1234", 0.99)],
     }
-    readings = reader().read([photo(n) for n in range(5)])
+    readings = reader().read([photo(n) for n in range(6)])
 
     assert [r.license_plate for r in readings] == [
         "ABC1234",
         "XYZ9876",
-        "KOL1204",
+        "K0L12O4",
         "DEF5678",
         "GHJ4321",
+        "5DJ0529",
     ]
-    assert [r.confidence for r in readings] == pytest.approx([0.97, 0.91, 0.93, 0.92, 0.9])
+    assert [r.confidence for r in readings] == pytest.approx([SURE, 0.91, 0.999, 0.992, SURE, SURE])
     assert {r.reader for r in readings} == {CLOUD_VISION_READER}
-    assert all(r.error is None for r in readings)
+    assert all(r.error is None and r.reason is None for r in readings)
     assert readings[0].raw_text == "NEW YORK | ABC-1234 | EMPIRE STATE"
-    assert fake.calls == [5]
+    assert readings[3].raw_text == "DEF | 5678"
+    assert fake.calls == [6]
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        ([("AG0 R6T", 0.97)], "AG0R6T: '0' read at 0.97, under the gate 0.989"),
+        ([("ABC 1234 NY", SURE)], "ABC1234: words could make 1234NY, ABC1234"),
+        ([("ABC-1234", SURE), ("XYZ-9876", SURE)], "several plates in view: ABC1234, XYZ9876"),
+        ([("TEXAS", 0.99), ("2014-05-13", 0.99)], "no plate among 2 text lines"),
+    ],
+)
+def test_the_plate_choice_rules_are_the_embedded_readers(fake, reader, lines, reason):
+    fake.answers = {photo(0): lines}
+
+    (reading,) = reader().read([photo(0)])
+
+    assert (reading.license_plate, reading.reason, reading.error) == (None, reason, None)
+
+
+def boxed_response(*lines):
+    """A response whose words have boxes: (text, confidence, (left, top, right, bottom))."""
+    blocks = []
+    for text, confidence, (left, top, right, bottom) in lines:
+        corners = [(left, top), (right, top), (right, bottom), (left, bottom)]
+        poly = vision.BoundingPoly(vertices=[vision.Vertex(x=x, y=y) for x, y in corners])
+        symbols = [vision.Symbol(text=char, confidence=confidence) for char in text]
+        word = vision.Word(symbols=symbols, confidence=confidence, bounding_box=poly)
+        blocks.append(vision.Block(paragraphs=[vision.Paragraph(words=[word])]))
+    page = vision.Page(blocks=blocks, width=1280, height=720)
+    full_text = "\n".join(text for text, _, _ in lines)
+    return vision.AnnotateImageResponse(
+        text_annotations=[vision.EntityAnnotation(description=full_text)],
+        full_text_annotation=vision.TextAnnotation(pages=[page], text=full_text),
+    )
+
+
+def test_word_boxes_tell_the_nearest_plate_from_a_badge_or_a_smaller_plate(fake, reader):
+    fake.answers = {
+        photo(0): boxed_response(
+            ("ABC1234", SURE, (500, 400, 600, 440)), ("F150", SURE, (700, 300, 740, 315))
+        ),
+        photo(1): boxed_response(
+            ("ABC1234", SURE, (500, 400, 600, 440)), ("XYZ9876", SURE, (900, 300, 995, 338))
+        ),
+        photo(2): boxed_response(("ABC1234", SURE, (100, 400, 900, 440))),  # 20:1, a sign
+    }
+
+    nearest, two, sign = reader().read([photo(0), photo(1), photo(2)])
+
+    assert nearest.license_plate == "ABC1234"
+    assert (two.license_plate, two.reason) == (None, "several plates in view: ABC1234, XYZ9876")
+    assert (sign.license_plate, sign.reason) == (None, "ABC1234: not plate-shaped text")
 
 
 def test_request_asks_for_text_detection_with_confidence(fake, reader):
@@ -77,7 +136,7 @@ def test_request_asks_for_text_detection_with_confidence(fake, reader):
 
 def test_twenty_images_go_in_two_requests_of_at_most_sixteen(fake, reader):
     plates = [plate_for_vehicle(f"v{n}") for n in range(20)]
-    fake.answers = {photo(n): [(display_plate(p), 0.9)] for n, p in enumerate(plates)}
+    fake.answers = {photo(n): [(display_plate(p), SURE)] for n, p in enumerate(plates)}
 
     readings = reader().read([photo(n) for n in range(20)])
 
@@ -93,9 +152,9 @@ def test_smaller_batch_size_means_more_requests(fake, reader):
 
 def test_error_for_one_image_leaves_the_others_readable(fake, reader):
     fake.answers = {
-        photo(0): [("ABC-1234", 0.95)],
+        photo(0): [("ABC-1234", SURE)],
         photo(1): ImageError(grpc.StatusCode.INVALID_ARGUMENT, "Bad image data."),
-        photo(2): [("XYZ-9876", 0.95)],
+        photo(2): [("XYZ-9876", SURE)],
     }
     first, broken, last = reader().read([photo(0), photo(1), photo(2)])
 
@@ -125,12 +184,12 @@ def test_least_confident_word_is_the_plate_confidence(fake, reader):
 
 
 def test_text_that_is_no_plate_is_unreadable(fake, reader):
-    fake.answers = {photo(0): [("NEW YORK", 0.99), ("AB-123456", 0.99)]}
+    fake.answers = {photo(0): [("NEW YORK", 0.99), ("AB-1234567", 0.99)]}
 
     (reading, blank) = reader().read([photo(0), photo(1)])
 
     assert reading.license_plate is None and reading.confidence == 0.0
-    assert reading.raw_text == "NEW YORK | AB-123456"
+    assert reading.raw_text == "NEW YORK | AB-1234567"
     assert (blank.license_plate, blank.raw_text, blank.error) == (None, "", None)
 
 
@@ -146,7 +205,7 @@ def test_without_full_text_the_lines_have_no_confidence(fake, reader, min_confid
 
 
 def test_transient_failures_are_retried_with_backoff(fake, reader):
-    fake.answers = {photo(0): [("ABC-1234", 0.95)]}
+    fake.answers = {photo(0): [("ABC-1234", SURE)]}
     fake.fail(2, grpc.StatusCode.UNAVAILABLE)
     waits = []
 
@@ -171,7 +230,7 @@ def test_outage_makes_every_image_unreadable_without_raising(fake, reader):
 
 
 def test_quota_and_deadline_errors_are_transient_too(fake, reader):
-    fake.answers = {photo(0): [("ABC-1234", 0.95)]}
+    fake.answers = {photo(0): [("ABC-1234", SURE)]}
     fake.fail(1, grpc.StatusCode.RESOURCE_EXHAUSTED)
     fake.fail(1, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -191,7 +250,7 @@ def test_permanent_failure_is_not_retried(fake, reader):
 
 
 def test_failed_batch_does_not_spoil_the_next(fake, reader):
-    fake.answers = {photo(n): [(f"ABC-123{n}", 0.95)] for n in range(4)}
+    fake.answers = {photo(n): [(f"ABC-123{n}", SURE)] for n in range(4)}
     fake.fail(1, grpc.StatusCode.INVALID_ARGUMENT)
 
     readings = reader(batch_size=2).read([photo(n) for n in range(4)])
@@ -219,7 +278,7 @@ def test_open_plate_reader_builds_it_with_endpoint(fake):
 
 
 def test_a_given_client_is_used_and_left_open(fake):
-    fake.answers = {photo(0): [("ABC-1234", 0.95)]}
+    fake.answers = {photo(0): [("ABC-1234", SURE)]}
     channel = grpc.insecure_channel(fake.endpoint)
     client = vision.ImageAnnotatorClient(transport=ImageAnnotatorGrpcTransport(channel=channel))
 

@@ -1,23 +1,27 @@
 """The car-photo renderer and the embedded RapidOCR plate reader, against each other.
 
 The renderer knows the true plate of every photo, so the reader's accuracy is measured,
-not eyeballed: on easy photos it must read nearly all plates and accept no wrong one.
+not eyeballed: on easy photos it must read nearly all plates, and on any photo accept no
+wrong one. Photos drawn like real ones (other states, dealer frames, date stamps, two cars)
+check the rules that keep a wrong plate out.
 """
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from generator import car_images
 from generator.car_images import render_car_photo, render_scene
-from pipeline.clients.embedded_ocr import EmbeddedPlateReader, character_groups, decode_line
+from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line
 from pipeline.clients.images import check_image
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
 from pipeline.domain.plates import plate_for_vehicle
 
 ACCURACY_IMAGES = 100
+HARD_IMAGES = 40
 MIN_EXACT = 0.97
 MAX_JPEG_BYTES = 200_000
 
@@ -96,10 +100,23 @@ def test_reads_easy_photos_accurately_and_accepts_no_wrong_plate(reader):
         if r.license_plate not in (None, truth)
     ]
     accuracy = exact / len(vehicles)
-    summary = f"exact {accuracy:.0%}, wrong accepted {wrong}, paths {dict(reader.path_counts)}"
+    summary = f"exact {accuracy:.0%}, wrong accepted {wrong}, passes {dict(reader.path_counts)}"
     assert accuracy >= MIN_EXACT, summary
     assert not wrong, summary
     assert all(r.error is None and r.reader == reader.name for r in readings), summary
+
+
+def test_hard_photos_give_no_wrong_plate(reader):
+    vehicles = [f"car-{i}" for i in range(HARD_IMAGES)]
+    readings = reader.read([render_car_photo(vehicle, "hard") for vehicle in vehicles])
+    truths = [plate_for_vehicle(vehicle) for vehicle in vehicles]
+    wrong = [
+        (truth, r.license_plate)
+        for r, truth in zip(readings, truths, strict=True)
+        if r.license_plate not in (None, truth)
+    ]
+    assert not wrong
+    assert all(r.reason for r in readings if r.license_plate is None)
 
 
 def test_bad_images_are_unreadable_and_the_batch_keeps_its_order(reader):
@@ -120,27 +137,146 @@ def test_a_photo_without_a_plate_reads_as_no_plate(reader):
     for reading in reader.read([jpeg(blank), jpeg(noise)]):
         assert reading.license_plate is None
         assert reading.error is None
+        assert reading.reason
 
 
-def test_forced_full_frame_reads_the_plate_too(reader):
-    rgb = np.asarray(Image.open(io.BytesIO(render_car_photo("car-5"))).convert("RGB"))
-    assert reader.read_array(rgb, locate=False).license_plate == plate_for_vehicle("car-5")
-    assert reader.last_path == "full"
-
-
-def test_decoding_pools_what_normalises_alike_and_multiplies_characters():
-    characters = ["blank", "A", "B", "O", "0", "o", "-"]
-    groups = character_groups(characters)
+def test_decoding_keeps_each_characters_own_probability():
+    characters = ["blank", "A", "B", "O", "0", "-"]
     frames = np.array(
         [
-            [0.0, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0],  # A
-            [0.0, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0],  # A again: one CTC run
-            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # blank
-            [0.0, 0.0, 0.0, 0.3, 0.5, 0.2, 0.0],  # 0, but O/0/o are one plate character
-            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # hyphen: not counted
-            [0.0, 0.3, 0.7, 0.0, 0.0, 0.0, 0.0],  # B
+            [0.0, 0.9, 0.1, 0.0, 0.0, 0.0],  # A
+            [0.0, 0.95, 0.05, 0.0, 0.0, 0.0],  # A again: one CTC run, its peak counts
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # blank
+            [0.0, 0.0, 0.0, 0.35, 0.65, 0.0],  # 0, and O's probability is no help to it
+            [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # hyphen
+            [0.0, 0.3, 0.7, 0.0, 0.0, 0.0],  # B
         ]
     )
-    text, confidence = decode_line(frames, characters, groups)
+    text, confidences = decode_line(frames, characters)
     assert text == "A0-B"
-    assert confidence == pytest.approx(0.9 * 1.0 * 0.7)
+    assert confidences == pytest.approx((0.95, 0.65, 1.0, 0.7))
+
+
+# --- real-photo-like scenes -------------------------------------------------------------------
+# A wide street photo (1280x720), a car body, one or two plates of other states' looks, a
+# dealer frame with a phone number, and a camera's date stamp: the text a real photo holds
+# around its plate, drawn with Pillow so the truth is known.
+
+PLATE_LOOKS = {
+    "california": ((240, 240, 236), (20, 30, 90), "California", (170, 30, 40), "dmv.ca.gov"),
+    "texas": ((236, 236, 230), (25, 25, 25), "TEXAS", (25, 25, 25), "THE LONE STAR STATE"),
+    "new-york": ((240, 226, 168), (22, 38, 105), "NEW YORK", (22, 38, 105), "EMPIRE STATE"),
+}
+
+
+@dataclass(frozen=True)
+class Plate:
+    text: str  # as printed, separators included
+    look: str
+    centre: tuple[int, int]
+    width: int  # pixels in the photo
+    frame: str | None = None  # a dealer frame's text under the plate
+
+
+def font(names, size):
+    for name in names:
+        for folder in car_images.FONT_DIRS:
+            if (folder / name).is_file():
+                return ImageFont.truetype(str(folder / name), size)
+    raise RuntimeError(car_images.FONT_HINT)
+
+
+def plate_image(plate: Plate) -> Image.Image:
+    field, ink, state, state_ink, slogan = PLATE_LOOKS[plate.look]
+    width, height = 480, 240
+    image = Image.new("RGB", (width, height), field)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=(60, 60, 60), width=4)
+    draw.text(
+        (width / 2, 36), state, font=font(car_images.LABEL_FONTS, 38), fill=state_ink, anchor="mm"
+    )
+    draw.text(
+        (width / 2, 212), slogan, font=font(car_images.LABEL_FONTS, 22), fill=ink, anchor="mm"
+    )
+    size = 118
+    while draw.textlength(plate.text, font=font(car_images.PLATE_FONTS, size)) > width - 70:
+        size -= 4
+    draw.text(
+        (width / 2, 125), plate.text, font=font(car_images.PLATE_FONTS, size), fill=ink, anchor="mm"
+    )
+    if plate.frame is None:
+        return image
+    framed = Image.new("RGB", (width + 40, height + 80), (15, 15, 15))
+    framed.paste(image, (20, 30))
+    ImageDraw.Draw(framed).text(
+        ((width + 40) / 2, height + 56),
+        plate.frame,
+        font=font(car_images.LABEL_FONTS, 26),
+        fill=(235, 235, 235),
+        anchor="mm",
+    )
+    return framed
+
+
+def street_photo(*plates: Plate, stamp: str | None = None, blur: float = 0.7) -> bytes:
+    photo = Image.new("RGB", (1280, 720), (96, 98, 102))
+    draw = ImageDraw.Draw(photo)
+    for plate in plates:
+        (x, y), width = plate.centre, plate.width
+        body = (x - 2.2 * width, y - 1.6 * width, x + 2.2 * width, y + 0.9 * width)
+        draw.rounded_rectangle(body, 40, fill=(150, 30, 35))
+        image = plate_image(plate)
+        image = image.resize((width, round(width * image.height / image.width)), Image.LANCZOS)
+        photo.paste(image, (x - image.width // 2, y - image.height // 2))
+    if stamp:
+        draw.text((12, 8), stamp, font=font(car_images.LABEL_FONTS, 22), fill=(255, 255, 255))
+    pixels = np.asarray(photo.filter(ImageFilter.GaussianBlur(blur)), np.float32)
+    pixels += np.random.default_rng(0).normal(0, 4, pixels.shape)
+    return jpeg(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+
+
+STAMP = "2014-05-13 08:42:14"
+
+
+def test_an_out_of_state_plate_is_read_as_it_is_among_frame_and_stamp_text(reader):
+    photo = street_photo(
+        Plate("5DJ0529", "california", (640, 420), 150, frame="SMITH FORD 555-1234"), stamp=STAMP
+    )
+    (reading,) = reader.read([photo])
+    assert (reading.license_plate, reading.reason) == ("5DJ0529", None)
+
+
+@pytest.mark.parametrize(("width", "blur"), [(140, 0.7), (110, 1.0)])
+def test_a_plate_read_right_is_never_fitted_to_new_york(reader, width, blur):
+    (reading,) = reader.read(
+        [street_photo(Plate("R10-7555", "new-york", (600, 400), width), blur=blur)]
+    )
+    assert reading.license_plate == "R107555"  # the issue's RIO7555 was a fine to a stranger
+
+
+def test_a_zero_the_engine_is_unsure_of_gives_no_plate(reader):
+    (reading,) = reader.read(
+        [street_photo(Plate("AG0-R6T", "texas", (700, 380), 150, frame="AUTO BANK"))]
+    )
+    assert reading.license_plate is None
+    assert reading.reason.startswith("AG0R6T: ")
+
+
+def test_two_plates_of_one_size_in_view_give_no_plate(reader):
+    (reading,) = reader.read(
+        [
+            street_photo(
+                Plate("ABC-1234", "texas", (350, 400), 140),
+                Plate("XYZ-9876", "texas", (930, 400), 140),
+            )
+        ]
+    )
+    assert (reading.license_plate, reading.reason) == (
+        None,
+        "several plates in view: ABC1234, XYZ9876",
+    )
+
+
+def test_a_plate_too_far_to_read_gives_no_plate(reader):
+    (reading,) = reader.read([street_photo(Plate("KXD-2741", "texas", (640, 400), 36))])
+    assert reading.license_plate is None and reading.error is None

@@ -2,6 +2,8 @@
 
 import json
 
+from PIL import Image
+
 from generator.car_images import render_car_photo
 from pipeline import plates
 from pipeline.domain.plates import plate_for_vehicle
@@ -32,3 +34,12 @@ def test_plates_cli_prints_one_json_line_per_image(tmp_path, capsys):
 def test_plates_cli_reports_a_missing_file_and_fails(tmp_path, capsys):
     assert plates.main([str(tmp_path / "missing.jpg")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_plates_cli_says_why_a_photo_has_no_plate(tmp_path, capsys):
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (640, 480), (128, 132, 140)).save(blank, "JPEG")
+    assert plates.main([str(blank)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["license_plate"] is None
+    assert captured.err == f"plates: {blank}: no plate among 0 text lines\n"

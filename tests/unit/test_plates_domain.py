@@ -1,30 +1,52 @@
-"""Plate normalisation, the choice among OCR lines, evidence object names, image checks."""
+"""Plates: what counts as one, which OCR text is chosen, and when none is; evidence names, images.
+
+Every test here fails if a reading that could be a wrong plate were accepted.
+"""
 
 import io
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.clients.images import InvalidImage, check_image
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import (
-    PLATE_PATTERN,
+    NEW_YORK_PLATE,
     PlateReading,
-    best_plate,
+    TextLine,
+    choose_plate,
     display_plate,
+    merge_views,
     normalise_plate,
     plate_for_vehicle,
+    plate_format,
+    plate_shaped,
 )
 
 T_MS = 1_795_000_000_000  # 2026-11-18 UTC
 FINE_ID = "0123456789abcdef0123456789abcdef"
+GATE = 0.8
 
 
-def test_plate_for_vehicle_is_deterministic_and_well_formed():
+def line(text, confidence=0.999, height=None, width=None, doubt=""):
+    """A text line read at one confidence; `height` (pixels) gives it a box."""
+    if height is not None and width is None:
+        width = 2.5 * height  # a plate's line of characters
+    return TextLine(text, (confidence,) * len(text), width, height, doubt)
+
+
+def choose(*lines, image_height=None):
+    return choose_plate(lines, "r", GATE, image_height)
+
+
+def test_plate_for_vehicle_is_deterministic_new_york_and_never_ambiguous():
     plates = {plate_for_vehicle(f"veh-{i}") for i in range(500)}
     assert plate_for_vehicle("veh-1") == plate_for_vehicle("veh-1")
-    assert all(PLATE_PATTERN.match(p) for p in plates)
-    assert len(plates) == 500  # 26^3 * 10^4 plates: no collision among a few hundred
+    assert all(NEW_YORK_PLATE.match(p) for p in plates)
+    assert not any(set(p[:3]) & set("IOQ") for p in plates)  # letters a camera reads as 1, 0
+    assert len(plates) == 500  # 23^3 * 10^4 plates: no collision among a few hundred
     assert display_plate("ABC1234") == "ABC-1234"
 
 
@@ -32,37 +54,151 @@ def test_plate_for_vehicle_is_deterministic_and_well_formed():
     ("raw", "plate"),
     [
         ("ABC-1234", "ABC1234"),
-        ("abc 1234", "ABC1234"),
-        ("0BC-1234", "OBC1234"),  # a zero where a letter must be: O
-        ("AB1-1234", "ABI1234"),  # a one where a letter must be: I
-        ("ABC-O2I4", "ABC0214"),  # O and I where digits must be
-        ("ABC-12345", None),  # too long: not guessed
-        ("AB-1234", None),
+        ("R10 7555", "R107555"),  # read right: never made into RIO7555 (issue 12)
+        ("0BC-1234", "0BC1234"),  # a zero where New York has a letter stays a zero
+        ("AB1-1234", "AB11234"),
+        ("ABC-O2I4", "ABCO2I4"),  # O and I where New York has digits stay letters
+        ("5DJ0529", "5DJ0529"),  # California
+        ("AG0 R6T", "AG0R6T"),  # Missouri
+        ("HB6=L0Z", "HB6L0Z"),  # an emblem between the groups, read as '='
+        ("CWM+2998", "CWM2998"),
+        ("10·DTM", "10DTM"),
+        ("AB-123-CD", "AB123CD"),  # two separators: still a plate
+        ("ABC 12S4", "ABC12S4"),  # S is a letter: a plate as read, never "fixed" to 5
+        ("abc 1234", None),  # lower case: not a plate's characters
+        ("TEXAS", None),
+        ("California", None),
         ("NEW YORK", None),
-        ("ABC-12S4", None),  # S/5 is not a fixed confusion: unreadable, never guessed
+        ("EMPIRE STATE", None),
+        ("2014-05-13", None),  # a date
+        ("07:08:50", None),  # a time
+        ("626-257-2571", None),  # a phone number
+        ("1049338", None),  # digits only: a phone number, a fleet number, ...
+        ("www.stor-it.com", None),
+        ("AB-12-CD-34", None),  # too many separators
+        ("ABC-123456", None),  # 9 characters
+        ("A", None),
+        ("DH5mX9P", None),  # an emblem read as a lower-case letter
+        ("山1", None),
         ("", None),
     ],
 )
-def test_normalise_plate_fixes_only_positional_o0_i1(raw, plate):
+def test_normalise_plate_drops_separators_and_changes_nothing_else(raw, plate):
     assert normalise_plate(raw) == plate
 
 
-def test_best_plate_takes_the_most_confident_plate_line():
-    lines = [("NEW YORK", 0.99), ("ABC-1234", 0.91), ("XYZ 9876", 0.85), ("EMPIRE STATE", 0.97)]
-    reading = best_plate(lines, "r", 0.8)
-    assert reading == PlateReading(
-        "ABC1234", 0.91, "NEW YORK | ABC-1234 | XYZ 9876 | EMPIRE STATE", "r"
+@given(st.text(alphabet="ABCOQDIL0128 -.:=+ao山|/", max_size=12))
+def test_normalise_plate_never_substitutes_a_character(raw):
+    plate = normalise_plate(raw)
+    if plate is not None:
+        assert plate == "".join(char for char in raw if char.isascii() and char.isalnum())
+
+
+def test_known_formats_are_reported_never_required():
+    assert plate_format("ABC1234") == "LLLDDDD"
+    assert plate_format("5DJ0529") is None  # not California's DLLLDDD, and still a plate
+    assert choose(line("5DJ0529")).license_plate == "5DJ0529"
+
+
+def test_the_plate_is_chosen_among_state_names_slogans_and_dealer_frames():
+    reading = choose(
+        line("California"),
+        line("SMITH FORD 555-1234"),
+        line("4PCI264"),
+        line("dmv.ca.gov"),
+        line("2014-05-13 08:42:14"),
+    )
+    assert (reading.license_plate, reading.reason) == ("4PCI264", None)
+    assert reading.raw_text == (
+        "California | SMITH FORD 555-1234 | 4PCI264 | dmv.ca.gov | 2014-05-13 08:42:14"
     )
 
 
-def test_best_plate_under_the_gate_is_unreadable_but_keeps_its_confidence():
-    reading = best_plate([("ABC-1234", 0.6)], "r", 0.8)
-    assert (reading.license_plate, reading.confidence, reading.raw_text) == (None, 0.6, "ABC-1234")
+def test_a_character_under_the_gate_gives_no_plate_but_keeps_its_confidence():
+    unsure = TextLine("ABC-1234", (0.99, 0.99, 0.99, 1.0, 0.99, 0.62, 0.99, 0.99))
+    reading = choose(unsure)
+    assert (reading.license_plate, reading.confidence) == (None, 0.62)
+    assert reading.reason == "ABC1234: '2' read at 0.62, under the gate 0.800"
 
 
-def test_best_plate_without_a_plate_line_is_unreadable():
-    assert best_plate([("NEW YORK", 0.99)], "r", 0.8).license_plate is None
-    assert best_plate([], "r", 0.8) == PlateReading(None, 0.0, "", "r")
+@pytest.mark.parametrize(
+    ("text", "confidence", "plate"),
+    [
+        ("AG0R6T", 0.97, None),  # 0 or O: twenty times as sure as another character
+        ("AGOR6T", 0.97, None),
+        ("UH1F0F", 0.95, None),  # 1 or I
+        ("AG0R6T", 0.995, "AG0R6T"),
+        ("XYZ9876", 0.85, "XYZ9876"),  # no look-alike: the gate alone
+    ],
+)
+def test_look_alike_characters_need_far_more_confidence(text, confidence, plate):
+    assert choose(line(text, confidence)).license_plate == plate
+
+
+def test_two_plates_in_view_give_none_unless_one_is_clearly_the_nearest():
+    same_size = choose(line("ABC1234", height=40), line("XYZ9876", height=36))
+    assert same_size.license_plate is None
+    assert same_size.reason == "several plates in view: ABC1234, XYZ9876"
+    nearest = choose(line("ABC1234", height=40), line("XYZ9876", height=30))
+    assert nearest.license_plate == "ABC1234"
+    no_boxes = choose(line("ABC1234"), line("XYZ9876"))
+    assert no_boxes.license_plate is None
+
+
+def test_a_nearer_plate_that_cannot_be_read_keeps_a_smaller_one_out():
+    nearer_unsure = line("DEF5678", confidence=0.5, height=50)
+    assert choose(nearer_unsure, line("ABC1234", height=30)).license_plate is None
+
+
+def test_a_badge_or_sticker_beside_the_plate_is_a_rival_only_at_plate_size():
+    assert choose(line("ABC1234", height=40), line("F150", height=20)).license_plate == "ABC1234"
+    assert choose(line("ABC1234", height=40), line("F150", height=38)).license_plate is None
+
+
+def test_text_not_shaped_like_a_plate_line_is_ignored():
+    long_line = line("ABC1234", height=20, width=200)  # 10:1, a sign's text
+    tiny = line("XYZ9876", height=5)
+    assert choose(long_line, tiny, image_height=720).license_plate is None
+    assert plate_shaped(100, 40, 720) and not plate_shaped(100, 40, 6000)
+
+
+def test_no_plate_text_is_unreadable_with_a_reason():
+    assert choose(line("NEW YORK")).reason == "no plate among 1 text lines"
+    assert choose() == PlateReading(None, 0.0, "", "r", reason="no plate among 0 text lines")
+
+
+def test_views_that_agree_give_their_least_confidence():
+    merged = merge_views([line("ABC-1234", 0.992), line("ABC 1234", 0.999)], GATE)
+    assert (merged.text, merged.doubt) == ("ABC1234", "")
+    assert min(merged.confidences) == 0.992
+
+
+def test_views_that_read_two_plates_surely_are_in_doubt():
+    merged = merge_views([line("BDJ0529"), line("5DJ0529"), line("BDJ0529")], GATE)
+    assert merged.doubt == "crops read 5DJ0529, BDJ0529"
+    assert choose(merged).license_plate is None
+
+
+def test_views_of_different_lengths_are_in_doubt_even_when_unsure():
+    # A crop that cut a character off, or read the frame's edge as one.
+    cut = merge_views([line("SG8L7E", 0.99), line("SG8L7", 0.99), line("SG8L7E", 0.3)], GATE)
+    assert cut.doubt == "crops read SG8L7, SG8L7E"
+
+
+def test_an_unsure_view_neither_agrees_nor_vetoes_but_most_views_must_be_sure():
+    tolerated = merge_views([line("GHP995", 0.5), line("6HP995"), line("6HP995")], GATE)
+    assert (tolerated.text, tolerated.doubt) == ("6HP995", "")
+    minority = merge_views([line("4ASC7399", 0.5), line("4ASC7399", 0.6), line("4ASC7399")], GATE)
+    assert minority.doubt == "1 of 3 readings sure of 4ASC7399"
+    alone = merge_views([line("ABC1234"), line("NEW YORK")], GATE)
+    assert alone.doubt == "1 of 1 readings sure of ABC1234"
+
+
+def test_views_that_are_no_plate_change_nothing():
+    noise = merge_views([line("ABC1234"), line("山"), line("ABC1234")], GATE)
+    assert (noise.text, noise.doubt) == ("ABC1234", "")
+    nothing = merge_views([line("TEXAS")], GATE)
+    assert nothing.text == "TEXAS"
 
 
 def test_photo_object_name_layout():

@@ -1,0 +1,164 @@
+"""Embedded plate reader on real, labelled photos: plates read, wrong plates, time per photo.
+
+    .venv/bin/python bench/plates_real.py FOLDER [--gate 0.8] [--limit N] [--show]
+
+FOLDER holds photos with their true plates, either as openalpr/benchmarks does (`NAME.jpg`
+beside `NAME.txt`, a line `NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE`) or in a
+`labels.csv` of `file,plate` lines. For openalpr's 222 US photos:
+
+    git clone https://github.com/openalpr/benchmarks
+    .venv/bin/python bench/plates_real.py benchmarks/endtoend/us
+
+Each photo's bytes go through the reader as the pipeline's do (decode, detect, read), on
+one thread: onnxruntime's and OpenCV's pools are held to one core. A plate counts as read
+when it equals the label exactly; a wrong plate is any accepted plate that does not. Time
+per photo is given as wall clock and as this process's CPU time, which is what one core
+spends when other work shares the machine. A benchmark, not a test: it asserts nothing.
+"""
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before numpy/OpenCV/onnxruntime load: their thread pools read these once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2
+import numpy as np
+
+from pipeline.clients.embedded_ocr import EmbeddedPlateReader
+from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    file: str
+    truth: str
+    plate: str | None
+    confidence: float
+    reason: str
+    path: str
+    wall_s: float
+    cpu_s: float
+
+
+def load_labels(folder: Path) -> dict[Path, str]:
+    """Photo path -> true plate, from `labels.csv` or openalpr `.txt` files beside the photos."""
+    labels: dict[Path, str] = {}
+    csv_path = folder / "labels.csv"
+    if csv_path.is_file():
+        with csv_path.open(newline="") as handle:
+            for row in csv.reader(handle):
+                if len(row) >= 2 and row[0].strip() and row[0].strip().lower() != "file":
+                    labels[folder / row[0].strip()] = _clean(row[1])
+    for text_path in sorted(folder.glob("*.txt")):
+        for line in text_path.read_text().splitlines():
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) >= 6 and fields[0].lower().endswith(PHOTO_SUFFIXES):
+                labels.setdefault(folder / fields[0], _clean(fields[5]))
+    return {path: plate for path, plate in sorted(labels.items()) if path.is_file() and plate}
+
+
+def _clean(plate: str) -> str:
+    return "".join(char for char in plate.upper() if char.isalnum())
+
+
+def run(reader: EmbeddedPlateReader, labels: dict[Path, str]) -> list[Outcome]:
+    outcomes = []
+    for path, truth in labels.items():
+        data = path.read_bytes()
+        wall, cpu = time.perf_counter(), time.process_time()
+        (reading,) = reader.read([data])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        why = reading.error or reading.reason or ""
+        plate, confidence = reading.license_plate, reading.confidence
+        outcomes.append(
+            Outcome(path.name, truth, plate, confidence, why, reader.last_path, wall, cpu)
+        )
+    return outcomes
+
+
+def describe(name: str, seconds: list[float]) -> str:
+    ms = np.array(seconds) * 1000
+    return f"{name}: median {np.median(ms):.0f} ms, p90 {np.percentile(ms, 90):.0f} ms"
+
+
+def kind_of_reason(reason: str) -> str:
+    """ "ABC123: 'B' read at 0.60, under the gate 0.800" -> "a character under the gate"."""
+    for marker, kind in REASON_KINDS:
+        if marker in reason:
+            return kind
+    return reason
+
+
+REASON_KINDS = (
+    ("under the gate", "a character under the gate"),
+    ("crops read", "crops disagree"),
+    ("readings sure", "too few crops sure"),
+    ("several plates", "several plates in view"),
+    ("no plate among", "no plate-like text"),
+    ("not plate-shaped", "no plate-like text"),
+)
+
+
+def report(outcomes: list[Outcome], show: bool) -> None:
+    count = len(outcomes)
+    exact = [o for o in outcomes if o.plate == o.truth]
+    wrong = [o for o in outcomes if o.plate is not None and o.plate != o.truth]
+    unreadable = [o for o in outcomes if o.plate is None]
+    if show:
+        for o in outcomes:
+            verdict = "ok" if o in exact else "WRONG" if o in wrong else "null"
+            print(
+                f"{verdict:5} {o.file} truth {o.truth} read {o.plate} ({o.confidence:.3f}) "
+                f"{o.reason} [{o.path} pass, {o.wall_s * 1000:.0f} ms]"
+            )
+    print(f"photos: {count}")
+    print(f"read exactly: {len(exact)} ({len(exact) / count:.1%})")
+    print(f"wrong plates accepted: {len(wrong)}")
+    for o in wrong:
+        print(f"  {o.file}: truth {o.truth}, accepted {o.plate} at {o.confidence:.3f}")
+    print(f"unreadable (null with a reason): {len(unreadable)} ({len(unreadable) / count:.1%})")
+    for kind, n in Counter(kind_of_reason(o.reason) for o in unreadable).most_common():
+        print(f"  {n:4} {kind}")
+    print("time per photo, " + describe("wall", [o.wall_s for o in outcomes]))
+    print("time per photo, " + describe("CPU", [o.cpu_s for o in outcomes]))
+    print("targets: 0 wrong accepted; >= 75% read exactly; median <= 250 ms on one core")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--gate", type=float, default=DEFAULT_MIN_CONFIDENCE, help="min confidence")
+    parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
+    parser.add_argument("--show", action="store_true", help="print every photo's outcome")
+    args = parser.parse_args()
+    labels = load_labels(args.folder)
+    if args.limit:
+        labels = dict(list(labels.items())[: args.limit])
+    if not labels:
+        sys.exit(f"plates_real: no labelled photos in {args.folder} (NAME.txt or labels.csv)")
+    cv2.setNumThreads(1)
+    started = time.perf_counter()
+    reader = EmbeddedPlateReader(args.gate, threads=1)
+    loaded = time.perf_counter() - started
+    print(
+        f"reader {reader.name}: loaded in {loaded:.1f} s, 1 thread, gate {reader.min_confidence}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    outcomes = run(reader, labels)
+    report(outcomes, args.show)
+    print(f"passes used: {dict(reader.path_counts)}")
+
+
+if __name__ == "__main__":
+    main()

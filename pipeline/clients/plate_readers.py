@@ -45,7 +45,7 @@ class _SerialisedReader:
     """One reader shared by the threads of a worker process, one batch at a time.
 
     RapidOCR keeps call-time settings on the engine, so two concurrent calls could mix
-    them; the model itself is the expensive part, and it is loaded once.
+    them; the model is the expensive part, and Beam's Shared loads it once per process.
     """
 
     def __init__(self, reader: PlateReader) -> None:
@@ -58,21 +58,8 @@ class _SerialisedReader:
             return self._reader.read(images)
 
 
-_SHARED: dict[tuple[Any, ...], PlateReader] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_plate_reader(
+def serialised_plate_reader(
     kind: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE, **client_kwargs: Any
 ) -> PlateReader:
-    """The process's reader of this kind, loaded on first use.
-
-    Beam's direct runner calls DoFn.setup for every bundle, and Dataflow runs several
-    DoFn instances per worker process: a per-process cache loads the model only once.
-    """
-    key = (kind, min_confidence, tuple(sorted(client_kwargs.items())))
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            reader = open_plate_reader(kind, min_confidence, **client_kwargs)
-            _SHARED[key] = _SerialisedReader(reader)
-        return _SHARED[key]
+    """The reader a pipeline's workers share (EvidenceServices' factory, through Shared)."""
+    return _SerialisedReader(open_plate_reader(kind, min_confidence, **client_kwargs))

@@ -19,9 +19,8 @@ import functools
 import json
 import logging
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +32,7 @@ from apache_beam.utils.shared import Shared
 from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
 from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
 from pipeline.clients.images import InvalidImage, check_image
-from pipeline.clients.plate_readers import PlateReader, open_plate_reader
+from pipeline.clients.plate_readers import PlateReader, serialised_plate_reader
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import fine_record
@@ -146,27 +145,6 @@ def _reading(value: dict[str, Any] | None) -> PlateReading | None:
 
 
 beam.coders.registry.register_coder(FineEvidence, FineEvidenceCoder)
-
-
-class _SerialisedReader:
-    """One reader shared by the threads of a worker process, one batch at a time.
-
-    RapidOCR keeps call-time settings on the engine, so two concurrent calls could mix
-    them; the model is the expensive part, and Shared loads it once per process.
-    """
-
-    def __init__(self, reader: PlateReader) -> None:
-        self.name = reader.name
-        self._reader = reader
-        self._lock = threading.Lock()
-
-    def read(self, images: Sequence[bytes]) -> list[PlateReading]:
-        with self._lock:
-            return self._reader.read(images)
-
-
-def serialised_plate_reader(kind: str, min_confidence: float) -> PlateReader:
-    return _SerialisedReader(open_plate_reader(kind, min_confidence))
 
 
 def evidence_services(
@@ -361,10 +339,8 @@ class EnrichFine(beam.PTransform):
         services = self.services
         # Fines come in the global window (MeasureTraversals leaves the sessions), so a
         # batch can hold fines of several traversals.
-        fetched = (
-            fines
-            | "FetchPhoto"
-            >> beam.ParDo(FetchPhotoFn(services)).with_outputs(FAILURES, _STORED, main="ok")
+        fetched = fines | "FetchPhoto" >> beam.ParDo(FetchPhotoFn(services)).with_outputs(
+            FAILURES, _STORED, main="ok"
         )
         read = (
             fetched.ok

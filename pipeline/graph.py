@@ -93,7 +93,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     if bounded:
         records | "WriteTraversals" >> WriteJsonLines(f"{options.output_path}-traversals")
     else:
-        records | "PublishTraversals" >> PublishJson(topic(options, options.output_topic))
+        records | "PublishTraversals" >> PublishJson(
+            topic(options, options.output_topic), id_field="fine_id"
+        )
     if options.bq_dataset:
         warehouse = warehouse_factory(options.project_id, options.bq_dataset)
         insert_wait_s = None if bounded else INSERT_WAIT_S
@@ -232,6 +234,8 @@ def start(argv: list[str] | None = None, save_main_session: bool = True) -> Pipe
     own = options.view_as(SectionSpeedOptions)
     build_pipeline(pipeline, own)
     result = pipeline.run()
+    # Streaming runs go on from here (local tooling waits for this line); a bounded run on
+    # a local runner has already read everything by now.
     source = own.input_file or resource_path(
         own.project_id, "subscriptions", own.input_subscription
     )

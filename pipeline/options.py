@@ -1,7 +1,7 @@
 """Every pipeline option, defined once (DESIGN.md §5).
 
 `OPTION_SPECS` is the single table behind `SectionSpeedOptions` (argparse flags),
-the Flex Template's metadata.json and the README's option list, so the three can
+the Flex Template's metadata.json and docs/reference.md's option table, so the three can
 never drift apart.
 """
 
@@ -128,7 +128,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "sections_file",
         "Sections file",
         "JSON file (local path or gs://) of per-radar speed_limit_mph, tolerance_mph, "
-        "length_m; overrides the defaults per section.",
+        "length_m, entry and exit ([lat, lon]), end_radius_m, max_speed_mph; overrides the "
+        "defaults per section (docs/enforcement.md).",
         regex=r"^(gs://)?[^\s]+\.json$",
     ),
     OptionSpec(

@@ -22,8 +22,8 @@ from pipeline.domain.schemas import TABLES
 
 _log = logging.getLogger(__name__)
 
-# The dataset-level role the workers need: get a table's definition, insert rows (and
-# read rows back for the sink's recovery lookup). Accepted in a dataset's access list.
+# The dataset-level role the workers need: get a table's definition and insert rows.
+# Accepted in a dataset's access list.
 WORKER_DATASET_ROLE = "roles/bigquery.dataEditor"
 # A dataset's access list returns the legacy name of a role it was given as an IAM role.
 _LEGACY_NAMES = {"roles/bigquery.dataEditor": "WRITER"}

@@ -31,7 +31,7 @@ from pipeline.domain.geometry import LatLon
 
 EVENT_ID_ATTRIBUTE = "event_id"
 # Epoch milliseconds; checked against the body. Not used as ReadFromPubSub's
-# timestamp_attribute: a malformed value would fail Beam's reader (README, Semantics).
+# timestamp_attribute: a malformed value would fail Beam's reader (docs/architecture.md).
 TIMESTAMP_ATTRIBUTE = "ts"
 
 # Ids end up in object names and table rows: a conservative alphabet keeps them safe there.

@@ -53,7 +53,6 @@ def identify(
     """(what to publish, or None for a repeat; the vehicle's issued list afterwards)."""
     digest = measurement_digest(traversal)
     covered = [record for record in issued if record.overlaps(traversal)]
-    rest = [record for record in issued if not record.overlaps(traversal)]
     if not covered:
         record = IssuedTraversal(
             traversal.traversal_id, traversal.entry_time_ms, traversal.exit_time_ms, digest
@@ -75,7 +74,15 @@ def identify(
         digest,
         corrected.revision,
     )
-    return corrected, [*rest, record]
+    # The corrected record takes its id's place: the list stays in publication order, so
+    # the first covered record is always the oldest published.
+    absorbed_ids = {other.traversal_id for other in absorbed}
+    kept_list = [
+        record if other is kept else other
+        for other in issued
+        if other.traversal_id not in absorbed_ids
+    ]
+    return corrected, kept_list
 
 
 def dumps_issued(issued: list[IssuedTraversal]) -> str:

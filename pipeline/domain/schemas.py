@@ -1,7 +1,7 @@
 """Output schemas (DESIGN.md §4): the one definition behind BigQuery, JSON and docs.
 
 Each table is a tuple of `Column`s. `bigquery_schema` turns it into a BigQuery
-table schema, `markdown_table` into the README's table, and the record builders
+table schema, `markdown_table` into docs/reference.md's tables, and the record builders
 below produce JSON rows whose keys are exactly the columns, in order.
 """
 

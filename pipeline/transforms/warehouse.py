@@ -116,7 +116,11 @@ class InsertRowsFn(beam.DoFn):
                 )
 
     def _insert(
-        self, table: Table, rows: list[WarehouseRow], attempts: int = BATCH_ATTEMPTS
+        self,
+        table: Table,
+        rows: list[WarehouseRow],
+        attempts: int = BATCH_ATTEMPTS,
+        wait_for_outage: bool = True,
     ) -> list[tuple[WarehouseRow, str]]:
         """The rows that could not be written, with why; the others are in the table.
 
@@ -144,11 +148,13 @@ class InsertRowsFn(beam.DoFn):
                     break
                 self.rows_inserted.inc(len(rows) - len(rejected))
                 return [(rows[r.index], r.reason) for r in rejected]
-            if refused or not self._waited_out_an_outage(outage_until):
+            if refused or not wait_for_outage or not self._waited_out_an_outage(outage_until):
                 break
         if len(rows) > 1:  # one bad row can sink a batch: find it by inserting one by one
-            return [
-                failure for row in rows for failure in self._insert(table, [row], self.ROW_ATTEMPTS)
+            return [  # the batch has had its outage wait; its rows do not wait again
+                failure
+                for row in rows
+                for failure in self._insert(table, [row], self.ROW_ATTEMPTS, False)
             ]
         return [(rows[0], f"failed after {attempts} attempts: {last_error}")]
 

@@ -94,3 +94,17 @@ def test_issued_state_round_trips_through_its_text_form():
     assert loads_issued(dumps_issued(issued)) == issued
     assert loads_issued(None) == []
     assert replace(issued[0]) == issued[0]
+
+
+def test_a_merge_after_a_correction_still_keeps_the_oldest_id():
+    events = track("v", 54.0, points=6, start_ms=T0_MS)
+    head, tail = measured(events[:2]), measured(events[4:])
+    _, issued = identify(head, [])
+    _, issued = identify(tail, issued)
+    # The head is corrected first (a late detection inside it), then the middle arrives.
+    corrected_head, issued = identify(measured(events[:3]), issued)
+    assert corrected_head.traversal_id == head.traversal_id
+    merged, issued = identify(measured(events), issued)
+    assert merged.traversal_id == head.traversal_id  # the oldest published id
+    assert merged.supersedes == (tail.traversal_id,)
+    assert merged.revision == 2 and [r.traversal_id for r in issued] == [head.traversal_id]

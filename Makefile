@@ -19,7 +19,8 @@ demo: venv
 ## The whole test suite: unit (TestPipeline/TestStream) and integration (emulators).
 test: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit -n 2  # pure and in-process: one worker per core
+	$(PY) -m pytest tests/integration  # emulators and timed traffic: one at a time
 
 ## Benchmarks: each prints its figures (none is a timed test).
 bench: venv

@@ -130,13 +130,15 @@ class Warehouse:
         Tells an outage (keep the rows and wait) from a batch it refuses while up (split
         it): the local emulator answers 500, and resets the connection, for both.
         """
-        try:
-            self.client.get_table(self.table_id(table), retry=None, timeout=5)
-        except (*TRANSIENT_ERRORS, api_exceptions.RetryError):
-            return False
-        except api_exceptions.GoogleAPICallError:
-            return True  # an answer, if not a happy one
-        return True
+        for _ in range(2):  # the emulator resets the connection once after a 500: ask again
+            try:
+                self.client.get_table(self.table_id(table), retry=None, timeout=5)
+            except (*TRANSIENT_ERRORS, api_exceptions.RetryError):
+                continue
+            except api_exceptions.GoogleAPICallError:
+                return True  # an answer, if not a happy one
+            return True
+        return False
 
     def ensure_tables(self, tables: Sequence[Table] = TABLES, location: str | None = None) -> None:
         """Create the dataset (in `location`, else BigQuery's default) and tables if missing.

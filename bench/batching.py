@@ -52,6 +52,7 @@ from local_stack.run import READY_LINE
 from local_stack.services import LocalStack, ManagedProcess, wait_until
 from pipeline.clients.cars_api import Photo
 from pipeline.domain import defaults
+from pipeline.domain.events import VehicleKey
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import FINES, Table
 from pipeline.domain.speed import Traversal, kmh_to_mph
@@ -63,7 +64,7 @@ from pipeline.transforms.enrich import (
     EnrichFine,
     EvidenceServices,
 )
-from pipeline.transforms.traversals import FINED, NOT_FINED, IdentifyTraversalsFn, VehicleKey
+from pipeline.transforms.traversals import FINED, NOT_FINED, IdentifyTraversalsFn
 from pipeline.transforms.warehouse import (
     INSERT_WAIT_S,
     ROWS_PER_INSERT,

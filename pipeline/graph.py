@@ -44,7 +44,7 @@ from pipeline.transforms.enforcement import (
     SectionSpeedEnforcement,
 )
 from pipeline.transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine, evidence_services
-from pipeline.transforms.failures import ToDeadLetterRecords
+from pipeline.transforms.failures import ToDeadLetterRecords, to_dead_letter_record
 from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson, WriteJsonLines
 from pipeline.transforms.warehouse import (
     INSERT_WAIT_S,
@@ -84,45 +84,49 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     else:  # no evidence stage configured: fines go out with their measurement only
         fines = enforced.fined | "FormatFines" >> FormatTraversals()
     passes = enforced.not_fined | "FormatPasses" >> FormatTraversals()
-    # Superset of the course's output message, so its consumers read it unchanged.
-    records = (
-        (fines, passes)
-        | "AllTraversals" >> beam.Flatten()
-        | "CourseCompatible" >> beam.Map(output_message)
-    )
+    records = (fines, passes) | "AllTraversals" >> beam.Flatten()
     if bounded:
-        records | "WriteTraversals" >> WriteJsonLines(f"{options.output_path}-traversals")
-    else:
+        (
+            records
+            | "CourseCompatible" >> beam.Map(output_message)
+            | "WriteTraversals" >> WriteJsonLines(f"{options.output_path}-traversals")
+        )
+    else:  # a superset of the course's output message, so its consumers read it unchanged
         records | "PublishTraversals" >> PublishJson(
-            topic(options, options.output_topic), id_field="fine_id"
+            topic(options, options.output_topic), to_record=output_message, id_field="fine_id"
         )
     if options.bq_dataset:
         warehouse = warehouse_factory(options.project_id, options.bq_dataset)
-        insert_wait_s = None if bounded else INSERT_WAIT_S
         rows = (
             fines | "FineRows" >> ToWarehouseRows(FINES),
             (enforced.fined, enforced.not_fined)
             | "Measured" >> beam.Flatten()
             | "SpeedRows" >> SpeedRows(),
         ) | "WarehouseRows" >> beam.Flatten()
+        insert_wait_s = None if bounded else INSERT_WAIT_S
         failures.append(rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s))
-    dead_letters = (
-        failures | "AllFailures" >> beam.Flatten() | "DeadLetters" >> ToDeadLetterRecords()
-    )
+    dead_letters = failures | "AllFailures" >> beam.Flatten()
+    # The dead-letter branch takes Failures and formats them as it writes, in as few steps
+    # as it can: it sees every pull, and the local runner runs each of its steps each time.
     if bounded:
-        dead_letters | "WriteDeadLetters" >> WriteJsonLines(f"{options.output_path}-dead_letter")
+        (
+            dead_letters
+            | "DeadLetters" >> ToDeadLetterRecords()
+            | "WriteDeadLetters" >> WriteJsonLines(f"{options.output_path}-dead_letter")
+        )
     elif options.dead_letter_topic:
         dead_letters | "PublishDeadLetters" >> PublishJson(
-            topic(options, options.dead_letter_topic)
+            topic(options, options.dead_letter_topic), to_record=to_dead_letter_record
         )
     else:
         dead_letters | "LogDeadLetters" >> LogDeadLetters()
     if options.bq_dataset:
         (
             dead_letters
-            | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER)
-            | "WriteDeadLettersToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s)
-            | "UnwritableDeadLetters" >> ToDeadLetterRecords()
+            | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER, to_record=to_dead_letter_record)
+            # Dead letters are few, and need no keyed wait to fill an insert: batched
+            # within bundles (four steps fewer than GroupIntoBatches on each local pull).
+            | "WriteDeadLettersToBigQuery" >> WriteToWarehouse(warehouse, batch_wait_s=None)
             | "LogUnwritableDeadLetters" >> LogDeadLetters()
         )
 

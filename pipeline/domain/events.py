@@ -110,6 +110,13 @@ class CameraEvent:
         }
 
 
+VehicleKey = tuple[str, str]  # (radar_id, vehicle_id): one section's traversals of one vehicle
+
+
+def vehicle_key(event: CameraEvent) -> VehicleKey:
+    return event.radar_id, event.vehicle_id
+
+
 def format_rfc3339_ms(epoch_ms: int) -> str:
     """`2026-11-22T12:00:00.250Z` for an epoch-milliseconds instant."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)

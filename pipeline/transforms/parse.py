@@ -1,4 +1,4 @@
-"""ParseEvents: Pub/Sub messages to CameraEvents stamped with their event time.
+"""ParseEvents: Pub/Sub messages to CameraEvents keyed by vehicle, stamped with their event time.
 
 A message that is not a camera event, or that arrives too late for its traversal
 (pipeline.domain.lateness), becomes a `Failure` with the bytes and attributes that arrived.
@@ -15,7 +15,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.domain.events import InvalidEvent, parse_camera_event
+from pipeline.domain.events import (
+    CameraEvent,
+    InvalidEvent,
+    VehicleKey,
+    parse_camera_event,
+    vehicle_key,
+)
 from pipeline.domain.lateness import LatenessRule
 from pipeline.transforms.failures import FAILURES, Failure, failed
 
@@ -81,12 +87,15 @@ class ParseEventFn(beam.DoFn):
             yield failed(Failure(LATE_STAGE, late, data, attributes, now_ms))
             return
         self.events_parsed.inc()
+        # Keyed here, not in a step of its own: the local runner runs every step after
+        # each pull, so a step saved on this path is saved on every read.
         # Exact micros: Timestamp.of(ms / 1000) truncates 1 us off about 1% of times.
-        yield TimestampedValue(event, Timestamp(micros=event.event_time_ms * 1000))
+        timestamp = Timestamp(micros=event.event_time_ms * 1000)
+        yield TimestampedValue((vehicle_key(event), event), timestamp)
 
 
 class ParseEvents(beam.PTransform):
-    """PubsubMessage -> CameraEvent (`events`) and Failure (`failures`).
+    """PubsubMessage -> (VehicleKey, CameraEvent) (`events`) and Failure (`failures`).
 
     `lateness=None` for bounded input: archived detections are judged, never late.
     """
@@ -101,6 +110,7 @@ class ParseEvents(beam.PTransform):
         self.fn = ParseEventFn(default_radar_id, lateness, clock)
 
     def expand(self, messages: beam.PCollection) -> Any:  # DoOutputsTuple
-        return messages | "ParseEventFn" >> beam.ParDo(self.fn).with_outputs(
-            FAILURES, main="events"
-        )
+        # Typed, so that the key gets the deterministic coder the sessions' grouping needs.
+        return messages | "ParseEventFn" >> beam.ParDo(self.fn).with_output_types(
+            tuple[VehicleKey, CameraEvent]
+        ).with_outputs(FAILURES, main="events")

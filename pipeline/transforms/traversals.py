@@ -1,9 +1,9 @@
 """Detections -> traversals: sessions per vehicle, judged, then given one identity.
 
-    streaming: events -> KeyByVehicle -> Sessions -> GroupDetections -> JudgeTraversal
-                      -> IdentifyTraversals -> fined / not_fined
-    bounded:   events -> KeyByVehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
-                      -> SplitVerdicts -> fined / not_fined
+    streaming: events by vehicle -> Sessions -> GroupDetections -> JudgeTraversal
+                                 -> IdentifyTraversals -> fined / not_fined
+    bounded:   events by vehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
+                                 -> SplitVerdicts -> fined / not_fined
 
 Over bounded input nothing is late, so sessions are split in one pass over each vehicle's
 detections (pipeline.domain.sessions, the same rule as Beam's Sessions window) instead of
@@ -25,7 +25,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.domain.events import CameraEvent
+from pipeline.domain.events import CameraEvent, VehicleKey
 from pipeline.domain.identity import dumps_issued, identify, loads_issued
 from pipeline.domain.sessions import split_sessions
 from pipeline.domain.speed import (
@@ -43,13 +43,7 @@ from pipeline.transforms.failures import FAILURES, Failure, failed
 FINED = "fined"
 NOT_FINED = "not_fined"
 
-VehicleKey = tuple[str, str]
-
 _log = logging.getLogger(__name__)
-
-
-def vehicle_key(event: CameraEvent) -> VehicleKey:
-    return event.radar_id, event.vehicle_id
 
 
 class WindowIntoTraversals(beam.PTransform):
@@ -78,7 +72,7 @@ class WindowIntoTraversals(beam.PTransform):
 
 
 class JudgeTraversalFn(beam.DoFn):
-    """A session's detections -> a Traversal, or a Failure naming why it is not judged."""
+    """A session's detections -> its Traversal (still keyed), or a Failure naming why not."""
 
     def __init__(self, rules: SectionRules, gap_seconds: int) -> None:
         self.rules = rules
@@ -94,7 +88,8 @@ class JudgeTraversalFn(beam.DoFn):
         self.monitor = UnmeasurableMonitor(gap_seconds=self.gap_seconds)
 
     def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
-        (radar_id, vehicle_id), events = element
+        key, events = element
+        radar_id, vehicle_id = key
         verdict = judge_traversal(events, self.rules.for_radar(radar_id))
         warning = self.monitor.observe(verdict)
         if warning:
@@ -114,7 +109,7 @@ class JudgeTraversalFn(beam.DoFn):
         self.traversals.inc()
         if verdict.is_speeding:
             self.fines.inc()
-        yield verdict
+        yield key, verdict
 
 
 class IdentifyTraversalsFn(beam.DoFn):
@@ -167,12 +162,13 @@ def sessions_of(
         yield key, session
 
 
-def split_verdict(traversal: Traversal) -> Iterator[Any]:  # TaggedOutputs; Beam warns on that hint
+def split_verdict(keyed: tuple[VehicleKey, Traversal]) -> Iterator[Any]:  # TaggedOutputs
+    _, traversal = keyed
     yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
 
 
 class MeasureTraversals(beam.PTransform):
-    """CameraEvents -> Traversals tagged `fined` / `not_fined`, and `failures`.
+    """CameraEvents keyed by vehicle -> Traversals tagged `fined` / `not_fined`, and `failures`.
 
     `allowed_lateness_seconds=None` declares input without late data (bounded files):
     one firing per session, so no identity state is needed.
@@ -186,10 +182,7 @@ class MeasureTraversals(beam.PTransform):
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
-    def expand(self, events: beam.PCollection) -> Any:  # {tag: PCollection}; Beam warns on it
-        keyed = events | "KeyByVehicle" >> beam.Map(
-            lambda event: (vehicle_key(event), event)
-        ).with_output_types(tuple[VehicleKey, CameraEvent])
+    def expand(self, keyed: beam.PCollection) -> Any:  # {tag: PCollection}; Beam warns on it
         if self.allowed_lateness_seconds is None:
             sessions = (
                 keyed
@@ -203,9 +196,10 @@ class MeasureTraversals(beam.PTransform):
                 >> WindowIntoTraversals(self.gap_seconds, self.allowed_lateness_seconds)
                 | "GroupDetections" >> beam.GroupByKey()
             )
+        # Typed keys get the deterministic coder that the identity step's state needs.
         judged = sessions | "JudgeTraversal" >> beam.ParDo(
             JudgeTraversalFn(self.rules, self.gap_seconds)
-        ).with_outputs(FAILURES, main="traversals")
+        ).with_output_types(tuple[VehicleKey, Traversal]).with_outputs(FAILURES, main="traversals")
         # Verdicts and failures leave their sessions: what follows is per traversal, and
         # outputs of every stage flatten together.
         traversals = judged.traversals | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())
@@ -218,16 +212,9 @@ class MeasureTraversals(beam.PTransform):
             )
         else:
             keep_seconds = self.gap_seconds + self.allowed_lateness_seconds
-            verdicts = (
-                traversals
-                # A typed key gets a deterministic coder, as state needs.
-                | "KeyTraversals"
-                >> beam.Map(lambda t: ((t.radar_id, t.vehicle_id), t)).with_output_types(
-                    tuple[VehicleKey, Traversal]
-                )
-                | "IdentifyTraversals"
-                >> beam.ParDo(IdentifyTraversalsFn(keep_seconds)).with_outputs(FINED, NOT_FINED)
-            )
+            verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
+                IdentifyTraversalsFn(keep_seconds)
+            ).with_outputs(FINED, NOT_FINED)
         return {
             FINED: verdicts[FINED],
             NOT_FINED: verdicts[NOT_FINED],

@@ -198,14 +198,21 @@ class WriteToWarehouse(beam.PTransform):
 
 
 class ToWarehouseRows(beam.PTransform):
-    """Records (dicts of `table`'s columns) -> WarehouseRows for `table`."""
+    """Records (dicts of `table`'s columns, or elements `to_record` makes them from) ->
+    WarehouseRows for `table`."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(
+        self, table: Table, to_record: Callable[[Any], dict[str, Any]] | None = None
+    ) -> None:
         super().__init__()
         self.table = table
+        self.to_record = to_record
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return records | "ToWarehouseRow" >> beam.Map(to_warehouse_row, self.table)
+        table, to_record = self.table, self.to_record
+        return records | "ToWarehouseRow" >> beam.Map(
+            lambda e: to_warehouse_row(to_record(e) if to_record else e, table)
+        )
 
 
 class SpeedRows(beam.PTransform):

@@ -34,6 +34,7 @@ from pipeline.domain.events import (
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
+    vehicle_key,
 )
 from pipeline.domain.schemas import payload_text
 from pipeline.transforms.failures import FAILURES, to_dead_letter_record
@@ -558,8 +559,10 @@ def test_the_dofn_emits_one_event_or_one_dead_letter(message):
         assert_dead_letter(output.value, data, attributes)
     else:
         assert isinstance(output, TimestampedValue)
-        assert_satisfies_contract(output.value, int(time.time() * 1000))
-        assert output.timestamp == Timestamp(micros=output.value.event_time_ms * 1000)
+        key, event = output.value
+        assert_satisfies_contract(event, int(time.time() * 1000))
+        assert key == (event.radar_id, event.vehicle_id)
+        assert output.timestamp == Timestamp(micros=event.event_time_ms * 1000)
 
 
 def test_the_dofn_dead_letters_an_unexpected_parser_error(monkeypatch):
@@ -631,10 +634,14 @@ def test_pipeline_routes_generated_bad_messages_and_keeps_the_good(generated):
     )
     p = streaming_pipeline()
     parsed = p | stream | ParseEvents(default_radar_id=RADAR, lateness=None)
-    stamped = parsed.events | beam.Map(lambda e, ts=beam.DoFn.TimestampParam: (e, ts.micros))
+    stamped = parsed.events | beam.MapTuple(
+        lambda key, e, ts=beam.DoFn.TimestampParam: (key, e, ts.micros)
+    )
     expected = good + [event for _, event in also_good]
     assert_that(
-        stamped, equal_to([(e, e.event_time_ms * 1000) for e in expected]), label="GoodEvents"
+        stamped,
+        equal_to([(vehicle_key(e), e, e.event_time_ms * 1000) for e in expected]),
+        label="GoodEvents",
     )
     payloads = parsed[FAILURES] | beam.Map(lambda failure: failure.payload)
     assert_that(payloads, equal_to([m[0] for m in bad]), label="DeadLetters")

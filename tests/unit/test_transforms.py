@@ -12,6 +12,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from pipeline.domain.events import vehicle_key
 from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
 from pipeline.transforms.failures import FAILURES
 from pipeline.transforms.parse import ParseEvents
@@ -32,7 +33,8 @@ def streaming_pipeline() -> TestPipeline:
 
 
 def timestamped(events):
-    return [TimestampedValue(e, e.event_time_ms / 1000) for e in events]
+    """Keyed by vehicle and stamped, as ParseEvents hands them to MeasureTraversals."""
+    return [TimestampedValue((vehicle_key(e), e), e.event_time_ms / 1000) for e in events]
 
 
 def summary(traversal):
@@ -183,15 +185,22 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
     )
     p = streaming_pipeline()
     parsed = p | stream | ParseEvents(default_radar_id="radar-legacy", lateness=None)
-    events = parsed.events | beam.Map(
-        lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, e.radar_id, e.vehicle_id, ts.micros)
+    events = parsed.events | beam.MapTuple(
+        lambda key, e, ts=beam.DoFn.TimestampParam: (
+            key,
+            e.event_id,
+            e.radar_id,
+            e.vehicle_id,
+            ts.micros,
+        )
     )
     letters = parsed[FAILURES] | beam.Map(lambda f: (f.stage, f.reason, f.payload))
     assert_that(
         events,
         equal_to([
-            (good.event_id, "radar-1", "v", good.event_time_ms * 1000),
-            ("pubsub-42", "radar-legacy", "car-7", int(publish_s * 1_000_000)),
+            (("radar-1", "v"), good.event_id, "radar-1", "v", good.event_time_ms * 1000),
+            (("radar-legacy", "car-7"), "pubsub-42", "radar-legacy", "car-7",
+             int(publish_s * 1_000_000)),
         ]),
         label="Events",
     )  # fmt: skip

@@ -105,6 +105,7 @@ REASON_KINDS = (
     ("crops read", "crops disagree"),
     ("readings sure", "too few crops sure"),
     ("several plates", "several plates in view"),
+    ("second recogniser", "the second recogniser does not confirm a character"),
     ("no plate among", "no plate-like text"),
     ("not plate-shaped", "no plate-like text"),
 )

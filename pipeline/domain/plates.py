@@ -10,15 +10,19 @@ in it is a guess; otherwise the plate is null and `PlateReading.reason` says why
 - Nothing is substituted. "R10 7555" is R107555 or nothing: O/0, I/1 and the other
   look-alikes are never swapped by position or format, because a swap can turn one valid
   plate into another.
-- Any Latin-alphabet plate: 2-8 letters and digits, at least one of each, once separators
+- Any Latin-alphabet plate: 5-8 letters and digits, at least one of each, once separators
   are dropped (space, dash, dot, middle dot, and the ':', '=', '+' an engine reads for a
   plate's emblem). New York's LLLDDDD is one known format among several, never forced.
   Words (state names, slogans, dealer names), dates, times, phone numbers and web addresses
-  fail that pattern; lower-case or non-Latin letters are not plate characters.
+  fail that pattern; lower-case or non-Latin letters are not plate characters. Shorter
+  text is a car's badge (A4, X5, G1, C300) as often as a vanity plate, so it is no plate.
 - Every character is read at or above the confidence gate; O, 0, Q, D, I and 1, which plate
   fonts draw almost alike and engines choose between by context, need it twenty times over.
 - Readings of the same text from several crops must agree, and only plate-shaped text
   counts when the engine says where the text is.
+- A character the reader is not nearly sure of needs a second opinion: a second,
+  independently trained recogniser must read the same plate, that character at the gate,
+  in most of its crops (`second_opinion_doubt`).
 - Two different plates in view, neither clearly the nearest (taller), give no plate.
 """
 
@@ -30,7 +34,8 @@ from dataclasses import dataclass
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
 SERIAL_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"  # the simulated plates' series: no I, O, Q
-MIN_PLATE_CHARACTERS, MAX_PLATE_CHARACTERS = 2, 8
+# Fewer than 5 is a car's badge (A4, X5, G1, RS6, C300) as often as a vanity plate.
+MIN_PLATE_CHARACTERS, MAX_PLATE_CHARACTERS = 5, 8
 # Separators a plate prints between its groups, and the marks an engine reads for an emblem
 # there; any other non-alphanumeric character means the text is not a plate as read.
 SEPARATORS = frozenset(" -.·•:=+")
@@ -39,6 +44,9 @@ MAX_SEPARATOR_RUNS = 2  # "AB-123-CD"; more is a date, a phone number or a sente
 # certainty of an ordinary character (confidence ** weight >= gate).
 LOOKALIKES = frozenset("O0QDI1")
 LOOKALIKE_WEIGHT = 20
+# A character read at under this needs a second recogniser's confirmation: two recognisers
+# trained apart rarely make the same unsure guess (California's open 4 read as L at 0.89).
+SECOND_OPINION_BELOW = 0.95
 # Plate-shaped text, where the engine gives a box: a single line of 2-8 characters...
 MIN_ASPECT, MAX_ASPECT = 1.0, 6.5  # box width / height; a plate's line is 1.3-5.3
 MIN_TEXT_PIXELS = 8.0  # characters shorter than this are not read reliably
@@ -177,6 +185,36 @@ def merge_views(views: Sequence[TextLine], min_confidence: float, min_views: int
     agreeing = [_plate_confidences(view) for view, other in (sure or plates) if other == plate]
     least = tuple(min(column) for column in zip(*agreeing, strict=True))
     return TextLine(plate, least, first.width, first.height, doubt)
+
+
+def second_opinion_doubt(
+    line: TextLine, second_views: Sequence[TextLine], min_confidence: float
+) -> str:
+    """Why a second recogniser does not confirm `line`'s plate, or "" when it does.
+
+    `line` is a plate as merged from the first recogniser's crops; `second_views` are a
+    second recogniser's readings of the same crops. Each character `line` holds at under
+    `SECOND_OPINION_BELOW` must be read, in more than half of `second_views`, within the
+    same plate and at `min_confidence` or more. Characters the first recogniser is nearly
+    sure of need no second opinion: asking it for every character would refuse many
+    right plates for the second recogniser's own doubts.
+    """
+    plate = normalise_plate(line.text)
+    confidences = _plate_confidences(line)
+    doubtful = [index for index, value in enumerate(confidences) if value < SECOND_OPINION_BELOW]
+    if plate is None or not doubtful:
+        return ""
+    agreeing = [
+        _plate_confidences(view) for view in second_views if normalise_plate(view.text) == plate
+    ]
+    for index in doubtful:
+        sure = sum(1 for values in agreeing if values[index] >= min_confidence)
+        if 2 * sure <= len(second_views):
+            return (
+                f"{plate[index]!r} at {confidences[index]:.2f} not confirmed by the second "
+                f"recogniser ({sure} of {len(second_views)} crops)"
+            )
+    return ""
 
 
 def _plate_confidences(line: TextLine) -> list[float]:

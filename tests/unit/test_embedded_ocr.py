@@ -18,7 +18,7 @@ from generator.car_images import render_car_photo, render_scene
 from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line
 from pipeline.clients.images import check_image
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
-from pipeline.domain.plates import plate_for_vehicle
+from pipeline.domain.plates import TextLine, plate_for_vehicle
 
 ACCURACY_IMAGES = 100
 HARD_IMAGES = 40
@@ -280,3 +280,26 @@ def test_two_plates_of_one_size_in_view_give_no_plate(reader):
 def test_a_plate_too_far_to_read_gives_no_plate(reader):
     (reading,) = reader.read([street_photo(Plate("KXD-2741", "texas", (640, 400), 36))])
     assert reading.license_plate is None and reading.error is None
+
+
+# --- second opinion ---------------------------------------------------------------------------
+
+
+def test_the_second_recogniser_confirms_a_doubtful_character_only_where_it_is(reader):
+    """PP-OCRv5's recogniser, from its own wheel, reads the plate's crops for a second opinion.
+
+    The plate's line is given as read by the first recogniser, one character doubtful: the
+    second confirms it when the photo shows it, and refuses a plate the photo does not show.
+    """
+    plate = plate_image(Plate("XYZ-9876", "texas", (0, 0), 480))
+    bgr = np.ascontiguousarray(np.asarray(plate)[:, :, ::-1])
+    box = np.array([(30, 70), (450, 70), (450, 180), (30, 180)], dtype=np.float64)
+    doubtful = (0.9, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99)
+    right = TextLine("XYZ9876", doubtful, 420, 110)
+    assert reader._confirmed(bgr, box, right) == right
+    wrong = TextLine("KYZ9876", doubtful, 420, 110)
+    assert "not confirmed by the second recogniser (0 of 3 crops)" in (
+        reader._confirmed(bgr, box, wrong).doubt
+    )
+    nearly_sure = TextLine("KYZ9876", (0.99,) * 7, 420, 110)
+    assert reader._confirmed(bgr, box, nearly_sure) == nearly_sure  # not asked at all

@@ -23,6 +23,7 @@ from pipeline.domain.plates import (
     plate_for_vehicle,
     plate_format,
     plate_shaped,
+    second_opinion_doubt,
 )
 
 T_MS = 1_795_000_000_000  # 2026-11-18 UTC
@@ -78,6 +79,11 @@ def test_plate_for_vehicle_is_deterministic_new_york_and_never_ambiguous():
         ("AB-12-CD-34", None),  # too many separators
         ("ABC-123456", None),  # 9 characters
         ("A", None),
+        ("G1", None),  # car badges: as plate-like as a vanity plate, and far more common
+        ("A4", None),
+        ("RS6", None),
+        ("C300", None),
+        ("AB123", "AB123"),  # five characters: the shortest plate accepted
         ("DH5mX9P", None),  # an emblem read as a lower-case letter
         ("山1", None),
         ("", None),
@@ -150,9 +156,15 @@ def test_a_nearer_plate_that_cannot_be_read_keeps_a_smaller_one_out():
     assert choose(nearer_unsure, line("ABC1234", height=30)).license_plate is None
 
 
-def test_a_badge_or_sticker_beside_the_plate_is_a_rival_only_at_plate_size():
-    assert choose(line("ABC1234", height=40), line("F150", height=20)).license_plate == "ABC1234"
-    assert choose(line("ABC1234", height=40), line("F150", height=38)).license_plate is None
+def test_a_sticker_beside_the_plate_is_a_rival_only_at_plate_size():
+    assert choose(line("ABC1234", height=40), line("PK2024", height=20)).license_plate == "ABC1234"
+    assert choose(line("ABC1234", height=40), line("PK2024", height=38)).license_plate is None
+
+
+def test_a_badge_is_no_plate_and_no_rival_whatever_its_size():
+    badge = line("G1", height=88)  # openalpr's br photo PJY8509: a badge taller than the plate
+    assert choose(badge).license_plate is None
+    assert choose(line("ABC1234", height=40), line("F150", height=38)).license_plate == "ABC1234"
 
 
 def test_text_not_shaped_like_a_plate_line_is_ignored():
@@ -260,3 +272,50 @@ def test_check_image_refuses_a_decompression_bomb_before_decoding_pixels():
     assert len(bomb) < 1_000_000
     with pytest.raises(InvalidImage, match="pixel"):
         check_image(bomb)
+
+
+# --- second opinion ------------------------------------------------------------------------
+
+
+def plate_line(text, confidences):
+    return TextLine(text, tuple(confidences))
+
+
+FOUR_AS_L = plate_line("LGLS168", (0.892, 0.969, 0.995, 0.988, 0.999, 0.999, 0.987))
+
+
+def test_a_doubtful_character_the_second_recogniser_is_unsure_of_refuses_the_plate():
+    # openalpr us #76: California's open 4 read as L by both recognisers, the second unsure.
+    second = [
+        plate_line("LGLS168", (0.75, 0.70, 0.95, 0.99, 1.0, 1.0, 0.99)),
+        plate_line("LGLS168", (0.74, 0.89, 0.95, 0.95, 0.99, 0.99, 0.99)),
+        plate_line("LGLS168", (0.88, 0.61, 0.54, 0.91, 0.99, 0.99, 0.99)),
+    ]
+    doubt = second_opinion_doubt(FOUR_AS_L, second, GATE)
+    assert doubt == "'L' at 0.89 not confirmed by the second recogniser (1 of 3 crops)"
+    merged = TextLine(FOUR_AS_L.text, FOUR_AS_L.confidences, 110, 46, doubt)
+    reading = choose_plate([merged], "r", GATE, 720)
+    assert (reading.license_plate, reading.reason) == (None, f"LGLS168: {doubt}")
+
+
+def test_a_doubtful_character_confirmed_by_most_second_crops_keeps_the_plate():
+    second = [
+        plate_line("LGLS168", (0.85,) * 7),
+        plate_line("LGLS-168", (0.9, 0.9, 0.9, 0.9, 1.0, 0.9, 0.9, 0.9)),  # separators count not
+        plate_line("LGLS168", (0.3,) * 7),
+    ]
+    assert second_opinion_doubt(FOUR_AS_L, second, GATE) == ""
+
+
+def test_the_second_recogniser_reading_another_plate_confirms_nothing():
+    second = [plate_line("4GLS168", (0.99,) * 7)] * 2 + [plate_line("LGLS168", (0.99,) * 7)]
+    assert second_opinion_doubt(FOUR_AS_L, second, GATE) == (
+        "'L' at 0.89 not confirmed by the second recogniser (1 of 3 crops)"
+    )
+    assert second_opinion_doubt(FOUR_AS_L, [], GATE).startswith("'L' at 0.89 not confirmed")
+
+
+def test_a_plate_read_nearly_surely_needs_no_second_opinion():
+    nearly_sure = plate_line("BDJ0529", (0.995, 0.999, 0.999, 0.997, 1.0, 1.0, 0.999))
+    assert second_opinion_doubt(nearly_sure, [], GATE) == ""
+    assert second_opinion_doubt(plate_line("TEXAS", (0.5,) * 5), [], GATE) == ""  # no plate

@@ -47,7 +47,7 @@ LOOKALIKE_WEIGHT = 20
 # A character read at under this needs a second recogniser's confirmation: two recognisers
 # trained apart rarely make the same unsure guess (California's open 4 read as L at 0.89).
 SECOND_OPINION_BELOW = 0.95
-# Plate-shaped text, where the engine gives a box: a single line of 2-8 characters...
+# Plate-shaped text, where the engine gives a box: a single line of characters...
 MIN_ASPECT, MAX_ASPECT = 1.0, 6.5  # box width / height; a plate's line is 1.3-5.3
 MIN_TEXT_PIXELS = 8.0  # characters shorter than this are not read reliably
 MIN_RELATIVE_HEIGHT, MAX_RELATIVE_HEIGHT = 0.008, 0.5  # of the photo's height

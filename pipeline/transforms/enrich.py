@@ -27,7 +27,6 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
-from apache_beam.utils.shared import Shared
 
 from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
 from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
@@ -40,6 +39,7 @@ from pipeline.domain.speed import Traversal
 from pipeline.transforms.batching import BatchForService
 from pipeline.transforms.coders import traversal_from_json, traversal_to_json
 from pipeline.transforms.failures import FAILURES, Failure, failed
+from pipeline.transforms.worker_clients import ClientSlot
 
 _log = logging.getLogger(__name__)
 
@@ -189,13 +189,12 @@ class _WithClient(beam.DoFn):
     """A DoFn holding one client per worker process, made by an injected factory."""
 
     def __init__(self, factory: Callable[[], Any] | None) -> None:
-        self.factory = factory
-        self._shared = Shared()
+        self.client_slot = factory and ClientSlot(factory)
         self.client: Any = None
 
     def setup(self) -> None:
-        if self.factory is not None:
-            self.client = self._shared.acquire(self.factory)
+        if self.client_slot:
+            self.client = self.client_slot.acquire()
 
 
 class FetchPhotoFn(_WithClient):
@@ -203,8 +202,7 @@ class FetchPhotoFn(_WithClient):
 
     def __init__(self, services: EvidenceServices) -> None:
         super().__init__(services.cars_api)
-        self.store_factory = services.evidence_store
-        self._shared_store = Shared()
+        self.store_slot = services.evidence_store and ClientSlot(services.evidence_store)
         self.fetched = Metrics.counter(self.__class__, "photos_fetched")
         self.reused = Metrics.counter(self.__class__, "evidence_reused")
         self.failed = Metrics.counter(self.__class__, "photo_failures")
@@ -212,7 +210,7 @@ class FetchPhotoFn(_WithClient):
 
     def setup(self) -> None:
         super().setup()
-        self.store = self.store_factory and self._shared_store.acquire(self.store_factory)
+        self.store = self.store_slot and self.store_slot.acquire()
 
     def process(self, traversal: Traversal) -> Iterator[Any]:
         evidence = FineEvidence(traversal)

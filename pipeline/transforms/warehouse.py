@@ -17,12 +17,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils.shared import Shared
 
 from pipeline.clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
 from pipeline.domain.schemas import TABLES, VEHICLE_SPEEDS, Table, insert_id, vehicle_speed_record
 from pipeline.transforms.batching import BatchForService
 from pipeline.transforms.failures import FAILURES, Failure, failed
+from pipeline.transforms.worker_clients import ClientSlot
 
 _log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class InsertRowsFn(beam.DoFn):
     sleep = staticmethod(time.sleep)  # tests replace it
 
     def __init__(self, warehouse: Callable[[], Warehouse]) -> None:
-        self.warehouse_factory = warehouse
-        self._shared = Shared()
+        self.warehouse_slot = ClientSlot(warehouse)
         self.rows_inserted = Metrics.counter(self.__class__, "warehouse_rows_inserted")
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
@@ -94,7 +93,7 @@ class InsertRowsFn(beam.DoFn):
         self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
     def setup(self) -> None:
-        self.warehouse = self._shared.acquire(self.warehouse_factory)
+        self.warehouse = self.warehouse_slot.acquire()
 
     def process(self, items: Iterable[WarehouseRow]) -> Iterator[Any]:
         batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list

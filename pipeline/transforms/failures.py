@@ -3,8 +3,8 @@
 Every step that can fail has a main output and the `FAILURES` output (the DataflowTemplates
 "failsafe" pattern). A `Failure` keeps the input as it arrived: the message bytes and
 attributes for a detection, the detections (JSON lines) for a traversal, the record for a
-fine or a row. `ToDeadLetterRecords` is the one place that formats them for the dead-letter
-topic and table.
+fine or a row. `to_dead_letter_record` is the one function that formats them, for the
+dead-letter topic, table and files alike; each sink calls it as it writes.
 """
 
 import json

@@ -105,9 +105,14 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
         ) | "WarehouseRows" >> beam.Flatten()
         insert_wait_s = None if bounded else INSERT_WAIT_S
         failures.append(rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s))
-    dead_letters = failures | "AllFailures" >> beam.Flatten()
-    # The dead-letter branch takes Failures and formats them as it writes, in as few steps
-    # as it can: it sees every pull, and the local runner runs each of its steps each time.
+    # Dead letters are written in a stage of their own: a failing write retries only
+    # itself, not the parse or evidence work before it. The grouping also keeps the local
+    # runner, which runs every step up to the first grouping after each pull, from running
+    # the dead-letter sinks' steps on pulls that had no failure. The sinks format the
+    # Failures as they write.
+    dead_letters = (
+        failures | "AllFailures" >> beam.Flatten() | "DeadLettersApart" >> beam.Reshuffle()
+    )
     if bounded:
         (
             dead_letters

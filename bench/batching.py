@@ -53,11 +53,11 @@ from local_stack.services import LocalStack, ManagedProcess, wait_until
 from pipeline.clients.cars_api import Photo
 from pipeline.domain import defaults
 from pipeline.domain.events import VehicleKey
+from pipeline.domain.identity import SessionVerdict
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import FINES, Table
-from pipeline.domain.speed import Traversal, kmh_to_mph
+from pipeline.domain.speed import Traversal, kmh_to_mph, traversal_from_json, traversal_to_json
 from pipeline.transforms.batching import BatchForService
-from pipeline.transforms.coders import traversal_from_json, traversal_to_json
 from pipeline.transforms.enrich import (
     PLATE_BATCH_SIZE,
     PLATE_BATCH_WAIT_S,
@@ -155,9 +155,9 @@ def build(pipeline: beam.Pipeline, subscription: str, sizes: Path) -> None:
         | "ReadTraversals" >> beam.io.ReadFromPubSub(subscription=subscription)
         | "ParseTraversals" >> beam.FlatMap(parse_traversal).with_output_types(Traversal)
         | "KeyTraversals"
-        >> beam.Map(lambda t: ((t.radar_id, t.vehicle_id), t)).with_output_types(
-            tuple[VehicleKey, Traversal]
-        )
+        >> beam.Map(
+            lambda t: ((t.radar_id, t.vehicle_id), SessionVerdict(traversal=t))
+        ).with_output_types(tuple[VehicleKey, SessionVerdict])
         | "IdentifyTraversals"
         >> beam.ParDo(IdentifyTraversalsFn(KEEP_SECONDS)).with_outputs(FINED, NOT_FINED)
     )[FINED]

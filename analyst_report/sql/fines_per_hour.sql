@@ -14,13 +14,15 @@ latest_speeds AS (
   FROM speed_rows
   QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY revision DESC, processed_at DESC) = 1
 ),
--- A session merge lists in supersedes the ids it replaces: drop those ids.
+-- A session merge lists in supersedes the ids it replaces: drop those ids. A traversal
+-- withdrawn by a late detection (withdrawn_reason) is no measurement: drop it too.
 traversals AS (
   SELECT *
   FROM latest_speeds
   WHERE traversal_id NOT IN (
     SELECT superseded_id FROM latest_speeds, UNNEST(supersedes) AS superseded_id
   )
+  AND withdrawn_reason IS NULL
 ),
 -- A fine's evidence (plate, photo) is the latest fines row of its id.
 evidence AS (

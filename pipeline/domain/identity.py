@@ -8,7 +8,11 @@ them. Each firing is measured afresh; this module decides what the outputs see:
 - a later firing that covers it keeps that id (a correction, same fine_id, the next
   `revision`), and names in `supersedes` the ids of any other published traversal it
   absorbed (a merge);
-- a firing identical to the last one published (a redelivery, a repeat) is dropped.
+- a firing identical to the last one published (a redelivery, a repeat) is dropped;
+- a firing that is no longer a measurement, implausible or partial (a late detection that
+  contradicts the others) withdraws what was published for it: the same id, the next
+  `revision`, never a fine, with `withdrawn_reason` (`withdraw`). A fine is a letter to a
+  person; one whose traversal no longer holds up must not stand.
 
 The issued list is small (one vehicle's traversals within the allowed lateness) and is
 kept as JSON in Beam state: a text form survives pipeline updates that change classes.
@@ -17,26 +21,57 @@ kept as JSON in Beam state: a text form survives pipeline updates that change cl
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
-from pipeline.domain.speed import Traversal
+from pipeline.domain.speed import Rejection, Traversal, traversal_from_json, traversal_to_json
+
+
+class Span(Protocol):
+    @property
+    def entry_time_ms(self) -> int: ...
+
+    @property
+    def exit_time_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedSession:
+    """A session that was not judged (a `Rejection`), by its kind, reason and time span."""
+
+    kind: str
+    reason: str
+    entry_time_ms: int
+    exit_time_ms: int
+
+    @classmethod
+    def of(cls, rejection: Rejection) -> "RejectedSession":
+        times = [event.event_time_ms for event in rejection.detections]
+        return cls(rejection.kind, rejection.reason, min(times), max(times))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionVerdict:
+    """A judged session as the identity step takes it: a traversal, or a rejected session."""
+
+    traversal: Traversal | None = None
+    rejected: RejectedSession | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedTraversal:
-    """What was published for one traversal: its id, time span and measurement digest."""
+    """What was published for one traversal: its id, time span, measurement and digest."""
 
     traversal_id: str
     entry_time_ms: int
     exit_time_ms: int
     digest: str
     revision: int = 0
+    published: dict[str, Any] | None = None  # the traversal as published (JSON form)
+    withdrawn: bool = False
 
-    def overlaps(self, traversal: Traversal) -> bool:
+    def overlaps(self, other: Span) -> bool:
         # Two sessions of one vehicle are a gap apart; overlapping spans are one traversal.
-        return (
-            self.entry_time_ms <= traversal.exit_time_ms
-            and traversal.entry_time_ms <= self.exit_time_ms
-        )
+        return self.entry_time_ms <= other.exit_time_ms and other.entry_time_ms <= self.exit_time_ms
 
 
 def measurement_digest(traversal: Traversal) -> str:
@@ -55,7 +90,11 @@ def identify(
     covered = [record for record in issued if record.overlaps(traversal)]
     if not covered:
         record = IssuedTraversal(
-            traversal.traversal_id, traversal.entry_time_ms, traversal.exit_time_ms, digest
+            traversal.traversal_id,
+            traversal.entry_time_ms,
+            traversal.exit_time_ms,
+            digest,
+            published=_json_form(traversal),
         )
         return traversal, [*issued, record]
     kept, absorbed = covered[0], covered[1:]  # the oldest published id stays
@@ -67,22 +106,68 @@ def identify(
         supersedes=tuple(record.traversal_id for record in absorbed),
         revision=kept.revision + 1,
     )
+    return corrected, _replaced(issued, kept, absorbed, corrected, traversal)
+
+
+def withdraw(
+    rejected: RejectedSession, issued: list[IssuedTraversal]
+) -> tuple[Traversal | None, list[IssuedTraversal]]:
+    """(the withdrawal to publish, or None; the vehicle's issued list afterwards).
+
+    The withdrawal is what was published for the traversal the rejected session covers,
+    under its id and the next revision, not a fine, with the reason; other published
+    traversals the session absorbed are named in `supersedes`. Nothing is published when
+    the session covers nothing published, or only what is withdrawn already.
+    """
+    covered = [record for record in issued if record.overlaps(rejected)]
+    if not covered:
+        return None, issued
+    kept, absorbed = covered[0], covered[1:]
+    if (kept.withdrawn and not absorbed) or kept.published is None:
+        return None, issued
+    withdrawal = replace(
+        traversal_from_json(kept.published),
+        traversal_id=kept.traversal_id,
+        is_speeding=False,
+        supersedes=tuple(record.traversal_id for record in absorbed),
+        revision=kept.revision + 1,
+        withdrawn_reason=f"{rejected.kind}: {rejected.reason}",
+    )
+    return withdrawal, _replaced(issued, kept, absorbed, withdrawal, rejected)
+
+
+def _replaced(
+    issued: list[IssuedTraversal],
+    kept: IssuedTraversal,
+    absorbed: list[IssuedTraversal],
+    published: Traversal,
+    span: Span,
+) -> list[IssuedTraversal]:
+    """The issued list once `published` (covering `span`) takes `kept`'s place.
+
+    The list stays in publication order, so the first covered record is always the
+    oldest published; the absorbed records leave it (their ids are superseded).
+    """
     record = IssuedTraversal(
         kept.traversal_id,
-        traversal.entry_time_ms,
-        traversal.exit_time_ms,
-        digest,
-        corrected.revision,
+        min(span.entry_time_ms, *(other.entry_time_ms for other in [kept, *absorbed])),
+        max(span.exit_time_ms, *(other.exit_time_ms for other in [kept, *absorbed])),
+        measurement_digest(published),
+        published.revision,
+        _json_form(published),
+        withdrawn=published.withdrawn_reason is not None,
     )
-    # The corrected record takes its id's place: the list stays in publication order, so
-    # the first covered record is always the oldest published.
     absorbed_ids = {other.traversal_id for other in absorbed}
-    kept_list = [
+    return [
         record if other is kept else other
         for other in issued
         if other.traversal_id not in absorbed_ids
     ]
-    return corrected, kept_list
+
+
+def _json_form(traversal: Traversal) -> dict[str, Any]:
+    """The traversal as it reads back from the JSON state (tuples become lists)."""
+    return json.loads(json.dumps(traversal_to_json(traversal)))
 
 
 def dumps_issued(issued: list[IssuedTraversal]) -> str:

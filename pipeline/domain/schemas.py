@@ -65,6 +65,12 @@ _TRAVERSAL_MEASURE = (
         "INTEGER",
         "0 when first published, +1 per correction of the same id; keep the highest",
     ),
+    _nullable(
+        "withdrawn_reason",
+        "STRING",
+        "set when a late detection made the published traversal no measurement, implausible"
+        " or partial: withdrawn, never a fine (kind: reason); null otherwise",
+    ),
 )
 
 FINE_COLUMNS: tuple[Column, ...] = (
@@ -136,6 +142,7 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "speed_method": traversal.speed_method,
         "supersedes": list(traversal.supersedes),
         "revision": traversal.revision,
+        "withdrawn_reason": traversal.withdrawn_reason,
     }
 
 

@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.domain import defaults
 from pipeline.domain.events import CameraEvent, format_rfc3339_ms
@@ -138,6 +139,9 @@ class Traversal:
     # 0 when first published, +1 for each correction of the same id: consumers keep the
     # highest (messages of one id can arrive out of order, a fine waiting for evidence).
     revision: int = 0
+    # Set when a late detection made this published traversal's session no measurement,
+    # implausible or partial: it is withdrawn (never a fine), and this says why.
+    withdrawn_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,21 @@ class Rejection:
     kind: str
     reason: str
     detections: tuple[CameraEvent, ...]
+
+
+def traversal_to_json(traversal: Traversal) -> dict[str, Any]:
+    return dataclasses.asdict(traversal)
+
+
+def traversal_from_json(value: dict[str, Any]) -> Traversal:
+    return Traversal(
+        **{
+            **value,
+            "entry_location": tuple(value["entry_location"]),
+            "exit_location": tuple(value["exit_location"]),
+            "supersedes": tuple(value["supersedes"]),
+        }
+    )
 
 
 def kmh_to_mph(kmh: float) -> float:

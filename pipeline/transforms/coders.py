@@ -9,12 +9,12 @@ import dataclasses
 import json
 import math
 import struct
-from typing import Any
 
 from apache_beam import coders
 
 from pipeline.domain.events import CameraEvent
-from pipeline.domain.speed import Traversal
+from pipeline.domain.identity import RejectedSession, SessionVerdict
+from pipeline.domain.speed import Traversal, traversal_from_json, traversal_to_json
 
 _FIXED = struct.Struct("<qddd?HHH")  # time, lat, lon, speed (NaN: none), timed, 3 lengths
 
@@ -64,21 +64,6 @@ coders.registry.register_coder(CameraEvent, CameraEventCoder)
 # as JSON, not pickled: a text form survives a pipeline update that changes their classes.
 
 
-def traversal_to_json(traversal: Traversal) -> dict[str, Any]:
-    return dataclasses.asdict(traversal)
-
-
-def traversal_from_json(value: dict[str, Any]) -> Traversal:
-    return Traversal(
-        **{
-            **value,
-            "entry_location": tuple(value["entry_location"]),
-            "exit_location": tuple(value["exit_location"]),
-            "supersedes": tuple(value["supersedes"]),
-        }
-    )
-
-
 class TraversalCoder(coders.Coder):
     def encode(self, traversal: Traversal) -> bytes:
         return json.dumps(traversal_to_json(traversal), separators=(",", ":")).encode()
@@ -94,3 +79,30 @@ class TraversalCoder(coders.Coder):
 
 
 coders.registry.register_coder(Traversal, TraversalCoder)
+
+
+class SessionVerdictCoder(coders.Coder):
+    """Judged sessions cross the shuffle before the identity step as JSON: update-safe."""
+
+    def encode(self, verdict: SessionVerdict) -> bytes:
+        value = {
+            "traversal": verdict.traversal and traversal_to_json(verdict.traversal),
+            "rejected": verdict.rejected and dataclasses.asdict(verdict.rejected),
+        }
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    def decode(self, encoded: bytes) -> SessionVerdict:
+        value = json.loads(encoded)
+        return SessionVerdict(
+            traversal=value["traversal"] and traversal_from_json(value["traversal"]),
+            rejected=value["rejected"] and RejectedSession(**value["rejected"]),
+        )
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return SessionVerdict
+
+
+coders.registry.register_coder(SessionVerdict, SessionVerdictCoder)

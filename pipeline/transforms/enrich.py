@@ -35,9 +35,8 @@ from pipeline.clients.plate_readers import PlateReader, serialised_plate_reader
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import fine_record
-from pipeline.domain.speed import Traversal
+from pipeline.domain.speed import Traversal, traversal_from_json, traversal_to_json
 from pipeline.transforms.batching import BatchForService
-from pipeline.transforms.coders import traversal_from_json, traversal_to_json
 from pipeline.transforms.failures import FAILURES, Failure, failed
 from pipeline.transforms.worker_clients import ClientSlot
 

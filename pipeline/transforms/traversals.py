@@ -26,7 +26,14 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.domain.events import CameraEvent, VehicleKey
-from pipeline.domain.identity import dumps_issued, identify, loads_issued
+from pipeline.domain.identity import (
+    RejectedSession,
+    SessionVerdict,
+    dumps_issued,
+    identify,
+    loads_issued,
+    withdraw,
+)
 from pipeline.domain.sessions import split_sessions
 from pipeline.domain.speed import (
     IMPLAUSIBLE,
@@ -34,7 +41,6 @@ from pipeline.domain.speed import (
     UNMEASURABLE,
     Rejection,
     SectionRules,
-    Traversal,
     UnmeasurableMonitor,
     judge_traversal,
 )
@@ -96,6 +102,9 @@ class JudgeTraversalFn(beam.DoFn):
             _log.warning(warning)
         if isinstance(verdict, Rejection):
             self.rejected[verdict.kind].inc()
+            # A late pane can reject a session whose earlier pane was published: the
+            # identity step withdraws what was published.
+            yield key, SessionVerdict(rejected=RejectedSession.of(verdict))
             yield failed(
                 Failure.of_detections(
                     verdict.kind,
@@ -109,11 +118,12 @@ class JudgeTraversalFn(beam.DoFn):
         self.traversals.inc()
         if verdict.is_speeding:
             self.fines.inc()
-        yield key, verdict
+        yield key, SessionVerdict(traversal=verdict)
 
 
 class IdentifyTraversalsFn(beam.DoFn):
-    """Per vehicle: a correction keeps its traversal's id, a repeat is dropped.
+    """Per vehicle: a correction keeps its traversal's id, a repeat is dropped, and a
+    published traversal whose session a late detection made unjudgeable is withdrawn.
 
     State lives as long as a late pane can still come (gap + lateness past the last exit),
     cleared by an event-time timer, which holds no watermark back.
@@ -127,23 +137,32 @@ class IdentifyTraversalsFn(beam.DoFn):
         self.corrections = Metrics.counter(self.__class__, "corrections")
         self.merges = Metrics.counter(self.__class__, "merges")
         self.repeats = Metrics.counter(self.__class__, "repeats_dropped")
+        self.withdrawals = Metrics.counter(self.__class__, "withdrawals")
 
     def process(
         self,
-        element: tuple[VehicleKey, Traversal],
+        element: tuple[VehicleKey, SessionVerdict],
         issued_state: Any = beam.DoFn.StateParam(ISSUED),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[Any]:
-        _, traversal = element
+        _, judged = element
         issued = loads_issued(issued_state.read())
-        published, issued = identify(traversal, issued)
+        verdict = judged.traversal
+        if verdict is None:
+            assert judged.rejected is not None
+            published, issued = withdraw(judged.rejected, issued)
+            if published is None:
+                return  # nothing published to withdraw: its dead letter is all there is
+            self.withdrawals.inc()
+        else:
+            published, issued = identify(verdict, issued)
         issued_state.write(dumps_issued(issued))
         last_exit_ms = max(record.exit_time_ms for record in issued)
         expiry.set(Timestamp(micros=(last_exit_ms + self.keep_seconds * 1000) * 1000))
         if published is None:
             self.repeats.inc()
             return
-        if published.traversal_id != traversal.traversal_id:
+        if verdict is not None and published.traversal_id != verdict.traversal_id:
             self.corrections.inc()
         if published.supersedes:
             self.merges.inc()
@@ -162,8 +181,10 @@ def sessions_of(
         yield key, session
 
 
-def split_verdict(keyed: tuple[VehicleKey, Traversal]) -> Iterator[Any]:  # TaggedOutputs
-    _, traversal = keyed
+def split_verdict(keyed: tuple[VehicleKey, SessionVerdict]) -> Iterator[Any]:  # TaggedOutputs
+    traversal = keyed[1].traversal
+    if traversal is None:
+        return  # rejected: dead-lettered, and a bounded run published nothing for it
     yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
 
 
@@ -199,10 +220,12 @@ class MeasureTraversals(beam.PTransform):
         # Typed keys get the deterministic coder that the identity step's state needs.
         judged = sessions | "JudgeTraversal" >> beam.ParDo(
             JudgeTraversalFn(self.rules, self.gap_seconds)
-        ).with_output_types(tuple[VehicleKey, Traversal]).with_outputs(FAILURES, main="traversals")
+        ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
+            FAILURES, main="verdicts"
+        )
         # Verdicts and failures leave their sessions: what follows is per traversal, and
         # outputs of every stage flatten together.
-        traversals = judged.traversals | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())
+        traversals = judged.verdicts | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())
         failures = judged[FAILURES] | "FailuresLeaveSessions" >> beam.WindowInto(
             window.GlobalWindows()
         )

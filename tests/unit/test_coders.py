@@ -7,6 +7,7 @@ from apache_beam import coders
 
 from pipeline.clients.evidence_store import StoredPhoto
 from pipeline.domain.events import CameraEvent
+from pipeline.domain.identity import RejectedSession, SessionVerdict
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.speed import SectionRule, Traversal, judge_traversal
 from pipeline.transforms.enrich import FineEvidence
@@ -21,6 +22,9 @@ ELEMENTS = [
     (CameraEvent, EVENT),
     (CameraEvent, replace(EVENT, speed_kmh=None, timed=False, event_id="m-" + "0" * 32)),
     (Traversal, TRAVERSAL),
+    (Traversal, replace(TRAVERSAL, is_speeding=False, withdrawn_reason="implausible: why")),
+    (SessionVerdict, SessionVerdict(traversal=TRAVERSAL)),
+    (SessionVerdict, SessionVerdict(rejected=RejectedSession("partial", "why", 1, 2))),
     (WarehouseRow, WarehouseRow("fines", "id-1", {"fine_id": "f", "avg_speed_kmh": 70.5})),
     (FineEvidence, FineEvidence(TRAVERSAL)),
     (

@@ -624,6 +624,9 @@ DESIGN_FINE_FIELDS = {
     # Added to DESIGN.md §4: why the plate or photo is missing, for analysts; and the ids a
     # correction replaces, so each traversal is counted once (issue 13).
     "evidence_error": "STRING", "supersedes": "STRING", "revision": "INTEGER",
+    # A published traversal that a late detection made unjudgeable is withdrawn, never a
+    # fine: the reason, so that analysts and consumers drop it.
+    "withdrawn_reason": "STRING",
 }  # fmt: skip
 
 
@@ -632,7 +635,7 @@ def test_fine_schema_matches_design_field_by_field():
     assert {f["name"]: f["type"] for f in fields} == DESIGN_FINE_FIELDS
     assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
         "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
-        "evidence_error",
+        "evidence_error", "withdrawn_reason",
     }  # fmt: skip
 
 

@@ -6,6 +6,7 @@ failures that come out of SectionSpeedEnforcement.
 """
 
 import json
+from dataclasses import replace
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
@@ -207,6 +208,41 @@ def test_course_messages_are_judged_by_their_spot_speeds_and_malformed_ones_dead
         not_fined=[("radar-course", "Qq1234", 30.0, 10, "spot_mean")],
         failures=[("parse", None)],
     )
+
+
+def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_the_fine():
+    first, middle, last = track("v", 60.0)
+    far_off = replace(middle, location=(40.85, -73.90))  # 5 km off the section, same time
+    session_end_s = last.event_time_ms / 1000 + GAP_S
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements([message(first), message(last)])
+        .advance_watermark_to(session_end_s + 1)  # the on-time pane fires: a fine
+        .add_elements([message(far_off)])  # late: the session no longer holds up
+        .advance_watermark_to_infinity()
+    )
+    tid = traversal_id("radar-1", "v", first.event_time_ms)
+    p = streaming_pipeline()
+    result = p | stream | SectionSpeedEnforcement(config(session_end_s + 2))
+    assert_that(
+        result.fined | "F" >> beam.Map(lambda t: (t.traversal_id, t.revision)),
+        equal_to([(tid, 0)]),
+        label="Fined",
+    )
+    assert_that(
+        result.not_fined
+        | "N"
+        >> beam.Map(
+            lambda t: (t.traversal_id, t.revision, t.is_speeding, t.withdrawn_reason.split(":")[0])
+        ),
+        equal_to([(tid, 1, False, "implausible")]),
+        label="Withdrawn",
+    )
+    assert_that(
+        result.failures | "X" >> beam.Map(failure), equal_to([("implausible", "v")]), label="DL"
+    )
+    p.run()
 
 
 def _along(fraction):

@@ -5,9 +5,15 @@ from dataclasses import replace
 import pytest
 
 from pipeline.domain import defaults
-from pipeline.domain.identity import dumps_issued, identify, loads_issued
+from pipeline.domain.identity import (
+    RejectedSession,
+    dumps_issued,
+    identify,
+    loads_issued,
+    withdraw,
+)
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from pipeline.domain.speed import SectionRule, judge_traversal, traversal_id
+from pipeline.domain.speed import IMPLAUSIBLE, Rejection, SectionRule, judge_traversal, traversal_id
 from tests.helpers import T0_MS, track
 
 GAP_S, LATENESS_S = 30, 60
@@ -108,3 +114,43 @@ def test_a_merge_after_a_correction_still_keeps_the_oldest_id():
     assert merged.traversal_id == head.traversal_id  # the oldest published id
     assert merged.supersedes == (tail.traversal_id,)
     assert merged.revision == 2 and [r.traversal_id for r in issued] == [head.traversal_id]
+
+
+def _far_off(event):
+    """The same detection reported 5 km off the section: the session becomes implausible."""
+    return replace(event, event_id=event.event_id + "-far", location=(40.85, -73.90))
+
+
+def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_it():
+    events = track("v", 72.0, points=3)
+    fine = measured([events[0], events[2]])
+    assert fine.is_speeding
+    _, issued = identify(fine, [])
+    rejection = measured([*events, _far_off(events[1])])
+    assert isinstance(rejection, Rejection) and rejection.kind == IMPLAUSIBLE
+    withdrawal, issued = withdraw(RejectedSession.of(rejection), issued)
+    assert withdrawal.traversal_id == fine.traversal_id and withdrawal.revision == 1
+    assert not withdrawal.is_speeding
+    assert withdrawal.withdrawn_reason.startswith("implausible: ")
+    assert withdrawal.avg_speed_kmh == fine.avg_speed_kmh  # what was published, withdrawn
+    # The same rejection firing again withdraws nothing more.
+    assert withdraw(RejectedSession.of(rejection), issued)[0] is None
+    assert loads_issued(dumps_issued(issued)) == issued
+
+
+def test_a_rejected_session_that_covers_nothing_published_withdraws_nothing():
+    _, issued = identify(measured(track("v", 60.0)), [])
+    elsewhere = measured([_far_off(e) for e in track("v", 60.0, start_ms=T0_MS + 3_600_000)][:1])
+    assert isinstance(elsewhere, Rejection)
+    assert withdraw(RejectedSession.of(elsewhere), issued) == (None, issued)
+
+
+def test_a_plausible_correction_after_a_withdrawal_is_published_again():
+    events = track("v", 72.0, points=3)
+    fine = measured([events[0], events[2]])
+    _, issued = identify(fine, [])
+    rejected = measured([*events, _far_off(events[1])])
+    _, issued = withdraw(RejectedSession.of(rejected), issued)
+    again, issued = identify(measured(events), issued)
+    assert again.traversal_id == fine.traversal_id and again.revision == 2
+    assert again.is_speeding and again.withdrawn_reason is None

@@ -8,7 +8,8 @@ dataset and the fines, vehicle_speeds and dead_letter tables from the schema def
 (`Warehouse.ensure_tables`) if they are missing, and with --worker_service_account grants
 that account BigQuery Data Editor on this dataset alone. The workers then only read the
 tables' definitions (`Warehouse.check_tables`) and insert rows: no project-level
-BigQuery permission on the workers. Safe to run again: nothing that exists is changed.
+BigQuery permission on the workers. Safe to run again: nothing that exists is changed,
+except that a nullable column an older table lacks is added (rows untouched).
 """
 
 import argparse

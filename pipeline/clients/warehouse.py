@@ -143,6 +143,9 @@ class Warehouse:
     def ensure_tables(self, tables: Sequence[Table] = TABLES, location: str | None = None) -> None:
         """Create the dataset (in `location`, else BigQuery's default) and tables if missing.
 
+        A table that exists but lacks nullable columns of the schema (a dataset provisioned
+        by an earlier version) gets them added: an additive change that keeps every row.
+        A missing required column cannot be added to rows that exist: TablesMissing.
         Tables are day-partitioned and clustered. Deploy-time only (pipeline/provision.py,
         the local stack): creating a dataset needs the project-level
         bigquery.datasets.create, which workers are not granted. An unreachable warehouse
@@ -158,7 +161,24 @@ class Warehouse:
                 type_=bigquery.TimePartitioningType.DAY, field=table.partition_column
             )
             definition.clustering_fields = list(table.cluster_columns)
-            self.client.create_table(definition, exists_ok=True, retry=SETUP_RETRY)
+            found = self.client.create_table(definition, exists_ok=True, retry=SETUP_RETRY)
+            self._add_missing_columns(table, found)
+
+    def _add_missing_columns(self, table: Table, found: bigquery.Table) -> None:
+        present = {field.name for field in found.schema}
+        missing = [f for f in bigquery_schema_fields(table) if f.name not in present]
+        if not missing:
+            return
+        required = [f.name for f in missing if f.mode == "REQUIRED"]
+        if required:
+            raise TablesMissing(
+                f"table {self.table_id(table)} lacks required columns {required}, which "
+                "cannot be added to the rows it holds: create the dataset afresh, or copy "
+                "the table into one with the schema of docs/reference.md"
+            )
+        found.schema = [*found.schema, *missing]
+        self.client.update_table(found, ["schema"], retry=SETUP_RETRY)
+        _log.info("added columns %s to %s", [f.name for f in missing], self.table_id(table))
 
     def insert(
         self, table: Table, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]

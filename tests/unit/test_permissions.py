@@ -152,6 +152,7 @@ METHOD_NEEDS: dict[str, list[Need]] = {
     ],
     "create_dataset": [Need("bigquery.datasets.create", THE_PROJECT, "bigquery.googleapis.com")],
     "create_table": [Need("bigquery.tables.create", WAREHOUSE, "bigquery.googleapis.com")],
+    "update_table": [Need("bigquery.tables.update", WAREHOUSE, "bigquery.googleapis.com")],
     "get_dataset": [Need("bigquery.datasets.get", WAREHOUSE, "bigquery.googleapis.com")],
     "update_dataset": [Need("bigquery.datasets.update", WAREHOUSE, "bigquery.googleapis.com")],
     # Cloud Storage (the evidence bucket)
@@ -704,8 +705,9 @@ class Field:
 
 
 class FoundTable:
-    def __init__(self, columns: list[str]) -> None:
+    def __init__(self, columns: list[str], table_id: str = "") -> None:
         self.schema = [Field(name) for name in columns]
+        self.table_id = table_id
 
 
 class StrictFakeBigQuery:
@@ -730,11 +732,24 @@ class StrictFakeBigQuery:
         self.calls.append(f"create_dataset {dataset.dataset_id}")
         self.dataset_location = dataset.location
 
-    def create_table(self, table: bigquery.Table, exists_ok: bool, retry: object) -> None:
+    def create_table(
+        self, table: bigquery.Table, exists_ok: bool, retry: object
+    ) -> bigquery.Table | FoundTable:
         assert exists_ok
         self.calls.append(f"create_table {table.table_id}")
+        table_id = f"p.d.{table.table_id}"
+        if table_id in self.tables:  # exists: BigQuery's client answers with the table
+            return FoundTable(self.tables[table_id], table_id)
         self.created[table.table_id] = table
-        self.tables.setdefault(f"p.d.{table.table_id}", [f.name for f in table.schema])
+        self.tables[table_id] = [f.name for f in table.schema]
+        return table
+
+    def update_table(self, table: FoundTable, fields: list[str], retry: object) -> None:
+        assert fields == ["schema"]
+        names = [f.name for f in table.schema]
+        added = names[len(self.tables[table.table_id]) :]
+        self.calls.append(f"update_table {table.table_id} {added}")
+        self.tables[table.table_id] = names
 
     def get_dataset(self, dataset_id: str, retry: object) -> bigquery.Dataset:
         self.calls.append(f"get_dataset {dataset_id}")
@@ -776,6 +791,29 @@ def test_check_tables_names_a_missing_column():
     dropped = all_columns()["p.d.vehicle_speeds"][-1]
     with pytest.raises(TablesMissing, match=rf"vehicle_speeds lacks columns \['{dropped}'\]"):
         Warehouse("p", "d", client=StrictFakeBigQuery(tables)).check_tables()
+
+
+def test_provision_adds_a_nullable_column_an_earlier_version_lacked_and_keeps_the_rest():
+    tables = all_columns()
+    tables["p.d.vehicle_speeds"].remove("withdrawn_reason")
+    client = StrictFakeBigQuery(tables)
+    warehouse = Warehouse("p", "d", client=client)
+    provision.provision(warehouse)
+    assert [c for c in client.calls if c.startswith("update_table")] == [
+        "update_table p.d.vehicle_speeds ['withdrawn_reason']"
+    ]
+    assert {t: set(c) for t, c in client.tables.items()} == {
+        t: set(c) for t, c in all_columns().items()
+    }  # and check_tables, which provision runs last, passed
+
+
+def test_provision_refuses_to_add_a_required_column():
+    tables = all_columns()
+    tables["p.d.vehicle_speeds"].remove("revision")
+    client = StrictFakeBigQuery(tables)
+    with pytest.raises(TablesMissing, match=r"lacks required columns \['revision'\]"):
+        provision.provision(Warehouse("p", "d", client=client))
+    assert not any(c.startswith("update_table") for c in client.calls)
 
 
 def test_provision_creates_dataset_and_tables_and_grants_the_workers_once():

@@ -99,6 +99,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
         warehouse = warehouse_factory(options.project_id, options.bq_dataset)
         rows = (
             fines | "FineRows" >> ToWarehouseRows(FINES),
+            # A withdrawn fine's row says so (not ticketed, why), no evidence fetched.
+            enforced.withdrawn_fines
+            | "FormatWithdrawnFines" >> FormatTraversals()
+            | "WithdrawnFineRows" >> ToWarehouseRows(FINES),
             (enforced.fined, enforced.not_fined)
             | "Measured" >> beam.Flatten()
             | "SpeedRows" >> SpeedRows(),

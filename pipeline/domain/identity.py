@@ -78,6 +78,8 @@ def measurement_digest(traversal: Traversal) -> str:
     """A digest of what was measured, whatever id the traversal carries."""
     content = asdict(traversal)
     del content["traversal_id"], content["supersedes"], content["revision"]
+    if content["withdrawn_reason"] is None:  # as digested before withdrawals existed
+        del content["withdrawn_reason"]
     text = json.dumps(content, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -109,31 +111,51 @@ def identify(
     return corrected, _replaced(issued, kept, absorbed, corrected, traversal)
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A published traversal taken back, and whether what it takes back was a fine."""
+
+    traversal: Traversal
+    of_fine: bool
+
+
 def withdraw(
     rejected: RejectedSession, issued: list[IssuedTraversal]
-) -> tuple[Traversal | None, list[IssuedTraversal]]:
+) -> tuple[Withdrawal | None, list[IssuedTraversal]]:
     """(the withdrawal to publish, or None; the vehicle's issued list afterwards).
 
     The withdrawal is what was published for the traversal the rejected session covers,
     under its id and the next revision, not a fine, with the reason; other published
     traversals the session absorbed are named in `supersedes`. Nothing is published when
-    the session covers nothing published, or only what is withdrawn already.
+    the session covers nothing published, or only what is withdrawn already (its span
+    still grows, so that its state lasts as long as the session's late panes can come).
     """
     covered = [record for record in issued if record.overlaps(rejected)]
     if not covered:
         return None, issued
     kept, absorbed = covered[0], covered[1:]
-    if (kept.withdrawn and not absorbed) or kept.published is None:
-        return None, issued
+    if kept.published is None or (kept.withdrawn and not absorbed):
+        grown = replace(
+            kept,
+            entry_time_ms=min(kept.entry_time_ms, rejected.entry_time_ms),
+            exit_time_ms=max(kept.exit_time_ms, rejected.exit_time_ms),
+        )
+        return None, [grown if record is kept else record for record in issued]
+    published = traversal_from_json(kept.published)
     withdrawal = replace(
-        traversal_from_json(kept.published),
+        published,
         traversal_id=kept.traversal_id,
         is_speeding=False,
         supersedes=tuple(record.traversal_id for record in absorbed),
         revision=kept.revision + 1,
         withdrawn_reason=f"{rejected.kind}: {rejected.reason}",
     )
-    return withdrawal, _replaced(issued, kept, absorbed, withdrawal, rejected)
+    of_fine = published.is_speeding or any(_was_fine(record) for record in absorbed)
+    return Withdrawal(withdrawal, of_fine), _replaced(issued, kept, absorbed, withdrawal, rejected)
+
+
+def _was_fine(record: IssuedTraversal) -> bool:
+    return bool(record.published and record.published["is_speeding"])
 
 
 def _replaced(

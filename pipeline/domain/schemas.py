@@ -91,7 +91,11 @@ FINE_COLUMNS: tuple[Column, ...] = (
         "STRING",
         "why the plate or photo is missing (stage: reason), null when evidence is complete",
     ),
-    _required("is_ticketed", "BOOLEAN", "true for a fine, false for a traversal under the limit"),
+    _required(
+        "is_ticketed",
+        "BOOLEAN",
+        "true for a fine; false for a traversal under the limit, or a withdrawn one",
+    ),
     _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
 )
 

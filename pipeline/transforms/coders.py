@@ -93,6 +93,8 @@ class SessionVerdictCoder(coders.Coder):
 
     def decode(self, encoded: bytes) -> SessionVerdict:
         value = json.loads(encoded)
+        if "traversal" not in value:  # in flight from a job whose shuffle carried Traversals
+            return SessionVerdict(traversal=traversal_from_json(value))
         return SessionVerdict(
             traversal=value["traversal"] and traversal_from_json(value["traversal"]),
             rejected=value["rejected"] and RejectedSession(**value["rejected"]),

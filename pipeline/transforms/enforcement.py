@@ -1,7 +1,8 @@
 """SectionSpeedEnforcement: the whole enforcement logic, without I/O.
 
     messages (PubsubMessage: bytes + attributes, stamped with their publish time)
-      -> ParseEvents -> MeasureTraversals -> EnforcementResult(fined, not_fined, failures)
+      -> ParseEvents -> MeasureTraversals
+      -> EnforcementResult(fined, not_fined, failures, withdrawn_fines)
 
 The graph attaches sources (Pub/Sub, or files for a bounded run) and sinks (evidence,
 topics, warehouse) around it; the tests run it whole on TestStream.
@@ -18,7 +19,7 @@ from pipeline.domain.lateness import LatenessRule
 from pipeline.domain.speed import SectionRules
 from pipeline.transforms.failures import FAILURES
 from pipeline.transforms.parse import ParseEvents
-from pipeline.transforms.traversals import FINED, NOT_FINED, MeasureTraversals
+from pipeline.transforms.traversals import FINED, NOT_FINED, WITHDRAWN_FINES, MeasureTraversals
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ class EnforcementResult(NamedTuple):
     """What enforcement yields, in the style of Beam's WriteResult: callers wire each."""
 
     fined: beam.PCollection  # Traversals over the limit: evidence and publication next
-    not_fined: beam.PCollection  # Traversals within the limit
+    not_fined: beam.PCollection  # Traversals within the limit, and withdrawals
     failures: beam.PCollection  # Failures of every stage, for the dead letter
+    # Withdrawals of published fines (also in not_fined), for the fines table.
+    withdrawn_fines: beam.PCollection
 
 
 class SectionSpeedEnforcement(beam.PTransform):
@@ -57,4 +60,6 @@ class SectionSpeedEnforcement(beam.PTransform):
             config.rules, config.gap_seconds, lateness_s
         )
         failures = (parsed[FAILURES], measured[FAILURES]) | "AllFailures" >> beam.Flatten()
-        return EnforcementResult(measured[FINED], measured[NOT_FINED], failures)
+        return EnforcementResult(
+            measured[FINED], measured[NOT_FINED], failures, measured[WITHDRAWN_FINES]
+        )

@@ -1,7 +1,7 @@
 """Detections -> traversals: sessions per vehicle, judged, then given one identity.
 
     streaming: events by vehicle -> Sessions -> GroupDetections -> JudgeTraversal
-                                 -> IdentifyTraversals -> fined / not_fined
+                                 -> IdentifyTraversals -> fined / not_fined / withdrawn fines
     bounded:   events by vehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
                                  -> SplitVerdicts -> fined / not_fined
 
@@ -48,6 +48,7 @@ from pipeline.transforms.failures import FAILURES, Failure, failed
 
 FINED = "fined"
 NOT_FINED = "not_fined"
+WITHDRAWN_FINES = "withdrawn_fines"  # published fines taken back (also in not_fined)
 
 _log = logging.getLogger(__name__)
 
@@ -147,22 +148,27 @@ class IdentifyTraversalsFn(beam.DoFn):
     ) -> Iterator[Any]:
         _, judged = element
         issued = loads_issued(issued_state.read())
-        verdict = judged.traversal
-        if verdict is None:
+        if judged.traversal is None:
             assert judged.rejected is not None
-            published, issued = withdraw(judged.rejected, issued)
-            if published is None:
-                return  # nothing published to withdraw: its dead letter is all there is
-            self.withdrawals.inc()
+            withdrawal, issued = withdraw(judged.rejected, issued)
+            published = withdrawal and withdrawal.traversal
         else:
-            published, issued = identify(verdict, issued)
-        issued_state.write(dumps_issued(issued))
-        last_exit_ms = max(record.exit_time_ms for record in issued)
-        expiry.set(Timestamp(micros=(last_exit_ms + self.keep_seconds * 1000) * 1000))
+            published, issued = identify(judged.traversal, issued)
+        if issued:
+            issued_state.write(dumps_issued(issued))
+            last_exit_ms = max(record.exit_time_ms for record in issued)
+            expiry.set(Timestamp(micros=(last_exit_ms + self.keep_seconds * 1000) * 1000))
         if published is None:
-            self.repeats.inc()
+            # A repeat; or a rejected session with nothing (new) published to take back:
+            # its dead letter is all there is.
+            if judged.traversal is not None:
+                self.repeats.inc()
             return
-        if verdict is not None and published.traversal_id != verdict.traversal_id:
+        if judged.traversal is None:
+            self.withdrawals.inc()
+            if withdrawal.of_fine:  # the fines table hears of it too
+                yield beam.pvalue.TaggedOutput(WITHDRAWN_FINES, published)
+        elif published.traversal_id != judged.traversal.traversal_id:
             self.corrections.inc()
         if published.supersedes:
             self.merges.inc()
@@ -230,16 +236,18 @@ class MeasureTraversals(beam.PTransform):
             window.GlobalWindows()
         )
         if self.allowed_lateness_seconds is None:
+            # Sessions fire once: nothing published is ever withdrawn (the tag stays empty).
             verdicts = traversals | "SplitVerdicts" >> beam.FlatMap(split_verdict).with_outputs(
-                FINED, NOT_FINED
+                FINED, NOT_FINED, WITHDRAWN_FINES
             )
         else:
             keep_seconds = self.gap_seconds + self.allowed_lateness_seconds
             verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
                 IdentifyTraversalsFn(keep_seconds)
-            ).with_outputs(FINED, NOT_FINED)
+            ).with_outputs(FINED, NOT_FINED, WITHDRAWN_FINES)
         return {
             FINED: verdicts[FINED],
             NOT_FINED: verdicts[NOT_FINED],
+            WITHDRAWN_FINES: verdicts[WITHDRAWN_FINES],
             FAILURES: failures,
         }

@@ -49,3 +49,9 @@ def test_each_element_round_trips_through_a_deterministic_coder(kind, element):
     encoded = coder.encode(element)
     assert coder.decode(encoded) == element
     assert coder.encode(coder.decode(encoded)) == encoded  # the same bytes every time
+
+
+def test_a_traversal_in_flight_from_before_session_verdicts_decodes_as_one():
+    encoded = coders.registry.get_coder(Traversal).encode(TRAVERSAL)
+    decoded = coders.registry.get_coder(SessionVerdict).decode(encoded)
+    assert decoded == SessionVerdict(traversal=TRAVERSAL)

@@ -242,6 +242,11 @@ def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_the_
     assert_that(
         result.failures | "X" >> beam.Map(failure), equal_to([("implausible", "v")]), label="DL"
     )
+    assert_that(  # a fine was taken back: the fines table hears of it too
+        result.withdrawn_fines | "W" >> beam.Map(lambda t: (t.traversal_id, t.revision)),
+        equal_to([(tid, 1)]),
+        label="WithdrawnFines",
+    )
     p.run()
 
 

@@ -128,13 +128,17 @@ def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_it()
     _, issued = identify(fine, [])
     rejection = measured([*events, _far_off(events[1])])
     assert isinstance(rejection, Rejection) and rejection.kind == IMPLAUSIBLE
-    withdrawal, issued = withdraw(RejectedSession.of(rejection), issued)
+    taken_back, issued = withdraw(RejectedSession.of(rejection), issued)
+    assert taken_back.of_fine
+    withdrawal = taken_back.traversal
     assert withdrawal.traversal_id == fine.traversal_id and withdrawal.revision == 1
     assert not withdrawal.is_speeding
     assert withdrawal.withdrawn_reason.startswith("implausible: ")
     assert withdrawal.avg_speed_kmh == fine.avg_speed_kmh  # what was published, withdrawn
-    # The same rejection firing again withdraws nothing more.
-    assert withdraw(RejectedSession.of(rejection), issued)[0] is None
+    # The same rejection firing again withdraws nothing more, and the span keeps growing.
+    later = RejectedSession("implausible", "why", fine.entry_time_ms, fine.exit_time_ms + 5000)
+    again, grown = withdraw(later, issued)
+    assert again is None and grown[0].exit_time_ms == fine.exit_time_ms + 5000
     assert loads_issued(dumps_issued(issued)) == issued
 
 
@@ -151,6 +155,32 @@ def test_a_plausible_correction_after_a_withdrawal_is_published_again():
     _, issued = identify(fine, [])
     rejected = measured([*events, _far_off(events[1])])
     _, issued = withdraw(RejectedSession.of(rejected), issued)
+    # (Accumulating panes keep every detection; a plausible session here stands for one
+    # whose contradiction a later detection resolves, e.g. a too-short duration.)
     again, issued = identify(measured(events), issued)
     assert again.traversal_id == fine.traversal_id and again.revision == 2
     assert again.is_speeding and again.withdrawn_reason is None
+
+
+def test_a_repeat_after_an_update_is_still_a_repeat():
+    # State saved before withdrawals existed: no `published`, digest without the new field.
+    traversal = measured(track("v", 60.0))
+    _, issued = identify(traversal, [])
+    old = [replace(record, published=None) for record in issued]
+    assert identify(traversal, old)[0] is None
+    # ...and a rejected session over it cannot withdraw what it never saw published.
+    span = (traversal.entry_time_ms, traversal.exit_time_ms)
+    rejected = RejectedSession("implausible", "why", *span)
+    assert withdraw(rejected, old)[0] is None
+
+
+def test_a_withdrawal_that_absorbs_a_published_fine_supersedes_it():
+    events = track("v", 72.0, points=5, start_ms=T0_MS)
+    head, tail = measured(events[:2]), measured(events[3:])
+    _, issued = identify(head, [])
+    _, issued = identify(tail, issued)
+    bridged = measured([*events, _far_off(events[2])])
+    taken_back, issued = withdraw(RejectedSession.of(bridged), issued)
+    assert taken_back.traversal.traversal_id == head.traversal_id
+    assert taken_back.traversal.supersedes == (tail.traversal_id,)
+    assert taken_back.of_fine and [r.traversal_id for r in issued] == [head.traversal_id]

@@ -154,6 +154,20 @@ def normalise_plate(raw_text: str) -> str | None:
     return plate
 
 
+def plate_like(raw_text: str) -> str | None:
+    """Text that could be some car's plate (2-8 letters or digits, separators dropped).
+
+    Wider than `normalise_plate`: short, all-letter and all-digit plates exist (vanity
+    plates, some states'). Never accepted as a plate, but a rival to one: beside a nearer
+    plate-like text, the plate read may be a neighbour's.
+    """
+    text = raw_text.strip()
+    if any(not _plate_character(char) and char not in SEPARATORS for char in text):
+        return None
+    plate = "".join(char for char in text if _plate_character(char))
+    return plate if 2 <= len(plate) <= MAX_PLATE_CHARACTERS else None
+
+
 def _plate_character(char: str) -> bool:
     return char in LETTERS or char in DIGITS
 
@@ -267,8 +281,9 @@ def choose_plate(
         return PlateReading(None, confidence, raw_text, reader, reason=why)
 
     line, plate, confidence = max(accepted, key=lambda item: (item[0].height or 0.0, item[2]))
-    # Every other plate-like text counts, read surely or not: a nearer plate that could not
-    # be read makes the one that could a likely neighbour's.
+    # Every other plate-like text counts, read surely or not, and short or one-kind text
+    # too: a nearer plate that could not be read (or is not a plate this reader accepts,
+    # such as a vanity plate) makes the one that could a likely neighbour's.
     rivals = [(other_line, other) for other_line, other in candidates if other != plate]
     nearest = all(
         line.height is not None
@@ -276,6 +291,23 @@ def choose_plate(
         and line.height >= NEAREST_PLATE_RATIO * other_line.height
         for other_line, _ in rivals
     )
+    # Text this reader does not take for a plate (short, all letters or all digits: a
+    # vanity plate, some states' series) is a rival too when it is at least as tall as
+    # the plate read, so could be a nearer car's. Only where the engine gives boxes: Cloud
+    # Vision's full-text lines have none, and a state's name would refuse every plate.
+    if line.height is not None:
+        taller = [
+            (other_line, other)
+            for other_line in lines
+            if other_line.width is not None
+            and other_line.height is not None
+            and other_line.height >= line.height
+            and normalise_plate(other_line.text) is None
+            and (other := plate_like(other_line.text)) is not None
+            and plate_shaped(other_line.width, other_line.height, image_height)
+        ]
+        nearest = nearest and not taller
+        rivals += taller
     if not nearest:
         plates = sorted({plate, *(other for _, other in rivals)})
         why = f"several plates in view: {', '.join(plates)}"

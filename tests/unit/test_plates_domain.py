@@ -161,10 +161,18 @@ def test_a_sticker_beside_the_plate_is_a_rival_only_at_plate_size():
     assert choose(line("ABC1234", height=40), line("PK2024", height=38)).license_plate is None
 
 
-def test_a_badge_is_no_plate_and_no_rival_whatever_its_size():
+def test_a_badge_is_no_plate_but_a_rival_at_plate_size():
     badge = line("G1", height=88)  # openalpr's br photo PJY8509: a badge taller than the plate
     assert choose(badge).license_plate is None
+    # Taller text that this reader does not accept could be a nearer car's plate (a
+    # vanity plate): the plate read could be a neighbour's. No plate, not a guess.
+    assert choose(line("ABC1234", height=40), line("AB12", height=44)).license_plate is None
+    assert choose(line("ABC1234", height=40), line("XYZ9876", height=28), line("AB12", height=44)
+                  ).reason == "several plates in view: AB12, ABC1234, XYZ9876"  # fmt: skip
+    # Shorter text beside the plate (a badge, a dealer's sticker, a road marking) is no
+    # rival; a plate this reader accepts still is, up to the nearest-plate ratio.
     assert choose(line("ABC1234", height=40), line("F150", height=38)).license_plate == "ABC1234"
+    assert choose(line("ABC1234", height=40), line("XYZ9876", height=38)).license_plate is None
 
 
 def test_text_not_shaped_like_a_plate_line_is_ignored():

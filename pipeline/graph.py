@@ -44,7 +44,7 @@ from pipeline.transforms.enforcement import (
     SectionSpeedEnforcement,
 )
 from pipeline.transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine, evidence_services
-from pipeline.transforms.failures import ToDeadLetterRecords, to_dead_letter_record
+from pipeline.transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
 from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson, WriteJsonLines
 from pipeline.transforms.warehouse import (
     INSERT_WAIT_S,
@@ -115,7 +115,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     # the dead-letter sinks' steps on pulls that had no failure. The sinks format the
     # Failures as they write.
     dead_letters = (
-        failures | "AllFailures" >> beam.Flatten() | "DeadLettersApart" >> beam.Reshuffle()
+        failures
+        | "AllFailures" >> beam.Flatten().with_output_types(Failure)  # for their JSON coder
+        | "DeadLettersApart" >> beam.Reshuffle()
     )
     if bounded:
         (

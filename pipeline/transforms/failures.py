@@ -7,6 +7,7 @@ fine or a row. `to_dead_letter_record` is the one function that formats them, fo
 dead-letter topic, table and files alike; each sink calls it as it writes.
 """
 
+import base64
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,33 @@ class Failure:
         """A failure downstream of the measurement: the output record, as JSON."""
         payload = json.dumps(record, separators=(",", ":"), sort_keys=True, default=str)
         return cls(stage, reason, payload.encode(), attributes)
+
+
+class FailureCoder(beam.coders.Coder):
+    """Failures cross the dead letters' reshuffle as JSON (payload in base64): update-safe."""
+
+    def encode(self, failure: Failure) -> bytes:
+        value = [
+            failure.stage,
+            failure.reason,
+            base64.b64encode(failure.payload).decode("ascii"),
+            dict(failure.attributes),
+            failure.timestamp_ms,
+        ]
+        return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+    def decode(self, encoded: bytes) -> Failure:
+        stage, reason, payload, attributes, timestamp_ms = json.loads(encoded)
+        return Failure(stage, reason, base64.b64decode(payload), attributes, timestamp_ms)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return Failure
+
+
+beam.coders.registry.register_coder(Failure, FailureCoder)
 
 
 def failed(failure: Failure) -> beam.pvalue.TaggedOutput:

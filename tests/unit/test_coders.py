@@ -11,6 +11,7 @@ from pipeline.domain.identity import RejectedSession, SessionVerdict
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.speed import SectionRule, Traversal, judge_traversal
 from pipeline.transforms.enrich import FineEvidence
+from pipeline.transforms.failures import Failure
 from pipeline.transforms.warehouse import WarehouseRow
 from tests.helpers import track
 
@@ -22,6 +23,7 @@ ELEMENTS = [
     (CameraEvent, EVENT),
     (CameraEvent, replace(EVENT, speed_kmh=None, timed=False, event_id="m-" + "0" * 32)),
     (Traversal, TRAVERSAL),
+    (Failure, Failure("parse", "not JSON", b"\x00\xff raw", {"ts": "1"}, 1_700_000_000_000)),
     (Traversal, replace(TRAVERSAL, is_speeding=False, withdrawn_reason="implausible: why")),
     (SessionVerdict, SessionVerdict(traversal=TRAVERSAL)),
     (SessionVerdict, SessionVerdict(rejected=RejectedSession("partial", "why", 1, 2))),

@@ -189,9 +189,10 @@ def sessions_of(
 
 def split_verdict(keyed: tuple[VehicleKey, SessionVerdict]) -> Iterator[Any]:  # TaggedOutputs
     traversal = keyed[1].traversal
-    if traversal is None:
-        return  # rejected: dead-lettered, and a bounded run published nothing for it
-    yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
+    # A rejected session (no traversal) is dead-lettered; a bounded run published nothing
+    # for it to take back.
+    if traversal is not None:
+        yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
 
 
 class MeasureTraversals(beam.PTransform):

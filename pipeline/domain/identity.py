@@ -108,7 +108,7 @@ def identify(
         supersedes=tuple(record.traversal_id for record in absorbed),
         revision=kept.revision + 1,
     )
-    return corrected, _replaced(issued, kept, absorbed, corrected, traversal)
+    return corrected, _replaced(issued, kept, absorbed, corrected, digest, traversal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +135,8 @@ def withdraw(
         return None, issued
     kept, absorbed = covered[0], covered[1:]
     if kept.published is None or (kept.withdrawn and not absorbed):
-        grown = replace(
-            kept,
-            entry_time_ms=min(kept.entry_time_ms, rejected.entry_time_ms),
-            exit_time_ms=max(kept.exit_time_ms, rejected.exit_time_ms),
-        )
+        entry_ms, exit_ms = _covering(rejected, [kept])
+        grown = replace(kept, entry_time_ms=entry_ms, exit_time_ms=exit_ms)
         return None, [grown if record is kept else record for record in issued]
     published = traversal_from_json(kept.published)
     withdrawal = replace(
@@ -151,7 +148,10 @@ def withdraw(
         withdrawn_reason=f"{rejected.kind}: {rejected.reason}",
     )
     of_fine = published.is_speeding or any(_was_fine(record) for record in absorbed)
-    return Withdrawal(withdrawal, of_fine), _replaced(issued, kept, absorbed, withdrawal, rejected)
+    digest = measurement_digest(withdrawal)
+    return Withdrawal(withdrawal, of_fine), _replaced(
+        issued, kept, absorbed, withdrawal, digest, rejected
+    )
 
 
 def _was_fine(record: IssuedTraversal) -> bool:
@@ -163,18 +163,18 @@ def _replaced(
     kept: IssuedTraversal,
     absorbed: list[IssuedTraversal],
     published: Traversal,
+    digest: str,
     span: Span,
 ) -> list[IssuedTraversal]:
-    """The issued list once `published` (covering `span`) takes `kept`'s place.
+    """The issued list once `published` (covering `span`, digested) takes `kept`'s place.
 
     The list stays in publication order, so the first covered record is always the
     oldest published; the absorbed records leave it (their ids are superseded).
     """
     record = IssuedTraversal(
         kept.traversal_id,
-        min(span.entry_time_ms, *(other.entry_time_ms for other in [kept, *absorbed])),
-        max(span.exit_time_ms, *(other.exit_time_ms for other in [kept, *absorbed])),
-        measurement_digest(published),
+        *_covering(span, [kept, *absorbed]),
+        digest,
         published.revision,
         _json_form(published),
         withdrawn=published.withdrawn_reason is not None,
@@ -185,6 +185,14 @@ def _replaced(
         for other in issued
         if other.traversal_id not in absorbed_ids
     ]
+
+
+def _covering(span: Span, records: list[IssuedTraversal]) -> tuple[int, int]:
+    """(entry, exit) of the span that covers `span` and every record."""
+    return (
+        min(span.entry_time_ms, *(record.entry_time_ms for record in records)),
+        max(span.exit_time_ms, *(record.exit_time_ms for record in records)),
+    )
 
 
 def _json_form(traversal: Traversal) -> dict[str, Any]:

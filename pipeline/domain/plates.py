@@ -141,13 +141,10 @@ def normalise_plate(raw_text: str) -> str | None:
 
     Nothing is changed but the separators: no case folding, no look-alike swapped.
     """
-    text = raw_text.strip()
-    if any(not _plate_character(char) and char not in SEPARATORS for char in text):
+    plate = plate_like(raw_text)
+    if plate is None or len(plate) < MIN_PLATE_CHARACTERS:
         return None
-    if len([run for run in re.split(r"[A-Z0-9]+", text) if run]) > MAX_SEPARATOR_RUNS:
-        return None
-    plate = "".join(char for char in text if _plate_character(char))
-    if not MIN_PLATE_CHARACTERS <= len(plate) <= MAX_PLATE_CHARACTERS:
+    if len([run for run in re.split(r"[A-Z0-9]+", raw_text.strip()) if run]) > MAX_SEPARATOR_RUNS:
         return None
     if not any(char in DIGITS for char in plate) or not any(char in LETTERS for char in plate):
         return None

@@ -17,6 +17,7 @@ only attaches sources and sinks to it.
 """
 
 import logging
+import os
 from pathlib import Path
 
 import apache_beam as beam
@@ -74,6 +75,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
                 cars_api=options.cars_api,
                 plate_reader=options.plate_reader,
                 min_confidence=options.plate_min_confidence,
+                reader_threads=options.plate_reader_threads,
                 bucket=options.bucket,
                 project=options.project_id,
                 photo_hosts=options.photo_hosts,
@@ -214,6 +216,8 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     on_dataflow = runs_on_dataflow(options)
     if own.plate_reader is None:
         own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
+    if own.plate_reader_threads is None:
+        own.plate_reader_threads = 1 if on_dataflow else len(os.sched_getaffinity(0))
     if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
         own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
     if on_dataflow:

@@ -196,6 +196,15 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "PREFIX-dead_letter-*.jsonl (local or gs://).",
         regex=r"^[^\s]+$",
     ),
+    OptionSpec(
+        "plate_reader_threads",
+        "Plate reader threads",
+        "Photos one worker process reads at once with the embedded reader, each on one "
+        "core; default: 1 on DataflowRunner (which runs one SDK process per vCPU), else the "
+        "cores this process may use (the local runner is one process).",
+        type=int,
+        regex=r"^[1-9][0-9]{0,2}$",
+    ),
 )
 
 

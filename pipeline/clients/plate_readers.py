@@ -6,8 +6,9 @@ photo bytes and return one `PlateReading` per photo, in order; a photo that cann
 read becomes an unreadable reading with its error, never an exception for the batch.
 """
 
-import threading
+import queue
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from pipeline.domain.plates import PlateReading
@@ -29,11 +30,16 @@ class PlateReader(Protocol):
 def open_plate_reader(
     kind: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE, **client_kwargs: Any
 ) -> PlateReader:
-    """Load the reader once (a worker calls this in DoFn.setup, never per element)."""
+    """Load one reader (a worker does this in DoFn.setup, never per element).
+
+    An embedded reader computes on one core: onnxruntime's default pool, one thread per
+    core, spends more CPU than it saves on these small models, and on Dataflow every
+    core already runs its own SDK process. `plate_reader_pool` reads on several.
+    """
     if kind == EMBEDDED_READER:
         from pipeline.clients.embedded_ocr import EmbeddedPlateReader
 
-        return EmbeddedPlateReader(min_confidence)
+        return EmbeddedPlateReader(min_confidence, threads=1)
     if kind == CLOUD_VISION_READER:
         from pipeline.clients.cloud_vision import CloudVisionPlateReader
 
@@ -41,25 +47,50 @@ def open_plate_reader(
     raise ValueError(f"unknown plate reader {kind!r}; choose one of {', '.join(PLATE_READERS)}")
 
 
-class _SerialisedReader:
-    """One reader shared by the threads of a worker process, one batch at a time.
+class PlateReaderPool:
+    """The readers of one worker process, shared by its threads.
 
-    RapidOCR keeps call-time settings on the engine, so two concurrent calls could mix
-    them; the model is the expensive part, and Beam's Shared loads it once per process.
+    A reader reads one batch at a time (RapidOCR keeps call settings on its engine). With
+    one reader a batch goes to it whole: Cloud Vision sends it as one request. With several,
+    each photo of a batch goes to the next free reader, so a batch is read on as many cores.
     """
 
-    def __init__(self, reader: PlateReader) -> None:
-        self.name = reader.name
-        self._reader = reader
-        self._lock = threading.Lock()
+    def __init__(self, readers: Sequence[PlateReader]) -> None:
+        if not readers:
+            raise ValueError("a plate reader pool needs at least one reader")
+        self.name = readers[0].name
+        self._free: queue.SimpleQueue[PlateReader] = queue.SimpleQueue()
+        for reader in readers:
+            self._free.put(reader)
+        self._threads = (
+            ThreadPoolExecutor(len(readers), thread_name_prefix="plate-reader")
+            if len(readers) > 1
+            else None
+        )
 
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
-        with self._lock:
-            return self._reader.read(images)
+        if self._threads is None or len(images) < 2:
+            return self._read_on_a_free_reader(images)
+        readings = self._threads.map(lambda image: self._read_on_a_free_reader([image]), images)
+        return [reading for one in readings for reading in one]
+
+    def _read_on_a_free_reader(self, images: Sequence[bytes]) -> list[PlateReading]:
+        reader = self._free.get()
+        try:
+            return list(reader.read(images))
+        finally:
+            self._free.put(reader)
 
 
-def serialised_plate_reader(
-    kind: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE, **client_kwargs: Any
+def plate_reader_pool(
+    kind: str,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    threads: int = 1,
+    **client_kwargs: Any,
 ) -> PlateReader:
-    """The reader a pipeline's workers share (EvidenceServices' factory, through Shared)."""
-    return _SerialisedReader(open_plate_reader(kind, min_confidence, **client_kwargs))
+    """The readers a worker process's threads share (EvidenceServices' factory, through
+    Shared): `threads` embedded engines, each on one core; Cloud Vision needs one client."""
+    count = max(1, threads) if kind == EMBEDDED_READER else 1
+    return PlateReaderPool(
+        [open_plate_reader(kind, min_confidence, **client_kwargs) for _ in range(count)]
+    )

@@ -31,7 +31,7 @@ from apache_beam.transforms import window
 from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
 from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
 from pipeline.clients.images import InvalidImage, check_image
-from pipeline.clients.plate_readers import PlateReader, serialised_plate_reader
+from pipeline.clients.plate_readers import PlateReader, plate_reader_pool
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import fine_record
@@ -152,6 +152,7 @@ def evidence_services(
     plate_reader: str,
     min_confidence: float,
     bucket: str | None,
+    reader_threads: int = 1,
     project: str,
     photo_hosts: str,
     fetch_attempts: int = 6,  # 0.5+1+2+4+8 s of backoff: rides out a ~15 s outage
@@ -166,7 +167,9 @@ def evidence_services(
             attempts=fetch_attempts,
             backoff_s=fetch_backoff_s,
         ),
-        plate_reader=functools.partial(serialised_plate_reader, plate_reader, min_confidence),
+        plate_reader=functools.partial(
+            plate_reader_pool, plate_reader, min_confidence, reader_threads
+        ),
         evidence_store=functools.partial(EvidenceStore, bucket, project) if bucket else None,
     )
 

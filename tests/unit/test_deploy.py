@@ -279,6 +279,7 @@ EXAMPLES = {
     "lateness_clock": ("publish_time", "sundial"),
     "input_file": ("gs://my-bucket/archive/*.jsonl", "two words"),
     "output_path": ("gs://my-bucket/out/day", "a b"),
+    "plate_reader_threads": ("4", "0"),
 }
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ DESIGN_OPTIONS = [
     "allowed_lateness_seconds", "sections_file", "plate_reader", "plate_min_confidence",
     "dead_letter_topic", "photo_hosts",
     # Added with issues 10, 11 and 13 (docs/reference.md): the plausibility gate, the clock
-    # lateness is judged against, and a bounded run over files.
-    "max_speed_mph", "lateness_clock", "input_file", "output_path",
+    # lateness is judged against, a bounded run over files, and how many photos a worker
+    # process reads at once.
+    "max_speed_mph", "lateness_clock", "input_file", "output_path", "plate_reader_threads",
 ]  # fmt: skip
 
 
@@ -56,6 +58,7 @@ def test_defaults_and_streaming_are_set():
         (["--output_topic", "9starts-with-digit"], "output_topic"),
         (["--bucket", "gs://with-scheme"], "bucket"),
         (["--plate_min_confidence", "1.5"], "plate_min_confidence"),
+        (["--plate_reader_threads", "0"], "plate_reader_threads"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_option_named(argv, message):
@@ -94,6 +97,20 @@ def test_project_id_and_beam_project_fill_each_other(argv, project_id, project):
     options = pipeline_options(argv, save_main_session=False)
     assert options.view_as(SectionSpeedOptions).project_id == project_id
     assert options.view_as(GoogleCloudOptions).project == project
+
+
+@pytest.mark.parametrize(
+    ("argv", "threads"),
+    [
+        ([], len(os.sched_getaffinity(0))),
+        (["--runner", "DataflowRunner"], 1),
+        (["--runner", "DataflowRunner", "--plate_reader_threads", "3"], 3),
+        (["--plate_reader_threads", "1"], 1),
+    ],
+)
+def test_plate_reader_threads_default_to_one_per_sdk_process_on_dataflow(argv, threads):
+    options = pipeline_options(argv, save_main_session=False)
+    assert options.view_as(SectionSpeedOptions).plate_reader_threads == threads
 
 
 def test_unknown_plate_reader_is_an_argparse_error():

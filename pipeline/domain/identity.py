@@ -154,6 +154,18 @@ def withdraw(
     )
 
 
+def unseen_publication(rejected: RejectedSession, issued: list[IssuedTraversal]) -> str | None:
+    """The id of a published traversal `rejected` covers whose published form is not known.
+
+    State saved before withdrawals existed keeps no copy of what it published: such a
+    traversal cannot be withdrawn, only reported (a person checks it).
+    """
+    covered = [record for record in issued if record.overlaps(rejected)]
+    if covered and covered[0].published is None and not covered[0].withdrawn:
+        return covered[0].traversal_id
+    return None
+
+
 def _was_fine(record: IssuedTraversal) -> bool:
     return bool(record.published and record.published["is_speeding"])
 

@@ -32,6 +32,7 @@ from pipeline.domain.identity import (
     dumps_issued,
     identify,
     loads_issued,
+    unseen_publication,
     withdraw,
 )
 from pipeline.domain.sessions import split_sessions
@@ -139,6 +140,7 @@ class IdentifyTraversalsFn(beam.DoFn):
         self.merges = Metrics.counter(self.__class__, "merges")
         self.repeats = Metrics.counter(self.__class__, "repeats_dropped")
         self.withdrawals = Metrics.counter(self.__class__, "withdrawals")
+        self.not_withdrawable = Metrics.counter(self.__class__, "withdrawals_impossible")
 
     def process(
         self,
@@ -150,6 +152,13 @@ class IdentifyTraversalsFn(beam.DoFn):
         issued = loads_issued(issued_state.read())
         if judged.traversal is None:
             assert judged.rejected is not None
+            if unseen := unseen_publication(judged.rejected, issued):
+                self.not_withdrawable.inc()
+                _log.warning(
+                    "traversal %s should be withdrawn (%s: %s) but was published before "
+                    "published forms were kept: check it by hand",
+                    unseen, judged.rejected.kind, judged.rejected.reason,
+                )  # fmt: skip
             withdrawal, issued = withdraw(judged.rejected, issued)
             published = withdrawal and withdrawal.traversal
         else:

@@ -10,6 +10,7 @@ from pipeline.domain.identity import (
     dumps_issued,
     identify,
     loads_issued,
+    unseen_publication,
     withdraw,
 )
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
@@ -172,6 +173,8 @@ def test_a_repeat_after_an_update_is_still_a_repeat():
     span = (traversal.entry_time_ms, traversal.exit_time_ms)
     rejected = RejectedSession("implausible", "why", *span)
     assert withdraw(rejected, old)[0] is None
+    assert unseen_publication(rejected, old) == traversal.traversal_id  # counted, logged
+    assert unseen_publication(rejected, issued) is None  # this version withdraws it
 
 
 def test_a_withdrawal_that_absorbs_a_published_fine_supersedes_it():

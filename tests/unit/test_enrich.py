@@ -112,3 +112,35 @@ def test_without_a_bucket_the_fine_keeps_the_cars_api_photo_url():
             label="Records",
         )
         assert_that(failures, equal_to([]), label="NoFailures")
+
+
+def test_every_failed_stage_is_a_failure_and_the_first_is_the_fine_s_error():
+    class BrokenReader(FakeReader):
+        def read(self, images):
+            raise RuntimeError("model crashed")
+
+    class FullStore(FakeStore):
+        def store(self, name, data, content_type, reading):
+            raise OSError("bucket full")
+
+    services = EvidenceServices(
+        cars_api=FakeCarsApi, plate_reader=BrokenReader, evidence_store=FullStore
+    )
+    (fine,) = fines("car-3")
+    with TestPipeline(runner="DirectRunner") as p:
+        records, failures = p | beam.Create([fine]) | EnrichFine(services, batch_wait_s=None)
+        assert_that(
+            records | beam.Map(lambda r: (r["license_plate"], r["image_url"], r["evidence_error"])),
+            # The photo is still known by its cars API URL; the first failure is the error.
+            equal_to([(None, "https://cars.example/car-3.jpg",
+                       "read_plate: RuntimeError: model crashed")]),
+            label="Records",
+        )  # fmt: skip
+        assert_that(
+            failures | beam.Map(lambda f: (f.stage, f.reason, f.attributes["fine_id"])),
+            equal_to([
+                ("enrich_fine/read_plate", "RuntimeError: model crashed", fine.traversal_id),
+                ("enrich_fine/store_photo", "OSError: bucket full", fine.traversal_id),
+            ]),
+            label="Failures",
+        )  # fmt: skip

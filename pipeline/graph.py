@@ -44,7 +44,12 @@ from pipeline.transforms.enforcement import (
     EnforcementResult,
     SectionSpeedEnforcement,
 )
-from pipeline.transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine, evidence_services
+from pipeline.transforms.enrich import (
+    PLATE_BATCH_SIZE,
+    PLATE_BATCH_WAIT_S,
+    EnrichFine,
+    evidence_services,
+)
 from pipeline.transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
 from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson, WriteJsonLines
 from pipeline.transforms.warehouse import (
@@ -217,7 +222,9 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     if own.plate_reader is None:
         own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
     if own.plate_reader_threads is None:
-        own.plate_reader_threads = 1 if on_dataflow else len(os.sched_getaffinity(0))
+        # More engines than a batch has photos would never read at once.
+        cores = min(len(os.sched_getaffinity(0)), PLATE_BATCH_SIZE)
+        own.plate_reader_threads = 1 if on_dataflow else cores
     if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
         own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
     if on_dataflow:

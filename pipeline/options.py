@@ -201,7 +201,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "Plate reader threads",
         "Photos one worker process reads at once with the embedded reader, each on one "
         "core; default: 1 on DataflowRunner (which runs one SDK process per vCPU), else the "
-        "cores this process may use (the local runner is one process).",
+        "cores this process may use, at most the photos of one batch (the local runner is one "
+        "process).",
         type=int,
         regex=r"^[1-9][0-9]{0,2}$",
     ),

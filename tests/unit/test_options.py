@@ -8,6 +8,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOption
 from pipeline.domain.speed import SectionRule
 from pipeline.graph import pipeline_options, section_rules
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
+from pipeline.transforms.enrich import PLATE_BATCH_SIZE
 
 # DESIGN.md §5, in its order: the contract the options class must keep.
 DESIGN_OPTIONS = [
@@ -102,7 +103,7 @@ def test_project_id_and_beam_project_fill_each_other(argv, project_id, project):
 @pytest.mark.parametrize(
     ("argv", "threads"),
     [
-        ([], len(os.sched_getaffinity(0))),
+        ([], min(len(os.sched_getaffinity(0)), PLATE_BATCH_SIZE)),
         (["--runner", "DataflowRunner"], 1),
         (["--runner", "DataflowRunner", "--plate_reader_threads", "3"], 3),
         (["--plate_reader_threads", "1"], 1),

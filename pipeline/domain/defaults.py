@@ -15,6 +15,11 @@ TOLERANCE_MPH: Final = 0.0
 # A traversal is one session: detections of a vehicle closer than the gap belong together.
 SESSION_GAP_SECONDS: Final = 60
 ALLOWED_LATENESS_SECONDS: Final = 120
+# A late pane fires this many seconds (processing time) after the first late detection:
+# a burst of them (a camera flushing its buffer, a backlog the local runner reads after its
+# clock-driven watermark passed) is measured once, whole, not once per bundle on the
+# detections read so far (docs/architecture.md, Time).
+LATE_FIRING_DELAY_SECONDS: Final = 5
 # A detection this close to its lateness deadline is dead-lettered as too late rather than
 # risk that the watermark passes the deadline before the detection reaches its session.
 LATE_MARGIN_SECONDS: Final = 10

@@ -1,8 +1,9 @@
 """One traversal, one identity, across the panes that correct it.
 
-A session fires when the watermark passes its end and again for each late detection
-(accumulating panes), and two sessions of a vehicle merge when a late detection bridges
-them. Each firing is measured afresh; this module decides what the outputs see:
+A session fires when the watermark passes its end and again a few seconds after late
+detections come (accumulating panes), and two sessions of a vehicle merge when a late
+detection bridges them. Each firing is measured afresh; this module decides what the
+outputs see:
 
 - the first firing of a traversal keeps the id it was measured with;
 - a later firing that covers it keeps that id (a correction, same fine_id, the next

@@ -25,6 +25,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from pipeline.domain import defaults
 from pipeline.domain.events import CameraEvent, VehicleKey
 from pipeline.domain.identity import (
     RejectedSession,
@@ -57,8 +58,12 @@ _log = logging.getLogger(__name__)
 class WindowIntoTraversals(beam.PTransform):
     """Event-time sessions per vehicle.
 
-    Where late data can arrive (streaming), accumulating panes make each late firing carry
-    every detection of the session: a complete, corrected measurement, not a fragment.
+    Where late data can arrive (streaming), a late pane fires LATE_FIRING_DELAY_SECONDS
+    after the first late detection, with those that came meanwhile: a burst of late
+    detections (a camera flushing its buffer; a backlog on the local runner, whose
+    watermark is the clock) is measured once, not once per bundle read. Accumulating
+    panes make every firing carry every detection of the session: a complete, corrected
+    measurement, not a fragment.
     Over bounded input nothing is late, so the default trigger fires each session once.
     """
 
@@ -73,7 +78,9 @@ class WindowIntoTraversals(beam.PTransform):
             return keyed_events | "Sessions" >> beam.WindowInto(sessions)
         return keyed_events | "Sessions" >> beam.WindowInto(
             sessions,
-            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            trigger=trigger.AfterWatermark(
+                late=trigger.AfterProcessingTime(defaults.LATE_FIRING_DELAY_SECONDS)
+            ),
             accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
             allowed_lateness=Duration(seconds=self.allowed_lateness_seconds),
         )

@@ -14,14 +14,16 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from pipeline.domain import defaults
 from pipeline.domain.events import CameraEvent
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
 from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
 from pipeline.transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
 from tests.helpers import ENTRY, EXIT, T0_MS, track
-from tests.unit.test_transforms import streaming_pipeline
+from tests.unit.test_transforms import ClockedStream, streaming_pipeline
 
 GAP_S, LATENESS_S = 30, 60
+LATE_PANE_S = defaults.LATE_FIRING_DELAY_SECONDS + 1  # processing time until a late pane fires
 COURSE_EXIT = (40.811, -73.950)  # the course's section end, 1.2 km from ENTRY
 RULES = SectionRules(SectionRule(speed_limit_mph=25.0))  # 40.23 km/h
 
@@ -90,7 +92,7 @@ def test_on_time_traffic_of_two_radars_is_judged_per_section():
         *track("van", 50.0, radar_id="radar-2", start_ms=T0_MS + 400),
     ]
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e) for e in events])
         .advance_watermark_to_infinity()
@@ -113,11 +115,12 @@ def test_a_late_detection_corrects_the_traversal_under_its_id():
     first, middle, last = track("v", 60.0)
     session_end_s = last.event_time_ms / 1000 + GAP_S
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(first), message(last)])
         .advance_watermark_to(session_end_s + 1)  # the on-time pane fires with two
         .add_elements([message(middle)])  # late, within the allowed lateness
+        .advance_processing_time(LATE_PANE_S)  # the late pane fires
         .advance_watermark_to_infinity()
     )
     tid = traversal_id("radar-1", "v", first.event_time_ms)
@@ -139,11 +142,12 @@ def test_a_redelivered_detection_publishes_nothing_twice():
     late_copy = events[1]  # Pub/Sub redelivers a detection after its session fired
     session_end_s = events[-1].event_time_ms / 1000 + GAP_S
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e) for e in events])
         .advance_watermark_to(session_end_s + 1)
         .add_elements([message(late_copy, published_ms=late_copy.event_time_ms)])
+        .advance_processing_time(LATE_PANE_S)
         .advance_watermark_to_infinity()
     )
     tid = traversal_id("radar-1", "v", events[0].event_time_ms)
@@ -165,11 +169,12 @@ def test_a_detection_that_bridges_two_sessions_merges_them_and_names_what_it_rep
     first_id = traversal_id("radar-1", "m", events[0].event_time_ms)
     second_id = traversal_id("radar-1", "m", events[2].event_time_ms)
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e) for e in events])
         .advance_watermark_to(events[-1].event_time_ms / 1000 + GAP_S + 1)
         .add_elements([message(middle)])  # late, within the allowed lateness
+        .advance_processing_time(LATE_PANE_S)  # the late pane fires
         .advance_watermark_to_infinity()
     )
     run(
@@ -196,7 +201,7 @@ def test_course_messages_are_judged_by_their_spot_speeds_and_malformed_ones_dead
     ]
     garbage = TimestampedValue(PubsubMessage(b"\xff not json", {"k": "v"}), T0_MS / 1000)
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([*fast, *slow, garbage])
         .advance_watermark_to_infinity()
@@ -215,11 +220,12 @@ def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_the_
     far_off = replace(middle, location=(40.85, -73.90))  # 5 km off the section, same time
     session_end_s = last.event_time_ms / 1000 + GAP_S
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(first), message(last)])
         .advance_watermark_to(session_end_s + 1)  # the on-time pane fires: a fine
         .add_elements([message(far_off)])  # late: the session no longer holds up
+        .advance_processing_time(LATE_PANE_S)
         .advance_watermark_to_infinity()
     )
     tid = traversal_id("radar-1", "v", first.event_time_ms)
@@ -260,7 +266,7 @@ def _along(fraction):
 def test_an_impossible_speed_is_never_fined_but_dead_lettered_with_every_detection():
     events = track("rocket", 900.0)
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e) for e in events])
         .advance_watermark_to_infinity()
@@ -281,7 +287,7 @@ def test_a_backlog_published_in_time_is_measured_however_late_it_is_read():
     events = [e for i in range(20) for e in track(f"v{i}", 30.0 + 2 * i, start_ms=T0_MS + i)]
     read_at_s = T0_MS / 1000 + 3600
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e, published_ms=e.event_time_ms + 500) for e in events])
         .advance_watermark_to_infinity()
@@ -297,7 +303,7 @@ def test_on_the_direct_runner_a_backlog_read_too_late_is_dead_lettered_not_dropp
     events = track("v", 50.0)
     read_at_s = T0_MS / 1000 + 3600
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([message(e, published_ms=e.event_time_ms + 500) for e in events])
         .advance_watermark_to_infinity()

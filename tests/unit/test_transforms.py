@@ -1,5 +1,6 @@
 """ParseEvents and MeasureTraversals on the streaming DirectRunner, TestStream for event time."""
 
+import math
 import random
 from dataclasses import replace
 
@@ -11,7 +12,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
+from pipeline.domain import defaults
 from pipeline.domain.events import vehicle_key
 from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
 from pipeline.transforms.failures import FAILURES
@@ -30,6 +33,31 @@ def streaming_pipeline() -> TestPipeline:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     return TestPipeline(runner="BundleBasedDirectRunner", options=options)
+
+
+class ClockedStream(TestStream):
+    """A TestStream whose processing clock is its watermark, as on the local runner.
+
+    The local runner's watermark is the wall clock. Beam's trigger driver releases a late
+    pane's watermark hold only once processing time has passed the session's end, which
+    a TestClock starting at 0 never does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock_s = 0.0
+
+    def advance_watermark_to(self, new_watermark: float, tag: str | None = None) -> TestStream:
+        if new_watermark != MAX_TIMESTAMP and float(new_watermark) > self.clock_s:
+            # TestStream advances processing time in whole milliseconds.
+            self.advance_processing_time(
+                math.ceil((float(new_watermark) - self.clock_s) * 1000) / 1000
+            )
+        return super().advance_watermark_to(new_watermark, tag)
+
+    def advance_processing_time(self, advance_by: float) -> TestStream:
+        self.clock_s += float(advance_by)
+        return super().advance_processing_time(advance_by)
 
 
 def timestamped(events):
@@ -56,7 +84,7 @@ def test_out_of_order_and_interleaved_vehicles_are_measured_separately():
     mixed = fast + slow
     random.Random(7).shuffle(mixed)  # out of order and interleaved
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped(mixed))
         .advance_watermark_to_infinity()
@@ -72,7 +100,7 @@ def test_two_traversals_of_one_vehicle_more_than_a_gap_apart():
     later_ms = first[-1].event_time_ms + (GAP_S + 5) * 1000
     second = [replace(e, event_id=f"2-{e.event_id}") for e in track("v", 35.0, start_ms=later_ms)]
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped(first + second))
         .advance_watermark_to_infinity()
@@ -86,7 +114,7 @@ def test_two_traversals_of_one_vehicle_more_than_a_gap_apart():
 def test_duplicated_event_ids_count_once():
     events = track("v", 50.0, points=3)
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped(events + events[:2]))  # a redelivery of two detections
         .advance_watermark_to_infinity()
@@ -101,13 +129,14 @@ def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
     entry, middle, exit_ = track("v", 45.0, points=3)
     session_end_s = exit_.event_time_ms / 1000 + GAP_S
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped([entry, exit_]))
         # The watermark passes the session's end: the on-time pane fires with 2 detections.
         .advance_watermark_to(session_end_s + 1)
         # The middle detection is late but within allowed lateness: a late pane, complete.
         .add_elements(timestamped([middle]))
+        .advance_processing_time(defaults.LATE_FIRING_DELAY_SECONDS + 1)  # it fires
         .advance_watermark_to(session_end_s + LATENESS_S + 1)
         # Beyond allowed lateness: dropped, no third pane.
         .add_elements(timestamped([replace(middle, event_id="too-late")]))
@@ -129,9 +158,37 @@ def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
     p.run()
 
 
+def test_late_detections_arriving_together_make_one_late_pane():
+    # A backlog the local runner reads after its clock-driven watermark passed, or a camera
+    # flushing its buffer: the late pane waits for the rest and measures them all, once.
+    points = track("v", 45.0, points=5)
+    session_end_s = points[-1].event_time_ms / 1000 + GAP_S
+    stream = (
+        ClockedStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped([points[0], points[-1]]))
+        .advance_watermark_to(session_end_s + 1)  # the on-time pane fires with two
+        .add_elements(timestamped([points[1]]))  # late; then two more, in later bundles
+        .advance_processing_time(1)
+        .add_elements(timestamped([points[2]]))
+        .advance_processing_time(1)
+        .add_elements(timestamped([points[3]]))
+        .advance_processing_time(defaults.LATE_FIRING_DELAY_SECONDS)
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
+    fine_id = traversal_id("radar-1", "v", points[0].event_time_ms)
+    assert_that(
+        outputs[FINED] | beam.Map(lambda t: (t.traversal_id, t.detections)),
+        equal_to([(fine_id, 2), (fine_id, 5)]),  # not one pane per late bundle
+    )
+    p.run()
+
+
 def test_single_detection_is_not_a_measurement():
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped(track("v", 90.0)[:1]))
         .advance_watermark_to_infinity()
@@ -171,7 +228,7 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
                      message_id="pubsub-42")  # fmt: skip
     publish_s = T0_MS / 1000 + 5
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(
             [
@@ -217,7 +274,7 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
 
 def test_dead_letter_keeps_the_attributes():
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([TimestampedValue(message(b"{}", {"event_id": "x"}), T0_MS / 1000)])
         .advance_watermark_to_infinity()
@@ -235,7 +292,7 @@ def test_dead_letter_keeps_the_attributes():
 def test_boundary_speed_through_the_transform(speed):
     # 40.0 km/h is under 25 mph (40.2336 km/h); 40.4 is over.
     stream = (
-        TestStream()
+        ClockedStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements(timestamped(track("v", speed, points=2)))
         .advance_watermark_to_infinity()

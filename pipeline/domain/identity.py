@@ -90,7 +90,7 @@ def identify(
 ) -> tuple[Traversal | None, list[IssuedTraversal]]:
     """(what to publish, or None for a repeat; the vehicle's issued list afterwards)."""
     digest = measurement_digest(traversal)
-    covered = [record for record in issued if record.overlaps(traversal)]
+    covered = _covered(traversal, issued)
     if not covered:
         record = IssuedTraversal(
             traversal.traversal_id,
@@ -131,7 +131,7 @@ def withdraw(
     the session covers nothing published, or only what is withdrawn already (its span
     still grows, so that its state lasts as long as the session's late panes can come).
     """
-    covered = [record for record in issued if record.overlaps(rejected)]
+    covered = _covered(rejected, issued)
     if not covered:
         return None, issued
     kept, absorbed = covered[0], covered[1:]
@@ -161,10 +161,15 @@ def unseen_publication(rejected: RejectedSession, issued: list[IssuedTraversal])
     State saved before withdrawals existed keeps no copy of what it published: such a
     traversal cannot be withdrawn, only reported (a person checks it).
     """
-    covered = [record for record in issued if record.overlaps(rejected)]
+    covered = _covered(rejected, issued)
     if covered and covered[0].published is None and not covered[0].withdrawn:
         return covered[0].traversal_id
     return None
+
+
+def _covered(span: Span, issued: list[IssuedTraversal]) -> list[IssuedTraversal]:
+    """The issued records `span` overlaps, oldest published first (the list's order)."""
+    return [record for record in issued if record.overlaps(span)]
 
 
 def _was_fine(record: IssuedTraversal) -> bool:

@@ -1,25 +1,36 @@
 """`python -m pipeline.provision`: create the BigQuery dataset and tables at deploy time.
 
     python -m pipeline.provision --project PROJECT --bq_dataset DATASET \\
-        [--location REGION] [--worker_service_account SA_EMAIL]
+        [--location REGION] [--worker_service_account SA_EMAIL] \\
+        [--non_offender_retention_days N] [--dead_letter_retention_days N]
 
 Run once by whoever deploys (docs/deploy.md), before the pipeline starts: it creates the
-dataset and the fines, vehicle_speeds and dead_letter tables from the schema definition
-(`Warehouse.ensure_tables`) if they are missing, and with --worker_service_account grants
-that account BigQuery Data Editor on this dataset alone. The workers then only read the
+dataset and the fines, vehicle_speeds, dead_letter and vehicle_identities tables from the
+schema definition (`Warehouse.ensure_tables`) if they are missing, sets the partition
+expiry of the two that hold personal data only for a while (`set_partition_expiry`;
+docs/warehouse.md, Retention), and with --worker_service_account grants that account
+BigQuery Data Editor on this dataset alone. The workers then only read the
 tables' definitions (`Warehouse.check_tables`) and insert rows: no project-level
 BigQuery permission on the workers. Safe to run again: nothing that exists is changed,
-except that a nullable column an older table lacks is added (rows untouched).
+except that a nullable column an older table lacks is added (rows untouched) and the
+partition expiry is set to the days given (a shorter one deletes older partitions at once).
 """
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from google.cloud import bigquery
 
 from pipeline.clients.warehouse import SETUP_RETRY, Warehouse
-from pipeline.domain.schemas import TABLES
+from pipeline.domain import defaults
+from pipeline.domain.schemas import DAY_MS, DEAD_LETTER, TABLES, VEHICLE_IDENTITIES, Table
+from pipeline.domain.verification import VERIFICATION_TABLES
+from pipeline.options import OPTION_SPECS
+
+# The pipeline's tables and the verification desk's (docs/desk.md): one provisioning step.
+PROVISIONED_TABLES = (*TABLES, *VERIFICATION_TABLES)
 
 _log = logging.getLogger(__name__)
 
@@ -45,13 +56,54 @@ def grant_dataset_role(warehouse: Warehouse, member_email: str, role: str) -> bo
     return True
 
 
+def partition_expiry_days(
+    non_offender_retention_days: int, dead_letter_retention_days: int
+) -> dict[Table, int]:
+    """Days each table that holds personal data only for a while keeps a day partition.
+
+    vehicle_identities always expires: with no retention nothing is written to it, and a
+    day's expiry clears what an earlier, longer retention wrote. fines and vehicle_speeds
+    have none (docs/warehouse.md, Retention).
+    """
+    return {
+        VEHICLE_IDENTITIES: max(non_offender_retention_days, 1),
+        DEAD_LETTER: dead_letter_retention_days,
+    }
+
+
+def set_partition_expiry(warehouse: Warehouse, table: Table, days: int) -> bool:
+    """Make `table`'s day partitions expire `days` after their day; False if they did."""
+    client = warehouse.client
+    found = client.get_table(warehouse.table_id(table), retry=SETUP_RETRY)
+    partitioning = found.time_partitioning
+    if partitioning.expiration_ms == days * DAY_MS:
+        return False
+    partitioning.expiration_ms = days * DAY_MS
+    found.time_partitioning = partitioning  # the getter hands out a copy
+    client.update_table(found, ["time_partitioning"], retry=SETUP_RETRY)
+    return True
+
+
 def provision(
-    warehouse: Warehouse, location: str | None = None, worker_service_account: str | None = None
+    warehouse: Warehouse,
+    location: str | None = None,
+    worker_service_account: str | None = None,
+    non_offender_retention_days: int = defaults.NON_OFFENDER_RETENTION_DAYS,
+    dead_letter_retention_days: int = defaults.DEAD_LETTER_RETENTION_DAYS,
 ) -> None:
-    warehouse.ensure_tables(TABLES, location=location)
-    warehouse.check_tables(TABLES)  # what the workers will check: fail here, not there
-    names = ", ".join(table.name for table in TABLES)
+    warehouse.ensure_tables(PROVISIONED_TABLES, location=location)
+    warehouse.check_tables(PROVISIONED_TABLES)  # what the workers will check: fail here
+    names = ", ".join(table.name for table in PROVISIONED_TABLES)
     _log.info("dataset %s.%s holds %s", warehouse.project, warehouse.dataset, names)
+    expiry = partition_expiry_days(non_offender_retention_days, dead_letter_retention_days)
+    for table, days in expiry.items():
+        changed = set_partition_expiry(warehouse, table, days)
+        _log.info(
+            "%s: partitions expire after %d days%s",
+            warehouse.table_id(table),
+            days,
+            "" if changed else " (as they did)",
+        )
     if worker_service_account:
         granted = grant_dataset_role(warehouse, worker_service_account, WORKER_DATASET_ROLE)
         _log.info(
@@ -77,13 +129,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--worker_service_account",
         help="Email of the workers' service account, granted BigQuery Data Editor on the dataset.",
     )
+    # The pipeline's own option, so that both take the same number (its workers check it).
+    retention = next(s for s in OPTION_SPECS if s.name == "non_offender_retention_days")
+    parser.add_argument(
+        f"--{retention.name}",
+        type=_days(0),
+        default=retention.default,
+        help=f"{retention.help} Give the pipeline's value. Default: {retention.default}.",
+    )
+    parser.add_argument(
+        "--dead_letter_retention_days",
+        type=_days(1),
+        default=defaults.DEAD_LETTER_RETENTION_DAYS,
+        help="Days dead_letter keeps a day partition (raw input, vehicle ids included). "
+        f"Default: {defaults.DEAD_LETTER_RETENTION_DAYS}.",
+    )
     return parser.parse_args(argv)
+
+
+def _days(least: int) -> Callable[[str], int]:
+    """argparse type: whole days, `least` to 99999 (a partition expiry in ms fits int64)."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not least <= int(text) <= 99_999:
+            raise argparse.ArgumentTypeError(f"{text!r}: whole days, {least} to 99999")
+        return int(text)
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    provision(Warehouse(args.project, args.bq_dataset), args.location, args.worker_service_account)
+    provision(
+        Warehouse(args.project, args.bq_dataset),
+        args.location,
+        args.worker_service_account,
+        non_offender_retention_days=args.non_offender_retention_days,
+        dead_letter_retention_days=args.dead_letter_retention_days,
+    )
     return 0
 
 

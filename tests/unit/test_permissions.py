@@ -821,8 +821,8 @@ def test_provision_creates_dataset_and_tables_and_grants_the_workers_once():
     warehouse = Warehouse("p", "d", client=client)
     provision.provision(warehouse, location="us-central1", worker_service_account="sa@p.iam")
     assert client.dataset_location == "us-central1"
-    assert set(client.created) == {t.name for t in TABLES}
-    for table in TABLES:
+    assert set(client.created) == {t.name for t in provision.PROVISIONED_TABLES}
+    for table in provision.PROVISIONED_TABLES:
         created = client.created[table.name]
         assert created.time_partitioning.field == table.partition_column
         assert created.clustering_fields == list(table.cluster_columns)

@@ -1,0 +1,119 @@
+"""The desk's other services: photos from the evidence bucket, notices to Pub/Sub.
+
+Each sits behind a small interface and is made by a factory (`Services`), so the command
+line passes the real clients and tests pass the emulators' (or, in unit tests, fakes).
+"""
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google.api_core import exceptions as api_exceptions
+
+from desk.store import DeskStore
+
+_FINE_ID = re.compile(r"[0-9a-f]{32}")
+# gs://BUCKET/fines/RADAR/YYYY-MM-DD/FINE_ID.jpg, as pipeline/domain/evidence.py names it.
+_PHOTO_OBJECT = re.compile(
+    r"fines/[A-Za-z0-9][A-Za-z0-9._:-]{0,127}/[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<fine>[0-9a-f]{32})\.jpg"
+)
+PUBLISH_TIMEOUT_S = 30.0
+
+
+def is_fine_id(value: str) -> bool:
+    return _FINE_ID.fullmatch(value) is not None
+
+
+def photo_object_name(fine: Mapping[str, Any], bucket: str) -> str | None:
+    """The object to serve for a fine: its image_url's, when that is this fine's photo in
+    the configured evidence bucket (gs://BUCKET/fines/RADAR/DAY/FINE_ID.jpg); else None.
+
+    Nothing from the request takes part: the URL is the fine row's, and it must name the
+    fine's own id, so a row pointing elsewhere serves nothing.
+    """
+    url = fine.get("image_url")
+    prefix = f"gs://{bucket}/"
+    if not isinstance(url, str) or not url.startswith(prefix):
+        return None
+    name = url.removeprefix(prefix)
+    match = _PHOTO_OBJECT.fullmatch(name)
+    if match is None or ".." in name.split("/") or match["fine"] != fine.get("fine_id"):
+        return None
+    return name
+
+
+class PhotoSource(Protocol):
+    def exists(self, object_name: str) -> bool: ...
+
+    def read(self, object_name: str) -> bytes | None:
+        """The object's bytes, None when it does not exist."""
+        ...
+
+
+class NoticePublisher(Protocol):
+    def publish(self, record: Mapping[str, Any], notice_id: str) -> None:
+        """Publish one notice (JSON body, attribute notice_id); return once accepted."""
+        ...
+
+
+class StoragePhotoSource:
+    """Photos from the evidence bucket with the pipeline's store client (google-cloud-storage;
+    the emulator through STORAGE_EMULATOR_HOST)."""
+
+    def __init__(self, bucket: str, project: str | None = None) -> None:
+        from pipeline.clients.evidence_store import EvidenceStore
+
+        self._store = EvidenceStore(bucket, project)
+
+    def exists(self, object_name: str) -> bool:
+        return self._store.find(object_name) is not None
+
+    def read(self, object_name: str) -> bytes | None:
+        try:
+            return self._store.read(object_name)
+        except api_exceptions.NotFound:
+            return None
+
+
+class PubSubNoticePublisher:
+    """Notices to a Pub/Sub topic (google-cloud-pubsub finds the emulator through
+    PUBSUB_EMULATOR_HOST by itself)."""
+
+    def __init__(self, topic_path: str) -> None:
+        from google.cloud import pubsub_v1
+
+        self.topic_path = topic_path
+        self._publisher = pubsub_v1.PublisherClient()
+
+    def publish(self, record: Mapping[str, Any], notice_id: str) -> None:
+        data = json.dumps(dict(record), sort_keys=True, ensure_ascii=False).encode("utf-8")
+        self._publisher.publish(self.topic_path, data, notice_id=notice_id).result(
+            timeout=PUBLISH_TIMEOUT_S
+        )
+
+
+@dataclass(frozen=True)
+class Services:
+    """Factories of the desk's clients, called once when the app starts."""
+
+    store: Callable[[], DeskStore]
+    photos: Callable[[], PhotoSource]
+    notices: Callable[[], NoticePublisher]
+
+
+def topic_path(project: str, topic: str) -> str:
+    """A short topic name in `project`, or a full projects/P/topics/T path as given."""
+    return topic if topic.startswith("projects/") else f"projects/{project}/topics/{topic}"
+
+
+def cloud_services(project: str, dataset: str, bucket: str, notices_topic: str) -> Services:
+    """The real clients: BigQuery, Cloud Storage and Pub/Sub (or their emulators)."""
+    from desk.store import BigQueryDeskStore
+
+    return Services(
+        store=lambda: BigQueryDeskStore.connect(project, dataset),
+        photos=lambda: StoragePhotoSource(bucket, project),
+        notices=lambda: PubSubNoticePublisher(topic_path(project, notices_topic)),
+    )

@@ -11,7 +11,11 @@ the runner, so the reference instant is a choice made per deployment:
 - `wall_clock` (the local direct runner): its watermark is the clock, so a detection read
   later than gap + lateness after its event time would be dropped silently.
 
-Either way a detection the runner would drop is caught first and dead-lettered.
+Either way a detection the runner would drop for its lateness on arrival is caught first and
+dead-lettered. Not so a subscription sought back under a running Dataflow job: the job's
+watermark does not go back, so the replayed detections are already behind it and the runner
+drops them before any user code sees them, this rule included. Replays therefore go into a
+new job: snapshot, drain, seek, launch (docs/deploy.md, Replay).
 """
 
 from dataclasses import dataclass

@@ -252,6 +252,44 @@ def test_the_doc_update_command_is_the_launch_with_update(commands):
     assert "--transform-name-mappings=OldStep=NewStep" in text  # gcloud's KEY=VALUE form
 
 
+def doc_commands_by_section() -> list[tuple[str, list[str]]]:
+    """Every gcloud command of deploy.md's code blocks, with the section it is in."""
+    found = []
+    for section in re.split(r"\n(?=## )", DEPLOY_DOC.read_text()):
+        for block in re.findall(r"```(?:sh)?\n(.*?)```", section, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"^[A-Za-z_]+=\$\((.*)\)$", r"\1", line.strip())
+                if line.startswith("gcloud "):
+                    found.append((section.split("\n", 1)[0], shlex.split(line)))
+    return found
+
+
+def test_the_doc_seeks_only_a_subscription_no_job_reads():
+    """A seek under a running Dataflow job replays detections behind its watermark, which
+    the runner drops unseen (docs/deploy.md, Replay): every seek the doc shows comes after
+    a drain in its section, with a snapshot taken before that drain, sought to."""
+    commands = doc_commands_by_section()
+
+    def where(argvs: list[list[str]], *words: str) -> list[int]:
+        return [i for i, argv in enumerate(argvs) if argv[1 : 1 + len(words)] == list(words)]
+
+    seeks = where([argv for _, argv in commands], "pubsub", "subscriptions", "seek")
+    assert seeks, "docs/deploy.md shows no replay"
+    for at in seeks:
+        section = commands[at][0]
+        before = [argv for name, argv in commands[:at] if name == section]
+        drains = where(before, "dataflow", "jobs", "drain")
+        snapshots = where(before, "pubsub", "snapshots", "create")
+        assert drains, f"{section}: a seek with no drain before it: {commands[at][1]}"
+        assert snapshots and snapshots[0] < drains[0], f"{section}: no snapshot before the drain"
+        snapshot = before[snapshots[0]][4]
+        assert flag(commands[at][1], "--snapshot") == snapshot
+    text = DEPLOY_DOC.read_text()
+    assert "https://cloud.google.com/dataflow/docs/guides/using-cloud-pubsub-seek" in text
+    assert "Never seek the subscription under a running job" in text
+    assert "for a fix that must see past events again" not in text  # the seek it offered
+
+
 def test_the_readme_points_to_the_procedure():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Deploy on Google Cloud Dataflow", 1)[1].split("\n## ", 1)[0]

@@ -6,11 +6,19 @@ each image from `answers`: image bytes -> text lines, an `ImageError`, or a read
 `AnnotateImageResponse` sent as it is. Text lines are answered as the service does:
 `text_annotations` (the full text, then each word) and a `full_text_annotation` with one
 block per line, whose word confidences are filled only when the request asks for them, as
-TEXT_DETECTION does. Unknown images have no text. It can fail whole calls, refuses more
-than 16 images per request like the API, and records every call.
+TEXT_DETECTION does. Unknown images have no text.
+
+Like the API it refuses more than 16 images, or more than 10 MB as JSON (image bytes in
+base64), in a request; its gRPC limit on what it receives is raised above gRPC's 4 MB
+default, so an oversized request arrives and is measured before it is refused. It can be
+slow (every call, or the calls that carry a given image, are held until the caller gives
+up or the time passes), refuse the next calls with a status (429 is RESOURCE_EXHAUSTED),
+and it records every call: its images, its size as JSON, when it started and ended, and the
+most calls it had under way at once.
 """
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -21,6 +29,8 @@ from google.rpc import status_pb2
 
 SERVICE = "google.cloud.vision.v1.ImageAnnotator"
 MAX_IMAGES = 16
+MAX_REQUEST_JSON_BYTES = 10_000_000  # "10 MB", read as the reader reads it
+RECEIVE_LIMIT_BYTES = 64 * 1024 * 1024  # what the fake takes in, to measure and then refuse
 BreakType = types.TextAnnotation.DetectedBreak.BreakType
 
 Line = tuple[str, float]  # a line of text as read (words split on spaces), its words' confidence
@@ -33,21 +43,46 @@ class ImageError:
 
 
 @dataclass
+class Call:
+    """One call as the fake saw it; `ended` once it has been answered or refused."""
+
+    images: tuple[bytes, ...]
+    json_bytes: int  # the request's size as JSON, the form the API's limit is stated for
+    started: float  # time.monotonic()
+    ended: float | None = None
+
+
+@dataclass
 class FakeVision:
     answers: Mapping[bytes, Sequence[Line] | ImageError | types.AnnotateImageResponse] = field(
         default_factory=dict
     )
     calls: list[int] = field(default_factory=list)  # images per call, failed calls included
     requests: list[types.BatchAnnotateImagesRequest] = field(default_factory=list)
+    log: list[Call] = field(default_factory=list)
+    delay_s: float = 0.0  # every call is held this long
+    max_in_flight: int = 0
     endpoint: str = ""
-    _failures: list[grpc.StatusCode] = field(default_factory=list)
+    _in_flight: int = 0
+    _failures: list[tuple[grpc.StatusCode, bytes | None]] = field(default_factory=list)
+    _slow: dict[bytes, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: grpc.Server | None = None
 
-    def fail(self, times: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
-        """The next `times` calls fail as a whole with `code`."""
+    def fail(
+        self,
+        times: int,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        image: bytes | None = None,
+    ) -> None:
+        """The next `times` calls (that carry `image`, when given) fail as a whole with `code`."""
         with self._lock:
-            self._failures.extend([code] * times)
+            self._failures.extend([(code, image)] * times)
+
+    def slow(self, image: bytes, seconds: float) -> None:
+        """Calls that carry `image` are held `seconds`, or until their caller gives up."""
+        with self._lock:
+            self._slow[image] = seconds
 
     def start(self) -> "FakeVision":
         handler = grpc.method_handlers_generic_handler(
@@ -60,7 +95,10 @@ class FakeVision:
                 )
             },
         )
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16),  # more than any reader has in flight
+            options=[("grpc.max_receive_message_length", RECEIVE_LIMIT_BYTES)],
+        )
         self._server.add_generic_rpc_handlers((handler,))
         port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
@@ -79,17 +117,46 @@ class FakeVision:
         self.stop()
 
     def _batch_annotate(self, request, context):
+        images = tuple(one.image.content for one in request.requests)
+        size = len(types.BatchAnnotateImagesRequest.to_json(request, indent=None))
+        call = Call(images, size, time.monotonic())
         with self._lock:
             self.calls.append(len(request.requests))
             self.requests.append(request)
-            failure = self._failures.pop(0) if self._failures else None
-        if failure is not None:
-            context.abort(failure, f"fake {failure.name.lower()}")
-        if len(request.requests) > MAX_IMAGES:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IMAGES} images")
-        return types.BatchAnnotateImagesResponse(
-            responses=[self._annotate(one) for one in request.requests]
-        )
+            self.log.append(call)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            failure = self._next_failure(images)
+            hold = max([self.delay_s, *(self._slow.get(image, 0.0) for image in images)])
+        try:
+            if hold:
+                gone = threading.Event()  # the call ended: its deadline, a cancel, stop()
+                context.add_callback(gone.set)
+                gone.wait(hold)
+            if failure is not None:
+                context.abort(failure, f"fake {failure.name.lower()}")
+            if len(request.requests) > MAX_IMAGES:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IMAGES} images")
+            if size > MAX_REQUEST_JSON_BYTES:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Request payload size exceeds the limit: {MAX_REQUEST_JSON_BYTES} bytes.",
+                )
+            return types.BatchAnnotateImagesResponse(
+                responses=[self._annotate(one) for one in request.requests]
+            )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                call.ended = time.monotonic()
+
+    def _next_failure(self, images: tuple[bytes, ...]) -> grpc.StatusCode | None:
+        """The first queued failure meant for a call with these images, taken off the queue."""
+        for index, (code, image) in enumerate(self._failures):
+            if image is None or image in images:
+                del self._failures[index]
+                return code
+        return None
 
     def _annotate(self, request):
         if types.Feature.Type.TEXT_DETECTION not in [f.type_ for f in request.features]:

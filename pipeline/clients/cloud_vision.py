@@ -1,10 +1,22 @@
 """Plate reading with Google Cloud Vision's TEXT_DETECTION.
 
-Images go in `batch_annotate_images` requests of at most 16 (the API's limit), and every
-response of a batch is matched to its image, in order. Failures never raise out of `read`:
-an image the service could not annotate, or a batch whose RPC kept failing, becomes an
-unreadable reading that carries the error, so one bad photo or a short outage costs photos,
-not the bundle.
+Requests: images go in `batch_annotate_images` requests within both of the API's limits, 16
+images and 10 MB as JSON, where an image's bytes are base64, 4/3 of the photo (Google's
+"Supported image formats and dimensions", cloud.google.com/vision/docs/supported-files,
+"File size"; the 16 images are on cloud.google.com/vision/quotas). A photo too big for a
+request of its own is an unreadable reading with its error; the others are read. Every
+response of a request is matched to its image, in order.
+
+Time: up to `MAX_IN_FLIGHT` requests are under way at once per reader (one reader per
+worker process), so one slow request does not hold the photos of the others. Each call has
+a deadline (`timeout_s`), and the client library's own `Retry` tries a call again, with
+exponential back-off and jitter, on quota refusals (429, RESOURCE_EXHAUSTED), 5xx /
+UNAVAILABLE and a missed deadline, for at most `RETRY_TIMEOUT_S` in all: a photo's reading
+is back within about `timeout_s + RETRY_TIMEOUT_S` whatever the service does.
+
+Failures never raise out of `read`: an image the service could not annotate, or a request
+whose calls kept failing, becomes an unreadable reading that carries the error, so one bad
+photo or a short outage costs photos, not the bundle.
 
 Confidence: TEXT_DETECTION returns confidences only when the request sets
 `TextDetectionParams.enable_text_detection_confidence_score` (otherwise only
@@ -24,13 +36,14 @@ in view is told from the nearest one.
 
 import itertools
 import logging
-import random
-import time
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
 from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
 from google.cloud import vision
 from google.cloud.vision_v1.services.image_annotator.transports import (
@@ -50,14 +63,40 @@ from pipeline.domain.plates import (
 _log = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 16  # images per BatchAnnotateImages request, fixed by the API
+# A request's size as JSON, the form the API's 10 MB limit is stated for (module docstring);
+# read as 10**6 bytes, the stricter reading. Counted as base64 images plus what surrounds them.
+MAX_REQUEST_BYTES = 10_000_000
+IMAGE_ENVELOPE_BYTES = 512  # one image's features and context as JSON: under 200 bytes
+REQUEST_ENVELOPE_BYTES = 512  # {"requests": [...]} and room to spare
+# Requests under way at once per reader. A few overlap the service's latency; more would
+# only spend the project's requests-per-minute quota faster on every worker at once.
+MAX_IN_FLIGHT = 4
+CALL_TIMEOUT_S = 20.0  # one call's deadline; a stuck call fails then and is tried again
+RETRY_TIMEOUT_S = 40.0  # no new attempt after this long: the photos go on unread
 TRANSIENT_ERRORS = (
-    api_exceptions.ServiceUnavailable,  # UNAVAILABLE
-    api_exceptions.DeadlineExceeded,
-    api_exceptions.InternalServerError,  # INTERNAL
-    api_exceptions.TooManyRequests,  # RESOURCE_EXHAUSTED: quota, try again later
+    api_exceptions.ServiceUnavailable,  # UNAVAILABLE, 503
+    api_exceptions.DeadlineExceeded,  # 504, or this call's own deadline
+    api_exceptions.InternalServerError,  # INTERNAL, 500
+    api_exceptions.TooManyRequests,  # 429 and RESOURCE_EXHAUSTED: quota, try again later
     api_exceptions.Aborted,
     api_exceptions.Unknown,
     auth_exceptions.TransportError,  # the token refresh could not reach the auth server
+)
+
+
+def _log_retry(error: Exception) -> None:
+    _log.info("Cloud Vision call failed (%s: %s); retrying", type(error).__name__, error)
+
+
+# The client library's retry: sleeps drawn up to 1 s, 2 s, 4 s ... 16 s (full jitter), so
+# workers refused together do not come back together; no attempt starts after 40 s.
+TRANSIENT_RETRY = Retry(
+    predicate=if_exception_type(*TRANSIENT_ERRORS),
+    initial=1.0,
+    maximum=16.0,
+    multiplier=2.0,
+    timeout=RETRY_TIMEOUT_S,
+    on_error=_log_retry,
 )
 _LINE_ENDS = {
     vision.TextAnnotation.DetectedBreak.BreakType.EOL_SURE_SPACE,
@@ -83,7 +122,8 @@ class _Box:
 
 
 class CloudVisionPlateReader:
-    """A `PlateReader` backed by Cloud Vision; one per worker (built in DoFn.setup)."""
+    """A `PlateReader` backed by Cloud Vision; one per worker process (shared by its threads,
+    which may call `read` at once: the bound on requests in flight is the reader's)."""
 
     name: str = CLOUD_VISION_READER
 
@@ -92,70 +132,76 @@ class CloudVisionPlateReader:
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         client: vision.ImageAnnotatorClient | None = None,
         endpoint: str | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = CALL_TIMEOUT_S,
         batch_size: int = MAX_BATCH_SIZE,
         *,
-        max_attempts: int = 4,
-        backoff_s: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: Retry = TRANSIENT_RETRY,
     ) -> None:
         """`endpoint` ("host:port") is a plaintext local server for tests; None means Google
-        with Application Default Credentials. A failing RPC is tried `max_attempts` times in
-        all, waiting about `backoff_s`, then twice that, and so on between tries."""
+        with Application Default Credentials. `timeout_s` is each call's deadline; `retry`
+        says which failures are tried again, how long to wait and for how long in all."""
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}, got {batch_size}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.min_confidence = min_confidence
         self.timeout_s = timeout_s
         self.batch_size = batch_size
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self._sleep = sleep
+        self._retry = retry
         self._owns_client = client is None
         self._client = client or _new_client(endpoint)
+        self._calls = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="cloud-vision")
 
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
         """One reading per image, in order; errors become unreadable readings."""
-        readings: list[PlateReading] = []
-        for start in range(0, len(images), self.batch_size):
-            readings.extend(self._read_batch(images[start : start + self.batch_size]))
-        return readings
+        readings: dict[int, PlateReading] = {}
+        requests: list[list[int]] = []  # indexes of the images each request carries
+        size = 0
+        for index, image in enumerate(images):
+            cost = _json_bytes(image)
+            if REQUEST_ENVELOPE_BYTES + cost > MAX_REQUEST_BYTES:
+                readings[index] = unreadable(self.name, _too_big(image, cost))
+                continue
+            if (
+                not requests
+                or len(requests[-1]) == self.batch_size
+                or size + cost > MAX_REQUEST_BYTES
+            ):
+                requests.append([])
+                size = REQUEST_ENVELOPE_BYTES
+            requests[-1].append(index)
+            size += cost
+        calls = [
+            self._calls.submit(self._read_batch, [images[index] for index in request])
+            for request in requests
+        ]
+        for request, call in zip(requests, calls, strict=True):
+            for index, reading in zip(request, call.result(), strict=True):
+                readings[index] = reading
+        return [readings[index] for index in range(len(images))]
 
     def close(self) -> None:
-        """Close the gRPC channel this reader opened (DoFn.teardown); a given client is kept."""
+        """Stop the request threads and close the gRPC channel this reader opened
+        (DoFn.teardown); a given client is left open."""
+        self._calls.shutdown(wait=False, cancel_futures=True)
         if self._owns_client:
             self._client.transport.close()
 
     def _read_batch(self, images: Sequence[bytes]) -> list[PlateReading]:
         request = vision.BatchAnnotateImagesRequest(requests=[_request(image) for image in images])
         try:
-            response = self._annotate(request)
-        except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # The GAPIC method runs each attempt under `retry` with `timeout` as its deadline
+            # (what is left of it since the first attempt, all of it again when under 1 s
+            # is left), so no attempt waits longer than `timeout_s`.
+            response = self._client.batch_annotate_images(
+                request=request, retry=self._retry, timeout=self.timeout_s
+            )
+        except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
+            error = _error_text(exc)
             _log.warning("Cloud Vision failed for %d images: %s", len(images), error)
             return [unreadable(self.name, error) for _ in images]
         if len(response.responses) != len(images):
             error = f"asked about {len(images)} images, got {len(response.responses)} answers"
             return [unreadable(self.name, error) for _ in images]
         return [self._reading(answer) for answer in response.responses]
-
-    def _annotate(
-        self, request: vision.BatchAnnotateImagesRequest
-    ) -> vision.BatchAnnotateImagesResponse:
-        """The RPC, tried again on transient errors; the client's own 600 s retry is off."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return self._client.batch_annotate_images(
-                    request=request, retry=None, timeout=self.timeout_s
-                )
-            except TRANSIENT_ERRORS as exc:
-                if attempt == self.max_attempts:
-                    raise
-                delay = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-                _log.info("Cloud Vision attempt %d failed (%s); retrying", attempt, exc)
-                self._sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _reading(self, answer: vision.AnnotateImageResponse) -> PlateReading:
         if answer.error.code != code_pb2.OK:
@@ -165,6 +211,25 @@ class CloudVisionPlateReader:
         lines, candidates = _candidates(answer)
         raw_text = " | ".join(lines)
         return choose_plate(candidates, self.name, self.min_confidence, image_height, raw_text)
+
+
+def _json_bytes(image: bytes) -> int:
+    """What one image adds to a request as JSON: its bytes in base64, and its envelope."""
+    return 4 * math.ceil(len(image) / 3) + IMAGE_ENVELOPE_BYTES
+
+
+def _too_big(image: bytes, cost: int) -> str:
+    return (
+        f"photo of {len(image)} bytes is {cost} bytes in a request, over Cloud Vision's "
+        f"{MAX_REQUEST_BYTES}-byte request limit"
+    )
+
+
+def _error_text(exc: Exception) -> str:
+    """The error; after retries ran out of time, the last attempt's error and that."""
+    if isinstance(exc, api_exceptions.RetryError) and exc.cause is not None:
+        return f"{type(exc.cause).__name__}: {exc.cause}; retries stopped: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _new_client(endpoint: str | None) -> vision.ImageAnnotatorClient:

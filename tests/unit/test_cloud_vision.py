@@ -1,21 +1,36 @@
 """The Cloud Vision plate reader against a local gRPC ImageAnnotator (tests/fake_vision.py).
 
-Everything goes through the real client library and a real channel: batching, the use of
-every response in a batch, per-image errors, the plate choice (the embedded reader's rules:
-`choose_plate`), the confidence gate and retries of failed calls.
+Everything goes through the real client library and a real channel: batching by count and
+by bytes, requests in flight at once, deadlines, retries of failed calls with the library's
+`Retry`, the use of every response in a batch, per-image errors, the plate choice (the
+embedded reader's rules: `choose_plate`) and the confidence gate.
 """
+
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from google.api_core import exceptions as api_exceptions
 from google.cloud import vision
 from google.cloud.vision_v1.services.image_annotator.transports import (
     ImageAnnotatorGrpcTransport,
 )
 
-from pipeline.clients.cloud_vision import CloudVisionPlateReader
+from pipeline.clients.cloud_vision import (
+    MAX_IN_FLIGHT,
+    MAX_REQUEST_BYTES,
+    RETRY_TIMEOUT_S,
+    TRANSIENT_RETRY,
+    CloudVisionPlateReader,
+)
 from pipeline.clients.plate_readers import CLOUD_VISION_READER, open_plate_reader
 from pipeline.domain.plates import display_plate, plate_for_vehicle
 from tests.fake_vision import FakeVision, ImageError
+
+# The reader's own retry policy, with waits of hundredths of a second and 1 s in all.
+FAST_RETRY = TRANSIENT_RETRY.with_delay(initial=0.01, maximum=0.05).with_timeout(1.0)
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -26,11 +41,11 @@ def fake():
 
 @pytest.fixture
 def reader(fake):
-    """Readers on the fake, closed before it stops; no backoff unless a test asks."""
+    """Readers on the fake, closed before it stops; quick retries unless a test asks."""
     readers = []
 
     def make(**kwargs):
-        kwargs.setdefault("backoff_s", 0.0)
+        kwargs.setdefault("retry", FAST_RETRY)
         readers.append(CloudVisionPlateReader(endpoint=fake.endpoint, **kwargs))
         return readers[-1]
 
@@ -41,6 +56,18 @@ def reader(fake):
 
 def photo(n):
     return f"photo-{n}".encode()
+
+
+def big_photo(n, size):
+    """`size` bytes, different for each `n` (the fake answers by content)."""
+    return n.to_bytes(4, "big") * (size // 4)
+
+
+def answered(fake, photos):
+    """The fake reads plate ABC123n on photos[n]; the plates, in order."""
+    plates = [f"ABC{1230 + n}" for n in range(len(photos))]
+    fake.answers = {p: [(f"ABC-{1230 + n}", SURE)] for n, p in enumerate(photos)}
+    return plates
 
 
 SURE = 0.995  # above the gate for every character, look-alikes (0, 1, O, I, D, Q) included
@@ -141,13 +168,13 @@ def test_twenty_images_go_in_two_requests_of_at_most_sixteen(fake, reader):
     readings = reader().read([photo(n) for n in range(20)])
 
     assert [r.license_plate for r in readings] == plates
-    assert fake.calls == [16, 4]
+    assert sorted(fake.calls) == [4, 16]
 
 
 def test_smaller_batch_size_means_more_requests(fake, reader):
     reader(batch_size=3).read([photo(n) for n in range(7)])
 
-    assert fake.calls == [3, 3, 1]
+    assert sorted(fake.calls) == [1, 3, 3]
 
 
 def test_error_for_one_image_leaves_the_others_readable(fake, reader):
@@ -204,29 +231,62 @@ def test_without_full_text_the_lines_have_no_confidence(fake, reader, min_confid
     assert reading.raw_text == "NEW YORK | ABC-1234"
 
 
-def test_transient_failures_are_retried_with_backoff(fake, reader):
+def test_transient_failures_are_retried(fake, reader):
     fake.answers = {photo(0): [("ABC-1234", SURE)]}
     fake.fail(2, grpc.StatusCode.UNAVAILABLE)
-    waits = []
 
-    (reading,) = reader(max_attempts=3, backoff_s=1.0, sleep=waits.append).read([photo(0)])
+    (reading,) = reader().read([photo(0)])
 
     assert reading.license_plate == "ABC1234"
     assert fake.calls == [1, 1, 1]
-    assert len(waits) == 2
-    assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0
 
 
-def test_outage_makes_every_image_unreadable_without_raising(fake, reader):
-    fake.fail(10, grpc.StatusCode.UNAVAILABLE)
-    waits = []
+def test_quota_refusals_are_retried_until_the_service_takes_the_call(fake, reader):
+    """429 / RESOURCE_EXHAUSTED lasts until the quota's minute turns: retried by time, not
+    by a count of attempts (six refusals here, more than a fixed four attempts)."""
+    fake.answers = {photo(0): [("ABC-1234", SURE)]}
+    fake.fail(6, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
-    readings = reader(max_attempts=3, sleep=waits.append).read([photo(0), photo(1)])
+    (reading,) = reader().read([photo(0)])
+
+    assert (reading.license_plate, reading.error) == ("ABC1234", None)
+    assert fake.calls == [1] * 7
+
+
+def test_the_retry_backs_off_exponentially_on_quota_and_5xx_only():
+    retried = TRANSIENT_RETRY._predicate
+    for error in (
+        api_exceptions.TooManyRequests("429"),
+        api_exceptions.ResourceExhausted("quota"),
+        api_exceptions.ServiceUnavailable("503"),
+        api_exceptions.InternalServerError("500"),
+        api_exceptions.DeadlineExceeded("504"),
+    ):
+        assert retried(error), error
+    for error in (
+        api_exceptions.PermissionDenied("403"),
+        api_exceptions.InvalidArgument("400"),
+        api_exceptions.NotFound("404"),
+    ):
+        assert not retried(error), error
+    schedule = (TRANSIENT_RETRY._initial, TRANSIENT_RETRY._multiplier, TRANSIENT_RETRY._maximum)
+    assert schedule == (1.0, 2.0, 16.0)
+    assert TRANSIENT_RETRY._timeout == RETRY_TIMEOUT_S
+
+
+def test_outage_makes_every_image_unreadable_within_the_retry_time(fake, reader):
+    fake.fail(10_000, grpc.StatusCode.UNAVAILABLE)
+
+    started = time.monotonic()
+    readings = reader().read([photo(0), photo(1)])
+    elapsed = time.monotonic() - started
 
     assert [r.license_plate for r in readings] == [None, None]
-    assert all(r.error == "ServiceUnavailable: 503 fake unavailable" for r in readings)
-    assert fake.calls == [2, 2, 2]
-    assert len(waits) == 2  # no wait after the last attempt
+    assert {r.error for r in readings} == {
+        "ServiceUnavailable: 503 fake unavailable; retries stopped: Timeout of 1.0s exceeded"
+    }
+    assert len(fake.calls) >= 2 and set(fake.calls) == {2}
+    assert elapsed < 1.0 + 2.0  # the 1 s of retries, and room for a loaded machine
 
 
 def test_quota_and_deadline_errors_are_transient_too(fake, reader):
@@ -234,7 +294,7 @@ def test_quota_and_deadline_errors_are_transient_too(fake, reader):
     fake.fail(1, grpc.StatusCode.RESOURCE_EXHAUSTED)
     fake.fail(1, grpc.StatusCode.DEADLINE_EXCEEDED)
 
-    (reading,) = reader(max_attempts=3).read([photo(0)])
+    (reading,) = reader().read([photo(0)])
 
     assert reading.license_plate == "ABC1234"
     assert fake.calls == [1, 1, 1]
@@ -251,7 +311,7 @@ def test_permanent_failure_is_not_retried(fake, reader):
 
 def test_failed_batch_does_not_spoil_the_next(fake, reader):
     fake.answers = {photo(n): [(f"ABC-123{n}", SURE)] for n in range(4)}
-    fake.fail(1, grpc.StatusCode.INVALID_ARGUMENT)
+    fake.fail(1, grpc.StatusCode.INVALID_ARGUMENT, image=photo(0))
 
     readings = reader(batch_size=2).read([photo(n) for n in range(4)])
 
@@ -283,16 +343,97 @@ def test_a_given_client_is_used_and_left_open(fake):
     client = vision.ImageAnnotatorClient(transport=ImageAnnotatorGrpcTransport(channel=channel))
 
     given = CloudVisionPlateReader(client=client)
-    given.close()
     try:
         (reading,) = given.read([photo(0)])
+        given.close()
+        still_open = client.batch_annotate_images(requests=[])
     finally:
         channel.close()
 
     assert reading.license_plate == "ABC1234"
+    assert list(still_open.responses) == []
 
 
 @pytest.mark.parametrize("batch_size", [0, 17])
 def test_batch_size_is_within_the_api_limit(batch_size):
     with pytest.raises(ValueError, match="batch_size"):
         CloudVisionPlateReader(client=object(), batch_size=batch_size)
+
+
+# --- time and size: requests in flight at once, deadlines, bytes per request ---------------
+
+
+def test_requests_overlap_up_to_the_bound(fake, reader):
+    photos = [photo(n) for n in range(3 * MAX_IN_FLIGHT)]
+    plates = answered(fake, photos)
+    fake.delay_s = 0.2  # each call takes a moment, as the service's do
+
+    readings = reader(batch_size=1).read(photos)
+
+    assert [r.license_plate for r in readings] == plates
+    assert 1 < fake.max_in_flight <= MAX_IN_FLIGHT
+
+
+def test_the_bound_holds_for_threads_sharing_the_reader(fake, reader):
+    """A worker process's threads share one reader: their requests share its bound."""
+    photos = [photo(n) for n in range(4 * MAX_IN_FLIGHT)]
+    plates = answered(fake, photos)
+    fake.delay_s = 0.1
+    shared = reader(batch_size=1)
+    parts = [photos[start : start + 2] for start in range(0, len(photos), 2)]
+
+    with ThreadPoolExecutor(len(parts)) as threads:  # more callers than the bound
+        readings = [r for part in threads.map(shared.read, parts) for r in part]
+
+    assert [r.license_plate for r in readings] == plates
+    assert 1 < fake.max_in_flight <= MAX_IN_FLIGHT
+
+
+def test_a_stuck_call_fails_within_its_deadline_and_the_others_are_read_meanwhile(fake, reader):
+    photos = [photo(n) for n in range(4)]
+    plates = answered(fake, photos)
+    fake.slow(photo(0), 60.0)  # held until the reader gives up on it
+
+    started = time.monotonic()
+    readings = reader(batch_size=1, timeout_s=0.5).read(photos)
+    elapsed = time.monotonic() - started
+
+    stuck = [call for call in fake.log if photo(0) in call.images]
+    others = [call for call in fake.log if photo(0) not in call.images]
+    assert max(call.ended for call in others) < stuck[0].ended  # not behind the stuck call
+    assert elapsed < 0.5 + 1.0 + 1.5  # a deadline, the 1 s of retries, room for a loaded machine
+    assert len(stuck) >= 2  # tried again within the retry time
+    assert [r.license_plate for r in readings] == [None, *plates[1:]]
+    assert readings[0].error == (
+        "DeadlineExceeded: 504 Deadline Exceeded; retries stopped: Timeout of 1.0s exceeded"
+    )
+
+
+@pytest.mark.parametrize(("size", "images_per_call"), [(5 * MiB, [1] * 8), (3 * MiB, [2] * 4)])
+def test_requests_stay_under_the_size_limit_as_json(fake, reader, size, images_per_call):
+    """8 photos of 5 MiB are 56 MB as JSON (base64 is 4/3): one request each; of 3 MiB
+    (4.2 MB as base64), two a request."""
+    photos = [big_photo(n, size) for n in range(8)]
+    plates = answered(fake, photos)
+
+    readings = reader().read(photos)
+
+    assert [r.license_plate for r in readings] == plates
+    assert max(call.json_bytes for call in fake.log) <= MAX_REQUEST_BYTES
+    assert sorted(fake.calls) == images_per_call
+
+
+def test_a_photo_too_big_for_any_request_is_an_error_for_that_photo_only(fake, reader):
+    huge = big_photo(9, 8_000_000)  # 10 666 668 bytes as base64: no request can carry it
+    plates = answered(fake, [photo(0), huge, photo(2)])
+
+    first, too_big, last = reader().read([photo(0), huge, photo(2)])
+
+    assert (first.license_plate, last.license_plate) == (plates[0], plates[2])
+    assert too_big.license_plate is None
+    assert too_big.error == (
+        "photo of 8000000 bytes is 10667180 bytes in a request, over Cloud Vision's "
+        "10000000-byte request limit"
+    )
+    assert all(huge not in call.images for call in fake.log)
+    assert fake.calls == [2]

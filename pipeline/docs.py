@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
+    VEHICLE_IDENTITY_COLUMNS,
     VEHICLE_SPEED_COLUMNS,
     markdown_table,
 )
@@ -31,6 +32,7 @@ SECTIONS = {
     "options": options_table,
     "fines-schema": lambda: markdown_table(FINE_COLUMNS),
     "vehicle-speeds-schema": lambda: markdown_table(VEHICLE_SPEED_COLUMNS),
+    "vehicle-identities-schema": lambda: markdown_table(VEHICLE_IDENTITY_COLUMNS),
     "dead-letter-schema": lambda: markdown_table(DEAD_LETTER_COLUMNS),
 }
 

@@ -51,7 +51,14 @@ from pipeline.transforms.enrich import (
     evidence_services,
 )
 from pipeline.transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
-from pipeline.transforms.sinks import FormatTraversals, LogDeadLetters, PublishJson, WriteJsonLines
+from pipeline.transforms.sinks import (
+    FormatTraversals,
+    IdentityRows,
+    LogDeadLetters,
+    PublishJson,
+    WriteJsonLines,
+    retention_checked,
+)
 from pipeline.transforms.warehouse import (
     INSERT_WAIT_S,
     SpeedRows,
@@ -103,16 +110,22 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
             topic(options, options.output_topic), to_record=output_message, id_field="fine_id"
         )
     if options.bq_dataset:
-        warehouse = warehouse_factory(options.project_id, options.bq_dataset)
+        retention_days = options.non_offender_retention_days
+        # Workers write nothing until the tables keep non-offenders' ids no longer than that.
+        warehouse = retention_checked(
+            warehouse_factory(options.project_id, options.bq_dataset), retention_days
+        )
+        measured = (enforced.fined, enforced.not_fined) | "Measured" >> beam.Flatten()
         rows = (
             fines | "FineRows" >> ToWarehouseRows(FINES),
             # A withdrawn fine's row says so (not ticketed, why), no evidence fetched.
             enforced.withdrawn_fines
             | "FormatWithdrawnFines" >> FormatTraversals()
             | "WithdrawnFineRows" >> ToWarehouseRows(FINES),
-            (enforced.fined, enforced.not_fined)
-            | "Measured" >> beam.Flatten()
-            | "SpeedRows" >> SpeedRows(),
+            # Every traversal's speeds; vehicle_id only for a fine.
+            measured | "SpeedRows" >> SpeedRows(),
+            # Who a non-offender was, apart, in partitions that expire (none with 0 days).
+            *([measured | "IdentityRows" >> IdentityRows()] if retention_days > 0 else []),
         ) | "WarehouseRows" >> beam.Flatten()
         insert_wait_s = None if bounded else INSERT_WAIT_S
         failures.append(rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s))

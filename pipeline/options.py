@@ -89,7 +89,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "bq_dataset",
         "BigQuery dataset",
-        "Dataset for the fines, vehicle_speeds and dead_letter tables.",
+        "Dataset for the fines, vehicle_speeds, vehicle_identities and dead_letter tables.",
         regex=r"^[A-Za-z0-9_]{1,1024}$",
     ),
     OptionSpec(
@@ -205,6 +205,18 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "process).",
         type=int,
         regex=r"^[1-9][0-9]{0,2}$",
+    ),
+    OptionSpec(
+        "non_offender_retention_days",
+        "Non-offender identity retention (days)",
+        "Days the warehouse keeps who a vehicle that was not fined was. vehicle_speeds never "
+        "holds a non-offender's vehicle_id; with N > 0 the vehicle_identities table does, "
+        "and its day partitions expire after N days (python -m pipeline.provision "
+        "--non_offender_retention_days N sets that; workers check it); 0: never written. "
+        "docs/warehouse.md, Retention.",
+        type=int,
+        default=defaults.NON_OFFENDER_RETENTION_DAYS,
+        regex=r"^[0-9]{1,5}$",
     ),
 )
 

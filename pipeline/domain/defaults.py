@@ -54,3 +54,11 @@ ORDER_TOLERANCE_M: Final = 10.0
 # A path through the detections longer than this times the section is a zig-zag (wrong
 # locations or a merged vehicle id), not a drive along it.
 MAX_PATH_RATIO: Final = 1.5
+
+# Retention (docs/warehouse.md, Retention). Days the warehouse may keep who a vehicle that
+# was not fined was (its vehicle_id, in vehicle_identities): 0 writes none. The days are
+# the table's partition expiry, set by python -m pipeline.provision.
+NON_OFFENDER_RETENTION_DAYS: Final = 0
+# Dead letters hold raw input (vehicle ids included) for diagnosis and replay: a month to
+# find a fault and replay what it rejected, then gone (the dead_letter partition expiry).
+DEAD_LETTER_RETENTION_DAYS: Final = 30

@@ -101,10 +101,24 @@ FINE_COLUMNS: tuple[Column, ...] = (
 
 VEHICLE_SPEED_COLUMNS: tuple[Column, ...] = (
     _required("traversal_id", "STRING", "same deterministic id as fine_id"),
-    *_TRAVERSAL_HEAD,
+    _TRAVERSAL_HEAD[0],
+    _nullable(
+        "vehicle_id",
+        "STRING",
+        "vehicle identity from the camera's tracker, kept only for a fine (is_ticketed);"
+        " null otherwise: who a non-offender was is in vehicle_identities, for its retention",
+    ),
     *_TRAVERSAL_MEASURE,
     _required("detections", "INTEGER", "distinct detections in the session"),
     _required("is_ticketed", "BOOLEAN", "whether the traversal was fined"),
+    _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
+)
+
+VEHICLE_IDENTITY_COLUMNS: tuple[Column, ...] = (
+    _required("traversal_id", "STRING", "the vehicle_speeds row's traversal_id"),
+    _TRAVERSAL_HEAD[0],
+    _required("vehicle_id", "STRING", "vehicle identity from the camera's tracker"),
+    _required("entry_time", "TIMESTAMP", "first detection's event time (the day partition)"),
     _required("processed_at", "TIMESTAMP", "when the pipeline produced this record"),
 )
 
@@ -200,16 +214,39 @@ def output_message(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def vehicle_speed_record(traversal: Traversal, processed_at_ms: int) -> dict[str, Any]:
+    """A `vehicle_speeds` row: every traversal's speeds, but who it was only for a fine.
+
+    Average-speed enforcement may keep the identity of a vehicle that did not exceed the
+    limit no longer than needed; `vehicle_identity_record` keeps it apart, for a retention.
+    """
     values = {
         "traversal_id": traversal.traversal_id,
         "radar_id": traversal.radar_id,
-        "vehicle_id": traversal.vehicle_id,
+        "vehicle_id": traversal.vehicle_id if traversal.is_speeding else None,
         "detections": traversal.detections,
         "is_ticketed": traversal.is_speeding,
         "processed_at": format_rfc3339_ms(processed_at_ms),
         **_measure(traversal),
     }
     return {column.name: values[column.name] for column in VEHICLE_SPEED_COLUMNS}
+
+
+def vehicle_identity_record(traversal: Traversal, processed_at_ms: int) -> dict[str, Any] | None:
+    """A `vehicle_identities` row: who the non-offender of a `vehicle_speeds` row was.
+
+    None for a fine, whose row keeps its vehicle_id. The table's day partitions expire
+    after --non_offender_retention_days (docs/warehouse.md, Retention).
+    """
+    if traversal.is_speeding:
+        return None
+    values = {
+        "traversal_id": traversal.traversal_id,
+        "radar_id": traversal.radar_id,
+        "vehicle_id": traversal.vehicle_id,
+        "entry_time": format_rfc3339_ms(traversal.entry_time_ms),
+        "processed_at": format_rfc3339_ms(processed_at_ms),
+    }
+    return {column.name: values[column.name] for column in VEHICLE_IDENTITY_COLUMNS}
 
 
 def payload_text(payload: bytes) -> str:
@@ -263,7 +300,18 @@ VEHICLE_SPEEDS = Table(
     "processed_at",
 )
 DEAD_LETTER = Table("dead_letter", DEAD_LETTER_COLUMNS, "", "timestamp", ("stage",), "timestamp")
-TABLES: tuple[Table, ...] = (FINES, VEHICLE_SPEEDS, DEAD_LETTER)
+DAY_MS = 86_400_000  # a partition expiry of N days is N * DAY_MS milliseconds
+# Written only with --non_offender_retention_days > 0; provisioned always, so that turning
+# it on needs no new table, only the partition expiry that provision sets.
+VEHICLE_IDENTITIES = Table(
+    "vehicle_identities",
+    VEHICLE_IDENTITY_COLUMNS,
+    "traversal_id",
+    "entry_time",
+    ("radar_id",),
+    "processed_at",
+)
+TABLES: tuple[Table, ...] = (FINES, VEHICLE_SPEEDS, DEAD_LETTER, VEHICLE_IDENTITIES)
 
 
 def insert_id(table: Table, row: Mapping[str, Any]) -> str:

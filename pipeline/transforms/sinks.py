@@ -1,16 +1,26 @@
-"""Sinks: JSON records to Pub/Sub, and the dead letter."""
+"""Sinks: JSON records to Pub/Sub, the dead letter, and who non-offenders were."""
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
-from pipeline.domain.schemas import fine_record
+from pipeline.clients.warehouse import SETUP_RETRY, Warehouse
+from pipeline.domain.schemas import (
+    DAY_MS,
+    VEHICLE_IDENTITIES,
+    VEHICLE_SPEEDS,
+    fine_record,
+    vehicle_identity_record,
+)
+from pipeline.domain.speed import Traversal
 from pipeline.transforms.failures import Failure
+from pipeline.transforms.warehouse import WarehouseRow, to_warehouse_row
 
 _log = logging.getLogger(__name__)
 
@@ -83,3 +93,81 @@ class LogDeadLetters(beam.PTransform):
 def _log_dead_letter(failure: Failure) -> Failure:
     _log.warning("dead letter at %s: %s", failure.stage, failure.reason)
     return failure
+
+
+class IdentityRows(beam.PTransform):
+    """Traversals -> `vehicle_identities` rows of those not fined (a fine keeps its id).
+
+    Applied only with --non_offender_retention_days > 0: the table's partitions expire
+    after that many days, so who a non-offender was is kept for the retention, not after.
+    """
+
+    def expand(self, traversals: beam.PCollection) -> beam.PCollection:
+        return traversals | "ToIdentityRow" >> beam.FlatMap(_identity_rows).with_output_types(
+            WarehouseRow
+        )
+
+
+def _identity_rows(traversal: Traversal) -> Iterator[WarehouseRow]:
+    record = vehicle_identity_record(traversal, processed_at_ms=int(time.time() * 1000))
+    if record is not None:
+        yield to_warehouse_row(record, VEHICLE_IDENTITIES)
+
+
+class RetentionMismatch(RuntimeError):
+    """The tables would keep non-offenders' ids longer than the options say: provision."""
+
+
+def retention_checked(
+    factory: Callable[[], Warehouse], retention_days: int
+) -> Callable[[], Warehouse]:
+    """`factory`, whose client is handed out only once `retention_problems` finds none.
+
+    Picklable, and called once per worker process (through the sink's ClientSlot): a
+    worker refuses to write before the dataset is provisioned for the retention.
+    """
+    return functools.partial(_retention_checked_warehouse, factory, retention_days)
+
+
+def _retention_checked_warehouse(
+    factory: Callable[[], Warehouse], retention_days: int
+) -> Warehouse:
+    warehouse = factory()
+    problems = retention_problems(warehouse, retention_days)
+    if problems:
+        raise RetentionMismatch(
+            "; ".join(problems) + ". Provision the dataset for this retention: "
+            f"`python -m pipeline.provision --project {warehouse.project} --bq_dataset "
+            f"{warehouse.dataset} --non_offender_retention_days {retention_days}` "
+            "(docs/warehouse.md, Retention)."
+        )
+    return warehouse
+
+
+def retention_problems(warehouse: Warehouse, retention_days: int) -> list[str]:
+    """Why the dataset would keep who a non-offender was beyond `retention_days`, if it would.
+
+    `vehicle_speeds.vehicle_id` must take null (a table provisioned by an earlier version
+    refuses the rows of vehicles not fined), and with a retention, `vehicle_identities`'
+    day partitions must expire after exactly that many days. Reads only (`tables.get`).
+    """
+    problems = []
+    speeds = warehouse.client.get_table(warehouse.table_id(VEHICLE_SPEEDS), retry=SETUP_RETRY)
+    if any(f.name == "vehicle_id" and f.mode == "REQUIRED" for f in speeds.schema):
+        problems.append(
+            f"{warehouse.table_id(VEHICLE_SPEEDS)}.vehicle_id is REQUIRED, so the rows of "
+            "vehicles not fined, which carry none, would be refused"
+        )
+    if retention_days > 0:
+        identities = warehouse.client.get_table(
+            warehouse.table_id(VEHICLE_IDENTITIES), retry=SETUP_RETRY
+        )
+        partitioning = identities.time_partitioning
+        expiration_ms = partitioning.expiration_ms if partitioning else None
+        if expiration_ms != retention_days * DAY_MS:
+            kept = "never" if not expiration_ms else f"after {expiration_ms / DAY_MS:g} days"
+            problems.append(
+                f"{warehouse.table_id(VEHICLE_IDENTITIES)}'s partitions expire {kept}, "
+                f"not after --non_offender_retention_days={retention_days}"
+            )
+    return problems

@@ -280,6 +280,7 @@ EXAMPLES = {
     "input_file": ("gs://my-bucket/archive/*.jsonl", "two words"),
     "output_path": ("gs://my-bucket/out/day", "a b"),
     "plate_reader_threads": ("4", "0"),
+    "non_offender_retention_days": ("30", "-1"),
 }
 
 

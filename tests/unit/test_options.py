@@ -20,6 +20,8 @@ DESIGN_OPTIONS = [
     # lateness is judged against, a bounded run over files, and how many photos a worker
     # process reads at once.
     "max_speed_mph", "lateness_clock", "input_file", "output_path", "plate_reader_threads",
+    # Issue 18: how long the warehouse may keep who a vehicle that was not fined was.
+    "non_offender_retention_days",
 ]  # fmt: skip
 
 

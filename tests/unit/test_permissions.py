@@ -700,14 +700,21 @@ def test_a_grant_check_fails_without_the_role(deployment):
 
 
 class Field:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, mode: str = "NULLABLE") -> None:
         self.name = name
+        self.mode = mode
 
 
 class FoundTable:
-    def __init__(self, columns: list[str], table_id: str = "") -> None:
+    def __init__(
+        self,
+        columns: list[str],
+        table_id: str = "",
+        time_partitioning: bigquery.TimePartitioning | None = None,
+    ) -> None:
         self.schema = [Field(name) for name in columns]
         self.table_id = table_id
+        self.time_partitioning = time_partitioning
 
 
 class StrictFakeBigQuery:
@@ -720,12 +727,15 @@ class StrictFakeBigQuery:
         self.dataset = bigquery.Dataset("p.d")
         self.dataset.access_entries = access or []
         self.dataset_location: str | None = None
+        # Day partitions on a column, as ensure_tables makes them; expiry as last updated.
+        self.partitioning: dict[str, bigquery.TimePartitioning] = {}
 
     def get_table(self, table_id: str, retry: object = None) -> FoundTable:
         self.calls.append(f"get_table {table_id}")
         if table_id not in self.tables:
             raise api_exceptions.NotFound(table_id)
-        return FoundTable(self.tables[table_id])
+        partitioning = self.partitioning.get(table_id) or bigquery.TimePartitioning()
+        return FoundTable(self.tables[table_id], table_id, partitioning)
 
     def create_dataset(self, dataset: bigquery.Dataset, exists_ok: bool, retry: object) -> None:
         assert exists_ok
@@ -742,9 +752,15 @@ class StrictFakeBigQuery:
             return FoundTable(self.tables[table_id], table_id)
         self.created[table.table_id] = table
         self.tables[table_id] = [f.name for f in table.schema]
+        self.partitioning[table_id] = table.time_partitioning
         return table
 
     def update_table(self, table: FoundTable, fields: list[str], retry: object) -> None:
+        if fields == ["time_partitioning"]:
+            expiration_ms = table.time_partitioning.expiration_ms
+            self.calls.append(f"update_table {table.table_id} expiration_ms={expiration_ms}")
+            self.partitioning[table.table_id] = table.time_partitioning
+            return
         assert fields == ["schema"]
         names = [f.name for f in table.schema]
         added = names[len(self.tables[table.table_id]) :]
@@ -799,7 +815,7 @@ def test_provision_adds_a_nullable_column_an_earlier_version_lacked_and_keeps_th
     client = StrictFakeBigQuery(tables)
     warehouse = Warehouse("p", "d", client=client)
     provision.provision(warehouse)
-    assert [c for c in client.calls if c.startswith("update_table")] == [
+    assert [c for c in client.calls if c.startswith("update_table") and "[" in c] == [
         "update_table p.d.vehicle_speeds ['withdrawn_reason']"
     ]
     assert {t: set(c) for t, c in client.tables.items()} == {

@@ -1,0 +1,89 @@
+"""`python -m desk`: the verification desk (docs/desk.md).
+
+    python -m desk --project P --bq_dataset D --bucket B --notices_topic T \\
+        [--host 127.0.0.1] [--port 8080] [--auth token|iap] [--claim_seconds 300] \\
+        [--reviewer NAME] [--iap_audience AUD]
+
+Against the local stack the clients find the emulators through PUBSUB_EMULATOR_HOST,
+BIGQUERY_EMULATOR_HOST and STORAGE_EMULATOR_HOST, as the pipeline's do.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from desk.app import DeskConfig, create_app
+from desk.services import cloud_services
+
+SECRET_ENV = "DESK_SECRET"  # shared by every instance behind IAP (else random per start)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m desk", description="The verification desk: officers confirm fines."
+    )
+    parser.add_argument("--project", required=True, help="Google Cloud project.")
+    parser.add_argument("--bq_dataset", required=True, help="The pipeline's BigQuery dataset.")
+    parser.add_argument("--bucket", required=True, help="The evidence bucket (photos).")
+    parser.add_argument("--notices_topic", required=True, help="Pub/Sub topic for notices.")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    parser.add_argument("--port", type=int, default=8080, help="Port to listen on.")
+    parser.add_argument(
+        "--auth",
+        choices=("token", "iap"),
+        default="token",
+        help="token: a login link printed at start (local); iap: behind Identity-Aware Proxy.",
+    )
+    parser.add_argument(
+        "--claim_seconds",
+        type=float,
+        default=300.0,
+        help="How long an officer holds an opened fine before others may take it.",
+    )
+    parser.add_argument("--reviewer", help="token mode: the reviewer's name (else asked).")
+    parser.add_argument(
+        "--iap_audience",
+        default="",
+        help="iap mode: the expected audience, /projects/NUMBER/global/backendServices/ID "
+        "or /projects/NUMBER/apps/PROJECT.",
+    )
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> DeskConfig:
+    secret = os.environ.get(SECRET_ENV)
+    extra = {"secret": secret.encode("utf-8")} if secret else {}
+    return DeskConfig(
+        project=args.project,
+        bq_dataset=args.bq_dataset,
+        bucket=args.bucket,
+        notices_topic=args.notices_topic,
+        auth=args.auth,
+        claim_seconds=args.claim_seconds,
+        reviewer=args.reviewer,
+        iap_audience=args.iap_audience,
+        **extra,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.auth == "iap" and not args.iap_audience:
+        parser.error("--auth iap needs --iap_audience")
+    config = config_from(args)
+    services = cloud_services(args.project, args.bq_dataset, args.bucket, args.notices_topic)
+    app = create_app(config, services)
+    if config.auth == "token":
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"desk: open http://{host}:{args.port}/login?token={config.token}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

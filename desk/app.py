@@ -1,0 +1,135 @@
+"""The desk's FastAPI application: configuration, state, security headers, error pages.
+
+`create_app(config, services)` builds it; the routes live in `desk/routes/`, one module per
+concern. Clients come from `services` (factories), so the command line passes the cloud
+clients and tests pass the emulators' or in-memory ones.
+"""
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import RequestResponseEndpoint
+
+from desk.security import IapVerifier, KeySet, SessionSigner
+from desk.services import PhotoSource, Services
+from desk.workflow import Desk
+from pipeline.domain.verification import REJECT_REASONS
+
+_log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+
+SECURITY_HEADERS = {
+    # No inline script or style anywhere: the page's one script is /static/desk.js.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    project: str
+    bq_dataset: str
+    bucket: str
+    notices_topic: str
+    auth: Literal["token", "iap"] = "token"
+    claim_seconds: float = 300.0
+    reviewer: str | None = None  # token mode: the reviewer, instead of asking at login
+    iap_audience: str = ""
+    # The login token (token mode) and the key that signs sessions; random per start
+    # unless given (several instances behind IAP must share the secret: DESK_SECRET).
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+
+@dataclass
+class DeskState:
+    config: DeskConfig
+    desk: Desk
+    photos: PhotoSource
+    signer: SessionSigner
+    iap: IapVerifier | None
+    templates: Jinja2Templates
+
+
+def templates() -> Jinja2Templates:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every value renders as text, whatever it holds
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.globals["reject_reasons"] = REJECT_REASONS
+    return Jinja2Templates(env=environment)
+
+
+def create_app(
+    config: DeskConfig,
+    services: Services,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    iap_keys: Callable[[], KeySet] | None = None,
+    complete_pending: bool = True,
+) -> FastAPI:
+    from desk.routes import auth, fines, photos, queue
+
+    desk = Desk(services.store(), services.notices(), config.claim_seconds, clock)
+    if complete_pending:
+        pending = desk.complete_pending_notices()
+        if pending:
+            _log.warning("issued %d notices left pending by an earlier run", pending)
+    state = DeskState(
+        config=config,
+        desk=desk,
+        photos=services.photos(),
+        signer=SessionSigner(config.secret, lambda: clock().timestamp()),
+        iap=IapVerifier(config.iap_audience, iap_keys) if config.auth == "iap" else None,
+        templates=templates(),
+    )
+    app = FastAPI(title="Verification desk", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.desk = state
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    for module in (auth, queue, fines, photos):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return message_page(request, error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in error.errors()})
+        return message_page(request, 422, f"invalid request: check {', '.join(fields)}")
+
+    return app
+
+
+def message_page(request: Request, status: int, message: str) -> HTMLResponse:
+    state: DeskState = request.app.state.desk
+    return state.templates.TemplateResponse(
+        request,
+        "message.html",
+        {"status": status, "message": message, "reviewer": None},
+        status_code=status,
+    )

@@ -1,0 +1,62 @@
+"""FastAPI dependencies: the desk's state and clients, the reviewer, CSRF checks."""
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from desk.app import DeskState
+from desk.security import IAP_HEADER, SESSION_COOKIE, Session, same_origin, tokens_equal
+from desk.services import PhotoSource
+from desk.workflow import Desk
+
+
+def desk_state(request: Request) -> DeskState:
+    return request.app.state.desk
+
+
+State = Annotated[DeskState, Depends(desk_state)]
+
+
+def get_desk(state: State) -> Desk:
+    return state.desk
+
+
+def get_photos(state: State) -> PhotoSource:
+    return state.photos
+
+
+def current_session(request: Request, state: State) -> Session:
+    """The reviewer: from the session cookie (token login) or IAP's assertion; else 401."""
+    if state.iap is not None:
+        reviewer = state.iap.reviewer(request.headers.get(IAP_HEADER))
+        if reviewer is None:
+            raise HTTPException(401, "a valid Identity-Aware Proxy assertion is required")
+        return Session(reviewer, state.signer.csrf_for(reviewer))
+    session = state.signer.loads(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise HTTPException(
+            401, "not signed in: open the login link the desk printed when it started"
+        )
+    return session
+
+
+CurrentSession = Annotated[Session, Depends(current_session)]
+
+
+async def checked_post(request: Request, session: CurrentSession) -> Session:
+    """A state-changing request from the desk's own page: same origin, the session's token."""
+    origin = request.headers.get("origin")
+    if origin is not None and not same_origin(origin, request.headers.get("host", "")):
+        raise HTTPException(403, "cross-origin request refused")
+    if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
+    form = await request.form()
+    token = form.get("csrf")
+    if not isinstance(token, str) or not tokens_equal(token, session.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+    return session
+
+
+PostSession = Annotated[Session, Depends(checked_post)]
+DeskDep = Annotated[Desk, Depends(get_desk)]
+PhotosDep = Annotated[PhotoSource, Depends(get_photos)]

@@ -1,0 +1,62 @@
+"""Every query and form the desk accepts, as Pydantic models: validated before any use."""
+
+from datetime import date
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from desk.store import QueueFilter
+from desk.workflow import ACKNOWLEDGE, PLATE
+from pipeline.domain.events import ID_PATTERN
+from pipeline.domain.verification import MAX_NOTE_CHARACTERS, REJECT_REASONS
+
+HEX32 = r"^[0-9a-f]{32}$"
+Action = Literal["plate", "acknowledge", "plate_unreadable", "wrong_vehicle",
+                 "implausible_measurement", "other"]  # fmt: skip
+assert set(Action.__args__) == {PLATE, ACKNOWLEDGE, *REJECT_REASONS}
+
+
+class QueueParams(BaseModel):
+    """The queue's filters, in the query string and carried along in every form."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    radar_id: Annotated[str | None, Field(pattern=f"^{ID_PATTERN.pattern}$")] = None
+    day: date | None = None
+    min_confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    max_confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def queue_filter(self) -> QueueFilter:
+        return QueueFilter(self.radar_id, self.day, self.min_confidence, self.max_confidence)
+
+    def query_string(self) -> str:
+        """`?radar_id=...` for links and redirects that keep the filters ("" when none)."""
+        values = {
+            name: str(value)
+            for name in ("radar_id", "day", "min_confidence", "max_confidence")
+            if (value := getattr(self, name)) is not None
+        }
+        return f"?{urlencode(values)}" if values else ""
+
+
+class CsrfForm(QueueParams):
+    csrf: Annotated[str, Field(max_length=128)] = ""
+
+
+class DecisionForm(CsrfForm):
+    revision: Annotated[int, Field(ge=0)]
+    claim_id: Annotated[str, Field(pattern=HEX32)]
+    action: Action
+    plate: Annotated[str, Field(max_length=64)] = ""
+    note: Annotated[str, Field(max_length=MAX_NOTE_CHARACTERS)] = ""
+
+
+class LoginForm(BaseModel):
+    token: Annotated[str, Field(max_length=128)] = ""
+    reviewer: Annotated[str, Field(max_length=64)] = ""

@@ -1,0 +1,52 @@
+"""The queue: fines awaiting a decision, oldest first, and "next" (claim and open one)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from desk.deps import CurrentSession, DeskDep, PostSession, State
+from desk.forms import CsrfForm, QueueParams
+from desk.store import now_text
+from pipeline.domain.verification import winning_claim
+
+router = APIRouter()
+QUEUE_PAGE = 200
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/queue", status_code=303)
+
+
+@router.get("/queue")
+def queue_page(
+    request: Request,
+    state: State,
+    desk: DeskDep,
+    session: CurrentSession,
+    params: Annotated[QueueParams, Query()],
+) -> Response:
+    entries = desk.store.queue(params.queue_filter(), QUEUE_PAGE)
+    now = now_text(desk.clock())
+    claims: dict[str, list[dict]] = {}
+    for claim in desk.store.claims([e.fine["fine_id"] for e in entries], now):
+        claims.setdefault(claim["fine_id"], []).append(claim)
+    rows = [(e, winning_claim(claims.get(e.fine["fine_id"], []), now)) for e in entries]
+    return state.templates.TemplateResponse(
+        request,
+        "queue.html",
+        {
+            "rows": rows,
+            "params": params,
+            "reviewer": session.reviewer,
+            "csrf": session.csrf,
+        },
+    )
+
+
+@router.post("/next")
+def next_fine(desk: DeskDep, session: PostSession, form: Annotated[CsrfForm, Form()]) -> Response:
+    fine_id = desk.next_fine(session.reviewer, form.queue_filter())
+    target = f"/fines/{fine_id}" if fine_id else "/queue"
+    return RedirectResponse(target + form.query_string(), status_code=303)

@@ -1,0 +1,275 @@
+"""The desk over HTTP (FastAPI's TestClient, in-memory store): login, CSRF, escaping,
+photos, headers, and the decision flow's status codes."""
+
+import io
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from desk.security import SESSION_COOKIE
+from pipeline.domain.events import parse_rfc3339_ms
+from pipeline.domain.evidence import photo_object_name
+from pipeline.domain.verification import verify_notice
+from tests.unit.desk_fakes import BUCKET, fine_row, make_app
+
+TOKEN = "secret-token"
+
+
+def jpeg(size=(640, 480), colour=(200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def with_photo(row: dict, photos, data: bytes | None = None) -> dict:
+    name = photo_object_name(row["radar_id"], parse_rfc3339_ms(row["entry_time"]), row["fine_id"])
+    row["image_url"] = f"gs://{BUCKET}/{name}"
+    photos.objects[name] = data or jpeg()
+    return row
+
+
+@pytest.fixture
+def desk():
+    app, store, photos, publisher, _clock = make_app(reviewer="alice")
+    client = TestClient(app, follow_redirects=False)
+    return client, store, photos, publisher
+
+
+def signed_in(client: TestClient) -> TestClient:
+    response = client.get(f"/login?token={TOKEN}")
+    assert response.status_code == 303 and response.headers["location"] == "/queue"
+    return client
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html)[1]
+
+
+def hidden(html: str, name: str) -> str:
+    return re.search(rf'name="{name}" value="([^"]*)"', html)[1]
+
+
+def test_no_token_or_a_wrong_one_gets_401_and_no_cookie(desk):
+    client = desk[0]
+    for url in ("/login", "/login?token=wrong", f"/login?token={TOKEN}x"):
+        response = client.get(url)
+        assert response.status_code == 401, url
+        assert SESSION_COOKIE not in response.cookies
+        assert "the link the desk printed" in response.text
+    for url in ("/queue", "/fines/" + "a" * 32, "/fines/" + "a" * 32 + "/photo"):
+        assert client.get(url).status_code == 401, url
+
+
+def test_the_token_becomes_a_strict_http_only_session_cookie(desk):
+    client = desk[0]
+    response = client.get(f"/login?token={TOKEN}")
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert TOKEN not in cookie and TOKEN not in response.headers["location"]
+    page = client.get("/queue")
+    assert page.status_code == 200 and ">alice<" in page.text
+
+
+def test_a_tampered_or_foreign_cookie_is_refused(desk):
+    client = signed_in(desk[0])
+    value = client.cookies[SESSION_COOKIE]
+    payload, mac = value.split(".")
+    client.cookies.set(SESSION_COOKIE, payload + "x." + mac)
+    assert client.get("/queue").status_code == 401
+    other_app = make_app(reviewer="mallory")[0]  # another desk's secret
+    other = signed_in(TestClient(other_app, follow_redirects=False))
+    client.cookies.set(SESSION_COOKIE, other.cookies[SESSION_COOKIE])
+    assert client.get("/queue").status_code == 401
+
+
+def test_the_reviewer_name_is_asked_at_login_when_not_given():
+    app = make_app()[0]
+    client = TestClient(app, follow_redirects=False)
+    page = client.get(f"/login?token={TOKEN}")
+    assert page.status_code == 200 and 'name="reviewer"' in page.text
+    bad = client.post("/login", data={"token": TOKEN, "reviewer": "<b>x</b>"})
+    assert bad.status_code == 422 and SESSION_COOKIE not in bad.cookies
+    assert client.post("/login", data={"token": "nope", "reviewer": "bob"}).status_code == 401
+    good = client.post("/login", data={"token": TOKEN, "reviewer": "Bob Smith"})
+    assert good.status_code == 303
+    assert ">Bob Smith<" in client.get("/queue").text
+
+
+def test_every_page_carries_the_security_headers(desk):
+    client = signed_in(desk[0])
+    for response in (client.get("/queue"), client.get("/login"), client.get("/static/desk.js")):
+        headers = response.headers
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["cache-control"] == "no-store"
+    page = client.get("/queue").text
+    assert "<script>" not in page and " on" + "click=" not in page  # no inline script
+
+
+def open_first(client, store, photos, **row) -> tuple[str, str]:
+    fine = with_photo(fine_row(**row), photos)
+    store.fines.append(fine)
+    csrf = csrf_of(client.get("/queue").text)
+    response = client.post("/next", data={"csrf": csrf})
+    assert response.headers["location"] == f"/fines/{fine['fine_id']}"
+    return fine["fine_id"], client.get(response.headers["location"]).text
+
+
+def test_csrf_missing_or_wrong_is_403_and_records_nothing(desk):
+    client, store, photos, publisher = desk
+    signed_in(client)
+    fine_id, page = open_first(client, store, photos)
+    form = {
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate",
+        "plate": "ABC1234",
+    }
+    url = f"/fines/{fine_id}/decision"
+    assert client.post(url, data=form).status_code == 403
+    assert client.post(url, data={**form, "csrf": "x" * 43}).status_code == 403
+    assert client.post("/next", data={}).status_code == 403
+    cross = client.post(
+        url, data={**form, "csrf": csrf_of(page)}, headers={"origin": "https://evil.example"}
+    )
+    assert cross.status_code == 403
+    assert store.reviews_ == [] and publisher.published == []
+    ok = client.post(
+        url, data={**form, "csrf": csrf_of(page)}, headers={"origin": "http://testserver"}
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == "/queue"
+    assert [r["decision"] for r in store.reviews_] == ["confirmed"]
+    ((record, _notice_id),) = publisher.published
+    assert verify_notice(record) and store.notices == [record]
+
+
+def test_a_decision_on_an_old_revision_is_409_and_a_bad_plate_422(desk):
+    client, store, photos, _publisher = desk
+    signed_in(client)
+    fine_id, page = open_first(client, store, photos)
+    form = {
+        "csrf": csrf_of(page),
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate",
+        "plate": "NOT A PLATE",
+    }
+    bad = client.post(f"/fines/{fine_id}/decision", data=form)
+    assert bad.status_code == 422 and "not a plate" in bad.text
+    assert 'value="NOT A PLATE"' in bad.text  # what was typed stays in the field
+    store.fines.append(
+        {**store.fines[0], "revision": 1, "processed_at": "2026-11-18T12:00:00.000Z"}
+    )
+    stale = client.post(f"/fines/{fine_id}/decision", data={**form, "plate": "ABC1234"})
+    assert stale.status_code == 409 and "changed while you looked" in stale.text
+    assert store.reviews_ == []
+    unknown = client.post(f"/fines/{fine_id}/decision", data={**form, "action": "approve"})
+    assert unknown.status_code == 422
+
+
+def test_a_second_officer_sees_the_fine_taken(desk):
+    client, store, photos, _ = desk
+    signed_in(client)
+    fine_id, _ = open_first(client, store, photos)
+    app = make_app(store=store, photos=photos, reviewer="bob")[0]
+    bob = signed_in(TestClient(app, follow_redirects=False))
+    page = bob.get(f"/fines/{fine_id}")
+    assert "Taken by alice" in page.text and 'id="decision"' not in page.text
+    nothing = bob.post("/next", data={"csrf": csrf_of(bob.get("/queue").text)})
+    assert nothing.headers["location"] == "/queue"
+
+
+def test_html_in_a_vehicle_id_or_plate_renders_as_text(desk):
+    client, store, photos, _ = desk
+    signed_in(client)
+    evil = "<script>alert('x')</script>"
+    _fine_id, page = open_first(
+        client,
+        store,
+        photos,
+        vehicle='v"><img src=x onerror=alert(1)>',
+        plate=evil,
+        plate_candidates=[evil],
+        evidence_error=evil,
+    )
+    for text in (page, client.get("/queue").text):
+        assert "<script>alert" not in text and "<img src=x" not in text
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_photos_are_served_by_fine_id_from_the_configured_bucket_only(desk):
+    client, store, photos, _ = desk
+    signed_in(client)
+    fine = with_photo(fine_row(plate_box="100,200,300,260"), photos, jpeg())
+    store.fines.append(fine)
+    response = client.get(f"/fines/{fine['fine_id']}/photo")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert response.content == photos.objects[fine["image_url"].removeprefix(f"gs://{BUCKET}/")]
+    crop = client.get(f"/fines/{fine['fine_id']}/plate")
+    with Image.open(io.BytesIO(crop.content)) as image:
+        assert image.format == "JPEG" and image.width == 480
+        assert image.height == round((60 * 1.5) * 480 / (200 * 1.5))
+    # A row whose URL points elsewhere serves nothing and reads nothing.
+    name = fine["image_url"].removeprefix(f"gs://{BUCKET}/")
+    elsewhere = {
+        "other bucket": f"gs://other/{name}",
+        "traversal": f"gs://{BUCKET}/fines/../secrets/{fine['fine_id']}.jpg",
+        "another fine's photo": f"gs://{BUCKET}/{name.replace(fine['fine_id'], 'b' * 32)}",
+        "http": f"https://storage.googleapis.com/{BUCKET}/{name}",
+    }
+    for what, url in elsewhere.items():
+        photos.reads.clear()
+        store.fines[:] = [{**fine, "image_url": url}]
+        assert client.get(f"/fines/{fine['fine_id']}/photo").status_code == 404, what
+        assert photos.reads == [], what
+    for fine_id in ("../../etc/passwd", "A" * 32, "a" * 31, "a" * 33):
+        assert client.get(f"/fines/{fine_id}/photo").status_code in (404, 422), fine_id
+
+
+def test_a_missing_photo_shows_and_the_fine_can_still_be_rejected(desk):
+    client, store, photos, publisher = desk
+    signed_in(client)
+    fine_id, page = open_first(client, store, photos)
+    photos.objects.clear()
+    page = client.get(f"/fines/{fine_id}").text
+    assert 'id="photo-missing"' in page and 'id="photo"' not in page
+    assert client.get(f"/fines/{fine_id}/photo").status_code == 404
+    form = {
+        "csrf": csrf_of(page),
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate_unreadable",
+    }
+    assert client.post(f"/fines/{fine_id}/decision", data=form).status_code == 303
+    assert [(r["decision"], r["reason"]) for r in store.reviews_] == [
+        ("rejected", "plate_unreadable")
+    ]
+    assert publisher.published == []
+
+
+def test_the_queue_filters_by_section_day_and_confidence(desk):
+    client, store, _photos, _ = desk
+    signed_in(client)
+    store.fines += [
+        fine_row("v1", radar="radar-1", confidence=0.99),
+        fine_row("v2", radar="radar-2", confidence=0.5),
+        fine_row("v3", radar="radar-2", confidence=None, plate=None),
+    ]
+
+    def vehicles(query):
+        return re.findall(r'class="vehicle">([^<]*)<', client.get("/queue" + query).text)
+
+    assert vehicles("") == ["v1", "v2", "v3"]
+    assert vehicles("?radar_id=radar-2") == ["v2", "v3"]
+    assert vehicles("?max_confidence=0.6") == ["v2", "v3"]
+    assert vehicles("?min_confidence=0.6") == ["v1"]
+    assert vehicles("?day=2026-11-18") == ["v1", "v2", "v3"]
+    assert vehicles("?day=2026-11-19") == []
+    assert client.get("/queue?day=yesterday").status_code == 422
+    assert client.get("/queue?radar_id=%3Cscript%3E").status_code == 422

@@ -48,9 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_combinations(parser, args)
     topic = topic_path(parser, args.project_id, args.topic_name)
-    rule = SectionRule(args.speed_limit_mph, args.tolerance_mph)
     try:
         if args.replay is not None:
+            # The section the recording was made on: the rule its sections file gives.
+            rule = section_rule(
+                args.initial_coordinates,
+                args.final_coordinates,
+                args.speed_limit_mph,
+                args.tolerance_mph,
+            )
             return _replay(parser, args, topic, rule)
         config = _config(parser, args)
         _write_sections_file(parser, args)

@@ -126,7 +126,8 @@ class TrafficConfig:
 
     @property
     def rule(self) -> SectionRule:
-        return SectionRule(self.speed_limit_mph, self.tolerance_mph)
+        """The simulated section's rule, its ends known (as its sections file gives them)."""
+        return section_rule(self.initial, self.final, self.speed_limit_mph, self.tolerance_mph)
 
     def lawful_range_kmh(self) -> tuple[float, float]:
         return self.limit_kmh * LAWFUL_MIN_FACTOR, self.limit_kmh - VERDICT_MARGIN_KMH
@@ -303,7 +304,8 @@ class CourseTrafficConfig:
 
     @property
     def rule(self) -> SectionRule:
-        return SectionRule(self.speed_limit_mph, self.tolerance_mph)
+        """The simulated section's rule, its ends known (as its sections file gives them)."""
+        return section_rule(self.initial, self.final, self.speed_limit_mph, self.tolerance_mph)
 
 
 def simulate_course_traffic(

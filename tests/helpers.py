@@ -2,11 +2,17 @@
 
 from pipeline.domain.events import CameraEvent
 from pipeline.domain.geometry import LatLon, haversine_m, interpolate
+from pipeline.domain.speed import SectionRule
 
 ENTRY: LatLon = (40.819390, -73.940744)
 # A 305 m section, so that slow vehicles' detections stay within the tests' session gap.
 EXIT: LatLon = interpolate(ENTRY, (40.811, -73.950), 0.25)
 T0_MS = 1_795_000_000_000  # 2026-11-18T...Z, a fixed instant
+
+
+def section(speed_limit_mph: float = 25.0, **settings: object) -> SectionRule:
+    """The tests' section with its ends known: a section-average fine needs them."""
+    return SectionRule(speed_limit_mph, entry=ENTRY, exit=EXIT, **settings)  # type: ignore[arg-type]
 
 
 def track(

@@ -166,7 +166,23 @@ class Warehouse:
 
     def _add_missing_columns(self, table: Table, found: bigquery.Table) -> None:
         present = {field.name for field in found.schema}
-        missing = [f for f in bigquery_schema_fields(table) if f.name not in present]
+        wanted = {f.name: f for f in bigquery_schema_fields(table)}
+        missing = [f for f in wanted.values() if f.name not in present]
+        # A column the schema now allows to be null (e.g. distance_m of spot_mean records):
+        # relaxing REQUIRED to NULLABLE is the other additive change BigQuery accepts.
+        relaxed = [
+            field.name
+            for field in found.schema
+            if field.mode == "REQUIRED"
+            and field.name in wanted
+            and wanted[field.name].mode == "NULLABLE"
+        ]
+        if relaxed:
+            found.schema = [
+                wanted[field.name] if field.name in relaxed else field for field in found.schema
+            ]
+            found = self.client.update_table(found, ["schema"], retry=SETUP_RETRY)
+            _log.info("relaxed columns %s of %s to NULLABLE", relaxed, self.table_id(table))
         if not missing:
             return
         required = [f.name for f in missing if f.mode == "REQUIRED"]

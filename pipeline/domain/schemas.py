@@ -48,8 +48,21 @@ _TRAVERSAL_MEASURE = (
     _required("avg_speed_kmh", "FLOAT", "average speed over the section, km/h"),
     _required("avg_speed_mph", "FLOAT", "average speed over the section, mph"),
     _required("speed_limit_mph", "FLOAT", "speed limit applied, mph"),
-    _required("distance_m", "FLOAT", "distance travelled, metres"),
-    _required("duration_s", "FLOAT", "time taken, seconds"),
+    _nullable(
+        "tolerance_mph",
+        "FLOAT",
+        "tolerance applied above the limit, mph (fined when speed > limit + tolerance)",
+    ),
+    _nullable(
+        "distance_m",
+        "FLOAT",
+        "distance measured, metres (section_average); null for spot_mean, which measures none",
+    ),
+    _nullable(
+        "duration_s",
+        "FLOAT",
+        "time between first and last detection, seconds (section_average); null for spot_mean",
+    ),
     _required("entry_time", "TIMESTAMP", "first detection's event time"),
     _required("exit_time", "TIMESTAMP", "last detection's event time"),
     _required("entry_location", "STRING", 'first detection, "lat,lon"'),
@@ -58,6 +71,11 @@ _TRAVERSAL_MEASURE = (
         "speed_method",
         "STRING",
         "section_average (distance / time) or spot_mean (mean of spot speeds, timeless input)",
+    ),
+    _nullable(
+        "spot_readings",
+        "INTEGER",
+        "spot_mean: how many spot speeds were averaged; null for section_average",
     ),
     _repeated("supersedes", "STRING", "ids of earlier traversals this one corrects (merge)"),
     _required(
@@ -79,6 +97,17 @@ FINE_COLUMNS: tuple[Column, ...] = (
     _nullable("license_plate", "STRING", "normalised plate (A-Z, 0-9); null when unreadable"),
     _nullable("plate_confidence", "FLOAT", "plate reader's confidence, 0..1"),
     _nullable("plate_reader", "STRING", "cloud-vision or the embedded engine's name"),
+    _repeated(
+        "plate_candidates",
+        "STRING",
+        "up to 3 plates for the verifier to pick, best first (the accepted plate first)",
+    ),
+    _repeated(
+        "plate_candidate_confidences",
+        "STRING",
+        'per plate_candidates entry, its characters\' confidences: "0.99,0.87,..."',
+    ),
+    _nullable("plate_box", "STRING", 'where the reader found the plate: "x0,y0,x1,y1" pixels'),
     *_TRAVERSAL_MEASURE,
     _nullable(
         "image_url",
@@ -151,6 +180,7 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "avg_speed_kmh": traversal.avg_speed_kmh,
         "avg_speed_mph": traversal.avg_speed_mph,
         "speed_limit_mph": traversal.speed_limit_mph,
+        "tolerance_mph": traversal.tolerance_mph,
         "distance_m": traversal.distance_m,
         "duration_s": traversal.duration_s,
         "entry_time": format_rfc3339_ms(traversal.entry_time_ms),
@@ -158,6 +188,7 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "entry_location": format_location(traversal.entry_location),
         "exit_location": format_location(traversal.exit_location),
         "speed_method": traversal.speed_method,
+        "spot_readings": traversal.spot_readings,
         "supersedes": list(traversal.supersedes),
         "revision": traversal.revision,
         "withdrawn_reason": traversal.withdrawn_reason,
@@ -181,7 +212,11 @@ def fine_record(
         **_measure(traversal),
         **(evidence or {}),
     }
-    return {column.name: values.get(column.name) for column in FINE_COLUMNS}
+    # A repeated column is a list, never null (BigQuery's insertAll refuses null there).
+    return {
+        column.name: values.get(column.name, [] if column.mode == "REPEATED" else None)
+        for column in FINE_COLUMNS
+    }
 
 
 # The course's output keys (DESIGN.md §4, course compatibility): its consumers read these

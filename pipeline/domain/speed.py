@@ -30,10 +30,6 @@ UNMEASURABLE = "unmeasurable"  # no measurement: one detection, zero duration, n
 IMPLAUSIBLE = "implausible"  # contradicts itself or physics: a fault, never a fine
 PARTIAL = "partial"  # does not span the section's known ends
 
-# Timeless sessions with more detections than this pick their span by two sweeps instead
-# of comparing every pair: a flood under one vehicle id must not stall a worker.
-_EXACT_PAIRS_UP_TO = 200
-
 
 @dataclass(frozen=True, slots=True)
 class SectionRule:
@@ -122,8 +118,9 @@ class Traversal:
     traversal_id: str
     radar_id: str
     vehicle_id: str
-    distance_m: float
-    duration_s: float
+    # Measured for SECTION_AVERAGE; None for SPOT_MEAN, which measures neither.
+    distance_m: float | None
+    duration_s: float | None
     avg_speed_kmh: float
     avg_speed_mph: float
     speed_limit_mph: float
@@ -142,6 +139,10 @@ class Traversal:
     # Set when a late detection made this published traversal's session no measurement,
     # implausible or partial: it is withdrawn (never a fine), and this says why.
     withdrawn_reason: str | None = None
+    # The tolerance applied on top of the limit (the fine rule is speed > limit + tolerance).
+    tolerance_mph: float = defaults.TOLERANCE_MPH
+    # SPOT_MEAN only: how many spot readings were averaged.
+    spot_readings: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +475,15 @@ def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal 
             f"the physically possible {rule.max_speed_mph:g} mph: a clock fault",
             ordered,
         )
+    if rule.is_speeding(avg_speed_mph) and not rule.ends_known:
+        return Rejection(
+            PARTIAL,
+            f"average speed {avg_speed_kmh:.1f} km/h ({avg_speed_mph:.1f} mph) is over the "
+            f"limit, but the entry and exit of section {first.radar_id!r} are not known (no "
+            "sections file entry): nothing shows that the detections cover the section, so "
+            "a section-average fine cannot be issued; give the section's ends in --sections_file",
+            ordered,
+        )
     return Traversal(
         traversal_id=traversal_id(first.radar_id, first.vehicle_id, first.event_time_ms),
         radar_id=first.radar_id,
@@ -490,12 +500,18 @@ def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal 
         detections=len(points),
         is_speeding=rule.is_speeding(avg_speed_mph),
         speed_method=SECTION_AVERAGE,
+        tolerance_mph=rule.tolerance_mph,
     )
 
 
 def _judge_timeless(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal | Rejection:
-    """The course's rule: the mean of the spot speeds; publish times only group and inform."""
-    ordered = tuple(sorted(unique, key=_content_key))
+    """The course's rule: the mean of the spot speeds; publish times only group and order.
+
+    Nothing else is measured: the record carries no distance nor duration (the detections
+    have no time of their own) and says how many spot readings were averaged. Entry and
+    exit are the first and last detection as sent (docs/enforcement.md, timeless detections).
+    """
+    ordered = tuple(sorted(unique, key=_sent_key))
     # A publisher's retry sends the same body again under a new message id: count it once.
     seen: set[tuple[LatLon, float | None]] = set()
     points = []
@@ -536,27 +552,27 @@ def _judge_timeless(unique: Sequence[CameraEvent], rule: SectionRule) -> Travers
     partial = _partial_reason(points, rule)
     if partial is not None:
         return Rejection(PARTIAL, partial, ordered)
-    entry, exit_ = _span(points, rule)
+    entry, exit_ = points[0], points[-1]
     avg_speed_kmh = math.fsum(speeds) / len(speeds)  # exact sum: independent of order
     avg_speed_mph = kmh_to_mph(avg_speed_kmh)
-    first_ms = min(event.event_time_ms for event in points)
-    last_ms = max(event.event_time_ms for event in points)
     return Traversal(
-        traversal_id=traversal_id(entry.radar_id, entry.vehicle_id, first_ms),
+        traversal_id=traversal_id(entry.radar_id, entry.vehicle_id, entry.event_time_ms),
         radar_id=entry.radar_id,
         vehicle_id=entry.vehicle_id,
-        distance_m=haversine_m(entry.location, exit_.location),  # informational
-        duration_s=(last_ms - first_ms) / 1000,  # publish times: informational, never a speed
+        distance_m=None,
+        duration_s=None,
         avg_speed_kmh=avg_speed_kmh,
         avg_speed_mph=avg_speed_mph,
         speed_limit_mph=rule.speed_limit_mph,
-        entry_time_ms=first_ms,
-        exit_time_ms=last_ms,
+        entry_time_ms=entry.event_time_ms,
+        exit_time_ms=exit_.event_time_ms,
         entry_location=entry.location,
         exit_location=exit_.location,
         detections=len(points),
         is_speeding=rule.is_speeding(avg_speed_mph),
         speed_method=SPOT_MEAN,
+        tolerance_mph=rule.tolerance_mph,
+        spot_readings=len(speeds),
     )
 
 
@@ -627,34 +643,6 @@ def _partial_reason(points: Sequence[CameraEvent], rule: SectionRule) -> str | N
     )
 
 
-def _span(points: Sequence[CameraEvent], rule: SectionRule) -> tuple[CameraEvent, CameraEvent]:
-    """The detections nearest the entry and the exit, by place (never by id)."""
-    if rule.entry is not None and rule.exit is not None:
-        axis = (rule.entry, rule.exit)
-        along = {id(event): along_track_m(event.location, *axis) for event in points}
-        entry = min(points, key=lambda event: (along[id(event)], _content_key(event)))
-        exit_ = max(points, key=lambda event: (along[id(event)], _neg_time(event)))
-        return entry, exit_
-    return _farthest_pair(points)
-
-
-def _farthest_pair(points: Sequence[CameraEvent]) -> tuple[CameraEvent, CameraEvent]:
-    """The two detections furthest apart, the earlier published first (ties: by place)."""
-    ordered = sorted(points, key=_content_key)
-    if len(ordered) <= _EXACT_PAIRS_UP_TO:
-        pairs: Iterable[tuple[CameraEvent, CameraEvent]] = itertools.combinations(ordered, 2)
-    else:  # two sweeps: furthest from the first, then furthest from that one
-        far = max(ordered, key=lambda event: haversine_m(ordered[0].location, event.location))
-        pairs = ((far, event) for event in ordered)
-    best, best_m = (ordered[0], ordered[-1]), -1.0
-    for a, b in pairs:
-        apart_m = haversine_m(a.location, b.location)
-        if apart_m > best_m:
-            best, best_m = (a, b), apart_m
-    a, b = best
-    return (a, b) if _content_key(a) <= _content_key(b) else (b, a)
-
-
 def _by_event_id(events: Iterable[CameraEvent]) -> list[CameraEvent]:
     """Each event_id once; should one id carry two contents, the same one is always kept."""
     unique: dict[str, CameraEvent] = {}
@@ -671,9 +659,11 @@ def _content_key(event: CameraEvent) -> tuple[int, LatLon, float, bool, str]:
     return (event.event_time_ms, event.location, speed, event.timed, event.event_id)
 
 
-def _neg_time(event: CameraEvent) -> tuple[int, LatLon]:
-    # For the exit among detections at one place: the earliest published, like the entry.
-    return (-event.event_time_ms, (-event.location[0], -event.location[1]))
+def _sent_key(event: CameraEvent) -> tuple[int, int, str]:
+    """Publish order: publish time, then Pub/Sub's message id, a decimal number that grows
+    in publish order within a batch (compared by length, then text, i.e. as a number).
+    Ids of messages read without one (digests) only make the order deterministic."""
+    return (event.event_time_ms, len(event.event_id), event.event_id)
 
 
 def _describe(event: CameraEvent) -> str:

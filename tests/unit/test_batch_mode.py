@@ -3,8 +3,9 @@
 import json
 from pathlib import Path
 
+from pipeline.domain.speed import SectionRules
 from pipeline.graph import run
-from tests.helpers import T0_MS, track
+from tests.helpers import T0_MS, section, track
 
 
 def read_jsonl(prefix: Path, kind: str) -> list[dict]:
@@ -25,9 +26,12 @@ def test_archived_detections_are_re_enforced_to_files(tmp_path):
     archive = tmp_path / "archive.jsonl"
     archive.write_text("\n".join([*lines, "not json"]) + "\n")
     out = tmp_path / "out" / "day"
+    sections = tmp_path / "sections.json"
+    sections.write_text(SectionRules(section(), {"radar-1": section()}).to_json())
     run(
         [
             f"--input_file={archive}",
+            f"--sections_file={sections}",
             f"--output_path={out}",
             "--runner=DirectRunner",
             "--direct_num_workers=1",

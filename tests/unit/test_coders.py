@@ -9,14 +9,14 @@ from pipeline.clients.evidence_store import StoredPhoto
 from pipeline.domain.events import CameraEvent
 from pipeline.domain.identity import RejectedSession, SessionVerdict
 from pipeline.domain.plates import PlateReading
-from pipeline.domain.speed import SectionRule, Traversal, judge_traversal
+from pipeline.domain.speed import Traversal, judge_traversal
 from pipeline.transforms.enrich import FineEvidence
 from pipeline.transforms.failures import Failure
 from pipeline.transforms.warehouse import WarehouseRow
-from tests.helpers import track
+from tests.helpers import section, track
 
 EVENT = track("v-1", 70.0)[0]
-TRAVERSAL = replace(judge_traversal(track("v-1", 70.0), SectionRule()), supersedes=("a" * 32,))
+TRAVERSAL = replace(judge_traversal(track("v-1", 70.0), section()), supersedes=("a" * 32,))
 READING = PlateReading("ABC1234", 0.97, "ABC 1234", "rapidocr")
 
 ELEMENTS = [

@@ -49,7 +49,7 @@ from pipeline.domain.speed import (
     mph_to_kmh,
     traversal_id,
 )
-from tests.helpers import ENTRY, EXIT, T0_MS, track
+from tests.helpers import ENTRY, EXIT, T0_MS, section, track
 
 # --- geometry -----------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ def at(event: CameraEvent, ms: int | None = None, **changes) -> CameraEvent:
 
 def test_judge_traversal_at_a_known_speed():
     events = track("v1", 54.0, points=5)
-    traversal = judge_traversal(events, SectionRule())
+    traversal = judge_traversal(events, section())
     assert isinstance(traversal, Traversal)
     assert traversal.avg_speed_kmh == pytest.approx(54.0, abs=0.01)
     assert traversal.avg_speed_mph == pytest.approx(54.0 / 1.609344, abs=0.01)
@@ -145,7 +145,7 @@ def test_judge_traversal_at_a_known_speed():
     assert traversal.duration_s == 20.256  # milliseconds kept, never rounded down
     assert traversal.traversal_id == traversal_id("radar-1", "v1", T0_MS)
     assert traversal.supersedes == ()
-    assert measure_traversal(events, SectionRule()) == traversal  # the old name still works
+    assert measure_traversal(events, section()) == traversal  # the old name still works
 
 
 def test_ends_known_distance_is_the_straight_line_between_them():
@@ -173,7 +173,7 @@ def test_time_ties_are_ordered_by_position_never_by_id():
     # c is re-stamped to b's millisecond 3 m further on; its id sorts before b's.
     c_tied = at(b, event_id="a-first-by-id", location=interpolate(b.location, c.location, 0.03))
     events = [a, b, c_tied, d]
-    traversal = judge_traversal(events, SectionRule())
+    traversal = judge_traversal(events, section())
     assert isinstance(traversal, Traversal)
     assert traversal.distance_m == path_length_m([a.location, b.location, c_tied.location,
                                                   d.location])  # fmt: skip
@@ -183,10 +183,10 @@ def test_time_ties_are_ordered_by_position_never_by_id():
 def test_the_same_time_and_place_under_another_id_counts_once():
     events = track("v1", 36.0, points=3)
     resent = at(events[1], event_id="resent-copy")
-    traversal = judge_traversal([*events, resent], SectionRule())
+    traversal = judge_traversal([*events, resent], section())
     assert isinstance(traversal, Traversal)
     assert traversal.detections == 3
-    assert traversal == judge_traversal(events, SectionRule())
+    assert traversal == judge_traversal(events, section())
 
 
 @pytest.mark.parametrize(
@@ -279,8 +279,13 @@ def test_a_traversal_not_seen_near_both_ends_is_partial_and_never_fined():
         "not seen within 60 m of the section's exit (152 m away at the nearest)"
     )
     assert [e.event_id for e in outcome.detections] == ["v1-e0", "v1-e1", "v1-e2"]
-    # Without known ends nothing tells it is partial: it is measured.
-    assert isinstance(judge_traversal(first_half, SectionRule()), Traversal)
+    # Without known ends nothing shows that it covers the section: over the limit, it is
+    # partial all the same (never fined); under it, measured (a pass is nobody's letter).
+    unknown = judge_traversal(first_half, SectionRule())
+    assert isinstance(unknown, Rejection) and unknown.kind == PARTIAL
+    assert "entry and exit of section 'radar-1' are not known" in unknown.reason
+    slow = judge_traversal(track("v1", 30.0, points=5)[:3], SectionRule())
+    assert isinstance(slow, Traversal) and not slow.is_speeding
     # A wider end zone counts the middle (152 m) as near the exit... but the ends are too
     # close for a 152 m radius, which the rule refuses.
     with pytest.raises(ValueError, match="twice end_radius_m"):
@@ -306,8 +311,8 @@ def test_uncertainty_goes_the_drivers_way():
 
 def test_the_fine_needs_the_average_strictly_above_limit_plus_tolerance():
     events = track("v1", 45.0, points=3)  # 27.96 mph
-    assert judge_traversal(events, SectionRule(25.0)).is_speeding
-    assert not judge_traversal(events, SectionRule(25.0, tolerance_mph=3.0)).is_speeding
+    assert judge_traversal(events, section(25.0)).is_speeding
+    assert not judge_traversal(events, section(25.0, tolerance_mph=3.0)).is_speeding
 
 
 # --- timeless detections: the course's messages, measured by the mean of spot speeds --------
@@ -332,8 +337,9 @@ def test_timeless_detections_are_measured_by_the_mean_of_spot_speeds():
     assert traversal.avg_speed_mph == 25.994028208595136
     assert traversal.is_speeding  # 41.83 km/h > 25 mph (40.23 km/h)
     assert (traversal.entry_location, traversal.exit_location) == (ENTRY, EXIT)
-    assert traversal.distance_m == haversine_m(ENTRY, EXIT)  # the span, informational
-    assert traversal.duration_s == 0.0  # publish times: informational, never a speed
+    # Nothing but spot speeds was measured: no distance over a zero duration.
+    assert (traversal.distance_m, traversal.duration_s) == (None, None)
+    assert traversal.spot_readings == 3
     assert traversal.traversal_id == traversal_id("radar-1", "aZ3k9Q", T0_MS)
     assert traversal.detections == 3
 
@@ -344,18 +350,46 @@ def test_the_course_band_between_40_and_40_23_kmh_is_not_fined_here():
     assert not traversal.is_speeding
 
 
-def test_timeless_span_is_chosen_by_place_never_by_publish_order_or_id():
-    events = course([30.0] * 10)  # the issue's burst: ten messages in one millisecond
-    reversed_publish = [at(e, 10 - i, event_id=str(i + 1)) for i, e in enumerate(events)]
-    traversal = judge_traversal(reversed_publish, SECTION)
+def test_timeless_entry_and_exit_follow_the_order_sent():
+    # The course's burst: ten messages in one millisecond, sent from the section's start to
+    # its end; Pub/Sub's message ids grow in publish order ("10" after "9", as numbers).
+    events = course([30.0] * 10)
+    traversal = judge_traversal(list(reversed(events)), SectionRule())
     assert (traversal.entry_location, traversal.exit_location) == (ENTRY, EXIT)
+    assert (traversal.entry_time_ms, traversal.exit_time_ms) == (T0_MS, T0_MS)
+    assert (traversal.distance_m, traversal.duration_s, traversal.spot_readings) == (
+        None,
+        None,
+        10,
+    )
+    # Sent from the end to the start: the first sent is the entry, wherever it lies.
+    backwards = [at(e, 10 - i) for i, e in enumerate(events)]
+    traversal = judge_traversal(backwards, SECTION)
+    assert (traversal.entry_location, traversal.exit_location) == (EXIT, ENTRY)
     assert (traversal.entry_time_ms, traversal.exit_time_ms) == (T0_MS + 1, T0_MS + 10)
-    assert traversal.duration_s == 0.009
-    # Ends unknown: the farthest-apart pair, the earlier published one first.
-    unknown = judge_traversal(reversed_publish, SectionRule())
-    assert (unknown.entry_location, unknown.exit_location) == (EXIT, ENTRY)
-    assert unknown.distance_m == haversine_m(ENTRY, EXIT)
-    assert unknown.avg_speed_kmh == 30.0
+    assert traversal.avg_speed_kmh == 30.0
+
+
+def test_every_record_agrees_with_itself():
+    """speed = distance / duration wherever both are given; neither is given otherwise."""
+    outcomes = [
+        judge_traversal(track("v1", speed, points=points), section(**settings))
+        for speed in (20.0, 54.0, 90.0)
+        for points in (2, 5)
+        for settings in ({}, {"length_m": 280.0}, {"tolerance_mph": 3.0})
+    ] + [judge_traversal(course([30.0, 45.5, 50.0]), rule) for rule in (SECTION, SectionRule())]
+    records = [fine_record(t, T0_MS) for t in outcomes if isinstance(t, Traversal)]
+    assert len(records) == 20
+    for record in records:
+        if record["speed_method"] == SPOT_MEAN:
+            assert (record["distance_m"], record["duration_s"]) == (None, None)
+            assert record["spot_readings"] >= 2
+            continue
+        assert record["duration_s"] > 0 and record["spot_readings"] is None
+        assert record["avg_speed_kmh"] == pytest.approx(
+            record["distance_m"] / record["duration_s"] * 3.6, rel=1e-9
+        )
+        assert record["tolerance_mph"] in (0.0, 3.0)
 
 
 def test_timeless_gates():
@@ -627,6 +661,9 @@ DESIGN_FINE_FIELDS = {
     # A published traversal that a late detection made unjudgeable is withdrawn, never a
     # fine: the reason, so that analysts and consumers drop it.
     "withdrawn_reason": "STRING",
+    # The tolerance applied, and for spot_mean records how many spot speeds were averaged
+    # (they measure no distance nor duration, so those two may be null).
+    "tolerance_mph": "FLOAT", "spot_readings": "INTEGER",
 }  # fmt: skip
 
 
@@ -635,12 +672,13 @@ def test_fine_schema_matches_design_field_by_field():
     assert {f["name"]: f["type"] for f in fields} == DESIGN_FINE_FIELDS
     assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
         "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
-        "evidence_error", "withdrawn_reason",
+        "evidence_error", "withdrawn_reason", "tolerance_mph", "distance_m", "duration_s",
+        "spot_readings",
     }  # fmt: skip
 
 
 def test_records_have_exactly_their_schema_columns():
-    traversal = measure_traversal(track("v1", 70.0), SectionRule())
+    traversal = measure_traversal(track("v1", 70.0), section())
     fine = fine_record(traversal, processed_at_ms=T0_MS)
     assert list(fine) == [c.name for c in FINE_COLUMNS]
     assert fine["is_ticketed"] is True and fine["license_plate"] is None

@@ -19,19 +19,22 @@ from pipeline.domain.events import CameraEvent
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
 from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
 from pipeline.transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
-from tests.helpers import ENTRY, EXIT, T0_MS, track
+from tests.helpers import ENTRY, EXIT, T0_MS, section, track
 from tests.unit.test_transforms import ClockedStream, streaming_pipeline
 
 GAP_S, LATENESS_S = 30, 60
 LATE_PANE_S = defaults.LATE_FIRING_DELAY_SECONDS + 1  # processing time until a late pane fires
 COURSE_EXIT = (40.811, -73.950)  # the course's section end, 1.2 km from ENTRY
-RULES = SectionRules(SectionRule(speed_limit_mph=25.0))  # 40.23 km/h
+RULES = SectionRules(section(25.0))  # 40.23 km/h
+FRAGMENT_RULES = SectionRules(SectionRule(60.0))
 
 
-def config(clock_s: float, lateness_clock: str = PUBLISH_TIME) -> EnforcementConfig:
+def config(
+    clock_s: float, lateness_clock: str = PUBLISH_TIME, rules: SectionRules = RULES
+) -> EnforcementConfig:
     return EnforcementConfig(
         default_radar_id="radar-course",
-        rules=RULES,
+        rules=rules,
         gap_seconds=GAP_S,
         lateness=LatenessRule(GAP_S, LATENESS_S, lateness_clock),
         clock=lambda: clock_s,
@@ -177,11 +180,13 @@ def test_a_detection_that_bridges_two_sessions_merges_them_and_names_what_it_rep
         .advance_processing_time(LATE_PANE_S)  # the late pane fires
         .advance_watermark_to_infinity()
     )
+    # No section ends and a limit above 54 km/h: each fragment is measured and published
+    # (fragments of a fine would be partial, never published).
     run(
         stream,
-        config(events[-1].event_time_ms / 1000 + GAP_S + 2),
-        fined=[("radar-1", "m", 54.0, n, "section_average") for n in (2, 2, 5)],
-        not_fined=[],
+        config(events[-1].event_time_ms / 1000 + GAP_S + 2, rules=FRAGMENT_RULES),
+        fined=[],
+        not_fined=[("radar-1", "m", 54.0, n, "section_average") for n in (2, 2, 5)],
         failures=[],
         ids=[(first_id, (), 2, 0), (second_id, (), 2, 0), (first_id, (second_id,), 5, 1)],
     )

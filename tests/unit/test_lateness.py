@@ -14,8 +14,14 @@ from pipeline.domain.identity import (
     withdraw,
 )
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from pipeline.domain.speed import IMPLAUSIBLE, Rejection, SectionRule, judge_traversal, traversal_id
-from tests.helpers import T0_MS, track
+from pipeline.domain.speed import (
+    IMPLAUSIBLE,
+    Rejection,
+    SectionRule,
+    judge_traversal,
+    traversal_id,
+)
+from tests.helpers import T0_MS, section, track
 
 GAP_S, LATENESS_S = 30, 60
 BUDGET_MS = (GAP_S + LATENESS_S - defaults.LATE_MARGIN_SECONDS) * 1000
@@ -45,11 +51,22 @@ def test_an_unknown_lateness_clock_is_refused():
         LatenessRule(GAP_S, LATENESS_S, "sundial")
 
 
-RULE = SectionRule(25.0)
+# An end zone of 110 m: a track of four detections 101 m apart that lacks its first one
+# still spans the section, so a late entry detection corrects a measured traversal.
+RULE = section(25.0, end_radius_m=110.0)
 
 
 def measured(events):
     return judge_traversal(events, RULE)
+
+
+# Fragments of one vehicle's pass, each measured on its own: no section ends and a limit
+# above the tracks' speeds, so the identity step sees what a merge or withdrawal joins.
+FRAGMENT_RULE = SectionRule(60.0)
+
+
+def fragment(events):
+    return judge_traversal(events, FRAGMENT_RULE)
 
 
 def test_a_traversal_is_issued_once_and_a_repeat_dropped():
@@ -75,8 +92,8 @@ def test_a_correction_keeps_the_published_id_even_when_the_entry_moves_earlier()
 
 def test_a_merge_keeps_the_oldest_id_and_supersedes_the_other():
     events = track("v", 54.0, points=5, start_ms=T0_MS)
-    head, tail = measured(events[:2]), measured(events[3:])
-    merged = measured(events)
+    head, tail = fragment(events[:2]), fragment(events[3:])
+    merged = fragment(events)
     _, issued = identify(head, [])
     _, issued = identify(tail, issued)
     published, issued = identify(merged, issued)
@@ -105,13 +122,13 @@ def test_issued_state_round_trips_through_its_text_form():
 
 def test_a_merge_after_a_correction_still_keeps_the_oldest_id():
     events = track("v", 54.0, points=6, start_ms=T0_MS)
-    head, tail = measured(events[:2]), measured(events[4:])
+    head, tail = fragment(events[:2]), fragment(events[4:])
     _, issued = identify(head, [])
     _, issued = identify(tail, issued)
     # The head is corrected first (a late detection inside it), then the middle arrives.
-    corrected_head, issued = identify(measured(events[:3]), issued)
+    corrected_head, issued = identify(fragment(events[:3]), issued)
     assert corrected_head.traversal_id == head.traversal_id
-    merged, issued = identify(measured(events), issued)
+    merged, issued = identify(fragment(events), issued)
     assert merged.traversal_id == head.traversal_id  # the oldest published id
     assert merged.supersedes == (tail.traversal_id,)
     assert merged.revision == 2 and [r.traversal_id for r in issued] == [head.traversal_id]
@@ -179,10 +196,12 @@ def test_a_repeat_after_an_update_is_still_a_repeat():
 
 def test_a_withdrawal_that_absorbs_a_published_fine_supersedes_it():
     events = track("v", 72.0, points=5, start_ms=T0_MS)
-    head, tail = measured(events[:2]), measured(events[3:])
+    # Whatever was published as a fine, however it was judged, is taken back as a fine.
+    head = replace(fragment(events[:2]), is_speeding=True)
+    tail = fragment(events[3:])
     _, issued = identify(head, [])
     _, issued = identify(tail, issued)
-    bridged = measured([*events, _far_off(events[2])])
+    bridged = fragment([*events, _far_off(events[2])])
     taken_back, issued = withdraw(RejectedSession.of(bridged), issued)
     assert taken_back.traversal.traversal_id == head.traversal_id
     assert taken_back.traversal.supersedes == (tail.traversal_id,)

@@ -16,15 +16,15 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from pipeline.domain import defaults
 from pipeline.domain.events import vehicle_key
-from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
+from pipeline.domain.speed import SectionRules, traversal_id
 from pipeline.transforms.failures import FAILURES
 from pipeline.transforms.parse import ParseEvents
 from pipeline.transforms.traversals import FINED, NOT_FINED, MeasureTraversals
-from tests.helpers import T0_MS, track
+from tests.helpers import T0_MS, section, track
 
 GAP_S = 30
 LATENESS_S = 60
-RULES = SectionRules(SectionRule(speed_limit_mph=25.0))  # 40.23 km/h
+RULES = SectionRules(section(25.0))  # 40.23 km/h
 
 
 def streaming_pipeline() -> TestPipeline:

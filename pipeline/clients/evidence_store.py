@@ -2,12 +2,18 @@
 
 The client finds the emulator through STORAGE_EMULATOR_HOST and then uses anonymous
 credentials by itself. Objects are written with `if_generation_match=0`, so a second write
-of the same fine (a redelivery, a late re-fire) never replaces the evidence: one object per
-fine, and the library may retry the upload safely because it is conditional. The plate
-reading travels in the object's metadata, so a correction of the fine finds the whole
-evidence with one lookup (`find`) and nothing is fetched or read twice.
+of the same fine (a redelivery, a late re-fire, a racing revision) never replaces the
+evidence: one object per fine, and the library may retry the upload safely because it is
+conditional. The photo and its plate reading are one piece of evidence
+(docs/evidence.md): the reading is recorded beside the photo, as FINE_ID.plate.json
+naming the photo's sha256, only after it was read from the photo's own bytes, only when
+it succeeded, and only once (created the same conditional way), so whoever comes second
+takes the stored reading with the stored photo. Both are created, never changed: workers
+need only to create and read objects.
 """
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
@@ -20,6 +26,9 @@ from pipeline.domain.plates import PlateReading
 
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"
+READING_SUFFIX = ".plate.json"  # beside PHOTO.jpg: the reading of that photo's bytes
+_LEGACY_READER_KEY = "plate_reader"  # photos whose reading was kept in their metadata
+RAW_TEXT_KEPT = 512
 UPLOAD_TIMEOUT_S = 30.0
 # The lookup before a photo is fetched is an optimisation: while storage is down it gives
 # up within seconds and the photo is fetched anyway (the library's default retries would
@@ -42,28 +51,36 @@ class StoredPhoto:
     url: str
     sha256: str
     created: bool  # False when the object was already there (written by an earlier attempt)
-    reading: PlateReading | None = None  # as read when the photo was stored
+    reading: PlateReading | None = None  # read from this very object's bytes, if recorded
 
 
-def reading_metadata(reading: PlateReading | None) -> dict[str, str]:
-    if reading is None:
-        return {}
-    return {
-        "license_plate": reading.license_plate or "",
-        "plate_confidence": repr(reading.confidence),
-        "plate_reader": reading.reader,
-        "plate_raw_text": reading.raw_text[:512],
-    }
+def reading_object_name(photo_object_name: str) -> str:
+    return photo_object_name.removesuffix(".jpg") + READING_SUFFIX
 
 
-def reading_from_metadata(metadata: dict[str, str]) -> PlateReading | None:
-    if "plate_reader" not in metadata:
+def reading_to_text(reading: PlateReading, photo_sha256: str) -> str:
+    value = dataclasses.asdict(reading)
+    value["raw_text"] = value["raw_text"][:RAW_TEXT_KEPT]
+    return json.dumps({"photo_sha256": photo_sha256, "reading": value}, sort_keys=True)
+
+
+def reading_from_text(text: str, photo_sha256: str) -> PlateReading | None:
+    """The recorded reading if it is of the photo with this digest, else None."""
+    recorded = json.loads(text)
+    if recorded.get("photo_sha256") != photo_sha256:
+        _log.warning("a recorded reading names another photo (%s)", recorded.get("photo_sha256"))
+        return None
+    return PlateReading.from_json(recorded["reading"])
+
+
+def _legacy_reading(metadata: dict[str, str]) -> PlateReading | None:
+    if _LEGACY_READER_KEY not in metadata:
         return None
     return PlateReading(
         license_plate=metadata.get("license_plate") or None,
         confidence=float(metadata.get("plate_confidence", "0")),
         raw_text=metadata.get("plate_raw_text", ""),
-        reader=metadata["plate_reader"],
+        reader=metadata[_LEGACY_READER_KEY],
     )
 
 
@@ -76,48 +93,78 @@ class EvidenceStore:
     def find(self, object_name: str) -> StoredPhoto | None:
         """The evidence already stored under this name, with its reading; None if absent."""
         blob = self._bucket.get_blob(object_name, timeout=FIND_TIMEOUT_S, retry=FIND_RETRY)
-        if blob is None:
-            return None
-        metadata = dict(blob.metadata or {})
-        return StoredPhoto(
-            gs_url(self.bucket_name, object_name),
-            metadata.get(SHA256_METADATA_KEY, ""),
-            created=False,
-            reading=reading_from_metadata(metadata),
-        )
+        return None if blob is None else self._stored(object_name, blob)
 
-    def store(
-        self,
-        object_name: str,
-        data: bytes,
-        content_type: str,
-        reading: PlateReading | None = None,
-    ) -> StoredPhoto:
+    def store(self, object_name: str, data: bytes, content_type: str) -> StoredPhoto:
+        """Store the photo unless the object exists; either way, what the object holds.
+
+        `created` False: another attempt stored its photo first. That photo, not `data`,
+        is the evidence: the caller reads the plate from its bytes (`read`), or takes its
+        recorded reading.
+        """
         digest = sha256_hex(data)
         # Looked up first as well: gcp-storage-emulator ignores ifGenerationMatch.
-        if self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S) is not None:
-            return self._existing(object_name, digest)
+        found = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
+        if found is not None:
+            return self._stored(object_name, found)
         blob = self._bucket.blob(object_name)
-        blob.metadata = {SHA256_METADATA_KEY: digest, **reading_metadata(reading)}
+        blob.metadata = {SHA256_METADATA_KEY: digest}
         try:
             blob.upload_from_string(
                 data, content_type=content_type, if_generation_match=0, timeout=UPLOAD_TIMEOUT_S
             )
         except api_exceptions.PreconditionFailed:
-            return self._existing(object_name, digest)
-        return StoredPhoto(gs_url(self.bucket_name, object_name), digest, True, reading)
+            found = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
+            if found is None:  # deleted in between: nothing stored is evidence
+                raise
+            return self._stored(object_name, found)
+        return StoredPhoto(gs_url(self.bucket_name, object_name), digest, created=True)
 
-    def _existing(self, object_name: str, digest: str) -> StoredPhoto:
-        """The object a previous attempt stored; its recorded digest is the evidence."""
-        blob = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
-        stored = (blob.metadata or {}).get(SHA256_METADATA_KEY) if blob else None
-        if stored and stored != digest:
-            _log.warning(
-                "%s already holds a different photo (sha256 %s); the first one stays evidence",
-                object_name,
-                stored,
+    def record_reading(
+        self, object_name: str, reading: PlateReading, photo_sha256: str
+    ) -> PlateReading:
+        """Record a successful reading of the photo's bytes, once; the first recorded wins.
+
+        Returns the reading that travels with the photo: this one, or the one another
+        attempt recorded first (its reading of the same bytes).
+        """
+        if reading.error is not None:
+            raise ValueError("a failed reading is not evidence and is never recorded")
+        name = reading_object_name(object_name)
+        # Looked up first as well: gcp-storage-emulator ignores ifGenerationMatch.
+        recorded = self._recorded_reading(object_name, photo_sha256)
+        if recorded is not None:
+            return recorded
+        try:
+            self._bucket.blob(name).upload_from_string(
+                reading_to_text(reading, photo_sha256),
+                content_type="application/json",
+                if_generation_match=0,
+                timeout=UPLOAD_TIMEOUT_S,
             )
-        return StoredPhoto(gs_url(self.bucket_name, object_name), stored or digest, created=False)
+        except api_exceptions.PreconditionFailed:
+            recorded = self._recorded_reading(object_name, photo_sha256)
+            if recorded is None:
+                raise
+            return recorded
+        return reading
+
+    def _recorded_reading(self, object_name: str, photo_sha256: str) -> PlateReading | None:
+        blob = self._bucket.get_blob(
+            reading_object_name(object_name), timeout=FIND_TIMEOUT_S, retry=FIND_RETRY
+        )
+        if blob is None:
+            return None
+        text = blob.download_as_text(timeout=UPLOAD_TIMEOUT_S)
+        return reading_from_text(text, photo_sha256)
+
+    def _stored(self, object_name: str, blob: storage.Blob) -> StoredPhoto:
+        metadata = dict(blob.metadata or {})
+        digest = metadata.get(SHA256_METADATA_KEY, "")
+        reading = self._recorded_reading(object_name, digest) or _legacy_reading(metadata)
+        return StoredPhoto(
+            gs_url(self.bucket_name, object_name), digest, created=False, reading=reading
+        )
 
     def read(self, object_name: str) -> bytes:
         return self._bucket.blob(object_name).download_as_bytes(timeout=UPLOAD_TIMEOUT_S)

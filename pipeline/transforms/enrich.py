@@ -1,17 +1,25 @@
 """EnrichFine: the evidence for each fine (photo, plate, stored image), and nothing else.
 
     fined Traversal -> FetchPhoto (stored evidence first, else the cars API)
-                    -> BatchForPlates -> ReadPlates -> StorePhoto (Cloud Storage)
+                    -> StorePhoto (Cloud Storage: the first stored photo is the evidence)
+                    -> BatchForPlates -> ReadPlates (from the evidence's own bytes)
+                    -> RecordReading (on the stored object, once)
                     -> fine record with license_plate, plate_confidence, plate_reader,
                        image_url and image_sha256
 
-Only fines come here: vehicles under the limit are never photographed nor read. The stored
-photo carries its plate reading in its metadata, so a correction of a fine (same fine_id)
-reuses the evidence instead of fetching and reading again. Without a bucket (the course's
-form) nothing is stored and `image_url` is the cars API's photo URL.
+Only fines come here: vehicles under the limit are never photographed nor read. The photo
+is stored before its plate is read, and the plate is read from the stored bytes, so two
+attempts or revisions of one fine racing with different photos (the course's cars API
+answers a random car) both end with the photo that was stored and its own reading. A
+correction of a fine (same fine_id) reuses the stored evidence instead of fetching and
+reading again. Without a bucket (the course's form) nothing is stored and `image_url` is
+the cars API's photo URL.
 
-A stage that fails (after its client's bounded retries) does not stop the fine: the fine
-goes on with `evidence_error` saying what is missing, and a Failure names the stage.
+A failed plate reading is not evidence: it is read again (PLATE_READ_ATTEMPTS in all),
+and a fine still unread then is dead-lettered, not published; a later revision reads the
+stored photo afresh. A fetch or store that fails (after its client's bounded retries)
+does not stop the fine: it goes on with `evidence_error` saying what is missing, and a
+Failure names the stage.
 """
 
 import dataclasses
@@ -32,7 +40,7 @@ from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceU
 from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
 from pipeline.clients.images import InvalidImage, check_image
 from pipeline.clients.plate_readers import PlateReader, plate_reader_pool
-from pipeline.domain.evidence import evidence_fields, photo_object_name
+from pipeline.domain.evidence import evidence_fields, photo_object_name, sha256_hex
 from pipeline.domain.plates import PlateReading
 from pipeline.domain.schemas import fine_record
 from pipeline.domain.speed import Traversal, traversal_from_json, traversal_to_json
@@ -44,6 +52,10 @@ _log = logging.getLogger(__name__)
 
 FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
 PLATE_BATCH_SIZE = 8
+# A reading that failed (service error, reader crash) is tried again this many times in
+# all, waiting PLATE_READ_BACKOFF_S, then twice that, between tries.
+PLATE_READ_ATTEMPTS = 3
+PLATE_READ_BACKOFF_S = 1.0
 # How long a fine may wait for others to share a plate-reader request (Cloud Vision takes
 # up to 16 images a call). Streaming bundles after keyed steps are small: without a wait,
 # every request would carry one image.
@@ -140,7 +152,7 @@ def _reading_json(reading: PlateReading | None) -> dict[str, Any] | None:
 
 
 def _reading(value: dict[str, Any] | None) -> PlateReading | None:
-    return None if value is None else PlateReading(**value)
+    return None if value is None else PlateReading.from_json(value)
 
 
 beam.coders.registry.register_coder(FineEvidence, FineEvidenceCoder)
@@ -199,8 +211,21 @@ class _WithClient(beam.DoFn):
             self.client = self.client_slot.acquire()
 
 
+def _with_stored_bytes(evidence: FineEvidence, stored: StoredPhoto, photo: bytes) -> FineEvidence:
+    """The evidence to read: the stored object's bytes, named by their own digest."""
+    digest = sha256_hex(photo)
+    if stored.sha256 and stored.sha256 != digest:
+        _log.warning(
+            "%s holds bytes with sha256 %s, its metadata says %s: the bytes are the evidence",
+            stored.url,
+            digest,
+            stored.sha256,
+        )
+    return replace(evidence, photo=photo, stored=replace(stored, sha256=digest))
+
+
 class FetchPhotoFn(_WithClient):
-    """Traversal -> FineEvidence with the photo; `stored` when the evidence already exists."""
+    """Traversal -> FineEvidence with the photo to read, or complete when already stored."""
 
     def __init__(self, services: EvidenceServices) -> None:
         super().__init__(services.cars_api)
@@ -222,11 +247,14 @@ class FetchPhotoFn(_WithClient):
             stored = None
             self.lookup_failures.inc()
             _log.warning("stored evidence lookup failed, fetching: %s", str(error)[:300])
-        if stored is not None:
+        if stored is not None and stored.reading is not None:
             self.reused.inc()
             yield beam.pvalue.TaggedOutput(
                 _STORED, replace(evidence, stored=stored, reading=stored.reading)
             )
+            return
+        if stored is not None:  # stored, never read successfully: read those very bytes
+            yield from self._stored_bytes(evidence, stored)
             return
         try:
             photo = self.client.fetch(traversal.vehicle_id)
@@ -242,67 +270,150 @@ class FetchPhotoFn(_WithClient):
             evidence, photo=photo.data, photo_url=photo.url, content_type=info.content_type
         )
 
+    def _stored_bytes(self, evidence: FineEvidence, stored: StoredPhoto) -> Iterator[Any]:
+        try:
+            photo = self.store.read(evidence.object_name)
+        except Exception as error:  # after the library's retries: no photo to read
+            self.failed.inc()
+            reason = f"{type(error).__name__}: {error}"[:1000]
+            yield _failure(evidence, FETCH_STAGE, reason)
+            yield replace(evidence, stored=stored).failed(FETCH_STAGE, reason)
+            return
+        self.reused.inc()
+        yield _with_stored_bytes(evidence, stored, photo)
 
-class ReadPlatesFn(_WithClient):
-    """A batch of FineEvidence -> each with its PlateReading (one reader call per batch)."""
+
+class StorePhotoFn(_WithClient):
+    """Store the photo at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg unless one is stored.
+
+    When another attempt stored first, its photo is the evidence: its recorded reading is
+    taken (complete, tagged _STORED), or its bytes go on to be read.
+    """
 
     def __init__(self, services: EvidenceServices) -> None:
+        super().__init__(services.evidence_store)
+        self.stored = Metrics.counter(self.__class__, "photos_stored")
+        self.found = Metrics.counter(self.__class__, "photos_already_stored")
+        self.failed = Metrics.counter(self.__class__, "store_failures")
+
+    def process(self, evidence: FineEvidence) -> Iterator[Any]:
+        if evidence.photo is None or self.client is None or evidence.stored is not None:
+            yield evidence
+            return
+        try:
+            stored = self.client.store(
+                evidence.object_name, evidence.photo, evidence.content_type or "image/jpeg"
+            )
+            if not stored.created and stored.reading is None:
+                photo = self.client.read(evidence.object_name)
+        except Exception as error:  # after the storage library's own retries
+            self.failed.inc()
+            reason = f"{type(error).__name__}: {error}"[:1000]
+            yield _failure(evidence, STORE_STAGE, reason)
+            yield evidence.failed(STORE_STAGE, reason)  # read as fetched, by its cars API URL
+            return
+        if stored.created:
+            self.stored.inc()
+            yield replace(evidence, stored=stored)
+            return
+        self.found.inc()
+        if stored.reading is not None:
+            complete = replace(evidence, photo=None, stored=stored, reading=stored.reading)
+            yield beam.pvalue.TaggedOutput(_STORED, complete)
+            return
+        yield _with_stored_bytes(evidence, stored, photo)
+
+
+class ReadPlatesFn(_WithClient):
+    """A batch of FineEvidence -> each with its PlateReading (one reader call per try).
+
+    A reading that failed is tried again; a fine with no reading after PLATE_READ_ATTEMPTS
+    is dead-lettered (read_plate), never published with a guessed or missing plate.
+    """
+
+    def __init__(
+        self,
+        services: EvidenceServices,
+        attempts: int = PLATE_READ_ATTEMPTS,
+        backoff_s: float = PLATE_READ_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         super().__init__(services.plate_reader)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.sleep = sleep
         self.read = Metrics.counter(self.__class__, "plates_read")
         self.unreadable = Metrics.counter(self.__class__, "plates_unreadable")
+        self.retried = Metrics.counter(self.__class__, "plate_reads_retried")
+        self.dead_lettered = Metrics.counter(self.__class__, "plate_reads_exhausted")
         self.batch_sizes = Metrics.distribution(self.__class__, "plate_batch_size")
 
     def process(self, items: Iterable[FineEvidence]) -> Iterator[Any]:
         batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
         self.batch_sizes.update(len(batch))
         with_photo = [evidence for evidence in batch if evidence.photo is not None]
-        try:
-            readings: list[PlateReading | None] = list(
-                self.client.read([evidence.photo for evidence in with_photo])
-            )
-        except Exception as error:  # a reader bug must not lose the fines: each one goes on
-            reason = f"{type(error).__name__}: {error}"
-            readings = [None] * len(with_photo)
-            for evidence in with_photo:
+        readings = self._read_with_retries([evidence.photo for evidence in with_photo])
+        for evidence, (reading, error) in zip(with_photo, readings, strict=True):
+            if reading is None:
+                self.dead_lettered.inc()
+                reason = f"no plate reading after {self.attempts} attempts: {error}"[:1000]
                 yield _failure(evidence, READ_STAGE, reason)
-            with_photo = [evidence.failed(READ_STAGE, reason) for evidence in with_photo]
-        for evidence, reading in zip(with_photo, readings, strict=True):
-            if reading is not None and reading.error:
-                yield _failure(evidence, READ_STAGE, reading.error)
-                evidence = evidence.failed(READ_STAGE, reading.error)
-            counter = self.read if reading and reading.license_plate else self.unreadable
+                continue
+            counter = self.read if reading.license_plate else self.unreadable
             counter.inc()
             yield _at_exit_time(replace(evidence, reading=reading))
         yield from (_at_exit_time(evidence) for evidence in batch if evidence.photo is None)
 
+    def _read_with_retries(
+        self, photos: list[bytes | None]
+    ) -> list[tuple[PlateReading | None, str | None]]:
+        """(reading, None) for each photo read, (None, last error) for each never read."""
+        results: list[tuple[PlateReading | None, str | None]] = [(None, None)] * len(photos)
+        pending = list(range(len(photos)))
+        for attempt in range(self.attempts):
+            if not pending:
+                break
+            if attempt:
+                self.retried.inc(len(pending))
+                self.sleep(self.backoff_s * 2 ** (attempt - 1))
+            crash = "the reader gave no reading"
+            try:
+                readings = list(self.client.read([photos[i] for i in pending]))
+            except Exception as error:  # a reader bug must not lose the fines: try again
+                readings = [None] * len(pending)
+                crash = f"{type(error).__name__}: {error}"
+            failed = []
+            for index, reading in zip(pending, readings, strict=True):
+                if reading is not None and reading.error is None:
+                    results[index] = (reading, None)
+                else:
+                    failed.append(index)
+                    results[index] = (None, reading.error if reading is not None else crash)
+            pending = failed
+        return results
 
-class StorePhotoFn(_WithClient):
-    """Store the photo and its reading at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg, once."""
+
+class RecordReadingFn(_WithClient):
+    """Record each successful reading on its stored photo; the recorded reading wins."""
 
     def __init__(self, services: EvidenceServices) -> None:
         super().__init__(services.evidence_store)
-        self.stored = Metrics.counter(self.__class__, "photos_stored")
-        self.failed = Metrics.counter(self.__class__, "store_failures")
+        self.record_failures = Metrics.counter(self.__class__, "reading_record_failures")
 
-    def process(self, evidence: FineEvidence) -> Iterator[Any]:
-        if evidence.photo is None or self.client is None:
+    def process(self, evidence: FineEvidence) -> Iterator[FineEvidence]:
+        if self.client is None or evidence.stored is None or evidence.reading is None:
             yield evidence
             return
         try:
-            stored = self.client.store(
-                evidence.object_name,
-                evidence.photo,
-                evidence.content_type or "image/jpeg",
-                evidence.reading,
+            recorded = self.client.record_reading(
+                evidence.object_name, evidence.reading, evidence.stored.sha256
             )
-        except Exception as error:  # after the storage library's own retries
-            self.failed.inc()
-            reason = f"{type(error).__name__}: {error}"[:1000]
-            yield _failure(evidence, STORE_STAGE, reason)
-            yield evidence.failed(STORE_STAGE, reason)
+        except Exception as error:  # the reading is of these bytes; a later revision records
+            self.record_failures.inc()
+            _log.warning("plate reading not recorded on %s: %s", evidence.stored.url, error)
+            yield evidence
             return
-        self.stored.inc()
-        yield replace(evidence, stored=stored)
+        yield replace(evidence, reading=recorded)
 
 
 def to_fine_record(evidence: FineEvidence) -> dict[str, Any]:
@@ -325,15 +436,20 @@ class EnrichFine(beam.PTransform):
     """Fined traversals -> (fine records with evidence, Failures).
 
     `batch_wait_s`: how long a fine may wait for others to share a plate-reader call;
-    None over bounded input, where batches fill without waiting.
+    None over bounded input, where batches fill without waiting. `read_backoff_s`: the
+    first wait before a failed reading is tried again.
     """
 
     def __init__(
-        self, services: EvidenceServices, batch_wait_s: float | None = PLATE_BATCH_WAIT_S
+        self,
+        services: EvidenceServices,
+        batch_wait_s: float | None = PLATE_BATCH_WAIT_S,
+        read_backoff_s: float = PLATE_READ_BACKOFF_S,
     ) -> None:
         super().__init__()
         self.services = services
         self.batch_wait_s = batch_wait_s
+        self.read_backoff_s = read_backoff_s
 
     def expand(self, fines: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         services = self.services
@@ -342,8 +458,11 @@ class EnrichFine(beam.PTransform):
         fetched = fines | "FetchPhoto" >> beam.ParDo(FetchPhotoFn(services)).with_outputs(
             FAILURES, _STORED, main="ok"
         )
+        stored = fetched.ok | "StorePhoto" >> beam.ParDo(StorePhotoFn(services)).with_outputs(
+            FAILURES, _STORED, main="ok"
+        )
         read = (
-            fetched.ok
+            stored.ok
             | "BatchForPlates"
             >> BatchForService(
                 lambda evidence: evidence.traversal.radar_id,
@@ -351,15 +470,16 @@ class EnrichFine(beam.PTransform):
                 PLATE_BATCH_SIZE,
                 self.batch_wait_s,
             )
-            | "ReadPlates" >> beam.ParDo(ReadPlatesFn(services)).with_outputs(FAILURES, main="ok")
+            | "ReadPlates"
+            >> beam.ParDo(ReadPlatesFn(services, backoff_s=self.read_backoff_s)).with_outputs(
+                FAILURES, main="ok"
+            )
         )
-        stored = read.ok | "StorePhoto" >> beam.ParDo(StorePhotoFn(services)).with_outputs(
-            FAILURES, main="ok"
-        )
-        records = (stored.ok, fetched[_STORED]) | "WithEvidence" >> beam.Flatten()
+        recorded = read.ok | "RecordReading" >> beam.ParDo(RecordReadingFn(services))
+        records = (recorded, fetched[_STORED], stored[_STORED]) | "WithEvidence" >> beam.Flatten()
         failures = (
             fetched[FAILURES],
-            read[FAILURES],
             stored[FAILURES],
+            read[FAILURES],
         ) | "EvidenceFailures" >> beam.Flatten()
         return records | "ToFineRecord" >> beam.Map(to_fine_record), failures

@@ -1,6 +1,8 @@
 """EnrichFine with injected fake clients: photo, plate and stored evidence, failures routed."""
 
 import io
+from dataclasses import replace
+from typing import ClassVar
 
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -8,17 +10,30 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipeline.clients.cars_api import EvidenceUnavailable, Photo
-from pipeline.clients.evidence_store import StoredPhoto
+from pipeline.clients.evidence_store import (
+    StoredPhoto,
+    reading_from_text,
+    reading_object_name,
+    reading_to_text,
+)
 from pipeline.domain.evidence import gs_url, photo_object_name, sha256_hex
 from pipeline.domain.plates import PlateReading
-from pipeline.domain.speed import SectionRule, judge_traversal
-from pipeline.transforms.enrich import EnrichFine, EvidenceServices
-from tests.helpers import T0_MS, track
+from pipeline.domain.speed import judge_traversal
+from pipeline.transforms.enrich import (
+    EnrichFine,
+    EvidenceServices,
+    FetchPhotoFn,
+    ReadPlatesFn,
+    RecordReadingFn,
+    StorePhotoFn,
+    to_fine_record,
+)
+from tests.helpers import T0_MS, section, track
 
 
-def jpeg(size=(64, 48)) -> bytes:
+def jpeg(size=(64, 48), color=(90, 120, 150)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", size, (90, 120, 150)).save(buffer, "JPEG")
+    Image.new("RGB", size, color).save(buffer, "JPEG")
     return buffer.getvalue()
 
 
@@ -43,7 +58,7 @@ class FakeReader:
 
 
 def fines(*vehicle_ids):
-    return [judge_traversal(track(v, 70.0, start_ms=T0_MS), SectionRule()) for v in vehicle_ids]
+    return [judge_traversal(track(v, 70.0, start_ms=T0_MS), section()) for v in vehicle_ids]
 
 
 # A fine whose evidence an earlier firing stored: a correction of it is not fetched again.
@@ -61,8 +76,81 @@ class FakeStore:
             return StoredPhoto(gs_url(self.bucket, name), "f" * 64, False, STORED_PLATE)
         return None
 
-    def store(self, name, data, content_type, reading):
-        return StoredPhoto(gs_url(self.bucket, name), sha256_hex(data), True, reading)
+    def store(self, name, data, content_type):
+        return StoredPhoto(gs_url(self.bucket, name), sha256_hex(data), True)
+
+    def record_reading(self, name, reading, photo_sha256):
+        return reading
+
+
+class BucketStore:
+    """Cloud Storage's semantics in memory: objects created if absent, never changed.
+
+    Class-level objects, so every DoFn's client (one per factory call) sees one bucket.
+    """
+
+    bucket = "evidence"
+    objects: ClassVar[dict[str, bytes]] = {}
+
+    def _photo(self, name):
+        digest = sha256_hex(self.objects[name])
+        reading = self.objects.get(reading_object_name(name))
+        return StoredPhoto(
+            gs_url(self.bucket, name),
+            digest,
+            False,
+            reading and reading_from_text(reading.decode(), digest),
+        )
+
+    def find(self, name):
+        return self._photo(name) if name in self.objects else None
+
+    def store(self, name, data, content_type):
+        if name in self.objects:  # the precondition if_generation_match=0 fails
+            return self._photo(name)
+        self.objects[name] = data
+        return StoredPhoto(gs_url(self.bucket, name), sha256_hex(data), True)
+
+    def read(self, name):
+        return self.objects[name]
+
+    def record_reading(self, name, reading, photo_sha256):
+        assert reading.error is None, "a failed reading must never be recorded"
+        recorded = reading_object_name(name)
+        if recorded in self.objects:
+            return reading_from_text(self.objects[recorded].decode(), photo_sha256)
+        self.objects[recorded] = reading_to_text(reading, photo_sha256).encode()
+        return reading
+
+
+def car_photo(index: int) -> bytes:
+    """A different real JPEG per call, as the course's cars API answers a random car."""
+    return jpeg(color=(index * 40 % 256, 80, 200 - index * 30 % 200))
+
+
+PLATE_OF_PHOTO: dict[str, str] = {}  # sha256 of a photo -> the plate it shows
+
+
+class RandomCarsApi:
+    max_image_bytes = 10_000
+    calls = 0
+
+    def fetch(self, vehicle_id):
+        RandomCarsApi.calls += 1
+        photo = car_photo(RandomCarsApi.calls)
+        PLATE_OF_PHOTO[sha256_hex(photo)] = f"CAR{RandomCarsApi.calls:04d}"
+        return Photo(f"https://cars.example/random/{RandomCarsApi.calls}.jpg", photo)
+
+
+class PhotoReader:
+    """Reads the plate the photo shows, so a plate can be traced to its photo."""
+
+    name = "photo-ocr"
+
+    def read(self, images):
+        return [
+            PlateReading(PLATE_OF_PHOTO[sha256_hex(image)], 0.99, "", self.name) for image in images
+        ]
 
 
 def summary(record):
@@ -114,13 +202,13 @@ def test_without_a_bucket_the_fine_keeps_the_cars_api_photo_url():
         assert_that(failures, equal_to([]), label="NoFailures")
 
 
-def test_every_failed_stage_is_a_failure_and_the_first_is_the_fine_s_error():
+def test_every_failed_stage_is_a_failure_and_an_unread_fine_is_dead_lettered():
     class BrokenReader(FakeReader):
         def read(self, images):
             raise RuntimeError("model crashed")
 
     class FullStore(FakeStore):
-        def store(self, name, data, content_type, reading):
+        def store(self, name, data, content_type):
             raise OSError("bucket full")
 
     services = EvidenceServices(
@@ -128,19 +216,126 @@ def test_every_failed_stage_is_a_failure_and_the_first_is_the_fine_s_error():
     )
     (fine,) = fines("car-3")
     with TestPipeline(runner="DirectRunner") as p:
-        records, failures = p | beam.Create([fine]) | EnrichFine(services, batch_wait_s=None)
-        assert_that(
-            records | beam.Map(lambda r: (r["license_plate"], r["image_url"], r["evidence_error"])),
-            # The photo is still known by its cars API URL; the first failure is the error.
-            equal_to([(None, "https://cars.example/car-3.jpg",
-                       "read_plate: RuntimeError: model crashed")]),
-            label="Records",
-        )  # fmt: skip
+        records, failures = (
+            p | beam.Create([fine]) | EnrichFine(services, batch_wait_s=None, read_backoff_s=0.0)
+        )
+        # No reading after every attempt: no fine goes out with a missing or guessed plate.
+        assert_that(records, equal_to([]), label="Records")
         assert_that(
             failures | beam.Map(lambda f: (f.stage, f.reason, f.attributes["fine_id"])),
             equal_to([
-                ("enrich_fine/read_plate", "RuntimeError: model crashed", fine.traversal_id),
                 ("enrich_fine/store_photo", "OSError: bucket full", fine.traversal_id),
+                ("enrich_fine/read_plate", "no plate reading after 3 attempts: "
+                 "RuntimeError: model crashed", fine.traversal_id),
             ]),
             label="Failures",
         )  # fmt: skip
+
+
+def run_fn(fn, element):
+    fn.setup()
+    return [getattr(out, "value", out) for out in fn.process(element)]
+
+
+def test_racing_revisions_end_with_the_stored_photo_and_the_plate_read_from_it():
+    BucketStore.objects = {}
+    services = EvidenceServices(
+        cars_api=RandomCarsApi, plate_reader=PhotoReader, evidence_store=BucketStore
+    )
+    (first,) = fines("racer")
+    second = replace(first, revision=1, avg_speed_kmh=first.avg_speed_kmh + 1)
+    # Both revisions fetch before either stores: two different cars.
+    (a,) = run_fn(FetchPhotoFn(services), first)
+    (b,) = run_fn(FetchPhotoFn(services), second)
+    assert sha256_hex(a.photo) != sha256_hex(b.photo)
+    (stored_b,) = run_fn(StorePhotoFn(services), b)  # b stores first: its photo is evidence
+    (stored_a,) = run_fn(StorePhotoFn(services), a)  # a finds b's photo and takes its bytes
+    assert stored_b.stored.created and not stored_a.stored.created
+    assert stored_a.photo == stored_b.photo == b.photo
+    reader = ReadPlatesFn(services)
+    reader.setup()
+    read = [out.value for out in reader.process([stored_a, stored_b])]
+    records = [to_fine_record(run_fn(RecordReadingFn(services), e)[0]) for e in read]
+    plate_of_b = PLATE_OF_PHOTO[sha256_hex(b.photo)]
+    assert {(r["license_plate"], r["image_sha256"], r["image_url"]) for r in records} == {
+        (plate_of_b, sha256_hex(b.photo), gs_url("evidence", STORE_NAME_OF(first)))
+    }
+    # A third attempt whose photo differs again takes the stored photo's recorded reading.
+    (c,) = run_fn(FetchPhotoFn(services), replace(first, revision=2))
+    assert c.photo is None and c.reading.license_plate == plate_of_b
+    assert c.stored.sha256 == sha256_hex(b.photo)
+
+
+def STORE_NAME_OF(traversal):
+    return photo_object_name(traversal.radar_id, traversal.entry_time_ms, traversal.traversal_id)
+
+
+def test_a_failed_reading_is_never_recorded_and_is_read_again_from_the_stored_photo():
+    BucketStore.objects = {}
+
+    class FailingReader(PhotoReader):
+        def read(self, images):
+            return [PlateReading(None, 0.0, "", self.name, error="503 unavailable")] * len(images)
+
+    failing = EvidenceServices(
+        cars_api=RandomCarsApi, plate_reader=FailingReader, evidence_store=BucketStore
+    )
+    (fine,) = fines("unlucky")
+    waits = []
+    (fetched,) = run_fn(FetchPhotoFn(failing), fine)
+    (stored,) = run_fn(StorePhotoFn(failing), fetched)
+    reader = ReadPlatesFn(failing, sleep=waits.append)
+    reader.setup()
+    (dead,) = reader.process([stored])
+    assert (dead.tag, dead.value.stage) == ("failures", "enrich_fine/read_plate")
+    assert dead.value.reason == "no plate reading after 3 attempts: 503 unavailable"
+    assert waits == [1.0, 2.0]  # tried three times, backing off
+    name = STORE_NAME_OF(fine)
+    assert reading_object_name(name) not in BucketStore.objects  # a failure is no evidence
+    # The next revision reads the stored photo again (not a new one) and records it.
+    working = EvidenceServices(
+        cars_api=RandomCarsApi, plate_reader=PhotoReader, evidence_store=BucketStore
+    )
+    calls_before = RandomCarsApi.calls
+    (again,) = run_fn(FetchPhotoFn(working), replace(fine, revision=1))
+    assert RandomCarsApi.calls == calls_before and again.photo == fetched.photo
+    reader = ReadPlatesFn(working)
+    reader.setup()
+    (read,) = [out.value for out in reader.process([again])]
+    (recorded,) = run_fn(RecordReadingFn(working), read)
+    record = to_fine_record(recorded)
+    assert record["license_plate"] == PLATE_OF_PHOTO[sha256_hex(fetched.photo)]
+    assert record["image_sha256"] == sha256_hex(fetched.photo)
+    recorded = BucketStore.objects[reading_object_name(name)].decode()
+    assert (
+        reading_from_text(recorded, record["image_sha256"]).license_plate
+        == (record["license_plate"])
+    )
+
+
+def test_a_reading_that_fails_once_is_read_again_and_published():
+    class FlakyReader(PhotoReader):
+        calls = 0
+
+        def read(self, images):
+            FlakyReader.calls += 1
+            if FlakyReader.calls == 1:
+                raise ConnectionError("reset by peer")
+            return super().read(images)
+
+    BucketStore.objects = {}
+    services = EvidenceServices(
+        cars_api=RandomCarsApi, plate_reader=FlakyReader, evidence_store=BucketStore
+    )
+    with TestPipeline(runner="DirectRunner") as p:
+        records, failures = (
+            p
+            | beam.Create(fines("flaky"))
+            | EnrichFine(services, batch_wait_s=None, read_backoff_s=0.0)
+        )
+        assert_that(
+            records | beam.Map(lambda r: (r["license_plate"] or "")[:3]),
+            equal_to(["CAR"]),
+            label="Records",
+        )
+        assert_that(failures, equal_to([]), label="NoFailures")

@@ -5,12 +5,18 @@
 # of Google's Python Flex Template sample with dependencies: Beam's SDK image (whose
 # entrypoint /opt/apache/beam/boot starts a worker) plus the Flex Template launcher binary.
 #
-# Pinned: Beam's version is requirements.txt's apache-beam pin (a test checks it); the
-# launcher is a dated tag from cloud.google.com/dataflow/docs/reference/flex-templates-base-images,
-#   docker build --build-arg LAUNCHER_TAG=YYYYMMDD-rcNN .   (or gcloud builds submit)
+# Pinned: Beam's version is requirements.txt's apache-beam pin (a test checks it). The
+# launcher's tag is one of Google's list of Flex Template base images,
+# https://cloud.google.com/dataflow/docs/reference/flex-templates-base-images, whose tags
+# read YYYYMMDD_RCNN (lower-case -rcNN forms circulate but are not on the list; a test
+# holds the form; checked on that page 2026-12-05). 20230622_RC00 is the python311 tag that
+# Google's own sample with dependencies pins (python-docs-samples,
+# dataflow/flex-templates/pipeline_with_dependencies/Dockerfile, which cites that page).
+# To move on, take the "(latest)" row of that page's Python table:
+#   docker build --build-arg LAUNCHER_TAG=YYYYMMDD_RCNN .   (or gcloud builds submit)
 # The embedded plate reader (RapidOCR, onnxruntime, OpenCV) is left out: Cloud Vision reads
 # plates on Dataflow. --build-arg EMBEDDED_OCR=true puts it in.
-ARG LAUNCHER_TAG=20240812-rc01
+ARG LAUNCHER_TAG=20230622_RC00
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG} AS launcher
 
 FROM apache/beam_python3.11_sdk:2.77.0

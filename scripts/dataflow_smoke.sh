@@ -4,13 +4,15 @@
 #
 #   scripts/dataflow_smoke.sh PROJECT REGION BUCKET [--dry-run]
 #
-# Enables the APIs, creates the workers' service account with its roles, the buckets, the
-# topics and the input subscription (retaining acknowledged messages for 7 days, so a seek
-# can replay), the BigQuery dataset and tables (python -m pipeline.provision), builds the one
-# image for launcher and workers and the Flex Template, launches the job (a first launch:
-# no --update), publishes generator traffic, waits (bounded) until every fine the generator
-# expects is on the output topic and in BigQuery, drains the job and deletes everything it
-# created. On failure it cancels the job and still cleans up (KEEP_RESOURCES=1 keeps them).
+# Enables the APIs, creates the workers' and the image build's service accounts with their
+# roles, the buckets, the topics and the input subscription (retaining acknowledged messages
+# for 7 days, so a seek can replay), the BigQuery dataset and tables (python -m
+# pipeline.provision) and a custom role granting the workers only what they call on those
+# tables, builds the one image for launcher and workers and the Flex Template, launches the
+# job (a first launch: no --update), publishes generator traffic, waits (bounded) until every
+# fine the generator expects is on the output topic and in BigQuery, drains the job and
+# deletes everything it created but the custom role (see the clean-up). On failure it
+# cancels the job and still cleans up (KEEP_RESOURCES=1 keeps them).
 # --dry-run prints every command instead of running it; docs/deploy.md quotes that output
 # for PROJECT=my-project REGION=us-central1 BUCKET=my-project-section-speed (a test checks).
 #
@@ -35,6 +37,17 @@ DATASET=section_speed
 REPOSITORY=section-speed
 SA_NAME=section-speed-worker
 SA=$SA_NAME@$PROJECT.iam.gserviceaccount.com
+# Cloud Build runs as an account of ours: the default one differs by project (the legacy
+# Cloud Build account, or since 2024 the Compute Engine default account with whatever
+# roles the organisation left it), and may lack what the build needs (docs/deploy.md).
+BUILD_SA_NAME=section-speed-build
+BUILD_SA=$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com
+# What the workers call on the warehouse tables, and nothing else: Warehouse.check_tables
+# and the start-up checks (tables.get), Warehouse.insert (tabledata.insertAll). BigQuery
+# Data Editor would also let them create, update and delete tables.
+WAREHOUSE_ROLE_ID=sectionSpeedWarehouseWriter
+WAREHOUSE_ROLE=projects/$PROJECT/roles/$WAREHOUSE_ROLE_ID
+WAREHOUSE_PERMISSIONS=bigquery.tables.get,bigquery.tables.updateData
 EVIDENCE_BUCKET=$BUCKET-evidence
 INPUT_TOPIC=camera-events
 SUBSCRIPTION=camera-events-sub
@@ -156,7 +169,7 @@ cleanup() {
   $CLEANED && return 0
   CLEANED=true
   if [ "$KEEP_RESOURCES" = 1 ]; then echo "smoke: KEEP_RESOURCES=1, nothing deleted" >&2; return 0; fi
-  step "Clean up: everything this script created"
+  step "Clean up: everything this script created but the custom role"
   run gcloud pubsub subscriptions delete "$TAP" "$SUBSCRIPTION" --project "$PROJECT" || true
   run gcloud pubsub topics delete "$INPUT_TOPIC" "$OUTPUT_TOPIC" "$DEAD_LETTER_TOPIC" \
     --project "$PROJECT" || true
@@ -166,6 +179,9 @@ cleanup() {
   run gcloud storage rm --recursive "gs://$BUCKET" "gs://$EVIDENCE_BUCKET" || true
   run gcloud projects remove-iam-policy-binding "$PROJECT" --member "serviceAccount:$SA" \
     --role roles/dataflow.worker --condition None || true
+  # The custom role stays: deleted, its id would stay taken for weeks, failing the next run;
+  # with the tables gone it is bound to nothing, so it grants nothing.
+  run gcloud iam service-accounts delete "$BUILD_SA" --quiet --project "$PROJECT" || true
   run gcloud iam service-accounts delete "$SA" --quiet --project "$PROJECT" || true
 }
 on_exit() {
@@ -190,9 +206,18 @@ run gcloud services enable dataflow.googleapis.com compute.googleapis.com \
   vision.googleapis.com artifactregistry.googleapis.com cloudbuild.googleapis.com \
   --project "$PROJECT"
 
-step "Workers' service account (the launcher VM runs as it too)"
+step "Service accounts: the workers' (the launcher VM runs as it too) and the image build's"
 run gcloud iam service-accounts create "$SA_NAME" --display-name 'section-speed workers' \
   --project "$PROJECT"
+run gcloud iam service-accounts create "$BUILD_SA_NAME" \
+  --display-name 'section-speed image build' --project "$PROJECT"
+
+step "Custom role: only what the workers call on the warehouse tables"
+# Kept from an earlier run: give it this run's permissions.
+run gcloud iam roles create "$WAREHOUSE_ROLE_ID" --project "$PROJECT" \
+  --title 'section-speed warehouse writer' --permissions "$WAREHOUSE_PERMISSIONS" --stage GA ||
+  run gcloud iam roles update "$WAREHOUSE_ROLE_ID" --project "$PROJECT" \
+    --permissions "$WAREHOUSE_PERMISSIONS" --stage GA
 
 step "Buckets: staging, temp and template files; fine photos apart"
 run gcloud storage buckets create "gs://$BUCKET" --location "$REGION" \
@@ -232,12 +257,33 @@ retrying gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" \
   --location "$REGION" --member "serviceAccount:$SA" \
   --role roles/artifactregistry.reader --project "$PROJECT"
 
-step "BigQuery: dataset and tables at deploy time; Data Editor on this dataset for the workers"
+step "Roles of the image build's service account: push the image; its source and log"
+retrying gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" \
+  --location "$REGION" --member "serviceAccount:$BUILD_SA" \
+  --role roles/artifactregistry.writer --project "$PROJECT"
+retrying gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
+  --member "serviceAccount:$BUILD_SA" --role roles/storage.objectAdmin
+
+step "BigQuery: dataset and tables at deploy time; the custom role on each table for the workers"
+# The tables the job writes, from pipeline/domain/schemas.py's TABLES: read even in a dry
+# run, which it changes nothing in.
+mapfile -t WORKER_TABLES < <("$PYTHON" -c '
+from pipeline.domain.schemas import TABLES
+print("\n".join(table.name for table in TABLES))')
+((${#WORKER_TABLES[@]})) || { echo "smoke: $PYTHON could not list the tables" >&2; exit 1; }
 run "$PYTHON" -m pipeline.provision --project "$PROJECT" --bq_dataset "$DATASET" \
-  --location "$REGION" --worker_service_account "$SA"
+  --location "$REGION"
+for table in "${WORKER_TABLES[@]}"; do
+  retrying bq add-iam-policy-binding --member "serviceAccount:$SA" --role "$WAREHOUSE_ROLE" \
+    --table "$PROJECT:$DATASET.$table"
+done
 
 step "One image for the launcher and the workers, then the Flex Template spec"
-run gcloud builds submit --tag "$IMAGE" --project "$PROJECT" .
+# As our build account, with the uploaded source and the build log in the staging bucket
+# (an account of one's own must name where its log goes).
+retrying gcloud builds submit --tag "$IMAGE" --project "$PROJECT" \
+  --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
+  --gcs-source-staging-dir "gs://$BUCKET/build/source" --gcs-log-dir "gs://$BUCKET/build/logs" .
 run gcloud dataflow flex-template build "$TEMPLATE" --image "$IMAGE" --sdk-language PYTHON \
   --metadata-file metadata.json --project "$PROJECT"
 

@@ -497,7 +497,9 @@ def test_image_is_beams_sdk_image_at_the_pinned_beam_plus_the_flex_template_laun
     assert image.entrypoint == WORKER_ENTRYPOINT  # the image starts a Beam worker
     (launcher,) = [name for name, base in image.stages.items() if base.startswith(LAUNCHER_IMAGE)]
     tag = image.stages[launcher].rsplit(":", 1)[1]
-    assert re.fullmatch(r"\d{8}[-_](rc|RC)\d\d", tag), f"launcher tag {tag!r} is not a dated one"
+    # The form of Google's list of Flex Template base images (flex-templates-base-images):
+    # YYYYMMDD_RCNN; the lower-case YYYYMMDD-rcNN forms that circulate are not on it.
+    assert re.fullmatch(r"20\d{6}_RC\d\d", tag), f"launcher tag {tag!r}: not a listed form"
     assert image.from_stages == [(launcher, LAUNCHER_BINARY, LAUNCHER_BINARY)]
 
 

@@ -10,8 +10,10 @@
    tests/unit/test_smoke_script.py keeps them equal); the resources each option names come
    from the script's launch command. Every need must be granted on its resource (or the
    project), every grant must serve a need, and each role must be grantable there.
-4. Workers only read the BigQuery tables (`check_tables`); `pipeline.provision` creates
-   them, checked against a strict fake client.
+4. Workers only read the BigQuery tables' definitions and insert rows, through a custom role
+   (created by the procedure) holding exactly the permissions of those calls, bound on
+   each table; `pipeline.provision` creates the tables, checked against a strict fake
+   client.
 
 ROLE_PERMISSIONS holds, per role, the permissions of Google's IAM reference
 (cloud.google.com/iam/docs/roles-permissions/{pubsub,bigquery,storage,dataflow,
@@ -43,8 +45,8 @@ SMOKE = REPO / "scripts" / "dataflow_smoke.sh"
 
 # --- what Google's roles grant --------------------------------------------------------------
 
-PROJECT, DATASET, BUCKET, TOPIC, SUBSCRIPTION, REPOSITORY = (
-    "project", "dataset", "bucket", "topic", "subscription", "repository",
+PROJECT, DATASET, TABLE, BUCKET, TOPIC, SUBSCRIPTION, REPOSITORY = (
+    "project", "dataset", "table", "bucket", "topic", "subscription", "repository",
 )  # fmt: skip
 
 
@@ -162,6 +164,7 @@ METHOD_NEEDS: dict[str, list[Need]] = {
         Need("storage.objects.create", EVIDENCE_BUCKET, "storage.googleapis.com")
     ],
     "download_as_bytes": [Need("storage.objects.get", EVIDENCE_BUCKET, "storage.googleapis.com")],
+    "download_as_text": [Need("storage.objects.get", EVIDENCE_BUCKET, "storage.googleapis.com")],
     "list_blobs": [Need("storage.objects.list", EVIDENCE_BUCKET, "storage.googleapis.com")],
     "create_bucket": [Need("storage.buckets.create", THE_PROJECT, "storage.googleapis.com")],
     # testIamPermissions answers which of the asked permissions the caller has: it needs none.
@@ -220,6 +223,7 @@ PROCEDURE_APIS = {"cloudbuild.googleapis.com"}
 NOT_ON_WORKERS = {
     "pipeline.provision": "deploy time: `python -m pipeline.provision` (the whole module)",
     "pipeline.clients.warehouse.Warehouse.ensure_tables": "deploy time, and the local stack",
+    "pipeline.clients.warehouse.Warehouse._add_missing_columns": "only ensure_tables calls it",
     "pipeline.clients.warehouse.Warehouse.existing_insert_ids": "tests",
     "pipeline.clients.warehouse.Warehouse.count": "tests",
     "pipeline.clients.warehouse.Warehouse.query": "tests and the analyst report",
@@ -489,10 +493,23 @@ class Grant:
     resource: str
 
 
+def workers_account(commands: list[list[str]]) -> str:
+    (launch,) = [
+        argv for argv in commands if argv[:4] == ["gcloud", "dataflow", "flex-template", "run"]
+    ]
+    return flag(launch, "--service-account-email")
+
+
 def documented_grants(commands: list[list[str]]) -> set[Grant]:
+    """The roles granted to the workers' account (the one the launch runs the job as)."""
+    member = f"serviceAccount:{workers_account(commands)}"
     grants = set()
     for argv in commands:
-        if "add-iam-policy-binding" in argv:
+        if argv[:2] == ["bq", "add-iam-policy-binding"] and flag(argv, "--member") == member:
+            assert "--table" in argv, argv  # bq's other resources are not used here
+            table = argv[-1].split(":", 1)[1]  # PROJECT:DATASET.TABLE
+            grants.add(Grant(flag(argv, "--role"), TABLE, table))
+        elif "add-iam-policy-binding" in argv and flag(argv, "--member") == member:
             position = argv.index("add-iam-policy-binding")
             group, target = argv[position - 1], argv[position + 1]
             kind = {
@@ -506,6 +523,26 @@ def documented_grants(commands: list[list[str]]) -> set[Grant]:
         if argv[1:3] == ["-m", "pipeline.provision"] and "--worker_service_account" in argv:
             grants.add(Grant(provision.WORKER_DATASET_ROLE, DATASET, flag(argv, "--bq_dataset")))
     return grants
+
+
+def custom_roles(commands: list[list[str]]) -> dict[str, Role]:
+    """Roles the procedure creates (`gcloud iam roles create`), by their full name.
+
+    A custom role holds only the permissions listed; like the BigQuery predefined roles,
+    it can be granted on a dataset or a table (`bq add-iam-policy-binding`).
+    """
+    roles = {}
+    for argv in commands:
+        if argv[:4] == ["gcloud", "iam", "roles", "create"]:
+            name = f"projects/{flag(argv, '--project')}/roles/{argv[4]}"
+            roles[name] = role(flag(argv, "--permissions").replace(",", " "), DATASET, TABLE)
+    return roles
+
+
+@functools.cache
+def role_permissions() -> dict[str, Role]:
+    """Google's predefined roles used here and the procedure's custom roles."""
+    return {**ROLE_PERMISSIONS, **custom_roles(documented_commands())}
 
 
 def documented_apis(commands: list[list[str]]) -> set[str]:
@@ -529,7 +566,8 @@ def launch_resources(commands: list[list[str]]) -> dict[str, list[tuple[str, str
             (TOPIC, parameters["dead_letter_topic"]),
         ],
         EVIDENCE_BUCKET: [(BUCKET, parameters["bucket"])] if "bucket" in parameters else [],
-        WAREHOUSE: [(DATASET, parameters["bq_dataset"])],
+        # The job writes each table of the schema (the dataset's other tables are not its).
+        WAREHOUSE: [(TABLE, f"{parameters['bq_dataset']}.{table.name}") for table in TABLES],
         STAGING_BUCKET: [(BUCKET, staging)],
         THE_PROJECT: [(PROJECT, project)],
         IMAGE_REPOSITORY: [(REPOSITORY, image_repository)],
@@ -550,8 +588,13 @@ def granted(permission: str, kind: str, name: str, grants: set[Grant]) -> list[G
     return [
         grant
         for grant in grants
-        if permission in ROLE_PERMISSIONS[grant.role].permissions
-        and (grant.kind == PROJECT or (grant.kind, grant.resource) == (kind, name))
+        if permission in role_permissions()[grant.role].permissions
+        and (
+            grant.kind == PROJECT
+            or (grant.kind, grant.resource) == (kind, name)
+            # a dataset's grant holds for its tables
+            or ((grant.kind, kind) == (DATASET, TABLE) and name.startswith(f"{grant.resource}."))
+        )
     ]
 
 
@@ -636,8 +679,8 @@ def test_every_documented_grant_serves_a_need_and_is_grantable_there(deployment)
     grants, _, resources = deployment
     needs = worker_needs()
     for grant in grants:
-        assert grant.role in ROLE_PERMISSIONS, f"{grant.role}: add its permissions to the table"
-        assert grant.kind in ROLE_PERMISSIONS[grant.role].grantable_on, grant
+        assert grant.role in role_permissions(), f"{grant.role}: add its permissions to the table"
+        assert grant.kind in role_permissions()[grant.role].grantable_on, grant
         serves = [
             need
             for need in needs
@@ -662,8 +705,39 @@ def test_the_role_table_of_the_doc_names_the_granted_roles(deployment):
     grants, _, _ = deployment
     section = DEPLOY_DOC.read_text().split("## Roles", 1)[1].split("\n## ", 1)[0]
     table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
-    documented = set(re.findall(r"`(roles/[a-zA-Z.]+)`", table))
-    assert documented == {grant.role for grant in grants}
+    documented = set(re.findall(r"`((?:projects/PROJECT/)?roles/[a-zA-Z.]+)`", table))
+    assert documented == {
+        re.sub(r"^projects/[^/]+/", "projects/PROJECT/", grant.role) for grant in grants
+    }
+
+
+def test_the_workers_warehouse_role_holds_exactly_what_their_calls_need(deployment):
+    """No BigQuery Data Editor: it would also let workers create, update and delete tables."""
+    grants, _, resources = deployment
+    warehouse_grants = {g for g in grants if g.kind in (DATASET, TABLE)}
+    (role_name,) = {g.role for g in warehouse_grants}
+    assert role_name in custom_roles(documented_commands()), role_name
+    needed = {n.permission for n in worker_needs() if n.resource == WAREHOUSE}
+    assert needed == {"bigquery.tables.get", "bigquery.tables.updateData"}
+    assert role_permissions()[role_name].permissions == needed
+    # Bound on each table the job writes, and only there.
+    assert {(g.kind, g.resource) for g in warehouse_grants} == set(resources[WAREHOUSE])
+
+
+def test_a_warehouse_role_with_more_than_the_calls_need_is_refused(deployment):
+    """The check can fail: BigQuery Data Editor on the dataset (what `pipeline.provision
+    --worker_service_account` grants) serves the calls but holds more than they need."""
+    grants, apis, resources = deployment
+    dataset = resources[WAREHOUSE][0][1].split(".")[0]
+    editor = Grant("roles/bigquery.dataEditor", DATASET, dataset)
+    needed = {n.permission for n in worker_needs() if n.resource == WAREHOUSE}
+    tables = resources[WAREHOUSE]
+    assert all(granted(p, kind, name, {editor}) for p in needed for kind, name in tables)
+    broader = {g for g in grants if g.kind != TABLE} | {editor}
+    with pytest.raises(AssertionError):
+        test_the_workers_warehouse_role_holds_exactly_what_their_calls_need(
+            (broader, apis, resources)
+        )
 
 
 def test_the_scan_fails_on_a_call_without_a_known_permission(tmp_path, monkeypatch):
@@ -730,7 +804,7 @@ class StrictFakeBigQuery:
         # Day partitions on a column, as ensure_tables makes them; expiry as last updated.
         self.partitioning: dict[str, bigquery.TimePartitioning] = {}
 
-    def get_table(self, table_id: str, retry: object = None) -> FoundTable:
+    def get_table(self, table_id: str, retry: object = None, timeout: object = None) -> FoundTable:
         self.calls.append(f"get_table {table_id}")
         if table_id not in self.tables:
             raise api_exceptions.NotFound(table_id)
@@ -818,9 +892,11 @@ def test_provision_adds_a_nullable_column_an_earlier_version_lacked_and_keeps_th
     assert [c for c in client.calls if c.startswith("update_table") and "[" in c] == [
         "update_table p.d.vehicle_speeds ['withdrawn_reason']"
     ]
-    assert {t: set(c) for t, c in client.tables.items()} == {
-        t: set(c) for t, c in all_columns().items()
-    }  # and check_tables, which provision runs last, passed
+    provisioned = {
+        f"p.d.{t.name}": {c.name for c in t.columns} for t in provision.PROVISIONED_TABLES
+    }
+    assert {t: set(c) for t, c in client.tables.items()} == provisioned
+    # and check_tables, which provision runs last, passed
 
 
 def test_provision_refuses_to_add_a_required_column():

@@ -1,6 +1,8 @@
 -- The latest fines (by entry into the section), newest first: the report's table.
 -- The number of rows is the query parameter latest (INT64): in the BigQuery console
 -- write a number in its place, or run `bq query --parameter=latest:INT64:50`.
+-- vehicle_id is that of the fined row: vehicle_speeds names no vehicle that was not fined
+-- (docs/warehouse.md, Retention), so no other query reads it.
 -- Each traversal once, as of one moment (docs/report.md). The moment is the query
 -- parameter as_of (TIMESTAMP): rows the pipeline processed after it are left out. In the
 -- BigQuery console put CURRENT_TIMESTAMP() in its place, or run

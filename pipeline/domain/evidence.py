@@ -46,6 +46,11 @@ def evidence_fields(
         "license_plate": reading.license_plate if reading else None,
         "plate_confidence": round(reading.confidence, 4) if reading else None,
         "plate_reader": reading.reader if reading else None,
+        "plate_candidates": [c.plate for c in reading.candidates] if reading else [],
+        "plate_candidate_confidences": (
+            [c.confidences_text() for c in reading.candidates] if reading else []
+        ),
+        "plate_box": reading.plate_box_text() if reading else None,
         "image_url": image_url,
         "image_sha256": image_sha256,
         "evidence_error": error,

@@ -27,9 +27,10 @@ in it is a guess; otherwise the plate is null and `PlateReading.reason` says why
 """
 
 import hashlib
+import json
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
@@ -61,8 +62,65 @@ KNOWN_FORMATS = {
     "DLLLDDD": re.compile(r"^[0-9][A-Z]{3}[0-9]{3}$"),  # California
     "LLDLDL": re.compile(r"^[A-Z]{2}[0-9][A-Z][0-9][A-Z]$"),  # Missouri
     "LLLDDD": re.compile(r"^[A-Z]{3}[0-9]{3}$"),  # many states' older series
+    "DLLDDDD": re.compile(r"^[0-9][A-Z]{2}[0-9]{4}$"),  # Maryland
+    "LLDDDDD": re.compile(r"^[A-Z]{2}[0-9]{5}$"),  # Illinois
+    "DDDDDLD": re.compile(r"^[0-9]{5}[A-Z][0-9]$"),  # California's commercial series
 }
 NEW_YORK_PLATE = KNOWN_FORMATS["LLLDDDD"]
+
+# Candidates for a person: at most this many, best first.
+MAX_CANDIDATES = 3
+# A candidate swaps in the recogniser's second choice at up to this many characters, and
+# only where that choice has at least this probability (else it is no real doubt)...
+MAX_SWAPS, MIN_RUNNER_UP = 3, 0.02
+# ...or, failing that, a look-alike's twin, at this probability: plate fonts draw O and 0,
+# I and 1 almost alike, and the recogniser picks between them by the text around them.
+LOOKALIKE_TWINS = {"O": "0", "0": "O", "I": "1", "1": "I"}
+TWIN_PROBABILITY = 0.05
+# The series formats of states whose current plates keep one format, as printed on the plate
+# (the state name above or below the characters). A candidate that fits its state's format
+# ranks first; one accepted plate that does not, beside a candidate that does, is refused.
+STATE_PREFIX = 4  # letters of a state's name that identify it on a plate
+STATE_FORMATS: dict[str, tuple[str, ...]] = {
+    "NEW YORK": ("LLLDDDD",),
+    "CALIFORNIA": ("DLLLDDD", "DDDDDLD"),
+    "TEXAS": ("LLLDDDD",),
+    "PENNSYLVANIA": ("LLLDDDD",),
+    "OHIO": ("LLLDDDD",),
+    "ARIZONA": ("LLLDDDD",),
+    "GEORGIA": ("LLLDDDD",),
+    "MICHIGAN": ("LLLDDDD",),
+    "VIRGINIA": ("LLLDDDD",),
+    "NORTH CAROLINA": ("LLLDDDD",),
+    "MARYLAND": ("DLLDDDD",),
+    "ILLINOIS": ("LLDDDDD",),
+    "MISSOURI": ("LLDLDL",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlateCandidate:
+    """A plate the officer may pick: its characters, each one's confidence, its rank's score.
+
+    `char_confidences` has one value per character of `plate` (a character under the gate is
+    a doubtful one for the desk to mark); `score` is the reader's estimate that this is the
+    plate, 0..1, the key candidates are ranked by; `fits_format` names the known format it
+    fits (the state's, where the plate shows its state), or None.
+    """
+
+    plate: str
+    char_confidences: tuple[float, ...]
+    score: float = 0.0
+    fits_format: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "char_confidences", tuple(self.char_confidences))
+        if len(self.char_confidences) != len(self.plate):
+            raise ValueError("one confidence per character of the candidate plate")
+
+    def confidences_text(self) -> str:
+        """The confidences as the fines table stores them: "0.99,0.87,..."."""
+        return ",".join(f"{value:.2f}" for value in self.char_confidences)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +129,12 @@ class PlateReading:
 
     `license_plate` is the plate, or None when the image is unreadable: `reason` says why
     no text was accepted, or `error` says what failed (decode, service); `confidence` is the
-    least sure character's of the best plate-like text, accepted or not.
+    least sure character's of the best plate-like text, accepted or not. `candidates` are
+    up to `MAX_CANDIDATES` plates for a person to choose from, best first (the accepted
+    plate first when there is one); `plate_box` is where the reader found the plate, (x0,
+    y0, x1, y1) pixels of the photo; `state` the state name read on the plate, if any.
+
+    `to_json`/`from_json` (or `PlateReading(**dataclasses.asdict(reading))`) round-trip it.
     """
 
     license_plate: str | None
@@ -80,6 +143,22 @@ class PlateReading:
     reader: str
     error: str | None = None
     reason: str | None = None
+    candidates: tuple[PlateCandidate, ...] = ()
+    plate_box: tuple[int, int, int, int] | None = None
+    state: str | None = None
+
+    def __post_init__(self) -> None:
+        # JSON gives lists and dicts back: rebuild the tuples and nested candidates.
+        candidates = tuple(
+            item if isinstance(item, PlateCandidate) else PlateCandidate(**item)
+            for item in self.candidates
+        )
+        object.__setattr__(self, "candidates", candidates)
+        if self.plate_box is not None:
+            box = tuple(int(value) for value in self.plate_box)
+            if len(box) != 4:
+                raise ValueError("plate_box is (x0, y0, x1, y1)")
+            object.__setattr__(self, "plate_box", box)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -87,7 +166,23 @@ class PlateReading:
             "plate_confidence": round(self.confidence, 4),
             "plate_reader": self.reader,
             "raw_text": self.raw_text,
+            "plate_candidates": [candidate.plate for candidate in self.candidates],
+            "plate_box": self.plate_box_text(),
         }
+
+    def plate_box_text(self) -> str | None:
+        """The plate's box as the fines table stores it: "x0,y0,x1,y1", or None."""
+        return None if self.plate_box is None else ",".join(map(str, self.plate_box))
+
+    def to_json(self) -> str:
+        """Every field as one JSON object (nested candidates included)."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, object]) -> "PlateReading":
+        """The reading `to_json` (or `asdict`) gave: a JSON string or its parsed object."""
+        fields = json.loads(data) if isinstance(data, str) else dict(data)
+        return cls(**fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +198,15 @@ class TextLine:
     width: float | None = None
     height: float | None = None
     doubt: str = ""
+    # Per character, the recogniser's second choice and its probability ("" and 0.0 when
+    # it has none): the look-alike a candidate may swap in, for a person, never for a plate.
+    runner_ups: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.confidences) != len(self.text):
             raise ValueError("one confidence per character of the text")
+        if self.runner_ups and len(self.runner_ups) != len(self.text):
+            raise ValueError("one runner-up per character of the text")
 
     @classmethod
     def uniform(cls, text: str, confidence: float) -> "TextLine":
@@ -342,3 +442,171 @@ def unsure_reason(line: TextLine, min_confidence: float) -> str:
 def unreadable(reader: str, error: str, raw_text: str = "") -> PlateReading:
     """A reading for an image that could not be read at all (decode failure, service error)."""
     return PlateReading(None, 0.0, raw_text, reader, error)
+
+
+def state_named(text: str) -> str | None:
+    """The state whose name `text` holds ("New York" -> "NEW YORK"), among `STATE_FORMATS`.
+
+    Letters only, case folded, spaces dropped: plates print their state in many fonts
+    (California's in a script the recogniser reads as "Caligotn"), so a name's first
+    `STATE_PREFIX` letters are enough. The longest name matched wins (WEST VIRGINIA holds
+    VIRGINIA). For ranking candidates and refusing, never for accepting, a plate.
+    """
+    letters = "".join(char for char in text.upper() if "A" <= char <= "Z")
+    named = [
+        name
+        for name in STATE_FORMATS
+        if name.replace(" ", "")[:STATE_PREFIX] in letters
+        and len(letters) >= min(STATE_PREFIX + 1, len(name.replace(" ", "")))
+    ]
+    return max(named, key=len, default=None)
+
+
+def fits_state(plate: str, state: str | None) -> str | None:
+    """The format of `state` that `plate` fits, or None (no state, or it fits none)."""
+    for name in STATE_FORMATS.get(state or "", ()):
+        if KNOWN_FORMATS[name].match(plate):
+            return name
+    return None
+
+
+def rank_candidates(
+    boxes: Sequence[Sequence[TextLine]], state: str | None = None
+) -> list[tuple[PlateCandidate, int]]:
+    """Up to `MAX_CANDIDATES` plates from the readings of each box, best first, with the index
+    of the box each comes from.
+
+    Each reading of a box (one crop) gives its plate and, where a character is in doubt, the
+    plates that swap in the recogniser's second choice there, or a look-alike's twin (at
+    most `MAX_SWAPS` swaps, the least sure characters first):
+    a plate's probability in that reading is the product of its characters'. A candidate's
+    score is its mean probability over the box's readings, so crops that disagree share it;
+    its confidences are each character's mean probability. Where the plate shows `state`,
+    the candidates that fit its formats rank first; plates of letters and digits rank
+    before plates of digits only. For a person to choose from: nothing here makes a plate
+    acceptable.
+    """
+    scored: dict[str, tuple[float, tuple[float, ...], int]] = {}
+    mixed: set[str] = set()  # candidates from a reading of letters and digits
+    for index, views in enumerate(boxes):
+        totals: dict[str, list[float]] = {}
+        sums: dict[str, list[float]] = {}
+        for view in views:
+            variants = _view_plates(view)
+            if variants and normalise_plate(variants[0][0]) is not None:
+                mixed.update(plate for plate, _ in variants)
+            for plate, probabilities in variants:
+                totals.setdefault(plate, [0.0])[0] += float(_product(probabilities))
+                column = sums.setdefault(plate, [0.0] * len(plate))
+                for position, value in enumerate(probabilities):
+                    column[position] += value
+        count = max(1, len(views))
+        for plate, (total,) in totals.items():
+            score = total / count
+            confidences = tuple(round(value / count, 4) for value in sums[plate])
+            if plate not in scored or scored[plate][0] < score:
+                scored[plate] = (score, confidences, index)
+    candidates = [
+        (PlateCandidate(plate, confidences, round(score, 4), _fits(plate, state)), index)
+        for plate, (score, confidences, index) in scored.items()
+    ]
+    # Within each rank, what a reading of letters and digits gave before what one of digits
+    # only gave (a date stamp or a phone number as often as a plate), look-alikes swapped or not.
+    candidates.sort(
+        key=lambda item: (
+            fits_state(item[0].plate, state) is None,
+            item[0].plate not in mixed,
+            -item[0].score,
+        )
+    )
+    return candidates[:MAX_CANDIDATES]
+
+
+def state_doubt(plate: str, state: str | None, candidates: Sequence[PlateCandidate]) -> str:
+    """Why `plate` is in doubt given the state printed on it, or "" when it is not.
+
+    A plate that does not fit its state's formats while another candidate does is a misread
+    as likely as an odd plate: refused for the automatic read, the candidates stay.
+    """
+    if state is None or fits_state(plate, state) is not None:
+        return ""
+    fitting = [c.plate for c in candidates if c.plate != plate and fits_state(c.plate, state)]
+    if not fitting:
+        return ""
+    return f"{plate} does not fit {state}'s plates; {fitting[0]} does"
+
+
+def _fits(plate: str, state: str | None) -> str | None:
+    """The state's format the plate fits where the state is known, else any known format."""
+    return fits_state(plate, state) if state in STATE_FORMATS else plate_format(plate)
+
+
+def _view_plates(view: TextLine) -> list[tuple[str, tuple[float, ...]]]:
+    """A reading's plate and its swaps (each with its characters' probabilities), or []."""
+    kept = [
+        (char, confidence, view.runner_ups[position] if view.runner_ups else ("", 0.0))
+        for position, (char, confidence) in enumerate(zip(view.text, view.confidences, strict=True))
+        if _plate_character(char)
+    ]
+    plate = "".join(char for char, _, _ in kept)
+    # A plate of digits only is offered; one of letters only is far more often a word
+    # (a state's name, a slogan) than a vanity plate.
+    if plate_like(view.text) is None or len(plate) < MIN_PLATE_CHARACTERS:
+        return []
+    if not any(char in DIGITS for char in plate):
+        return []
+    base = tuple(confidence for _, confidence, _ in kept)
+    swaps: list[tuple[float, int, str, float]] = []
+    for position, (char, confidence, (other, other_p)) in enumerate(kept):
+        if not (_plate_character(other) and other_p >= MIN_RUNNER_UP):
+            other, other_p = LOOKALIKE_TWINS.get(char, ""), TWIN_PROBABILITY
+        if other:
+            swaps.append((confidence, position, other, other_p))
+    variants = [(plate, base)]
+    for _, position, other, other_p in sorted(swaps)[:MAX_SWAPS]:
+        variants += [
+            (
+                text[:position] + other + text[position + 1 :],
+                (*p[:position], other_p, *p[position + 1 :]),
+            )
+            for text, p in variants
+        ]
+    return variants
+
+
+def _product(values: Iterable[float]) -> float:
+    result = 1.0
+    for value in values:
+        result *= value
+    return result
+
+
+def with_candidates(
+    reading: PlateReading,
+    candidates: Sequence[PlateCandidate],
+    plate_box: tuple[int, int, int, int] | None = None,
+    state: str | None = None,
+) -> PlateReading:
+    """`reading` with its candidates (at most `MAX_CANDIDATES`), box and state.
+
+    The accepted plate ranks first. It is refused (the candidates stay) when the plate shows
+    a state whose formats it does not fit while another candidate does (`state_doubt`).
+    Nothing here accepts a plate: only `choose_plate` does.
+    """
+    ranked = list(candidates)
+    plate = reading.license_plate
+    if plate is not None:
+        doubt = state_doubt(plate, state, ranked)
+        if doubt:
+            reading = replace(reading, license_plate=None, reason=doubt)
+        else:
+            accepted = next((c for c in ranked if c.plate == plate), None)
+            if accepted is None:
+                confidences = (reading.confidence,) * len(plate)
+                accepted = PlateCandidate(
+                    plate, confidences, reading.confidence, _fits(plate, state)
+                )
+            ranked = [accepted, *(c for c in ranked if c.plate != plate)]
+    return replace(
+        reading, candidates=tuple(ranked[:MAX_CANDIDATES]), plate_box=plate_box, state=state
+    )

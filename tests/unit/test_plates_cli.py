@@ -26,9 +26,14 @@ def test_plates_cli_prints_one_json_line_per_image(tmp_path, capsys):
         None,
     ]
     assert set(lines[0]) == {
-        "file", "license_plate", "plate_confidence", "plate_reader", "raw_text"
+        "file", "license_plate", "plate_confidence", "plate_reader", "raw_text",
+        "plate_candidates", "plate_box",
     }  # fmt: skip
     assert lines[0]["plate_reader"] == "embedded-rapidocr"
+    assert lines[0]["plate_candidates"][0] == plate_for_vehicle("veh-cli-1")
+    x0, y0, x1, y1 = (int(value) for value in lines[0]["plate_box"].split(","))
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    assert lines[2]["plate_candidates"] == [] and lines[2]["plate_box"] is None
 
 
 def test_plates_cli_reports_a_missing_file_and_fails(tmp_path, capsys):

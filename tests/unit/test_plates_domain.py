@@ -14,6 +14,7 @@ from pipeline.clients.images import InvalidImage, check_image
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import (
     NEW_YORK_PLATE,
+    PlateCandidate,
     PlateReading,
     TextLine,
     choose_plate,
@@ -102,8 +103,8 @@ def test_normalise_plate_never_substitutes_a_character(raw):
 
 def test_known_formats_are_reported_never_required():
     assert plate_format("ABC1234") == "LLLDDDD"
-    assert plate_format("5DJ0529") is None  # not California's DLLLDDD, and still a plate
-    assert choose(line("5DJ0529")).license_plate == "5DJ0529"
+    assert plate_format("5D0J529") is None  # not California's DLLLDDD, and still a plate
+    assert choose(line("5D0J529")).license_plate == "5D0J529"
 
 
 def test_the_plate_is_chosen_among_state_names_slogans_and_dealer_frames():
@@ -242,10 +243,36 @@ def test_evidence_fields_of_an_unread_fine_are_null_with_the_error():
         "license_plate": None,
         "plate_confidence": None,
         "plate_reader": None,
+        "plate_candidates": [],
+        "plate_candidate_confidences": [],
+        "plate_box": None,
         "image_url": None,
         "image_sha256": None,
         "evidence_error": "fetch_photo: down",
     }
+
+
+def test_evidence_fields_carry_the_candidates_and_the_plate_box():
+    reading = PlateReading(
+        None,
+        0.6,
+        "0CT-1890",
+        "embedded-rapidocr",
+        reason="'0' read at 0.60, under the gate 0.989",
+        candidates=(
+            PlateCandidate("OCT1890", (0.38, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.37, "LLLDDDD"),
+            PlateCandidate("0CT1890", (0.6, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.58),
+        ),
+        plate_box=(10, 20, 110, 60),
+    )
+    fields = evidence_fields(reading, "gs://b/x.jpg", "ab" * 32, None)
+    assert fields["license_plate"] is None
+    assert fields["plate_candidates"] == ["OCT1890", "0CT1890"]
+    assert fields["plate_candidate_confidences"] == [
+        "0.38,0.99,0.99,1.00,1.00,1.00,1.00",
+        "0.60,0.99,0.99,1.00,1.00,1.00,1.00",
+    ]
+    assert fields["plate_box"] == "10,20,110,60"
 
 
 def image_bytes(size: tuple[int, int], fmt: str) -> bytes:

@@ -46,10 +46,16 @@ CurrentSession = Annotated[Session, Depends(current_session)]
 async def checked_post(request: Request, session: CurrentSession) -> Session:
     """A state-changing request from the desk's own page: same origin, the session's token."""
     origin = request.headers.get("origin")
-    if origin is not None and not same_origin(origin, request.headers.get("host", "")):
-        raise HTTPException(403, "cross-origin request refused")
-    if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site not in (None, "same-origin", "none"):
         raise HTTPException(403, "cross-site request refused")
+    # Under Referrer-Policy no-referrer, browsers send "Origin: null" with the page's own
+    # form posts; then only their Sec-Fetch-Site: same-origin vouches for the request.
+    if origin == "null":
+        if fetch_site != "same-origin":
+            raise HTTPException(403, "cross-origin request refused")
+    elif origin is not None and not same_origin(origin, request.headers.get("host", "")):
+        raise HTTPException(403, "cross-origin request refused")
     form = await request.form()
     token = form.get("csrf")
     if not isinstance(token, str) or not tokens_equal(token, session.csrf):

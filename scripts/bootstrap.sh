@@ -45,6 +45,10 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf ]; then
   need_root_apt fonts-dejavu-core fonts-dejavu-extra
 fi
 
+# The desk's browser tests (Playwright, from requirements.txt) drive Debian's Chromium:
+# Playwright's own browser download is not used.
+if [ ! -x /usr/bin/chromium ]; then need_root_apt chromium; fi
+
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'

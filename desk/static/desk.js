@@ -7,6 +7,8 @@
   var inField = function (el) { return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT"); };
 
   var form = document.getElementById("decision");
+  // Says the keys are live (tests, and a style could show it): set once listeners are on.
+  var ready = function () { document.documentElement.dataset.keys = "ready"; };
   if (!form) {
     var start = document.getElementById("start");
     if (start) {
@@ -14,6 +16,7 @@
         if (e.key === "Enter" && plain(e) && !inField(e.target)) { e.preventDefault(); start.requestSubmit(); }
       });
     }
+    ready();
     return;
   }
   var plate = document.getElementById("plate");
@@ -69,4 +72,5 @@
       plate.setSelectionRange(plate.value.length, plate.value.length);
     }
   });
+  ready();
 })();

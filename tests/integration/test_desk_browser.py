@@ -1,0 +1,326 @@
+"""The verification desk in a real browser: Playwright driving Debian's Chromium against
+the desk served by uvicorn on the local stack's emulators (BigQuery, Cloud Storage,
+Pub/Sub).
+
+Fines are seeded as the pipeline writes them: measured traversals, `fine_record` rows with
+the cars API's rendered photos stored in the storage emulator, written with the pipeline's
+warehouse client. Two officers clear the queue by keyboard only (confirm, correct, two
+rejections, a script payload, a missing photo), one fine is revised after its decision and
+comes back marked, and a wrong or absent token is refused. At the end the notices table and
+topic hold exactly the confirmed and corrected fine revisions, once each, each verifiable.
+"""
+
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from desk.app import DeskConfig, create_app
+from desk.services import cloud_services
+from generator.car_images import render_car_photo
+from local_stack.services import LocalStack, free_port, pubsub_clients, wait_until
+from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.clients.warehouse import Warehouse, as_record
+from pipeline.domain.evidence import photo_object_name
+from pipeline.domain.plates import plate_for_vehicle
+from pipeline.domain.schemas import FINES, fine_record, insert_id
+from pipeline.domain.speed import SectionRule, Traversal, measure_traversal
+from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
+from pipeline.provision import PROVISIONED_TABLES
+from tests.helpers import ENTRY, EXIT, T0_MS, track
+
+pytestmark = pytest.mark.integration
+
+DATASET, BUCKET = "it_desk", "desk-evidence"
+TOPIC, SUBSCRIPTION = "desk-notices", "desk-notices-sub"
+TOKEN = "browser-test-token"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+EVIL = "<script>document.title='owned'</script>"
+RULE = SectionRule(entry=ENTRY, exit=EXIT)
+TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True)
+class Seeded:
+    confirm: dict  # the reader read it right: Enter
+    correct: dict  # the reader's plate is one character off: typed
+    reject: dict  # wrong vehicle: 2
+    evil: dict  # a script payload in the vehicle id: 4 with a note
+    missing: dict  # its photo is not in the bucket: 1
+    revise: dict  # confirmed, then revised: back to the queue, marked
+
+
+def traversal(vehicle: str, minute: int, radar: str = "radar-1") -> Traversal:
+    found = measure_traversal(
+        track(vehicle, 80.0, start_ms=T0_MS + minute * 60_000, radar_id=radar), RULE
+    )
+    assert found is not None and found.is_speeding, vehicle
+    return found
+
+
+def write_fines(warehouse: Warehouse, rows: list[dict]) -> None:
+    assert warehouse.insert(FINES, rows, [insert_id(FINES, row) for row in rows]) == []
+
+
+def seed(stack: LocalStack) -> Seeded:
+    warehouse = Warehouse(stack.project_id, DATASET)
+    warehouse.ensure_tables(PROVISIONED_TABLES)  # what python -m pipeline.provision creates
+    store = EvidenceStore(BUCKET, stack.project_id)
+    store.ensure_bucket()
+
+    def fine(
+        vehicle: str, minute: int, radar: str = "radar-1", photo: bool = True, **overrides
+    ) -> dict:
+        found = traversal(vehicle, minute, radar)
+        name = photo_object_name(found.radar_id, found.entry_time_ms, found.traversal_id)
+        if photo:
+            stored = store.store(name, render_car_photo(vehicle), "image/jpeg")
+            url, sha256 = stored.url, stored.sha256
+        else:  # the row names its photo, which the bucket does not hold
+            url, sha256 = f"gs://{BUCKET}/{name}", None
+        evidence = {
+            "license_plate": plate_for_vehicle(vehicle),
+            "plate_confidence": 0.97,
+            "plate_reader": "embedded-rapidocr",
+            "image_url": url,
+            "image_sha256": sha256,
+            **overrides,
+        }
+        return fine_record(found, found.exit_time_ms + 2_000, evidence)
+
+    wrong = plate_for_vehicle("veh-correct")
+    wrong = wrong[:-1] + ("7" if wrong[-1] != "7" else "8")
+    seeded = Seeded(
+        confirm=fine("veh-confirm", 1),
+        correct=fine("veh-correct", 2, "radar-2", license_plate=wrong, plate_confidence=0.83),
+        reject=fine("veh-reject", 3),
+        evil=fine(EVIL, 4),
+        missing=fine("veh-missing", 5, photo=False),
+        revise=fine("veh-revise", 6),
+    )
+    write_fines(warehouse, list(dataclasses.asdict(seeded).values()))
+    return seeded
+
+
+@pytest.fixture(scope="module")
+def desk(stack: LocalStack) -> Iterator[tuple[str, Seeded]]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
+    stack.create_topics([TOPIC], {SUBSCRIPTION: TOPIC})
+    seeded = seed(stack)
+    config = DeskConfig(
+        project=stack.project_id,
+        bq_dataset=DATASET,
+        bucket=BUCKET,
+        notices_topic=TOPIC,
+        claim_seconds=300,
+        token=TOKEN,
+    )
+    app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout_s=30, what="the desk to listen")
+    try:
+        yield f"http://127.0.0.1:{port}", seeded
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the desk did not stop"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, base: str, name: str):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{base}/login?token={TOKEN}")
+    page.locator("#name").fill(name)
+    page.keyboard.press("Enter")
+    expect(page.locator("#reviewer")).to_have_text(name)
+    keys_ready(page)
+    return context, page
+
+
+def on_fine(page, fine: dict) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#fine")).to_have_attribute("data-fine-id", fine["fine_id"])
+    keys_ready(page)
+
+
+def keys_ready(page) -> None:
+    """The page's keyboard script has run (keys pressed before it would be lost)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("html")).to_have_attribute("data-keys", "ready")
+
+
+def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
+    from playwright.sync_api import expect
+
+    base, fines = desk
+    alice_context, alice = sign_in(browser, base, "alice")
+    bob_context, bob = sign_in(browser, base, "bob")
+
+    # Both start at once: Alice gets the oldest fine, Bob the next one; Alice's is taken.
+    alice.keyboard.press("Enter")
+    on_fine(alice, fines.confirm)
+    bob.keyboard.press("Enter")
+    on_fine(bob, fines.correct)
+    bob.goto(f"{base}/fines/{fines.confirm['fine_id']}")
+    expect(bob.locator("#taken")).to_contain_text("Taken by alice")
+    expect(bob.locator("#decision")).to_have_count(0)
+    keys_ready(bob)
+
+    # Alice: the photo shows, the plate is right: Enter confirms. Bob's fine is skipped.
+    expect(alice.locator("#reader-plate")).to_have_text(fines.confirm["license_plate"])
+    alice.wait_for_function("() => document.getElementById('photo').naturalWidth === 640")
+    alice.keyboard.press("Enter")
+    on_fine(alice, fines.reject)
+
+    # Bob narrows to his section, then types the true plate over the reader's: a correction.
+    bob.goto(f"{base}/fines/{fines.correct['fine_id']}?radar_id=radar-2")
+    keys_ready(bob)
+    true_plate = plate_for_vehicle("veh-correct")
+    bob.keyboard.type(true_plate.lower())
+    expect(bob.locator("#plate")).to_have_value(true_plate.upper()[0] + true_plate.lower()[1:])
+    bob.keyboard.press("Enter")
+    expect(bob.locator("#count")).to_have_text("0 fines awaiting")  # nothing left on radar-2
+
+    # Alice: 2 rejects (wrong vehicle); the script payload shows as text; 4 needs a note.
+    alice.keyboard.press("2")
+    on_fine(alice, fines.evil)
+    expect(alice.locator("#vehicle")).to_have_text(EVIL)
+    assert alice.title() != "owned"
+    alice.keyboard.press("4")
+    expect(alice.locator("#note")).to_be_focused()
+    alice.keyboard.type("plate covered by a bike rack")
+    alice.keyboard.press("Enter")
+
+    # A missing photo is said, and 1 (plate unreadable) rejects the fine.
+    on_fine(alice, fines.missing)
+    expect(alice.locator("#photo-missing")).to_have_text("photo missing")
+    expect(alice.locator("#photo")).to_have_count(0)
+    alice.keyboard.press("1")
+    on_fine(alice, fines.revise)
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#count")).to_have_text("0 fines awaiting")
+
+    # The last fine is revised after its decision: it comes back marked, and is decided again.
+    revised = {**fines.revise, "revision": 1, "avg_speed_mph": fines.revise["avg_speed_mph"] + 3}
+    write_fines(Warehouse(stack.project_id, DATASET), [revised])
+    alice.reload()
+    keys_ready(alice)
+    expect(alice.locator("#queue .state")).to_have_text(["changed since your decision"])
+    alice.keyboard.press("Enter")
+    on_fine(alice, fines.revise)
+    expect(alice.locator("#state")).to_contain_text("Changed since your decision")
+    expect(alice.locator("#history tbody tr")).to_have_count(2)
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#count")).to_have_text("0 fines awaiting")
+    alice_context.close()
+    bob_context.close()
+
+    # The audit trail, and exactly one notice per confirmed or corrected fine revision.
+    warehouse = Warehouse(stack.project_id, DATASET)
+    reviews = {
+        (r["fine_id"], r["revision"]): r
+        for r in warehouse.query(f"SELECT * FROM `{warehouse.table_id(FINE_REVIEWS)}`")
+    }
+    assert {key: (r["decision"], r["reason"], r["reviewer"]) for key, r in reviews.items()} == {
+        (fines.confirm["fine_id"], 0): ("confirmed", None, "alice"),
+        (fines.correct["fine_id"], 0): ("corrected", None, "bob"),
+        (fines.reject["fine_id"], 0): ("rejected", "wrong_vehicle", "alice"),
+        (fines.evil["fine_id"], 0): ("rejected", "other", "alice"),
+        (fines.missing["fine_id"], 0): ("rejected", "plate_unreadable", "alice"),
+        (fines.revise["fine_id"], 0): ("confirmed", None, "alice"),
+        (fines.revise["fine_id"], 1): ("confirmed", None, "alice"),
+    }
+    assert reviews[(fines.correct["fine_id"], 0)]["license_plate"] == true_plate
+    assert reviews[(fines.evil["fine_id"], 0)]["note"] == "plate covered by a bike rack"
+    issuing = {k for k, r in reviews.items() if r["decision"] in ("confirmed", "corrected")}
+
+    rows = [
+        as_record(NOTICES, row)
+        for row in warehouse.query(f"SELECT * FROM `{warehouse.table_id(NOTICES)}`")
+    ]
+    assert sorted((r["fine_id"], r["revision"]) for r in rows) == sorted(issuing)
+    assert all(verify_notice(row) for row in rows)
+    by_fine = {(r["fine_id"], r["revision"]): r for r in rows}
+    corrected = by_fine[(fines.correct["fine_id"], 0)]
+    assert (corrected["license_plate"], corrected["reader_plate"]) == (
+        true_plate,
+        fines.correct["license_plate"],
+    )
+    assert corrected["image_sha256"] == fines.correct["image_sha256"]
+
+    messages = pull_notices(stack, len(issuing))
+    assert sorted(m["notice_id"] for m in messages) == sorted(r["notice_id"] for r in rows)
+    for message in messages:
+        assert (
+            verify_notice(message) and message == by_fine[(message["fine_id"], message["revision"])]
+        )
+
+
+def pull_notices(stack: LocalStack, expected: int) -> list[dict]:
+    _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
+    path = stack.subscription_path(SUBSCRIPTION)
+    messages: dict[str, dict] = {}
+    seen: list[str] = []
+
+    def pulled_all() -> bool:
+        response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
+        for received in response.received_messages:
+            body = json.loads(received.message.data)
+            assert received.message.attributes["notice_id"] == body["notice_id"]
+            seen.append(body["notice_id"])
+            messages[body["notice_id"]] = body
+        if response.received_messages:
+            subscriber.acknowledge(
+                subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
+            )
+        return len(seen) >= expected
+
+    with subscriber:
+        wait_until(pulled_all, timeout_s=30, what=f"{expected} notices on the topic")
+    assert len(seen) == len(set(seen)) == expected, seen  # each once
+    return list(messages.values())
+
+
+def test_a_wrong_or_absent_token_gets_no_desk(desk, browser):
+    from playwright.sync_api import expect
+
+    base, _ = desk
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    for url in (f"{base}/queue", f"{base}/login", f"{base}/login?token=wrong"):
+        response = page.goto(url)
+        assert response is not None and response.status == 401, url
+        expect(page.locator("#message")).to_contain_text("link the desk printed")
+    assert context.cookies() == []
+    context.close()

@@ -273,3 +273,25 @@ def test_the_queue_filters_by_section_day_and_confidence(desk):
     assert vehicles("?day=2026-11-19") == []
     assert client.get("/queue?day=yesterday").status_code == 422
     assert client.get("/queue?radar_id=%3Cscript%3E").status_code == 422
+
+
+def test_a_null_origin_passes_only_with_the_browsers_same_origin_word(desk):
+    """Under Referrer-Policy no-referrer Chromium posts the page's forms with Origin: null."""
+    client, store, _, _ = desk
+    signed_in(client)
+    store.fines.append(fine_row())
+    csrf = csrf_of(client.get("/queue").text)
+    refused = {
+        "null alone": {"origin": "null"},
+        "null, cross-site": {"origin": "null", "sec-fetch-site": "cross-site"},
+        "same origin, cross-site fetch": {
+            "origin": "http://testserver",
+            "sec-fetch-site": "same-site",
+        },
+    }
+    for what, headers in refused.items():
+        assert client.post("/next", data={"csrf": csrf}, headers=headers).status_code == 403, what
+    assert store.claims_ == []
+    same = {"origin": "null", "sec-fetch-site": "same-origin"}
+    assert client.post("/next", data={"csrf": csrf}, headers=same).status_code == 303
+    assert len(store.claims_) == 1

@@ -249,3 +249,14 @@ def test_a_withdrawn_fine_never_decided_is_not_in_the_queue(desk):
     assert desk.store.queue(QueueFilter(), 10) == []
     assert desk.view(fine["fine_id"]).state is None
     assert NEW != CHANGED
+
+
+def test_docs_desk_md_shows_the_tables_as_defined():
+    from pathlib import Path
+
+    from pipeline.domain.schemas import markdown_table
+    from pipeline.domain.verification import VERIFICATION_TABLES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "desk.md").read_text()
+    for table in VERIFICATION_TABLES:
+        assert f"### `{table.name}`\n\n{markdown_table(table.columns)}\n" in text, table.name

@@ -28,7 +28,7 @@ from pipeline.clients.evidence_store import EvidenceStore
 from pipeline.clients.warehouse import Warehouse, as_record
 from pipeline.domain.evidence import photo_object_name
 from pipeline.domain.plates import plate_for_vehicle
-from pipeline.domain.schemas import FINES, fine_record, insert_id
+from pipeline.domain.schemas import FINE_COLUMNS, FINES, fine_record, insert_id
 from pipeline.domain.speed import SectionRule, Traversal, measure_traversal
 from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from pipeline.provision import PROVISIONED_TABLES
@@ -49,6 +49,8 @@ CHROMIUM_ARGS = [
 EVIL = "<script>document.title='owned'</script>"
 RULE = SectionRule(entry=ENTRY, exit=EXIT)
 TIMEOUT_MS = 15_000
+# The reader's plate region, when the fines table has the column (the photo is 640x480).
+HAS_PLATE_BOX = "plate_box" in {column.name for column in FINE_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def seed(stack: LocalStack) -> Seeded:
     wrong = plate_for_vehicle("veh-correct")
     wrong = wrong[:-1] + ("7" if wrong[-1] != "7" else "8")
     seeded = Seeded(
-        confirm=fine("veh-confirm", 1),
+        confirm=fine(
+            "veh-confirm", 1, **({"plate_box": "200,300,440,360"} if HAS_PLATE_BOX else {})
+        ),
         correct=fine("veh-correct", 2, "radar-2", license_plate=wrong, plate_confidence=0.83),
         reject=fine("veh-reject", 3),
         evil=fine(EVIL, 4),
@@ -199,6 +203,8 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
     # Alice: the photo shows, the plate is right: Enter confirms. Bob's fine is skipped.
     expect(alice.locator("#reader-plate")).to_have_text(fines.confirm["license_plate"])
     alice.wait_for_function("() => document.getElementById('photo').naturalWidth === 640")
+    if HAS_PLATE_BOX:  # enlarged on the server to 480 pixels wide
+        alice.wait_for_function("() => document.getElementById('plate-crop').naturalWidth === 480")
     alice.keyboard.press("Enter")
     on_fine(alice, fines.reject)
 

@@ -12,6 +12,9 @@ its option is in use:
 - the input subscription and the output and dead-letter topics exist (Pub/Sub
   get_subscription / get_topic; when the account may not read their metadata, whether
   it holds the one permission the pipeline uses: consume, publish);
+- each BigQuery table the job writes exists with its columns (`tables.get`, which the
+  workers' role grants): a dataset not provisioned would otherwise show only in the
+  workers' logs, after the job started;
 - the evidence bucket exists and the pipeline's account may create and read objects in
   it: `test_iam_permissions`, which asks for exactly the permissions the pipeline uses,
   writes nothing (an evidence bucket may have a retention policy, under which a probe
@@ -41,6 +44,8 @@ from pipeline.clients.cars_api import (
     PhotoHostRefused,
 )
 from pipeline.clients.plate_readers import CLOUD_VISION_READER
+from pipeline.clients.warehouse import TablesMissing, Warehouse
+from pipeline.domain.schemas import TABLES
 from pipeline.options import SectionSpeedOptions, resource_path
 
 _log = logging.getLogger(__name__)
@@ -85,6 +90,10 @@ def _storage(project: str) -> Any:
     return storage.Client(project=project)
 
 
+def _warehouse(project: str, dataset: str) -> Warehouse:
+    return Warehouse(project, dataset)  # finds BIGQUERY_EMULATOR_HOST by itself
+
+
 def _cars_api(url: str, photo_hosts: str | None) -> CarsApiClient:
     return CarsApiClient(url, photo_hosts=photo_hosts, attempts=1, timeout_s=CARS_API_TIMEOUT_S)
 
@@ -97,6 +106,7 @@ class StartupServices:
     publisher: Callable[[], Any] = _publisher
     subscriber: Callable[[], Any] = _subscriber
     storage: Callable[[str], Any] = _storage
+    warehouse: Callable[[str, str], Warehouse] = _warehouse
     cars_api: Callable[[str, str | None], CarsApiClient] = _cars_api
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
@@ -140,6 +150,8 @@ def check_configuration(
     else:  # without credentials every call below would fail the same way
         if any(use.service == PUBSUB for use in uses):
             problems += _guarded(lambda: _check_pubsub(own, services), PUBSUB)
+        if own.bq_dataset:
+            problems += _guarded(lambda: _check_warehouse(own, services), BIGQUERY)
         if own.bucket:
             problems += _guarded(lambda: _check_bucket(own, services), STORAGE)
     if own.cars_api:
@@ -296,6 +308,30 @@ def _check_pubsub_resource(
         f"{option}: the pipeline's account lacks {permission} on {path}: grant it {role} "
         "on that resource"
     )
+
+
+def _check_warehouse(options: SectionSpeedOptions, services: StartupServices) -> list[str]:
+    """Every table the job writes, read once, without retry (TablesMissing names the fix)."""
+    dataset = options.bq_dataset
+    warehouse = services.warehouse(options.project_id, dataset)
+    try:
+        warehouse.check_tables(TABLES, retry=None, timeout=CALL_TIMEOUT_S)
+    except TablesMissing as error:
+        return [f"--bq_dataset {dataset}: {error}"]
+    except api_exceptions.Forbidden as error:
+        return [
+            f"--bq_dataset {dataset}: the pipeline's account may not read the tables "
+            f"({str(error)[:200]}): grant it bigquery.tables.get and "
+            "bigquery.tables.updateData on each table (docs/deploy.md, Roles)"
+        ]
+    except (api_exceptions.GoogleAPICallError, OSError) as error:
+        return [
+            f"--bq_dataset {dataset}: cannot reach BigQuery ({type(error).__name__}: "
+            f"{str(error)[:200]}): check the network, or BIGQUERY_EMULATOR_HOST for the emulator"
+        ]
+    finally:
+        _close(warehouse.client)
+    return []
 
 
 def _check_bucket(options: SectionSpeedOptions, services: StartupServices) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from pipeline.domain.events import format_rfc3339_ms
@@ -98,18 +99,25 @@ class Warehouse:
     def table_id(self, table: Table) -> str:
         return f"{self.project}.{self.dataset}.{table.name}"
 
-    def check_tables(self, tables: Sequence[Table] = TABLES) -> None:
+    def check_tables(
+        self,
+        tables: Sequence[Table] = TABLES,
+        retry: Retry | None = SETUP_RETRY,
+        timeout: float | None = None,
+    ) -> None:
         """Raise TablesMissing unless every table exists with every column of its schema.
 
-        Reads only (`get_table`: bigquery.tables.get, which the worker's dataset role
-        grants); the tables are created at deploy time by `python -m pipeline.provision`,
-        so a worker needs no project-level permission. An unreachable warehouse is polled
-        every few seconds (SETUP_RETRY) until it is back.
+        Reads only (`get_table`: bigquery.tables.get, which the workers' role grants on
+        each table); the tables are created at deploy time by `python -m pipeline.provision`,
+        so a worker needs no project-level permission. By default an unreachable warehouse
+        is polled every few seconds (SETUP_RETRY) until it is back; the start-up checks
+        pass no retry and a short timeout instead.
         """
+        bounded = {"timeout": timeout} if timeout is not None else {}  # else the client's
         problems = []
         for table in tables:
             try:
-                found = self.client.get_table(self.table_id(table), retry=SETUP_RETRY)
+                found = self.client.get_table(self.table_id(table), retry=retry, **bounded)
             except api_exceptions.NotFound:
                 problems.append(f"table {self.table_id(table)} does not exist")
                 continue
@@ -206,8 +214,10 @@ class Warehouse:
         batch refused as a whole (the emulator answers 500) is the caller's to split.
         """
         try:
+            # A request of up to 500 rows answers within a second or two; a hanging one
+            # times out soon, so that a batch's attempts stay within tens of seconds.
             errors = self.client.insert_rows_json(
-                self.table_id(table), list(rows), row_ids=list(row_ids), retry=None, timeout=30
+                self.table_id(table), list(rows), row_ids=list(row_ids), retry=None, timeout=10
             )
         except TRANSIENT_ERRORS as error:
             raise TransientWarehouseError(f"{table.name}: {error}") from error

@@ -5,6 +5,9 @@ WriteToBigQuery, whose endpoint is fixed to Google's: this way the code path the
 tests run against the local emulator is the one Dataflow runs (docs/warehouse.md).
 Tables are created at deploy time (`python -m pipeline.provision`); workers only check
 that they exist, which needs no project-level permission.
+
+An outage of the warehouse is not waited out inside `process` beyond a short, bounded wait:
+the bundle fails and the runner retries it (docs/warehouse.md, Failures).
 """
 
 import functools
@@ -75,14 +78,28 @@ def _checked_warehouse(project: str, dataset: str) -> Warehouse:
     return warehouse
 
 
+class WarehouseUnavailable(RuntimeError):
+    """BigQuery did not answer within the sink's bounded wait; nothing is dead-lettered.
+
+    Raised out of `process`, so the bundle fails and the runner retries it: Dataflow
+    retries a failed bundle of a streaming job until it succeeds, with its own backoff and
+    no harness thread held in the meantime; the rows stay where they were (batched state
+    and the input), and their insert ids make a retried insert a repeat BigQuery drops.
+    """
+
+
 class InsertRowsFn(beam.DoFn):
-    """Inserts a batch per table; retries transient failures, isolates and reports bad rows."""
+    """Inserts a batch per table; retries transient failures briefly, isolates and reports
+    bad rows, and leaves an outage to the runner (WarehouseUnavailable)."""
 
     BATCH_ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of backoff before the batch is split
     ROW_ATTEMPTS = 3
-    OUTAGE_BUDGET_S = 600.0  # then the rows go to the dead letter (replayable)
+    # The longest one call of `process` waits for a warehouse that does not answer: a blip
+    # is waited out here; a longer outage fails the bundle, for the runner to retry.
+    OUTAGE_WAIT_S = 30.0
     OUTAGE_POLL_S = 2.0
-    sleep = staticmethod(time.sleep)  # tests replace it
+    sleep = staticmethod(time.sleep)  # tests replace both
+    monotonic = staticmethod(time.monotonic)
 
     def __init__(self, warehouse: Callable[[], Warehouse]) -> None:
         self.warehouse_slot = ClientSlot(warehouse)
@@ -90,6 +107,7 @@ class InsertRowsFn(beam.DoFn):
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
         self.outages = Metrics.counter(self.__class__, "warehouse_outages_waited")
+        self._outage_until: float | None = None
         self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
     def setup(self) -> None:
@@ -98,6 +116,7 @@ class InsertRowsFn(beam.DoFn):
     def process(self, items: Iterable[WarehouseRow]) -> Iterator[Any]:
         batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
         self.batch_sizes.update(len(batch))
+        self._outage_until = None  # one bounded outage wait per call, however many tables
         by_table: dict[str, list[WarehouseRow]] = {}
         for row in batch:
             by_table.setdefault(row.table, []).append(row)
@@ -115,20 +134,15 @@ class InsertRowsFn(beam.DoFn):
                 )
 
     def _insert(
-        self,
-        table: Table,
-        rows: list[WarehouseRow],
-        attempts: int = BATCH_ATTEMPTS,
-        wait_for_outage: bool = True,
+        self, table: Table, rows: list[WarehouseRow], attempts: int = BATCH_ATTEMPTS
     ) -> list[tuple[WarehouseRow, str]]:
         """The rows that could not be written, with why; the others are in the table.
 
         Every first insert, even of one row, has the batch's attempts; rows retried alone
         after a split have fewer. When the attempts fail because the warehouse does not
-        answer at all, the rows wait for it (up to OUTAGE_BUDGET_S) instead of being
-        dead-lettered: an outage is not a bad row.
+        answer at all, nothing is dead-lettered: an outage is not a bad row. The call waits
+        for it at most OUTAGE_WAIT_S, then raises WarehouseUnavailable.
         """
-        outage_until = time.monotonic() + self.OUTAGE_BUDGET_S
         while True:
             refused, last_error = False, ""
             for attempt in range(attempts):
@@ -147,27 +161,33 @@ class InsertRowsFn(beam.DoFn):
                     break
                 self.rows_inserted.inc(len(rows) - len(rejected))
                 return [(rows[r.index], r.reason) for r in rejected]
-            if refused or not wait_for_outage or not self._waited_out_an_outage(outage_until):
-                break
+            if refused or not self._answers_again(len(rows), last_error):
+                break  # it answers, and refuses this batch
         if len(rows) > 1:  # one bad row can sink a batch: find it by inserting one by one
-            return [  # the batch has had its outage wait; its rows do not wait again
-                failure
-                for row in rows
-                for failure in self._insert(table, [row], self.ROW_ATTEMPTS, False)
+            return [
+                failure for row in rows for failure in self._insert(table, [row], self.ROW_ATTEMPTS)
             ]
         return [(rows[0], f"failed after {attempts} attempts: {last_error}")]
 
-    def _waited_out_an_outage(self, until: float) -> bool:
-        """True once a warehouse that did not answer answers again (then try again)."""
+    def _answers_again(self, rows: int, last_error: str) -> bool:
+        """False if the warehouse answers (the failures were its refusals); True once a
+        warehouse that did not answer answers again; WarehouseUnavailable when it is still
+        silent at the end of this call's wait."""
         if self.warehouse.answers():
-            return False  # it is up: the batch is what it refuses
-        self.outages.inc()
-        _log.warning("the warehouse does not answer: rows wait for it")
-        while time.monotonic() < until:
+            return False
+        if self._outage_until is None:
+            self._outage_until = self.monotonic() + self.OUTAGE_WAIT_S
+            self.outages.inc()
+            _log.warning("the warehouse does not answer: rows wait for it, briefly")
+        while self.monotonic() < self._outage_until:
             self.sleep(self.OUTAGE_POLL_S)
             if self.warehouse.answers():
                 return True
-        return False
+        raise WarehouseUnavailable(
+            f"BigQuery has not answered for {self.OUTAGE_WAIT_S:.0f} s ({last_error}): this "
+            f"bundle fails and the runner retries it; its {rows} rows are kept, none is "
+            "dead-lettered (docs/warehouse.md, Failures)"
+        )
 
 
 class WriteToWarehouse(beam.PTransform):

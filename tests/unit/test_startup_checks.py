@@ -1,6 +1,6 @@
-"""Start-up checks: one test per problem message, with fake Google clients and the local
-cars API on loopback (the real Pub/Sub and Cloud Storage emulators are in
-tests/integration/test_startup_checks.py)."""
+"""Start-up checks: one test per problem message, with fake Google clients (the warehouse's
+through the real Warehouse class) and the local cars API on loopback (the real Pub/Sub and
+Cloud Storage emulators are in tests/integration/test_startup_checks.py)."""
 
 import logging
 from dataclasses import dataclass, field, replace
@@ -12,6 +12,8 @@ from google.auth.exceptions import DefaultCredentialsError
 
 from generator.cars_api import CarsRegistry, create_app, serving
 from local_stack.services import free_port
+from pipeline.clients.warehouse import Warehouse
+from pipeline.domain.schemas import TABLES
 from pipeline.startup_checks import (
     ConfigurationError,
     StartupServices,
@@ -87,6 +89,37 @@ class FakeStorage:
         return self.buckets.get(name, FakeBucket(api_exceptions.NotFound("404 bucket")))
 
 
+@dataclass
+class FoundTable:
+    schema: list
+
+
+@dataclass
+class Column:
+    name: str
+
+
+@dataclass
+class FakeBigQuery:
+    """get_table answering from a table of the dataset's tables and their columns."""
+
+    tables: dict[str, list[str]] = field(
+        default_factory=lambda: {t.name: [c.name for c in t.columns] for t in TABLES}
+    )
+    error: Exception | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def get_table(self, table_id: str, retry: object, timeout: float) -> FoundTable:
+        assert retry is None and timeout <= 10  # seconds, not the workers' ten minutes
+        self.calls.append(table_id)
+        if self.error:
+            raise self.error
+        name = table_id.rsplit(".", 1)[1]
+        if name not in self.tables:
+            raise api_exceptions.NotFound(f"Not found: Table {table_id}")
+        return FoundTable([Column(c) for c in self.tables[name]])
+
+
 def no_credentials() -> object:
     raise DefaultCredentialsError("Your default credentials were not found.")
 
@@ -96,8 +129,10 @@ def services(
     storage: FakeStorage | None = None,
     environ: dict[str, str] | None = None,
     credentials=no_credentials,
+    bigquery: FakeBigQuery | None = None,
 ) -> StartupServices:
     pubsub = pubsub or FakePubSub()
+    bigquery = bigquery or FakeBigQuery()
     storage = storage or FakeStorage({"evidence": FakeBucket(["storage.objects.create",
                                                               "storage.objects.get"])})  # fmt: skip
 
@@ -110,6 +145,7 @@ def services(
         publisher=lambda: pubsub,
         subscriber=lambda: pubsub,
         storage=storage_factory,
+        warehouse=lambda project, dataset: Warehouse(project, dataset, client=bigquery),
         environ=EMULATED if environ is None else environ,
     )
 
@@ -273,6 +309,50 @@ def test_unreachable_storage_says_where_it_looked():
     (problem,) = check_configuration(options("--bucket=evidence"), services(storage=storage))
     assert problem.startswith("--bucket evidence: cannot reach Cloud Storage (")
     assert problem.endswith("STORAGE_EMULATOR_HOST for the emulator")
+
+
+def test_every_table_the_job_writes_is_read_once():
+    bigquery = FakeBigQuery()
+    assert check_configuration(options("--bq_dataset=speeds"), services(bigquery=bigquery)) == []
+    assert bigquery.calls == [f"{PROJECT}.speeds.{table.name}" for table in TABLES]
+
+
+def test_missing_table_names_the_provision_command():
+    """Without this check a dataset not provisioned shows only in the workers' logs."""
+    bigquery = FakeBigQuery()
+    del bigquery.tables["fines"]
+    (problem,) = check_configuration(options("--bq_dataset=speeds"), services(bigquery=bigquery))
+    assert problem == (
+        f"--bq_dataset speeds: table {PROJECT}.speeds.fines does not exist. Create the tables "
+        f"at deploy time with `python -m pipeline.provision --project {PROJECT} --bq_dataset "
+        "speeds` (docs/deploy.md)."
+    )
+
+
+def test_table_missing_a_column_names_it_and_the_provision_command():
+    bigquery = FakeBigQuery()
+    bigquery.tables["vehicle_speeds"].remove("revision")
+    (problem,) = check_configuration(options("--bq_dataset=speeds"), services(bigquery=bigquery))
+    assert f"table {PROJECT}.speeds.vehicle_speeds lacks columns ['revision']" in problem
+    assert "python -m pipeline.provision" in problem
+
+
+def test_tables_the_account_may_not_read_name_the_permissions():
+    bigquery = FakeBigQuery(error=api_exceptions.Forbidden("403 Access Denied"))
+    (problem,) = check_configuration(options("--bq_dataset=speeds"), services(bigquery=bigquery))
+    assert problem.startswith("--bq_dataset speeds: the pipeline's account may not read the")
+    assert problem.endswith(
+        "grant it bigquery.tables.get and bigquery.tables.updateData on each table "
+        "(docs/deploy.md, Roles)"
+    )
+
+
+def test_unreachable_bigquery_says_where_it_looked():
+    bigquery = FakeBigQuery(error=api_exceptions.ServiceUnavailable("connection refused"))
+    (problem,) = check_configuration(options("--bq_dataset=speeds"), services(bigquery=bigquery))
+    assert problem.startswith("--bq_dataset speeds: cannot reach BigQuery (ServiceUnavailable")
+    assert problem.endswith("BIGQUERY_EMULATOR_HOST for the emulator")
+    assert len(bigquery.calls) == 1  # no retry: the checks take seconds
 
 
 def test_cars_api_that_does_not_answer():

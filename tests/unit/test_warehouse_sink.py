@@ -1,7 +1,8 @@
 """The warehouse client's failure classification and the sink's retry/split logic.
 
 BigQuery answers bad rows per row (insertErrors); the emulator refuses the whole batch.
-A fake client stands in for the first, which the emulator cannot show.
+A fake client stands in for the first, which the emulator cannot show; an outage is a
+fake warehouse that does not answer, with a fake clock that its sleeps advance.
 """
 
 import json
@@ -11,7 +12,7 @@ from google.api_core import exceptions as api_exceptions
 
 from pipeline.clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
 from pipeline.domain.schemas import FINES
-from pipeline.transforms.warehouse import InsertRowsFn, WarehouseRow
+from pipeline.transforms.warehouse import InsertRowsFn, WarehouseRow, WarehouseUnavailable
 
 
 class FakeClient:
@@ -107,13 +108,92 @@ class WarehouseDown:
         return self._up()
 
 
-def test_rows_wait_out_a_warehouse_outage_instead_of_the_dead_letter():
-    sleeps = []
-    fn = InsertRowsFn(WarehouseDown)
+class Clock:
+    """time.monotonic and time.sleep for the sink: sleeping advances the clock.
+
+    Refuses to sleep past `cap` seconds in all, so code that would hold its thread for
+    minutes fails at once rather than spinning on the real clock.
+    """
+
+    def __init__(self, cap: float = 120.0) -> None:
+        self.now, self.cap, self.sleeps = 0.0, cap, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        assert self.now <= self.cap, f"slept {self.now:.0f} s inside process"
+
+
+def sink(warehouse: type, clock: Clock) -> InsertRowsFn:
+    fn = InsertRowsFn(warehouse)
     fn.setup()
-    fn.sleep = sleeps.append
+    fn.sleep, fn.monotonic = clock.sleep, clock.monotonic
+    return fn
+
+
+def test_a_short_outage_is_waited_out_instead_of_the_dead_letter():
+    clock = Clock()
+    fn = sink(WarehouseDown, clock)
     rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "b")]
     assert list(fn.process(rows)) == []
     assert fn.warehouse.inserted == ["a", "b"]
     # 5 attempts, then polls every 2 s until it answers (call 13), then the batch again.
-    assert sleeps == [0.5, 1.0, 2.0, 4.0] + [InsertRowsFn.OUTAGE_POLL_S] * 7
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0] + [InsertRowsFn.OUTAGE_POLL_S] * 7
+
+
+class WarehouseGone(WarehouseDown):
+    """Does not answer until `back` is set; then takes every row."""
+
+    back = False
+
+    def _up(self):
+        self.calls += 1
+        return self.back
+
+
+def test_a_long_outage_fails_the_bundle_within_a_bounded_wait_and_a_retry_writes_the_rows():
+    """Holding a harness thread asleep for the length of an outage starves the worker:
+    after a bounded wait the bundle fails, for the runner to retry (Dataflow retries a
+    streaming bundle until it succeeds); no row is dead-lettered for an outage."""
+    clock = Clock()
+    fn = sink(WarehouseGone, clock)
+    rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "b")]
+    with pytest.raises(WarehouseUnavailable, match=r"has not answered for 30 s .*2 rows are kept"):
+        list(fn.process(rows))
+    backoff = [0.5, 1.0, 2.0, 4.0]
+    assert clock.sleeps[:4] == backoff
+    assert set(clock.sleeps[4:]) == {InsertRowsFn.OUTAGE_POLL_S}
+    assert max(clock.sleeps) <= 4.0
+    assert sum(backoff) + InsertRowsFn.OUTAGE_WAIT_S <= clock.now <= sum(backoff) + 32.0
+    assert fn.warehouse.inserted == []
+    # The runner retries the bundle once the warehouse is back: every row, no failure.
+    fn.warehouse.back = True
+    assert list(fn.process(rows)) == []
+    assert fn.warehouse.inserted == ["a", "b"]
+
+
+def test_an_outage_met_after_a_split_is_no_reason_to_dead_letter_a_row():
+    """The warehouse refuses a batch while up, then goes silent while its rows go one by one."""
+
+    class RefusesThenGone(FakeWarehouse):
+        gone = False
+
+        def insert(self, table, rows, row_ids):
+            if len(rows) == 1 and row_ids != ["a"]:
+                self.gone = True
+            if self.gone:
+                raise TransientWarehouseError("fines: connection reset by peer")
+            return super().insert(table, rows, row_ids)
+
+        def answers(self):
+            return not self.gone
+
+    clock = Clock()
+    fn = sink(RefusesThenGone, clock)
+    rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "bad", "c")]
+    with pytest.raises(WarehouseUnavailable):
+        list(fn.process(rows))
+    assert fn.warehouse.inserted == ["a"]

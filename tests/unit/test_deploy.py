@@ -12,6 +12,7 @@ install takes setuptools from the package index for its isolated build).
 import argparse
 import functools
 import json
+import logging
 import os
 import re
 import shlex
@@ -175,6 +176,29 @@ def test_dataflow_job_with_the_evidence_stage_builds(no_network):
     assert job.options.view_as(SectionSpeedOptions).plate_reader == "cloud-vision"
     assert "EnrichFines" in transform_names(job.proto_pipeline)
     assert no_network == []
+
+
+# Beam logs "This output type hint will be ignored ..." each time it reads a PTransform's
+# return annotation that is not a PCollection: four lines on every start that mean nothing.
+IGNORED_HINT = "type hint will be ignored"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="EnrichFine.expand, pipeline/transforms/enrich.py, is annotated -> tuple[PCollection, "
+    "PCollection], which Beam ignores with a warning; -> Any (as ParseEvents.expand) ends it. "
+    "Drop this marker with that fix.",
+)
+@pytest.mark.parametrize("runner", ["BundleBasedDirectRunner", "DataflowRunner"])
+def test_building_the_graph_logs_no_ignored_type_hint(no_network, caplog, runner):
+    """A newcomer's first screen holds no warning that means nothing: every stage built."""
+    evidence = ["--cars_api=https://cars.example.com/cars/{vehicle_id}", "--bucket=evidence"]
+    args = DATAFLOW_ARGS if runner == "DataflowRunner" else [f"--runner={runner}", "--streaming"]
+    caplog.set_level(logging.WARNING)
+    pipeline = built_pipeline([*args, *PIPELINE_ARGS, *evidence])
+    assert "EnrichFines" in transform_names(pipeline.to_runner_api())
+    ignored = [r.getMessage() for r in caplog.records if IGNORED_HINT in r.getMessage()]
+    assert ignored == []
 
 
 def test_setup_file_stages_the_package_for_beams_default_container(no_network):

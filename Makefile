@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bootstrapped
 
-.PHONY: venv demo test bench lint format docs metadata clean
+.PHONY: venv demo desk test bench lint format docs metadata clean
 
 $(STAMP): requirements.txt requirements-bqemulator.txt setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -15,6 +15,10 @@ venv: $(STAMP)
 ## The main job: local stack + pipeline + simulated traffic, end to end (about 2 minutes).
 demo: venv
 	$(PY) -m local_stack.demo
+
+## The verification desk on the demo's fines: prints its login link; Ctrl-C stops it all.
+desk: venv
+	$(PY) -m local_stack.desk_demo
 
 ## The whole test suite: unit (TestPipeline/TestStream) and integration (emulators).
 test: venv

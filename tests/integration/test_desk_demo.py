@@ -1,0 +1,163 @@
+"""`make desk`'s fines, every one reviewed by keyboard in Chromium (docs/desk.md).
+
+The fines are the demo's: `local_stack.desk_demo.seed_demo_fines`, the function `make
+desk` runs, records the demo's traffic and runs the real pipeline over it (bounded, with
+the cars API, the evidence bucket and the warehouse on the emulators). One officer then
+clears the whole queue: Enter confirms, one fine is corrected by typing, one rejected
+with a key. Afterwards the notices table and topic hold exactly the confirmed and
+corrected fines, each once and each verifiable, and the analyst report counts them.
+
+The demo's reader reads its easy photos right, so the correction is an officer's own
+call on one fine (a plate one character off the reader's): it takes the path a misread
+would, and the notice then carries both plates.
+"""
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from desk.app import DeskConfig, create_app
+from desk.services import cloud_services
+from local_stack.desk_demo import seed_demo_fines
+from local_stack.services import LocalStack, free_port, pubsub_clients, wait_until
+from pipeline.clients.warehouse import Warehouse, as_record
+from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
+from tests.integration.test_desk_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT_MS,
+    keys_ready,
+    on_fine,
+)
+
+pytestmark = pytest.mark.integration
+
+DATASET, BUCKET = "it_desk_demo", "desk-demo-evidence"
+TOPIC, SUBSCRIPTION = "desk-demo-notices", "desk-demo-notices-sub"
+TOKEN = "desk-demo-token"
+OFFICER = "dana"
+
+
+@pytest.fixture(scope="module")
+def demo_desk(
+    stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[dict]]]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
+    fines = seed_demo_fines(stack, tmp_path_factory.mktemp("desk-demo"), DATASET, BUCKET)
+    stack.create_topics([TOPIC], {SUBSCRIPTION: TOPIC})
+    config = DeskConfig(
+        project=stack.project_id,
+        bq_dataset=DATASET,
+        bucket=BUCKET,
+        notices_topic=TOPIC,
+        token=TOKEN,
+        reviewer=OFFICER,
+    )
+    app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout_s=30, what="the desk to listen")
+    try:
+        yield f"http://127.0.0.1:{port}", fines
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the desk did not stop"
+
+
+def one_off(plate: str) -> str:
+    """The plate with its last character changed: what the officer types instead."""
+    return plate[:-1] + ("7" if plate[-1] != "7" else "8")
+
+
+def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, fines = demo_desk
+    assert len(fines) >= 4, "the demo fines too few vehicles for this review"
+    corrected, rejected = fines[1], fines[2]
+    typed = one_off(corrected["license_plate"])
+    assert typed[0].isalpha(), typed  # a first key 1-4 would reject instead of typing
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = chromium.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{base}/login?token={TOKEN}")
+        expect(page.locator("#reviewer")).to_have_text(OFFICER)
+        expect(page.locator("#count")).to_have_text(f"{len(fines)} fines awaiting")
+        keys_ready(page)
+        page.keyboard.press("Enter")
+        for fine in fines:  # the queue's order: oldest exit first
+            on_fine(page, fine)
+            expect(page.locator("#reader-plate")).to_have_text(fine["license_plate"] or "unread")
+            if fine is corrected:
+                page.keyboard.type(typed)
+                page.keyboard.press("Enter")
+            elif fine is rejected:
+                page.keyboard.press("2")  # wrong vehicle in the photo
+            else:
+                page.keyboard.press("Enter")
+        expect(page.locator("#count")).to_have_text("0 fines awaiting")
+        chromium.close()
+
+    warehouse = Warehouse(stack.project_id, DATASET)
+    reviews = warehouse.query(f"SELECT * FROM `{warehouse.table_id(FINE_REVIEWS)}`")
+    decided = {r["fine_id"]: (r["decision"], r["license_plate"], r["reason"]) for r in reviews}
+    assert len(reviews) == len(fines)
+    expected = {
+        f["fine_id"]: ("confirmed", f["license_plate"], None)
+        for f in fines
+        if f is not corrected and f is not rejected
+    }
+    expected[corrected["fine_id"]] = ("corrected", typed, None)
+    expected[rejected["fine_id"]] = ("rejected", None, "wrong_vehicle")
+    assert decided == expected
+
+    issued = {fine_id for fine_id, (decision, _, _) in expected.items() if decision != "rejected"}
+    rows = [
+        as_record(NOTICES, row)
+        for row in warehouse.query(f"SELECT * FROM `{warehouse.table_id(NOTICES)}`")
+    ]
+    assert sorted(r["fine_id"] for r in rows) == sorted(issued)  # each once
+    assert all(verify_notice(row) for row in rows)
+    by_fine = {r["fine_id"]: r for r in rows}
+    notice = by_fine[corrected["fine_id"]]
+    assert (notice["license_plate"], notice["reader_plate"]) == (typed, corrected["license_plate"])
+    assert notice["image_sha256"] == corrected["image_sha256"]
+
+    messages = pull_notices(stack, len(issued))
+    assert sorted(m["fine_id"] for m in messages) == sorted(issued)
+    assert all(verify_notice(m) and m == by_fine[m["fine_id"]] for m in messages)
+
+
+def pull_notices(stack: LocalStack, expected: int) -> list[dict]:
+    """Every message on the notices topic, acknowledged; each notice_id exactly once."""
+    _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
+    path = stack.subscription_path(SUBSCRIPTION)
+    seen: list[dict] = []
+
+    def pulled_all() -> bool:
+        response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
+        for received in response.received_messages:
+            body = json.loads(received.message.data)
+            assert received.message.attributes["notice_id"] == body["notice_id"]
+            seen.append(body)
+        if response.received_messages:
+            subscriber.acknowledge(
+                subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
+            )
+        return len(seen) >= expected
+
+    with subscriber:
+        wait_until(pulled_all, timeout_s=30, what=f"{expected} notices on the topic")
+    ids = [m["notice_id"] for m in seen]
+    assert len(ids) == len(set(ids)) == expected, ids
+    return seen

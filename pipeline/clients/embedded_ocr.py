@@ -136,26 +136,32 @@ class PlateDetector:
         square[top : top + size[1], left : left + size[0]] = resized
         batch = (square.transpose(2, 0, 1)[np.newaxis] / 255.0).astype(self._dtype)
         output = self._session.run(None, {self._input: batch})[0][0].astype(np.float32)
-        centre_x, centre_y, box_w, box_h, scores = output[:5]
-        keep = scores >= PLATE_MIN_SCORE
-        rects = [
-            [float(x - w / 2), float(y - h / 2), float(w), float(h)]
-            for x, y, w, h in zip(
-                centre_x[keep], centre_y[keep], box_w[keep], box_h[keep], strict=True
-            )
-        ]
-        kept_scores = [float(score) for score in scores[keep]]
-        chosen = cv2.dnn.NMSBoxes(rects, kept_scores, PLATE_MIN_SCORE, PLATE_NMS_IOU)
-        plates = []
-        for index in np.asarray(chosen, dtype=int).flatten()[:MAX_PLATES]:
-            x, y, w, h = rects[index]
-            x0, y0 = (x - left) / scale, (y - top) / scale
-            x1, y1 = x0 + w / scale, y0 + h / scale
-            x0, x1 = max(0.0, x0), min(float(width), x1)
-            y0, y1 = max(0.0, y0), min(float(height), y1)
-            corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
-            plates.append((corners, kept_scores[index]))
-        return plates
+        return plate_boxes(output, scale, (left, top), (width, height))
+
+
+def plate_boxes(
+    output: np.ndarray, scale: float, offset: tuple[int, int], photo: tuple[int, int]
+) -> list[tuple[np.ndarray, float]]:
+    """A YOLOv8 detector's output (channels x anchors: centre x, y, width, height, score,
+    ...) as plate boxes in the photo's pixels, best first: the letterbox's `scale` and
+    `offset` undone, clipped to the photo's (width, height), overlaps suppressed."""
+    centre_x, centre_y, box_w, box_h, scores = output[:5]
+    keep = scores >= PLATE_MIN_SCORE
+    rects = [
+        [float(x - w / 2), float(y - h / 2), float(w), float(h)]
+        for x, y, w, h in zip(centre_x[keep], centre_y[keep], box_w[keep], box_h[keep], strict=True)
+    ]
+    kept_scores = [float(score) for score in scores[keep]]
+    chosen = cv2.dnn.NMSBoxes(rects, kept_scores, PLATE_MIN_SCORE, PLATE_NMS_IOU)
+    plates = []
+    for index in np.asarray(chosen, dtype=int).flatten()[:MAX_PLATES]:
+        x, y, w, h = rects[index]
+        x0, y0 = (x - offset[0]) / scale, (y - offset[1]) / scale
+        x1, y1 = min(float(photo[0]), x0 + w / scale), min(float(photo[1]), y0 + h / scale)
+        x0, y0 = max(0.0, x0), max(0.0, y0)
+        corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
+        plates.append((corners, kept_scores[index]))
+    return plates
 
 
 class EmbeddedPlateReader:

@@ -56,12 +56,18 @@ MIN_RELATIVE_HEIGHT, MAX_RELATIVE_HEIGHT = 0.008, 0.5  # of the photo's height
 # this much taller than any other plate-like text.
 NEAREST_PLATE_RATIO = 1.25
 
-# Known formats, for reports: the reader accepts any plate that fits the general pattern.
+# Known formats: reported, never required. A plate that fits none of them while one
+# look-alike's twin (O/0, I/1) in its place would fit one is refused (`format_doubt`).
 KNOWN_FORMATS = {
     "LLLDDDD": re.compile(r"^[A-Z]{3}[0-9]{4}$"),  # New York, Texas, Arizona, Ohio, ...
     "DLLLDDD": re.compile(r"^[0-9][A-Z]{3}[0-9]{3}$"),  # California
     "LLDLDL": re.compile(r"^[A-Z]{2}[0-9][A-Z][0-9][A-Z]$"),  # Missouri
     "LLLDDD": re.compile(r"^[A-Z]{3}[0-9]{3}$"),  # many states' older series
+    "LLDDDLL": re.compile(r"^[A-Z]{2}[0-9]{3}[A-Z]{2}$"),  # Slovakia, Italy, France
+}
+# Formats known only where the plate names its state: on their own they would make the
+# twin rule refuse right plates (R107555 is one twin from Illinois' RI07555).
+STATE_ONLY_FORMATS = {
     "DLLDDDD": re.compile(r"^[0-9][A-Z]{2}[0-9]{4}$"),  # Maryland
     "LLDDDDD": re.compile(r"^[A-Z]{2}[0-9]{5}$"),  # Illinois
     "DDDDDLD": re.compile(r"^[0-9]{5}[A-Z][0-9]$"),  # California's commercial series
@@ -236,6 +242,23 @@ def plate_format(plate: str) -> str | None:
     return next((name for name, pattern in KNOWN_FORMATS.items() if pattern.match(plate)), None)
 
 
+def format_doubt(plate: str) -> str:
+    """Why `plate` is in doubt for its format, or "" when it is not.
+
+    Plate fonts draw O and 0, I and 1 alike (Slovakia's BA 302OZ was read BA3020Z at 0.991
+    in every crop). A plate that fits no known format, while swapping one look-alike for
+    its twin makes one that does, is a misread as likely as an odd plate: refused, the twin
+    is a candidate. A plate of no known format with no such twin is read as it is.
+    """
+    if plate_format(plate) is not None:
+        return ""
+    for index, char in enumerate(plate):
+        twin = LOOKALIKE_TWINS.get(char)
+        if twin and plate_format(other := plate[:index] + twin + plate[index + 1 :]):
+            return f"{plate} fits no known format; {other}, one look-alike away, does"
+    return ""
+
+
 def normalise_plate(raw_text: str) -> str | None:
     """The plate in `raw_text` (A-Z, 0-9, separators dropped), or None when it is no plate.
 
@@ -368,7 +391,8 @@ def choose_plate(
 
     accepted: list[tuple[TextLine, str, float]] = []
     for line, plate in candidates:
-        confidence, doubt = least_confidence(line), unsure_reason(line, min_confidence)
+        confidence = least_confidence(line)
+        doubt = unsure_reason(line, min_confidence) or format_doubt(plate)
         if doubt:
             refusals.append((confidence, f"{plate}: {doubt}"))
         else:
@@ -465,7 +489,7 @@ def state_named(text: str) -> str | None:
 def fits_state(plate: str, state: str | None) -> str | None:
     """The format of `state` that `plate` fits, or None (no state, or it fits none)."""
     for name in STATE_FORMATS.get(state or "", ()):
-        if KNOWN_FORMATS[name].match(plate):
+        if {**KNOWN_FORMATS, **STATE_ONLY_FORMATS}[name].match(plate):
             return name
     return None
 
@@ -493,7 +517,7 @@ def rank_candidates(
         sums: dict[str, list[float]] = {}
         for view in views:
             variants = _view_plates(view)
-            if variants and normalise_plate(variants[0][0]) is not None:
+            if normalise_plate(view.text) is not None:
                 mixed.update(plate for plate, _ in variants)
             for plate, probabilities in variants:
                 totals.setdefault(plate, [0.0])[0] += float(_product(probabilities))
@@ -549,11 +573,7 @@ def _view_plates(view: TextLine) -> list[tuple[str, tuple[float, ...]]]:
         if _plate_character(char)
     ]
     plate = "".join(char for char, _, _ in kept)
-    # A plate of digits only is offered; one of letters only is far more often a word
-    # (a state's name, a slogan) than a vanity plate.
     if plate_like(view.text) is None or len(plate) < MIN_PLATE_CHARACTERS:
-        return []
-    if not any(char in DIGITS for char in plate):
         return []
     base = tuple(confidence for _, confidence, _ in kept)
     swaps: list[tuple[float, int, str, float]] = []
@@ -571,7 +591,9 @@ def _view_plates(view: TextLine) -> list[tuple[str, tuple[float, ...]]]:
             )
             for text, p in variants
         ]
-    return variants
+    # A plate of digits only is offered; one of letters only is far more often a word (a
+    # state's name, a slogan) than a vanity plate, unless a look-alike's twin is a digit.
+    return [(text, p) for text, p in variants if any(char in DIGITS for char in text)]
 
 
 def _product(values: Iterable[float]) -> float:

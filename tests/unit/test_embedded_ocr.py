@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from generator import car_images
 from generator.car_images import render_car_photo, render_scene
-from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line
+from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line, plate_boxes
 from pipeline.clients.images import check_image
 from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
 from pipeline.domain.plates import TextLine, plate_for_vehicle
@@ -240,10 +240,10 @@ STAMP = "2014-05-13 08:42:14"
 
 def test_an_out_of_state_plate_is_read_as_it_is_among_frame_and_stamp_text(reader):
     photo = street_photo(
-        Plate("5DJ0529", "california", (640, 420), 150, frame="SMITH FORD 555-1234"), stamp=STAMP
+        Plate("5DJC529", "california", (640, 420), 150, frame="SMITH FORD 555-1234"), stamp=STAMP
     )
     (reading,) = reader.read([photo])
-    assert (reading.license_plate, reading.reason) == ("5DJ0529", None)
+    assert (reading.license_plate, reading.reason) == ("5DJC529", None)
 
 
 @pytest.mark.parametrize(("width", "blur"), [(140, 0.7), (110, 1.0)])
@@ -303,3 +303,36 @@ def test_the_second_recogniser_confirms_a_doubtful_character_only_where_it_is(re
     )
     nearly_sure = TextLine("KYZ9876", (0.99,) * 7, 420, 110)
     assert reader._confirmed(bgr, box, nearly_sure) == nearly_sure  # not asked at all
+
+
+# --- candidates ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("plate", ["OCT1890", "HOO2426", "SII1898", "DQO1010"])
+def test_a_clean_plate_of_look_alikes_is_the_first_candidate_even_when_refused(reader, plate):
+    rgb = np.asarray(render_scene(plate, 11, "easy").convert("RGB"))
+    reading = reader.read_array(rgb)
+    assert reading.license_plate in (None, plate)  # refused, perhaps, never another plate
+    assert reading.candidates[0].plate == plate
+    assert len(reading.candidates[0].char_confidences) == len(plate)
+    assert reading.state == "NEW YORK"  # read on the plate, above its characters
+    x0, y0, x1, y1 = reading.plate_box
+    assert 0 <= x0 < x1 <= rgb.shape[1] and 0 <= y0 < y1 <= rgb.shape[0]
+
+
+def test_a_photo_without_a_plate_has_no_candidates(reader):
+    (reading,) = reader.read([jpeg(Image.new("RGB", (640, 480), (90, 110, 90)))])
+    assert (reading.license_plate, reading.candidates, reading.plate_box) == (None, (), None)
+
+
+def test_a_plate_detectors_output_becomes_boxes_in_the_photos_pixels_best_first():
+    # A 1280x720 photo letterboxed into 640x640: scale 0.5, 140 pixels of padding on top.
+    anchors = np.zeros((37, 4), np.float32)  # YOLOv8-seg: box, score, 32 mask coefficients
+    anchors[:5, 0] = (320, 320, 100, 40, 0.9)  # a plate in the photo's middle
+    anchors[:5, 1] = (322, 321, 100, 40, 0.6)  # the same plate found again: suppressed
+    anchors[:5, 2] = (50, 200, 40, 20, 0.3)  # a far plate, less sure
+    anchors[:5, 3] = (500, 500, 40, 20, 0.1)  # under the score threshold
+    boxes = plate_boxes(anchors, 0.5, (0, 140), (1280, 720))
+    assert [round(score, 2) for _, score in boxes] == [0.9, 0.3]
+    np.testing.assert_allclose(boxes[0][0], [(540, 320), (740, 320), (740, 400), (540, 400)])
+    np.testing.assert_allclose(boxes[1][0], [(60, 100), (140, 100), (140, 140), (60, 140)])

@@ -287,9 +287,18 @@ retrying gcloud builds submit --tag "$IMAGE" --project "$PROJECT" \
 run gcloud dataflow flex-template build "$TEMPLATE" --image "$IMAGE" --sdk-language PYTHON \
   --metadata-file metadata.json --project "$PROJECT"
 
+step "The sections file: each section's limit and ends, without which no timed fine is issued"
+# The simulated section's file, as the traffic below drives it (a city writes its surveyed
+# sections by hand: docs/enforcement.md).
+run "$PYTHON" -m generator --vehicles 1 --seed 7 --output "$WORK/section-probe.jsonl" \
+  --sections_file "$WORK/sections.json"
+retrying gcloud storage cp --content-type application/json "$WORK/sections.json" \
+  "gs://$BUCKET/sections.json"
+
 step "First launch under the stable job name (an update adds --update, docs/deploy.md)"
 PARAMETERS=sdk_container_image=$IMAGE,input_subscription=$SUBSCRIPTION,output_topic=$OUTPUT_TOPIC
 PARAMETERS+=,dead_letter_topic=$DEAD_LETTER_TOPIC,bq_dataset=$DATASET
+PARAMETERS+=,sections_file=gs://$BUCKET/sections.json
 if [ -n "$CARS_API" ]; then PARAMETERS+=,cars_api=$CARS_API,bucket=$EVIDENCE_BUCKET; fi
 capture JOB_ID gcloud dataflow flex-template run "$JOB_NAME" \
   --template-file-gcs-location "$TEMPLATE" --region "$REGION" \

@@ -130,8 +130,10 @@ def test_the_procedure_runs_in_order(commands):
         indices(commands, "bq", "add-iam-policy-binding")[-1],
         index(commands, "gcloud", "builds", "submit"),
         index(commands, "gcloud", "dataflow", "flex-template", "build"),
+        indices(commands, sys_python(commands), "-m", "generator")[0],  # the sections file
+        index(commands, "gcloud", "storage", "cp"),
         index(commands, "gcloud", "dataflow", "flex-template", "run"),
-        index(commands, sys_python(commands), "-m", "generator"),
+        indices(commands, sys_python(commands), "-m", "generator")[-1],  # the traffic
         index(commands, "gcloud", "pubsub", "subscriptions", "pull"),
         index(commands, "bq", "query"),
         index(commands, "gcloud", "dataflow", "jobs", "drain"),
@@ -162,6 +164,15 @@ def test_the_input_subscription_keeps_acknowledged_messages_for_a_seek(commands)
     assert "--retain-acked-messages" in argv
     assert flag(argv, "--message-retention-duration") == "7d"
     assert parameters(launch(commands))["input_subscription"] == SUBSCRIPTION
+
+
+def test_the_launch_passes_the_sections_it_uploaded(commands):
+    """Without each section's ends no timed traversal is fined (docs/enforcement.md)."""
+    written = commands[indices(commands, sys_python(commands), "-m", "generator")[0]]
+    upload = commands[index(commands, "gcloud", "storage", "cp")]
+    assert upload[-2] == flag(written, "--sections_file")
+    assert parameters(launch(commands))["sections_file"] == upload[-1]
+    assert upload[-1].startswith("gs://my-project-section-speed/")
 
 
 def test_the_launch_uses_the_built_image_for_the_workers(commands):

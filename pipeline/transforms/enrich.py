@@ -451,7 +451,9 @@ class EnrichFine(beam.PTransform):
         self.batch_wait_s = batch_wait_s
         self.read_backoff_s = read_backoff_s
 
-    def expand(self, fines: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(
+        self, fines: beam.PCollection
+    ) -> Any:  # (records, failures): Beam ignores a tuple hint
         services = self.services
         # Fines come in the global window (MeasureTraversals leaves the sessions), so a
         # batch can hold fines of several traversals.

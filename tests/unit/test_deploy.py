@@ -183,12 +183,6 @@ def test_dataflow_job_with_the_evidence_stage_builds(no_network):
 IGNORED_HINT = "type hint will be ignored"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EnrichFine.expand, pipeline/transforms/enrich.py, is annotated -> tuple[PCollection, "
-    "PCollection], which Beam ignores with a warning; -> Any (as ParseEvents.expand) ends it. "
-    "Drop this marker with that fix.",
-)
 @pytest.mark.parametrize("runner", ["BundleBasedDirectRunner", "DataflowRunner"])
 def test_building_the_graph_logs_no_ignored_type_hint(no_network, caplog, runner):
     """A newcomer's first screen holds no warning that means nothing: every stage built."""

@@ -46,11 +46,17 @@ def _print_fine(record: dict[str, Any]) -> None:
         print(
             f"FINE {record['vehicle_id']} on {record['radar_id']}: "
             f"{record['avg_speed_kmh']:.1f} km/h ({record['avg_speed_mph']:.1f} mph, "
-            f"limit {record['speed_limit_mph']:g} mph) over {record['distance_m']:.0f} m "
-            f"in {record['duration_s']:.1f} s  fine_id={record['fine_id'][:12]}\n"
+            f"limit {record['speed_limit_mph']:g} mph) {_measured(record)}  "
+            f"fine_id={record['fine_id'][:12]}\n"
             f"     plate {_plate_text(record)}  photo {record['image_url'] or '-'}",
             flush=True,
         )
+
+
+def _measured(record: dict[str, Any]) -> str:
+    if record["distance_m"] is None:  # spot_mean: the mean of the spot speeds, no distance
+        return f"mean of {record['spot_readings']} spot speeds"
+    return f"over {record['distance_m']:.0f} m in {record['duration_s']:.1f} s"
 
 
 def _plate_text(record: dict[str, Any]) -> str:

@@ -202,6 +202,11 @@ def section_rules(options: SectionSpeedOptions) -> SectionRules:
         options.speed_limit_mph, options.tolerance_mph, max_speed_mph=options.max_speed_mph
     )
     if not options.sections_file:
+        _log.info(
+            "no --sections_file: no section's entry and exit are known, so a timed traversal "
+            "over the limit is dead-lettered as partial, never fined (docs/enforcement.md); "
+            "timeless (course) traffic is judged as usual"
+        )
         return SectionRules(default)
     with FileSystems.open(options.sections_file) as sections:
         return SectionRules.from_json(sections.read().decode("utf-8"), default)

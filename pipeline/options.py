@@ -1,4 +1,4 @@
-"""Every pipeline option, defined once (DESIGN.md §5).
+"""Every pipeline option, defined once (docs/reference.md, Options).
 
 `OPTION_SPECS` is the single table behind `SectionSpeedOptions` (argparse flags),
 the Flex Template's metadata.json and docs/reference.md's option table, so the three can

@@ -1,4 +1,4 @@
-"""The camera-event contract (DESIGN.md §2): validation, parsing and serialisation.
+"""The camera-event contract (docs/reference.md, Input): validation, parsing and serialisation.
 
 `parse_camera_event` turns one Pub/Sub message into a `CameraEvent` or raises
 `InvalidEvent` with a reason a person can act on. It never raises anything else,

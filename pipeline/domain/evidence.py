@@ -41,7 +41,7 @@ def evidence_fields(
     image_sha256: str | None,
     error: str | None,
 ) -> dict[str, Any]:
-    """The fine's evidence columns (DESIGN.md §4 plus `evidence_error`)."""
+    """The fine's evidence columns (docs/reference.md, Outputs; docs/evidence.md)."""
     return {
         "license_plate": reading.license_plate if reading else None,
         "plate_confidence": round(reading.confidence, 4) if reading else None,

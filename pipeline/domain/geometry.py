@@ -4,7 +4,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
-# Mean Earth radius (IUGG), the radius DESIGN.md §3 fixes for every distance.
+# Mean Earth radius (IUGG), the radius of every distance (docs/enforcement.md).
 EARTH_RADIUS_M = 6_371_008.8
 
 LatLon = tuple[float, float]
@@ -74,5 +74,5 @@ def interpolate(a: LatLon, b: LatLon, fraction: float) -> LatLon:
 
 
 def format_location(point: LatLon) -> str:
-    """The "lat,lon" text form of a location used in fines (DESIGN.md §4)."""
+    """The "lat,lon" text form of a location used in fines (docs/reference.md, Outputs)."""
     return f"{point[0]:.6f},{point[1]:.6f}"

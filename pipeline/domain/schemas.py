@@ -1,4 +1,4 @@
-"""Output schemas (DESIGN.md §4): the one definition behind BigQuery, JSON and docs.
+"""Output schemas (docs/reference.md, Outputs): the one definition behind BigQuery, JSON and docs.
 
 Each table is a tuple of `Column`s. `bigquery_schema` turns it into a BigQuery
 table schema, `markdown_table` into docs/reference.md's tables, and the record builders
@@ -219,7 +219,7 @@ def fine_record(
     }
 
 
-# The course's output keys (DESIGN.md §4, course compatibility): its consumers read these
+# The course's output keys (docs/course.md, docs/reference.md Outputs): its consumers read these
 # from every output-topic message. radar_id, vehicle_id, license_plate and image_url are
 # columns already; the others are copies under the course's names and units.
 COURSE_FIELDS: tuple[tuple[str, str], ...] = (

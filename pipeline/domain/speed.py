@@ -1,4 +1,4 @@
-"""Section average speed, the plausibility gates and the fine rule (DESIGN.md §3).
+"""Section average speed, the plausibility gates and the fine rule (docs/enforcement.md).
 
 `judge_traversal` is the one entry point: a session's detections (any order, redeliveries
 included) and the section's rule give either a `Traversal` (measured, fined or not) or a
@@ -21,7 +21,7 @@ from pipeline.domain.events import CameraEvent, format_rfc3339_ms
 from pipeline.domain.geometry import LatLon, along_track_m, format_location, haversine_m
 
 KMH_PER_MPH = 1.609344
-# How a traversal's average speed was measured (DESIGN.md §3).
+# How a traversal's average speed was measured (docs/enforcement.md, the two methods).
 SECTION_AVERAGE = "section_average"  # distance / time between the first and last detection
 SPOT_MEAN = "spot_mean"  # the course's rule for timeless detections: mean of spot speeds
 

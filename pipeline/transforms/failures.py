@@ -91,7 +91,7 @@ def to_dead_letter_record(failure: Failure) -> dict[str, Any]:
 
 
 class ToDeadLetterRecords(beam.PTransform):
-    """Failures of every stage -> dead-letter records (DESIGN.md §4, table `dead_letter`)."""
+    """Failures of every stage -> dead-letter records (docs/reference.md, dead-letter stages)."""
 
     def expand(self, failures: beam.PCollection) -> beam.PCollection:
         return failures | "ToDeadLetterRecord" >> beam.Map(to_dead_letter_record)

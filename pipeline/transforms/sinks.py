@@ -26,7 +26,7 @@ _log = logging.getLogger(__name__)
 
 
 class FormatTraversals(beam.PTransform):
-    """Traversal -> the output-topic JSON record of DESIGN.md §4 (fine or pass)."""
+    """Traversal -> the output-topic JSON record of docs/reference.md, Outputs (fine or pass)."""
 
     def expand(self, traversals: beam.PCollection) -> beam.PCollection:
         return traversals | "ToFineRecord" >> beam.Map(

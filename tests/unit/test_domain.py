@@ -655,7 +655,7 @@ DESIGN_FINE_FIELDS = {
     "image_url": "STRING", "image_sha256": "STRING", "is_ticketed": "BOOLEAN",
     "processed_at": "TIMESTAMP",
     "speed_method": "STRING",
-    # Added to DESIGN.md §4: why the plate or photo is missing, for analysts; and the ids a
+    # Beyond the design card: why the plate or photo is missing, for analysts; and the ids a
     # correction replaces, so each traversal is counted once (issue 13).
     "evidence_error": "STRING", "supersedes": "STRING", "revision": "INTEGER",
     # A published traversal that a late detection made unjudgeable is withdrawn, never a

@@ -10,7 +10,7 @@ from pipeline.graph import pipeline_options, section_rules
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
 from pipeline.transforms.enrich import PLATE_BATCH_SIZE
 
-# DESIGN.md §5, in its order: the contract the options class must keep.
+# The design card's options, in its order (docs/reference.md): the contract the class keeps.
 DESIGN_OPTIONS = [
     "project_id", "input_subscription", "output_topic", "radar_id", "cars_api", "bucket",
     "bq_dataset", "speed_limit_mph", "tolerance_mph", "session_gap_seconds",

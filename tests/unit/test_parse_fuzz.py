@@ -1,4 +1,4 @@
-"""Fuzzing the camera-event contract (DESIGN.md §2) with hypothesis.
+"""Fuzzing the camera-event contract (docs/reference.md, Input) with hypothesis.
 
 Property: whatever arrives, parsing yields either an event that satisfies the contract or
 a dead letter with a reason and the original payload; never an exception that would fail

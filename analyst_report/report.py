@@ -8,6 +8,9 @@ matplotlib's Agg canvas (no display needed) and writes OUT/index.html: fines per
 fines per radar, the distribution of average speeds with the speed limit marked, the
 share of plates read, and the latest fines with a thumbnail of each photo. Charts and
 thumbnails are embedded as data: URIs, so the page is one file to open or send.
+When the dataset has the verification desk's tables (docs/desk.md), the page also shows
+the fines pending, issued and rejected, how fast officers decide and the plate readers'
+accuracy as officers measured it (`analyst_report/sql/verification/`).
 
 Every query counts each traversal once (the latest row per id, without the ids a merged
 session supersedes) and reads the warehouse as of one moment, `--as_of` (default: when
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.dates as mdates
-from google.api_core.exceptions import GoogleAPIError
+from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import bigquery, storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
@@ -59,6 +62,8 @@ SNAPSHOT_READINGS = 4
 MAX_RADARS_CHARTED = 20
 THUMBNAIL_PX = (160, 120)
 SQL_PACKAGE, SQL_DIR = "analyst_report", "sql"
+# The desk's queries: their own folder and shared CTEs, over the desk's tables.
+VERIFICATION_SQL_DIR = "sql/verification"
 # Identifiers only are put into the SQL text (str.format); values go in as query parameters.
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9.:-]{0,127}[a-z0-9]$")  # also example.com:project
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -88,10 +93,16 @@ def _with_names(sql: str, project: str, dataset: str) -> str:
     return sql.format(project=project, dataset=dataset)
 
 
-def load_sql(name: str, project: str, dataset: str) -> str:
+def load_sql(name: str, project: str, dataset: str, folder: str = SQL_DIR) -> str:
     """The query `name` with its `{project}.{dataset}` filled in (identifiers, checked)."""
-    text = resources.files(SQL_PACKAGE).joinpath(SQL_DIR, f"{name}.sql").read_text()
+    text = resources.files(SQL_PACKAGE).joinpath(*folder.split("/"), f"{name}.sql").read_text()
     return _with_names(text, project, dataset)
+
+
+def verification_sql_names() -> list[str]:
+    """Names (without .sql) of the desk's queries (analyst_report/sql/verification/)."""
+    folder = resources.files(SQL_PACKAGE).joinpath(*VERIFICATION_SQL_DIR.split("/"))
+    return sorted(f.name.removesuffix(".sql") for f in folder.iterdir() if f.name.endswith(".sql"))
 
 
 def _query(warehouse: Warehouse, sql: str, as_of: datetime, **parameters: int) -> list[Row]:
@@ -107,11 +118,12 @@ def _query(warehouse: Warehouse, sql: str, as_of: datetime, **parameters: int) -
     return [dict(row.items()) for row in warehouse.client.query(sql, job_config=config).result()]
 
 
-def run_query(warehouse: Warehouse, name: str, as_of: datetime, **parameters: int) -> list[Row]:
-    """Rows of analyst_report/sql/NAME.sql as of `as_of` (@as_of); `parameters` are INT64."""
-    return _query(
-        warehouse, load_sql(name, warehouse.project, warehouse.dataset), as_of, **parameters
-    )
+def run_query(
+    warehouse: Warehouse, name: str, as_of: datetime, folder: str = SQL_DIR, **parameters: int
+) -> list[Row]:
+    """Rows of analyst_report/FOLDER/NAME.sql as of `as_of` (@as_of); `parameters` are INT64."""
+    sql = load_sql(name, warehouse.project, warehouse.dataset, folder)
+    return _query(warehouse, sql, as_of, **parameters)
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,104 @@ def rows_as_of(warehouse: Warehouse, as_of: datetime) -> tuple[int, int]:
 
 class SnapshotMoved(RuntimeError):
     """Rows processed before as_of kept arriving while the sections were read."""
+
+
+# -- verification (the desk's decisions) -------------------------------------------------
+@dataclass(frozen=True)
+class ReaderAccuracy:
+    """reader_accuracy.sql's row: one plate reader's reads as officers judged them."""
+
+    plate_reader: str
+    reads_confirmed: int
+    reads_corrected: int  # the reader read a plate; the officer typed another
+    unread_typed: int  # the reader read none; the officer typed it
+    rejected_unreadable: int
+    rejected_other: int
+    read_accuracy: float | None  # confirmed / (confirmed + corrected); None without either
+
+    @classmethod
+    def from_row(cls, row: Row) -> "ReaderAccuracy":
+        return cls(**{field.name: row[field.name] for field in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The desk's totals (verification/summary.sql) and the readers' accuracy."""
+
+    fines_pending: int  # awaiting a decision on their current revision
+    fines_changed: int  # of those, decided on an earlier revision
+    fines_issued: int  # confirmed or corrected: a notice
+    fines_rejected: int
+    notices: int  # rows of the notices table, one per fine revision issued
+    decisions: int  # decisions on a plate (confirm, correct, reject)
+    decision_ms_median: int | None  # from opening a fine (its claim) to the decision
+    decision_ms_p90: int | None
+    readers: tuple[ReaderAccuracy, ...] = ()
+
+    @classmethod
+    def from_rows(cls, summary: Row, readers: Sequence[Row]) -> "Verification":
+        values = {f.name: summary[f.name] for f in fields(cls) if f.name != "readers"}
+        return cls(**values, readers=tuple(ReaderAccuracy.from_row(row) for row in readers))
+
+
+# The desk's rows up to as_of, every row counted: as _ROWS_AS_OF, unchanged before and
+# after the queries means they read the same rows.
+_DECISIONS_AS_OF = """SELECT
+  (SELECT COUNT(*) FROM `{project}.{dataset}.fine_reviews` WHERE decided_at <= @as_of)
+    AS review_rows,
+  (SELECT COUNT(*) FROM `{project}.{dataset}.notices` WHERE decided_at <= @as_of)
+    AS notice_rows"""
+DESK_TABLES = ("fine_reviews", "notices")
+
+
+def has_desk_tables(warehouse: Warehouse) -> bool:
+    """Whether the dataset holds the desk's tables (python -m pipeline.provision makes them)."""
+    try:
+        for name in DESK_TABLES:
+            warehouse.client.get_table(f"{warehouse.project}.{warehouse.dataset}.{name}")
+    except NotFound:
+        return False
+    return True
+
+
+def read_verification(warehouse: Warehouse, as_of: datetime) -> Verification:
+    """The desk's queries, all of the same decisions: read again while rows up to as_of
+    still arrive (a decision is stamped before its row is inserted)."""
+    counts = _with_names(_DECISIONS_AS_OF, warehouse.project, warehouse.dataset)
+    before = _query(warehouse, counts, as_of)
+    for _ in range(SNAPSHOT_READINGS):
+        (summary,) = run_query(warehouse, "summary", as_of, VERIFICATION_SQL_DIR)
+        readers = run_query(warehouse, "reader_accuracy", as_of, VERIFICATION_SQL_DIR)
+        after = _query(warehouse, counts, as_of)
+        if after == before:
+            return Verification.from_rows(summary, readers)
+        before = after
+    raise SnapshotMoved(
+        f"decisions before {as_of.isoformat()} kept arriving over {SNAPSHOT_READINGS} "
+        "readings; give an earlier --as_of"
+    )
+
+
+def _seconds(ms: int | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.1f} s"
+
+
+def verification_line(verification: Verification) -> str:
+    """The desk's totals in one sentence."""
+    v = verification
+    text = (
+        f"Verified: {v.fines_issued} issued ({v.notices} notices), {v.fines_rejected} "
+        f"rejected, {v.fines_pending} pending"
+    )
+    if v.fines_changed:
+        text += f" ({v.fines_changed} changed since a decision)"
+    if v.decisions:
+        text += (
+            f"; officers decide in {_seconds(v.decision_ms_median)} (median), "
+            f"{_seconds(v.decision_ms_p90)} (90th percentile) over "
+            f"{_count(v.decisions, 'decision')}"
+        )
+    return text + "."
 
 
 # -- charts ----------------------------------------------------------------------------
@@ -456,6 +566,7 @@ class Report:
     totals: Totals
     sections: tuple[Section, ...]
     latest: tuple[LatestFine, ...]
+    verification: Verification | None = None  # None when the dataset has no desk tables
 
 
 def latest_fines(rows: Sequence[Row], photos: PhotoSource) -> tuple[LatestFine, ...]:
@@ -529,6 +640,7 @@ def build_report(
     """Runs every query as of `as_of` (default: now) and draws every chart."""
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     rows = read_snapshot(warehouse, as_of, latest)
+    verification = read_verification(warehouse, as_of) if has_desk_tables(warehouse) else None
     return Report(
         source=f"{warehouse.project}.{warehouse.dataset}",
         as_of=as_of,
@@ -541,6 +653,7 @@ def build_report(
             plate_read_section(rows.totals),
         ),
         latest=latest_fines(rows.latest, photos or StoragePhotos(warehouse.project)),
+        verification=verification,
     )
 
 
@@ -594,6 +707,49 @@ def _fine_row_html(fine: LatestFine) -> str:
     ]
     cells_html = "".join(f"<td>{cell}</td>" for cell in cells)
     return f'<tr class="fine" data-fine-id="{_e(row["fine_id"])}">{cells_html}</tr>'
+
+
+def _verification_html(verification: Verification) -> str:
+    """The desk's totals and, per plate reader, its reads as officers judged them."""
+    headers = (
+        "plate reader",
+        "reads confirmed",
+        "reads corrected",
+        "unread, typed",
+        "rejected: unreadable",
+        "rejected: other",
+        "accuracy",
+    )
+    rows = []
+    for reader in verification.readers:
+        accuracy = reader.read_accuracy
+        cells = (
+            reader.plate_reader,
+            reader.reads_confirmed,
+            reader.reads_corrected,
+            reader.unread_typed,
+            reader.rejected_unreadable,
+            reader.rejected_other,
+            "-" if accuracy is None else f"{100 * accuracy:.0f} %",
+        )
+        cells_html = "".join(f"<td>{_e(cell)}</td>" for cell in cells)
+        rows.append(f'<tr class="reader" data-reader="{_e(reader.plate_reader)}">{cells_html}</tr>')
+    explanation = (
+        "A fine is issued when an officer confirms or corrects its plate (one notice per fine "
+        "revision), rejected with a reason, pending until decided; a fine revised after its "
+        "decision is pending again. Decision time runs from opening the fine to deciding. "
+        "Accuracy is the reads officers confirmed over those they confirmed or corrected: "
+        "the plate reader's accuracy in production."
+    )
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "\n".join(rows)
+    return (
+        '<section id="verification">\n<h2>Verification</h2>\n'
+        f'<p class="verification-summary">{_e(verification_line(verification))}</p>\n'
+        f'<p class="explanation">{_e(explanation)}</p>\n'
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+        "</section>"
+    )
 
 
 def _fines_table_html(report: Report) -> str:
@@ -664,6 +820,7 @@ def render_html(report: Report) -> str:
 <code>analyst_report/sql/*.sql</code>.</p>
 <p class="summary">{_e(report.summary)}</p>
 {sections}
+{_verification_html(report.verification) if report.verification else ""}
 {_fines_table_html(report)}
 </body>
 </html>
@@ -761,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: no consistent reading: {error}", file=sys.stderr)
         return 1
     print(f"report: {path} as of {report.as_of.isoformat()}: {report.summary}")
+    if report.verification is not None:
+        print(f"report: {verification_line(report.verification)}")
     return 0
 
 

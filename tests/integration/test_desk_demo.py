@@ -5,7 +5,8 @@ desk` runs, records the demo's traffic and runs the real pipeline over it (bound
 the cars API, the evidence bucket and the warehouse on the emulators). One officer then
 clears the whole queue: Enter confirms, one fine is corrected by typing, one rejected
 with a key. Afterwards the notices table and topic hold exactly the confirmed and
-corrected fines, each once and each verifiable, and the analyst report counts them.
+corrected fines, each once and each verifiable, and the analyst report counts them
+(pending, issued, rejected, decision times, the reader's accuracy as the officer judged it).
 
 The demo's reader reads its easy photos right, so the correction is an officer's own
 call on one fine (a plate one character off the reader's): it takes the path a misread
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
+from analyst_report import report
 from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
 from local_stack.desk_demo import seed_demo_fines
@@ -136,6 +138,29 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     messages = pull_notices(stack, len(issued))
     assert sorted(m["fine_id"] for m in messages) == sorted(issued)
     assert all(verify_notice(m) and m == by_fine[m["fine_id"]] for m in messages)
+
+    # The analyst report counts the decisions and measures the reader as the officer did.
+    built = report.build_report(warehouse, photos=lambda _url: None)
+    assert built.totals.fines == len(fines)
+    verification = built.verification
+    assert verification is not None
+    assert (
+        verification.fines_pending,
+        verification.fines_issued,
+        verification.fines_rejected,
+        verification.notices,
+        verification.decisions,
+    ) == (0, len(issued), 1, len(issued), len(fines))
+    assert 0 < verification.decision_ms_median <= verification.decision_ms_p90
+    (reader,) = verification.readers
+    assert (reader.reads_confirmed, reader.reads_corrected, reader.rejected_other) == (
+        len(fines) - 2,
+        1,
+        1,
+    )
+    assert reader.read_accuracy == pytest.approx((len(fines) - 2) / (len(fines) - 1))
+    page = report.render_html(built)
+    assert f"Verified: {len(issued)} issued ({len(issued)} notices), 1 rejected, 0 pending" in page
 
 
 def pull_notices(stack: LocalStack, expected: int) -> list[dict]:

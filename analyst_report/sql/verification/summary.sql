@@ -1,0 +1,82 @@
+-- The desk's totals, one row: fines pending, issued and rejected, notices, and how
+-- long officers take from opening a fine (its claim) to deciding it: median and 90th
+-- percentile in seconds, over every decision on a plate.
+-- The desk's decisions (docs/desk.md), as of one moment: the query parameter as_of
+-- (TIMESTAMP). Fines count as the desk queues them: the latest revision per fine_id,
+-- ticketed, not withdrawn, not merged into another traversal (docs/report.md). In the
+-- BigQuery console put CURRENT_TIMESTAMP() in its place.
+WITH fine_rows AS (
+  SELECT *
+  FROM `{project}.{dataset}.fines`
+  WHERE processed_at <= @as_of
+),
+latest_fines AS (
+  SELECT *
+  FROM fine_rows
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
+),
+live_fines AS (
+  SELECT *
+  FROM latest_fines
+  WHERE fine_id NOT IN (
+    SELECT superseded_id FROM latest_fines, UNNEST(supersedes) AS superseded_id
+  )
+  AND is_ticketed AND withdrawn_reason IS NULL
+),
+-- Every decision recorded up to as_of (fine_reviews is append-only).
+decisions AS (
+  SELECT *
+  FROM `{project}.{dataset}.fine_reviews`
+  WHERE decided_at <= @as_of
+),
+-- The decision that stands on each fine: its latest.
+last_decisions AS (
+  SELECT *
+  FROM decisions
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, decided_at DESC, review_id DESC) = 1
+),
+-- Each live fine with the decision on its current revision (NULL: pending); a decision
+-- on an older revision means the fine changed since and awaits the desk again.
+verified AS (
+  SELECT
+    live_fines.fine_id,
+    IF(last_decisions.revision = live_fines.revision, last_decisions.decision, NULL) AS decision,
+    last_decisions.fine_id IS NOT NULL AS decided_before
+  FROM live_fines
+  LEFT JOIN last_decisions ON last_decisions.fine_id = live_fines.fine_id
+),
+-- Each standing decision on a plate (not the closing of a withdrawn fine), with the
+-- reader that read the plate of the revision decided on.
+judged_reads AS (
+  SELECT last_decisions.*, COALESCE(read_by.plate_reader, 'none') AS plate_reader
+  FROM last_decisions
+  LEFT JOIN (
+    SELECT fine_id, revision, plate_reader
+    FROM fine_rows
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id, revision ORDER BY processed_at DESC) = 1
+  ) AS read_by
+    ON read_by.fine_id = last_decisions.fine_id AND read_by.revision = last_decisions.revision
+  WHERE last_decisions.decision != 'acknowledged'
+),
+-- The notices issued up to as_of: one row per notice_id.
+issued_notices AS (
+  SELECT *
+  FROM `{project}.{dataset}.notices`
+  WHERE decided_at <= @as_of
+)
+SELECT
+  COUNTIF(decision IS NULL) AS fines_pending,
+  COUNTIF(decision IS NULL AND decided_before) AS fines_changed,
+  COUNTIF(decision IN ('confirmed', 'corrected')) AS fines_issued,
+  COUNTIF(decision = 'rejected') AS fines_rejected,
+  (SELECT COUNT(DISTINCT notice_id) AS n FROM issued_notices) AS notices,
+  (SELECT COUNT(*) AS n FROM decisions WHERE decision != 'acknowledged') AS decisions,
+  (
+    SELECT APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)[OFFSET(50)] AS ms
+    FROM decisions WHERE decision != 'acknowledged'
+  ) AS decision_ms_median,
+  (
+    SELECT APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)[OFFSET(90)] AS ms
+    FROM decisions WHERE decision != 'acknowledged'
+  ) AS decision_ms_p90
+FROM verified

@@ -45,6 +45,7 @@ from lib.harness import (
     Arrivals,
     BenchPublisher,
     Heartbeat,
+    bench_sections,
     bench_topics,
     cpu_seconds,
     exiting_together,
@@ -133,7 +134,10 @@ def full_pipeline(stack: LocalStack, config: TrafficConfig, name: str) -> FullRu
     topics = bench_topics(f"bench-{name}")
     topics.create(stack)
     dataset = f"bench_{name.replace('-', '_')}"
-    local = LocalPipeline(stack, topics, GAP_S, LATENESS_S, extra_args=["--bq_dataset", dataset])
+    local = LocalPipeline(
+        stack, topics, GAP_S, LATENESS_S, extra_args=["--bq_dataset", dataset],
+        sections=bench_sections(config.radar_id, "bench-warm-up", "bench-probe"),
+    )  # fmt: skip
     process = start_pipeline(local, f"pipeline-{name}")
     arrivals = Arrivals()
     outputs = OutputCollector(stack, topics.output_subscription, on_message=arrivals,

@@ -18,6 +18,7 @@ from google.protobuf import timestamp_pb2
 
 from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
 from pipeline.domain import defaults
+from pipeline.domain.speed import SectionRule, SectionRules
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class LocalPipeline:
     extra_args: list[str] = field(default_factory=list)
     process: ManagedProcess | None = None
     bucket: str = defaults.EVIDENCE_BUCKET
+    # radar_id -> its rule, passed as --sections_file: a section-average fine needs the
+    # section's ends (docs/enforcement.md).
+    sections: dict[str, SectionRule] = field(default_factory=dict)
 
     def evidence_args(self) -> list[str]:
         """Fine evidence on when the stack runs the cars API (and storage for the photos)."""
@@ -85,8 +89,16 @@ class LocalPipeline:
             "--session_gap_seconds", str(self.session_gap_seconds),
             "--allowed_lateness_seconds", str(self.allowed_lateness_seconds),
             *self.evidence_args(),
+            *self.sections_args(),
             *self.extra_args,
         ]  # fmt: skip
+
+    def sections_args(self) -> list[str]:
+        if not self.sections:
+            return []
+        path = self.stack.work_dir / f"sections-{self.topics.input_topic}.json"
+        path.write_text(SectionRules(SectionRule(), self.sections).to_json(), encoding="utf-8")
+        return ["--sections_file", str(path)]
 
     def provision(self) -> None:
         """What an operator creates before a launch: the bucket, the warehouse's tables."""

@@ -37,6 +37,7 @@ from local_stack.services import LocalStack, ManagedProcess, wait_until
 from pipeline.domain import defaults
 from pipeline.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
 from pipeline.domain.geometry import interpolate
+from pipeline.domain.speed import SectionRule
 
 LIB_DIR = Path(__file__).resolve().parent
 MARKER_PREFIX = "bench-marker"
@@ -56,6 +57,11 @@ def traffic(
         vehicles=vehicles, rate=rate, speeding_fraction=speeding_fraction, points=POINTS,
         seed=seed,
     )  # fmt: skip
+
+
+def bench_sections(*radar_ids: str) -> dict[str, SectionRule]:
+    """The short section's rule for each radar id (the pipeline's --sections_file)."""
+    return {radar_id: traffic(1, 1.0, 0.0, 0, radar_id).rule for radar_id in radar_ids}
 
 
 def exiting_together(events: Iterable[CameraEvent], exit_ms: int) -> list[CameraEvent]:

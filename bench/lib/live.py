@@ -21,6 +21,7 @@ from lib.harness import (
     Arrivals,
     BenchPublisher,
     Heartbeat,
+    bench_sections,
     bench_topics,
     last_detections,
     percentile,
@@ -101,7 +102,9 @@ def run_live(
             topics.create(stack)
             dataset = f"bench_{name}_{shard}".replace("-", "_")
             local = LocalPipeline(stack, topics, gap_s, LATENESS_S,
-                                  extra_args=["--bq_dataset", dataset])  # fmt: skip
+                                  extra_args=["--bq_dataset", dataset],
+                                  sections=bench_sections(config.radar_id,
+                                                          f"bench-warm-{shard}"))  # fmt: skip
             process = start_pipeline(local, f"pipeline-{name}-{shard}")
             locals_.append(local)
             processes.append(process)

@@ -51,8 +51,9 @@ def run(stack):
     topics.create(stack)
     # Lateness covers the replay test's re-sent events, so that they re-fire, not drop.
     local = LocalPipeline(
-        stack, topics, GAP_S, allowed_lateness_seconds=600, extra_args=["--bq_dataset", DATASET]
-    )
+        stack, topics, GAP_S, allowed_lateness_seconds=600,
+        extra_args=["--bq_dataset", DATASET], sections={SECTION.radar_id: SECTION.rule},
+    )  # fmt: skip
     local.start()
     outputs = OutputCollector(stack, topics.output_subscription, producer=local.process)
     dead_letters = OutputCollector(stack, topics.dead_letter_subscription)

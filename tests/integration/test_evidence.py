@@ -6,6 +6,7 @@ storage emulator's contents and the cars API's request log, not on what the pipe
 """
 
 import hashlib
+import json
 import time
 from datetime import datetime
 
@@ -17,7 +18,13 @@ from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import wait_until
 from pipeline.clients.cars_api import PROBE_VEHICLE_ID
-from pipeline.clients.evidence_store import SHA256_METADATA_KEY, EvidenceStore
+from pipeline.clients.evidence_store import (
+    READING_SUFFIX,
+    SHA256_METADATA_KEY,
+    EvidenceStore,
+    reading_from_text,
+    reading_object_name,
+)
 from pipeline.domain import defaults
 from pipeline.domain.evidence import photo_object_name
 from pipeline.domain.geometry import interpolate
@@ -59,7 +66,10 @@ def run(stack):
         dead_letter_topic="ev-dead", dead_letter_subscription="ev-dead-reader",
     )  # fmt: skip
     topics.create(stack)
-    local = LocalPipeline(stack, topics, GAP_S, bucket=BUCKET, extra_args=["--bq_dataset", DATASET])
+    local = LocalPipeline(
+        stack, topics, GAP_S, bucket=BUCKET, extra_args=["--bq_dataset", DATASET],
+        sections={SECTION.radar_id: SECTION.rule},
+    )  # fmt: skip
     local.start()
     outputs = OutputCollector(stack, topics.output_subscription, producer=local.process)
     dead_letters = OutputCollector(stack, topics.dead_letter_subscription)
@@ -105,6 +115,13 @@ def test_fined_vehicles_carry_the_true_plate_and_a_stored_photo(run):
         blob = store()._bucket.get_blob(name)
         assert blob.content_type == "image/jpeg"
         assert blob.metadata[SHA256_METADATA_KEY] == fine["image_sha256"]
+        # The reading recorded beside the photo names that photo and gives the fine's plate.
+        recorded = store().read(reading_object_name(name)).decode()
+        assert json.loads(recorded)["photo_sha256"] == fine["image_sha256"]
+        assert (
+            reading_from_text(recorded, fine["image_sha256"]).license_plate
+            == (fine["license_plate"])
+        )
 
 
 def test_vehicles_not_fined_are_never_fetched_nor_stored(run):
@@ -123,9 +140,18 @@ def test_vehicles_not_fined_are_never_fetched_nor_stored(run):
     fined = {t.vehicle_id for t in truth if t.must_be_fined}
     # The start-up check asks once for a probe vehicle's car (never its photo).
     assert fetched == fined | {RETRIED, DOWN, JUNK, PROBE_VEHICLE_ID}
-    # One object per fine that has a photo: the two failed fetches stored nothing.
-    stored_fine_ids = {name.rsplit("/", 1)[1][:-4] for name in store().list_names("fines/")}
-    assert stored_fine_ids == {records[v]["fine_id"] for v in fined | {RETRIED}}
+    # One photo and its reading per fine that has a photo: the failed fetches stored nothing.
+    names = store().list_names("fines/")
+    photos = {
+        name.rsplit("/", 1)[1].removesuffix(".jpg") for name in names if name.endswith(".jpg")
+    }
+    readings = {
+        name.rsplit("/", 1)[1].removesuffix(READING_SUFFIX)
+        for name in names
+        if name.endswith(READING_SUFFIX)
+    }
+    assert photos == readings == {records[v]["fine_id"] for v in fined | {RETRIED}}
+    assert len(names) == 2 * len(photos)
 
 
 def test_two_server_errors_then_success_gives_a_complete_fine(run):

@@ -177,9 +177,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
             dead_letter_topic="fa-dead", dead_letter_subscription="fa-dead-reader",
         )  # fmt: skip
         topics.create(stack)
+        radars = ("radar-fa1", "radar-fa2", "radar-fa2b", "radar-fa9")
         local = LocalPipeline(
-            stack, topics, GAP_S, bucket=BUCKET, extra_args=["--bq_dataset", DATASET]
-        )
+            stack, topics, GAP_S, bucket=BUCKET, extra_args=["--bq_dataset", DATASET],
+            sections={radar: traffic(radar, 0, 1, 1.0, 0.0).rule for radar in radars},
+        )  # fmt: skip
         local.start()
         outputs = OutputCollector(stack, topics.output_subscription, producer=local.process)
         dead_letters = OutputCollector(stack, topics.dead_letter_subscription)

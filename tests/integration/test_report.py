@@ -44,14 +44,14 @@ from pipeline.domain.schemas import (
     insert_id,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import SectionRule, Traversal, measure_traversal
-from tests.helpers import T0_MS, track
+from pipeline.domain.speed import Traversal, measure_traversal
+from tests.helpers import T0_MS, section, track
 
 pytestmark = pytest.mark.integration
 
 DATASET = "it_report"
 HOUR_MS, MINUTE_MS = 3_600_000, 60_000
-RULES = {"radar-1": SectionRule(), "radar-2": SectionRule(), "radar-3": SectionRule(30.0)}
+RULES = {"radar-1": section(), "radar-2": section(), "radar-3": section(30.0)}
 EVIL_VEHICLE = "<script>document.title='owned'</script>"
 # (vehicle, km/h, radar, hour, minute): speeders, drivers under the limit, and radar-3's
 # 30 mph (48.3 km/h) limit, which lets 45 km/h pass there.

@@ -45,7 +45,7 @@ def restarted_run(stack):
     topics.create(stack)
     local = LocalPipeline(
         stack, topics, GAP_S, allowed_lateness_seconds=300, bucket="it-restart",
-        extra_args=["--bq_dataset", DATASET],
+        extra_args=["--bq_dataset", DATASET], sections={TRAFFIC.radar_id: TRAFFIC.rule},
     )  # fmt: skip
     local.start()
     outputs = OutputCollector(stack, topics.output_subscription)

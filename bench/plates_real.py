@@ -173,6 +173,7 @@ def kind_of_reason(reason: str) -> str:
 
 REASON_KINDS = (
     ("does not fit", "the plate does not fit its state's formats"),
+    ("fits no known format", "a look-alike's twin fits a known format"),
     ("under the gate", "a character under the gate"),
     ("crops read", "crops disagree"),
     ("readings sure", "too few crops sure"),

@@ -44,6 +44,7 @@ from pipeline.domain.plates import (
     plate_shaped,
     rank_candidates,
     second_opinion_doubt,
+    state_matters,
     state_named,
     unreadable,
     unsure_reason,
@@ -236,7 +237,9 @@ class EmbeddedPlateReader:
                 (i for i, (_, seen) in enumerate(boxes) if _reads(seen, reading.license_plate)),
                 index,
             )
-        state = self._state_near(bgr, boxes[index][0])
+        state = None
+        if state_matters([candidate for candidate, _ in ranked]):
+            state = self._state_near(bgr, boxes[index][0])
         if state is not None:
             ranked = rank_candidates(views, state)
         box = self._plate_around(boxes[index][0])

@@ -87,6 +87,10 @@ TWIN_PROBABILITY = 0.05
 # (the state name above or below the characters). A candidate that fits its state's format
 # ranks first; one accepted plate that does not, beside a candidate that does, is refused.
 STATE_PREFIX = 4  # letters of a state's name that identify it on a plate
+# A candidate fitting the state outranks (or refuses) the others only when its score is at
+# least this share of the best: one look-alike swapped against a sure reading (0.05) is,
+# two (0.0025, R107555's RIO7555 on a New York plate) are not.
+STATE_PROMOTION = 0.02
 STATE_FORMATS: dict[str, tuple[str, ...]] = {
     "NEW YORK": ("LLLDDDD",),
     "CALIFORNIA": ("DLLLDDD", "DDDDDLD"),
@@ -369,9 +373,29 @@ def choose_plate(
     """The plate among an image's text lines, or None with the reason (module docstring).
 
     Both readers call this, so they accept and refuse the same readings. `raw_text` is
-    what the engine read, for people; by default the lines' texts.
+    what the engine read, for people; by default the lines' texts. Its candidates are the
+    plate-like readings, the accepted plate first.
     """
     lines = list(lines)
+    reading = _choose(lines, reader, min_confidence, image_height, raw_text)
+    # Every plate-like reading is a candidate for a person, the accepted one first; a reader
+    # that has more (the embedded one's second choices) ranks its own (`with_candidates`).
+    offered: dict[str, PlateCandidate] = {}
+    for line in sorted(lines, key=least_confidence, reverse=True):
+        plate = normalise_plate(line.text)
+        if plate is not None and plate not in offered:
+            confidences = tuple(_plate_confidences(line))
+            offered[plate] = PlateCandidate(plate, confidences, round(min(confidences), 4))
+    return with_candidates(reading, list(offered.values()))
+
+
+def _choose(
+    lines: list[TextLine],
+    reader: str,
+    min_confidence: float,
+    image_height: float | None,
+    raw_text: str | None,
+) -> PlateReading:
     if raw_text is None:
         raw_text = " | ".join(line.text for line in lines)
     candidates: list[tuple[TextLine, str]] = []
@@ -506,7 +530,8 @@ def rank_candidates(
     a plate's probability in that reading is the product of its characters'. A candidate's
     score is its mean probability over the box's readings, so crops that disagree share it;
     its confidences are each character's mean probability. Where the plate shows `state`,
-    the candidates that fit its formats rank first; plates of letters and digits rank
+    the candidates that fit its formats rank first (those scoring at least
+    `STATE_PROMOTION` of the best); plates of letters and digits rank
     before plates of digits only. For a person to choose from: nothing here makes a plate
     acceptable.
     """
@@ -534,11 +559,12 @@ def rank_candidates(
         (PlateCandidate(plate, confidences, round(score, 4), _fits(plate, state)), index)
         for plate, (score, confidences, index) in scored.items()
     ]
+    best = max((score for score, _, _ in scored.values()), default=0.0)
     # Within each rank, what a reading of letters and digits gave before what one of digits
     # only gave (a date stamp or a phone number as often as a plate), look-alikes swapped or not.
     candidates.sort(
         key=lambda item: (
-            fits_state(item[0].plate, state) is None,
+            fits_state(item[0].plate, state) is None or item[0].score < STATE_PROMOTION * best,
             item[0].plate not in mixed,
             -item[0].score,
         )
@@ -546,15 +572,30 @@ def rank_candidates(
     return candidates[:MAX_CANDIDATES]
 
 
+def state_matters(candidates: Sequence[PlateCandidate]) -> bool:
+    """Whether some state's formats would tell these candidates apart (rank or refuse one):
+    only then is the state worth reading."""
+    return any(
+        len({fits_state(candidate.plate, state) is None for candidate in candidates}) > 1
+        for state in STATE_FORMATS
+    )
+
+
 def state_doubt(plate: str, state: str | None, candidates: Sequence[PlateCandidate]) -> str:
     """Why `plate` is in doubt given the state printed on it, or "" when it is not.
 
-    A plate that does not fit its state's formats while another candidate does is a misread
-    as likely as an odd plate: refused for the automatic read, the candidates stay.
+    A plate that does not fit its state's formats while another candidate does, at no less
+    than `STATE_PROMOTION` of the best score, is a misread as likely as an odd plate:
+    refused for the automatic read, the candidates stay.
     """
     if state is None or fits_state(plate, state) is not None:
         return ""
-    fitting = [c.plate for c in candidates if c.plate != plate and fits_state(c.plate, state)]
+    best = max((c.score for c in candidates), default=0.0)
+    fitting = [
+        c.plate
+        for c in candidates
+        if c.plate != plate and fits_state(c.plate, state) and c.score >= STATE_PROMOTION * best
+    ]
     if not fitting:
         return ""
     return f"{plate} does not fit {state}'s plates; {fitting[0]} does"

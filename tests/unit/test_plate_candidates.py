@@ -17,6 +17,7 @@ from pipeline.domain.plates import (
     choose_plate,
     fits_state,
     rank_candidates,
+    state_matters,
     state_named,
     with_candidates,
 )
@@ -175,3 +176,20 @@ def test_a_candidate_needs_one_confidence_per_character():
     assert PlateCandidate("AB123", (0.991, 0.5, 1.0, 0.87, 0.9)).confidences_text() == (
         "0.99,0.50,1.00,0.87,0.90"
     )
+
+
+def test_the_state_is_read_only_when_its_formats_would_tell_candidates_apart():
+    same_format = [PlateCandidate("ABC2345", (0.9,) * 7), PlateCandidate("ABC2845", (0.9,) * 7)]
+    assert not state_matters(same_format)
+    assert state_matters([*same_format, PlateCandidate("0BC2345", (0.9,) * 7)])
+
+
+def test_a_sure_reading_is_not_outranked_by_a_state_fit_two_look_alikes_away():
+    # Issue 12's trap: R107555 on a New York plate, every character read surely.
+    sure = view("R107555", [0.999] * 7, [("", 0.0)] * 7)
+    ranked = rank_candidates([[sure, sure]], state="NEW YORK")
+    assert plates(ranked)[0] == "R107555"
+    reading = choose_plate([sure], "test", GATE)
+    final = with_candidates(reading, [c for c, _ in ranked], state="NEW YORK")
+    assert final.license_plate == "R107555"
+    assert "RIO7555" not in [c.plate for c in final.candidates][:1]

@@ -4,6 +4,7 @@ Each sits behind a small interface and is made by a factory (`Services`), so the
 line passes the real clients and tests pass the emulators' (or, in unit tests, fakes).
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,16 @@ PUBLISH_TIMEOUT_S = 30.0
 
 def is_fine_id(value: str) -> bool:
     return _FINE_ID.fullmatch(value) is not None
+
+
+def photo_matches_record(fine: Mapping[str, Any], data: bytes) -> bool:
+    """Whether these bytes are the photo the record vouches for (its image_sha256).
+
+    The notice carries that digest as the evidence: an officer must never confirm a plate
+    against other bytes (a replaced object, a wrong copy).
+    """
+    expected = fine.get("image_sha256")
+    return isinstance(expected, str) and hashlib.sha256(data).hexdigest() == expected
 
 
 def photo_object_name(fine: Mapping[str, Any], bucket: str) -> str | None:

@@ -9,8 +9,9 @@ from desk.deps import CurrentSession, DeskDep, PhotosDep, PostSession, State
 from desk.forms import CsrfForm, DecisionForm, QueueParams
 from desk.routes.photos import plate_box
 from desk.security import Session
-from desk.services import photo_object_name
+from desk.services import photo_matches_record, photo_object_name
 from desk.workflow import (
+    PLATE,
     Decision,
     DecisionConflict,
     FineNotFound,
@@ -51,7 +52,9 @@ def render_fine(
 ) -> Response:
     fine = view.fine
     name = photo_object_name(fine, state.config.bucket)
-    has_photo = name is not None and photos.exists(name)
+    data = photos.read(name) if name is not None else None
+    has_photo = data is not None and photo_matches_record(fine, data)
+    photo_mismatch = data is not None and not has_photo
     shown_plate = fine.get("license_plate") or ""
     mine = view.holder is not None and view.holder["reviewer"] == session.reviewer
     return state.templates.TemplateResponse(
@@ -62,6 +65,7 @@ def render_fine(
             "fine": fine,
             "mine": mine,
             "has_photo": has_photo,
+            "photo_mismatch": photo_mismatch,
             "has_plate_box": has_photo and plate_box(fine) is not None,
             "candidates": candidates(fine),
             "plate_value": shown_plate if typed_plate is None else typed_plate,
@@ -72,6 +76,14 @@ def render_fine(
         },
         status_code=status,
     )
+
+
+def _photo_verified(desk: DeskDep, photos: PhotosDep, state: State, fine_id: str) -> bool:
+    """The fine's photo is stored and is the one its image_sha256 names."""
+    fine = _view(desk, fine_id).fine
+    name = photo_object_name(fine, state.config.bucket)
+    data = photos.read(name) if name is not None else None
+    return data is not None and photo_matches_record(fine, data)
 
 
 @router.get("/fines/{fine_id}")
@@ -118,6 +130,10 @@ def decide(
     fine_id: str = FINE_ID,
 ) -> Response:
     decision = Decision(fine_id, form.revision, form.claim_id, form.action, form.plate, form.note)
+    if form.action == PLATE and not _photo_verified(desk, photos, state, fine_id):
+        view = _view(desk, fine_id)
+        problem = "a plate is confirmed only against the record's own photo: reject this fine"
+        return render_fine(request, state, photos, view, session, form, problem, 422, form.plate)
     try:
         desk.decide(session.reviewer, decision)
     except FineNotFound as error:

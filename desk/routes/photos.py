@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from PIL import Image
 
 from desk.deps import CurrentSession, DeskDep, PhotosDep, State
-from desk.services import photo_object_name
+from desk.services import photo_matches_record, photo_object_name
 from desk.store import latest_revision
 from pipeline.clients.images import InvalidImage, check_image
 
@@ -24,6 +24,8 @@ def _photo(fine_id: str, state: State, desk: DeskDep, photos: PhotosDep) -> tupl
     data = photos.read(name) if name else None
     if data is None:
         raise HTTPException(404, "photo missing")
+    if not photo_matches_record(fine, data):
+        raise HTTPException(409, "the stored photo is not the one the record's sha256 names")
     return data, fine
 
 

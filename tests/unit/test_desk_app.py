@@ -1,6 +1,7 @@
 """The desk over HTTP (FastAPI's TestClient, in-memory store): login, CSRF, escaping,
 photos, headers, and the decision flow's status codes."""
 
+import hashlib
 import io
 import re
 
@@ -27,6 +28,7 @@ def with_photo(row: dict, photos, data: bytes | None = None) -> dict:
     name = photo_object_name(row["radar_id"], parse_rfc3339_ms(row["entry_time"]), row["fine_id"])
     row["image_url"] = f"gs://{BUCKET}/{name}"
     photos.objects[name] = data or jpeg()
+    row["image_sha256"] = hashlib.sha256(photos.objects[name]).hexdigest()
     return row
 
 
@@ -230,6 +232,34 @@ def test_photos_are_served_by_fine_id_from_the_configured_bucket_only(desk):
         assert photos.reads == [], what
     for fine_id in ("../../etc/passwd", "A" * 32, "a" * 31, "a" * 33):
         assert client.get(f"/fines/{fine_id}/photo").status_code in (404, 422), fine_id
+
+
+def test_a_photo_other_than_the_one_the_record_names_is_never_shown(desk):
+    client, store, photos, _ = desk
+    signed_in(client)
+    fine = with_photo(fine_row(plate_box="100,200,300,260"), photos, jpeg())
+    store.fines.append(fine)
+    name = fine["image_url"].removeprefix(f"gs://{BUCKET}/")
+    photos.objects[name] = jpeg(size=(80, 60))  # the object's bytes changed since the fine
+    page = client.get(f"/fines/{fine['fine_id']}").text
+    assert 'id="photo-mismatch"' in page and 'id="photo"' not in page
+    assert fine["image_sha256"] in page
+    assert client.get(f"/fines/{fine['fine_id']}/photo").status_code == 409
+    assert client.get(f"/fines/{fine['fine_id']}/plate").status_code == 409
+    # Confirming is refused on the server, whatever the page offered.
+    claim = client.post(f"/fines/{fine['fine_id']}/claim", data={"csrf": csrf_of(page)})
+    assert claim.status_code == 303
+    page = client.get(f"/fines/{fine['fine_id']}").text
+    form = {
+        "csrf": csrf_of(page),
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate",
+        "plate": fine["license_plate"],
+    }
+    refused = client.post(f"/fines/{fine['fine_id']}/decision", data=form)
+    assert refused.status_code == 422 and "the record&#39;s own photo" in refused.text
+    assert store.reviews_ == []
 
 
 def test_a_missing_photo_shows_and_the_fine_can_still_be_rejected(desk):

@@ -155,7 +155,9 @@ class BigQueryDeskStore:
 
     def _query(self, sql: str, *params: bigquery.ScalarQueryParameter) -> list[Row]:
         config = bigquery.QueryJobConfig(query_parameters=list(params))
-        rows = self.warehouse.client.query(sql, job_config=config).result(timeout=60)
+        # jobs.query: one request for a small result (query() adds a job insert and a
+        # results call); the client falls back to a job when BigQuery needs one.
+        rows = self.warehouse.client.query_and_wait(sql, job_config=config, wait_timeout=60)
         return [plain(dict(row.items())) for row in rows]
 
     def _append(self, table: Table, row: Row) -> None:
@@ -180,19 +182,19 @@ class BigQueryDeskStore:
         where = "".join(f" AND {c}" for c in conditions)
         # The queue_state rule in SQL: new live fines, and fines decided on an older revision.
         sql = f"""
-            WITH ranked AS (
-              SELECT f.*, ROW_NUMBER() OVER (
-                PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) AS _rank
-              FROM `{self._fines}` AS f
-            ), latest AS (SELECT * FROM ranked WHERE _rank = 1),
+            WITH latest AS (
+              SELECT * FROM `{self._fines}`
+              QUALIFY ROW_NUMBER() OVER (
+                PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
+            ),
             superseded AS (SELECT DISTINCT s AS fine_id FROM latest, UNNEST(supersedes) AS s),
-            reviewed AS (
+            last_review AS (
               SELECT fine_id, revision AS _review_revision, decision AS _review_decision,
-                     reviewer AS _review_reviewer, decided_at AS _review_decided_at,
-                     ROW_NUMBER() OVER (
-                       PARTITION BY fine_id ORDER BY revision DESC, decided_at DESC) AS _rrank
+                     reviewer AS _review_reviewer, decided_at AS _review_decided_at
               FROM `{self._reviews}`
-            ), last_review AS (SELECT * FROM reviewed WHERE _rrank = 1)
+              QUALIFY ROW_NUMBER() OVER (
+                PARTITION BY fine_id ORDER BY revision DESC, decided_at DESC) = 1
+            )
             SELECT l.*, r._review_revision, r._review_decision, r._review_reviewer,
                    r._review_decided_at
             FROM latest AS l LEFT JOIN last_review AS r ON r.fine_id = l.fine_id

@@ -38,6 +38,9 @@ from pipeline.domain.verification import (
 )
 
 QUEUE_SCAN = 50  # fines looked at per "next": enough to skip those others hold
+# First look at a few: the queue's rows are whole fines, and with few officers the oldest
+# free fine is among the first. Only when others hold them all is QUEUE_SCAN read.
+QUEUE_FIRST = 5
 # What an officer's keys submit (the form's `action`): the plate field (confirm or
 # correct), a reject reason, or closing a fine withdrawn after a decision.
 PLATE, ACKNOWLEDGE = "plate", "acknowledge"
@@ -115,7 +118,16 @@ class Desk:
     def next_fine(self, reviewer: str, filters: QueueFilter) -> str | None:
         """The oldest fine awaiting a decision that this reviewer now holds, claimed; None
         when every awaiting fine is held by someone else (or none awaits)."""
-        entries = self.store.queue(filters, QUEUE_SCAN)
+        found, page_full = self._next_among(reviewer, filters, QUEUE_FIRST)
+        if found is None and page_full:  # others hold the first few: look further
+            found, _ = self._next_among(reviewer, filters, QUEUE_SCAN)
+        return found
+
+    def _next_among(
+        self, reviewer: str, filters: QueueFilter, limit: int
+    ) -> tuple[str | None, bool]:
+        """The next fine among the queue's first `limit`, and whether the page was full."""
+        entries = self.store.queue(filters, limit)
         now = self._now()
         claims: dict[str, list[Row]] = defaultdict(list)
         for claim in self.store.claims([e.fine["fine_id"] for e in entries], now):
@@ -128,8 +140,8 @@ class Desk:
             if held is None:
                 held = self.claim(entry.fine, reviewer)
             if held is not None and held["reviewer"] == reviewer:
-                return fine_id
-        return None
+                return fine_id, len(entries) == limit
+        return None, len(entries) == limit
 
     # -- one fine ----------------------------------------------------------------------
     def view(self, fine_id: str) -> FineView:
@@ -151,11 +163,12 @@ class Desk:
         if not is_fine_id(decision.fine_id):
             raise FineNotFound(decision.fine_id)
         rid = review_id(decision.claim_id, decision.fine_id, decision.revision)
-        earlier = self.store.review(rid)
-        if earlier is not None and earlier["reviewer"] == reviewer:
-            self._issue_for(earlier)
-            return earlier
         view = self.view(decision.fine_id)
+        # A retry finds its decision among the fine's (review ids name the fine).
+        earlier = next((r for r in view.reviews if r["review_id"] == rid), None)
+        if earlier is not None and earlier["reviewer"] == reviewer:
+            self._issue_for(earlier, view.revisions)
+            return earlier
         latest = view.fine
         if int(latest["revision"]) != decision.revision:
             raise DecisionConflict(
@@ -225,14 +238,14 @@ class Desk:
         self.store.add_notice(record)
         return record
 
-    def _issue_for(self, review: Mapping[str, Any]) -> None:
+    def _issue_for(
+        self, review: Mapping[str, Any], revisions: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
         if review["decision"] not in ISSUING_DECISIONS:
             return
-        at_revision = [
-            r
-            for r in self.store.fine_revisions(review["fine_id"])
-            if int(r["revision"]) == int(review["revision"])
-        ]
+        if revisions is None:
+            revisions = self.store.fine_revisions(review["fine_id"])
+        at_revision = [r for r in revisions if int(r["revision"]) == int(review["revision"])]
         fine = latest_revision(at_revision)
         if fine is not None:
             self.issue_notice(fine, review)

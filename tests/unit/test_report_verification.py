@@ -84,8 +84,10 @@ def test_the_summary_counts_pending_issued_rejected_and_decision_times():
         "COUNTIF(decision IN ('confirmed', 'corrected')) AS fines_issued",
         "COUNTIF(decision = 'rejected') AS fines_rejected",
         "(SELECT COUNT(DISTINCT notice_id) AS n FROM issued_notices) AS notices",
-        "APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)[OFFSET(50)] AS ms",
-        "APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)[OFFSET(90)] AS ms",
+        "APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)"
+        "[OFFSET(50)] AS ms",
+        "APPROX_QUANTILES(TIMESTAMP_DIFF(decided_at, opened_at, MILLISECOND), 100)"
+        "[OFFSET(90)] AS ms",
     ):
         assert clause in text, clause
 

@@ -51,6 +51,7 @@ from pipeline.domain.speed import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, mph_to_kmh
 RADAR_ID = "Adriana"  # the course's example radar id
 INITIAL = "(40.819390, -73.940744)"  # the course's section, as its README passes it
 FINAL = "(40.811, -73.950)"
+SECTION_START, SECTION_END = "40.819390,-73.940744", "40.811000,-73.950000"  # as records say
 COURSE_SESSION_GAP_S = 15  # the course's window.Sessions(15)
 MESSAGES_PER_LOOP = COURSE_THREADS * COURSE_VEHICLES_PER_THREAD * COURSE_POINTS
 # This project's limit: 25 mph. The course fines above 40 km/h, so means in between differ.
@@ -231,6 +232,24 @@ class Figures:
     plates_read: int = 0
     evidence_errors: Counter[str] = field(default_factory=Counter)
     other_inputs: int = 0  # messages without a course vehicle_id
+    # Records claiming a distance over no duration, or a speed their numbers contradict.
+    incoherent: list[str] = field(default_factory=list)
+    entry_exit_as_sent: int = 0  # entry at the section's start, exit at its end, as sent
+
+
+def incoherence(record: dict[str, Any]) -> str | None:
+    """What a record claims that its own numbers contradict; None when it agrees with itself."""
+    distance, duration = record.get("distance_m"), record.get("duration_s")
+    if distance is None and duration is None:
+        return None if record.get("speed_method") == "spot_mean" else "no distance nor duration"
+    if not duration:
+        return f"{distance} m over a duration of {duration} s"
+    implied_kmh = float(distance) / float(duration) * 3.6
+    if abs(implied_kmh - float(record["avg_speed_kmh"])) > 1e-6 * implied_kmh:
+        return (
+            f"{distance} m in {duration} s is {implied_kmh:.3f} km/h, not {record['avg_speed_kmh']}"
+        )
+    return None
 
 
 def compare(
@@ -250,6 +269,11 @@ def compare(
     for output in outputs:
         by_vehicle[str(output.get("vehicle_id"))].append(output)
         figures.outputs += 1
+        problem = incoherence(output)
+        if problem:
+            figures.incoherent.append(f"{output.get('vehicle_id')}: {problem}")
+        sent_order = (output.get("entry_location"), output.get("exit_location"))
+        figures.entry_exit_as_sent += sent_order == (SECTION_START, SECTION_END)
         figures.methods[str(output.get("speed_method"))] += 1
         figures.consumer_failures += not course_consumer_reads(output)
         if output.get("is_ticketed"):
@@ -328,6 +352,10 @@ def report(figures: Figures, wall: dict[str, float]) -> None:
     print(f"dead letters: {sum(figures.dead_letters_by_stage.values())} ({stages or 'none'}); "
           f"vehicles without a verdict (traversal dead-lettered): {len(judged)}")  # fmt: skip
     print(f"vehicles with a dead letter and no output: {figures.without_output}")
+    print(f"records contradicting themselves (distance, duration, speed): {len(figures.incoherent)}"
+          + "".join(f"\n  {line}" for line in figures.incoherent[:5]))  # fmt: skip
+    print(f"records with entry at the section's start and exit at its end, as sent: "
+          f"{figures.entry_exit_as_sent} of {figures.outputs}")  # fmt: skip
     print(f"vehicles lost (neither output nor dead letter): {len(figures.lost)}"
           + (f" {figures.lost[:10]}" if figures.lost else ""))  # fmt: skip
     print(

@@ -10,6 +10,7 @@ from desk.forms import CsrfForm, DecisionForm, QueueParams
 from desk.routes.photos import plate_box
 from desk.security import Session
 from desk.services import photo_matches_record, photo_object_name
+from desk.store import latest_revision
 from desk.workflow import (
     PLATE,
     Decision,
@@ -80,7 +81,9 @@ def render_fine(
 
 def _photo_verified(desk: DeskDep, photos: PhotosDep, state: State, fine_id: str) -> bool:
     """The fine's photo is stored and is the one its image_sha256 names."""
-    fine = _view(desk, fine_id).fine
+    fine = latest_revision(desk.store.fine_revisions(fine_id))
+    if fine is None:
+        return False
     name = photo_object_name(fine, state.config.bucket)
     data = photos.read(name) if name is not None else None
     return data is not None and photo_matches_record(fine, data)

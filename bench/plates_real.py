@@ -7,10 +7,11 @@ FOLDER holds photos with their true plates, either as openalpr/benchmarks does (
 beside `NAME.txt`, a line `NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE`) or in a
 `labels.csv` of `file,plate` lines. For openalpr's 222 US photos:
 
-    git clone https://github.com/openalpr/benchmarks
-    .venv/bin/python bench/plates_real.py benchmarks/endtoend/us
+    git clone https://github.com/openalpr/benchmarks /tmp/openalpr   # or any local copy
+    .venv/bin/python bench/plates_real.py /tmp/openalpr/endtoend/us      # then eu, br
 
-(docs/plates.md gives other ways to get them.) Each photo's bytes go through the reader as
+(outside this repository: the photos are never committed; offline, clone a local mirror
+of that repository the same way, docs/plates.md). Each photo's bytes go through the reader as
 the pipeline's do (decode, detect, read), on one thread: onnxruntime's and OpenCV's pools
 are held to one core. A plate counts as read when it equals the label exactly; a wrong
 plate is any accepted plate that does not; the candidates count when the label is the

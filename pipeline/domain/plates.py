@@ -24,6 +24,12 @@ in it is a guess; otherwise the plate is null and `PlateReading.reason` says why
   independently trained recogniser must read the same plate, that character at the gate,
   in most of its crops (`second_opinion_doubt`).
 - Two different plates in view, neither clearly the nearest (taller), give no plate.
+- A plate that fits no known format while one look-alike's twin would is refused, and so
+  is one that does not fit the state printed on it while another candidate does.
+
+For the person who verifies every fine, a reading also offers up to three ranked candidate
+plates with their characters' confidences (`rank_candidates`, `with_candidates`): ranking
+never makes a plate accepted.
 """
 
 import hashlib

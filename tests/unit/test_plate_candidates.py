@@ -106,20 +106,22 @@ def test_crops_that_disagree_share_the_score_and_each_gives_a_candidate():
 
 def test_text_that_is_no_plate_gives_no_candidate_but_a_plate_of_digits_does():
     ranked = rank_candidates([[no_doubt("TEXAS")], [no_doubt("A4")], [no_doubt("2345678")]])
-    assert [(c.plate, box) for c, box in ranked] == [("2345678", 2)]
+    assert [(c.plate, box) for c, box in ranked][0] == ("2345678", 2)
+    assert {box for _, box in ranked} == {2}  # its confusable twins (Z345678) come after
     # A word's look-alike twin (NEWY0RK) is offered only after what was read as a plate.
-    ranked = rank_candidates([[no_doubt("NEW YORK")], [no_doubt("ABC2345", 0.9)]])
-    assert plates(ranked) == ["ABC2345", "NEWY0RK"]
+    ranked = rank_candidates([[no_doubt("NEW YORK")], [no_doubt("ACE7349", 0.9)]])
+    assert plates(ranked) == ["ACE7349", "NEWY0RK"]
 
 
 def test_a_plate_of_letters_and_digits_ranks_before_a_surer_one_of_digits_only():
     ranked = rank_candidates([[no_doubt("20140513")], [no_doubt("CJ8P4V", 0.7)]])
-    assert plates(ranked)[:2] == ["CJ8P4V", "20140513"]
+    assert plates(ranked)[0] == "CJ8P4V"
+    assert plates(ranked).index("CJ8P4V") < plates(ranked).index("20140513")
 
 
 def test_the_best_candidate_of_several_boxes_comes_with_its_box():
     ranked = rank_candidates([[no_doubt("ABC2345", 0.7)], [no_doubt("XYZ9876", 0.99)]])
-    assert [(c.plate, box) for c, box in ranked] == [("XYZ9876", 1), ("ABC2345", 0)]
+    assert [(c.plate, box) for c, box in ranked][:2] == [("XYZ9876", 1), ("ABC2345", 0)]
 
 
 @pytest.mark.parametrize(

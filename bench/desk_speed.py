@@ -23,27 +23,24 @@ import argparse
 import re
 import statistics
 import tempfile
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
-import uvicorn
 from lib.harness import load_note, percentile, stop_on_sigterm
 
 from analyst_report import report
 from desk.app import DeskConfig, create_app
 from desk.services import Services, cloud_services
+from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.desk_demo import seed_demo_fines
-from local_stack.services import LocalStack, free_port, wait_until
+from local_stack.services import LocalStack
 from pipeline.clients.warehouse import Warehouse
 
 DATASET, BUCKET, TOPIC = "bench_desk", "bench-desk-evidence", "bench-desk-notices"
 TOKEN, OFFICER = "bench-desk-token", "bench-officer"
-CHROMIUM = "/usr/bin/chromium"
 HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 PLATE = re.compile(r'<input id="plate" name="plate" value="([^"]*)"')
 FINE_PAGE = re.compile(r"/fines/([0-9a-f]{32})")
@@ -71,7 +68,8 @@ class TimedStore:
         return timed
 
 
-def serve(stack: LocalStack, timed: list[TimedStore]) -> tuple[str, Callable[[], None]]:
+def desk_app(stack: LocalStack, timed: list[TimedStore]) -> Any:
+    """The desk on this stack, its store calls timed."""
     real = cloud_services(stack.project_id, DATASET, BUCKET, TOPIC)
 
     def store() -> TimedStore:
@@ -87,18 +85,7 @@ def serve(stack: LocalStack, timed: list[TimedStore]) -> tuple[str, Callable[[],
         token=TOKEN,
         reviewer=OFFICER,
     )
-    app = create_app(config, services)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout_s=30, what="the desk to listen")
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-    return f"http://127.0.0.1:{port}", stop
+    return create_app(config, services)
 
 
 def decide_over_http(base: str, decisions: int, store: TimedStore) -> list[float]:
@@ -130,7 +117,7 @@ def decide_in_browser(base: str) -> tuple[int, float]:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = chromium.new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{base}/login?token={TOKEN}")
@@ -165,8 +152,7 @@ def main() -> None:
         stack.create_topics([TOPIC])
         print(f"{len(fines)} fines seeded in {time.perf_counter() - seeded:.0f} s", flush=True)
         timed: list[TimedStore] = []
-        base, stop = serve(stack, timed)
-        try:
+        with served(desk_app(stack, timed)) as base:
             http_decisions = max(1, len(fines) - args.browser_fines)
             times = decide_over_http(base, http_decisions, timed[0])
             ms = [1000 * t for t in times]
@@ -190,8 +176,6 @@ def main() -> None:
             built = report.build_report(Warehouse(stack.project_id, DATASET), photos=lambda _: None)
             if built.verification is not None:
                 print(f"report: {report.verification_line(built.verification)}")
-        finally:
-            stop()
 
 
 if __name__ == "__main__":

@@ -13,17 +13,16 @@ topic hold exactly the confirmed and corrected fine revisions, once each, each v
 import dataclasses
 import json
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 
 from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
 from generator.car_images import render_car_photo
-from local_stack.services import LocalStack, free_port, pubsub_clients, wait_until
+from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
+from local_stack.services import LocalStack, pubsub_clients, wait_until
 from pipeline.clients.evidence_store import EvidenceStore
 from pipeline.clients.warehouse import Warehouse, as_record
 from pipeline.domain.evidence import photo_object_name
@@ -39,13 +38,6 @@ pytestmark = pytest.mark.integration
 DATASET, BUCKET = "it_desk", "desk-evidence"
 TOPIC, SUBSCRIPTION = "desk-notices", "desk-notices-sub"
 TOKEN = "browser-test-token"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 EVIL = "<script>document.title='owned'</script>"
 RULE = SectionRule(entry=ENTRY, exit=EXIT)
 TIMEOUT_MS = 15_000
@@ -132,17 +124,8 @@ def desk(stack: LocalStack) -> Iterator[tuple[str, Seeded]]:
         token=TOKEN,
     )
     app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout_s=30, what="the desk to listen")
-    try:
-        yield f"http://127.0.0.1:{port}", seeded
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the desk did not stop"
+    with served(app) as base:
+        yield base, seeded
 
 
 @pytest.fixture(scope="module")
@@ -292,9 +275,10 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
         )
 
 
-def pull_notices(stack: LocalStack, expected: int) -> list[dict]:
+def pull_notices(stack: LocalStack, expected: int, subscription: str = SUBSCRIPTION) -> list[dict]:
+    """Every message on the notices topic, acknowledged; each notice_id exactly once."""
     _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
-    path = stack.subscription_path(SUBSCRIPTION)
+    path = stack.subscription_path(subscription)
     messages: dict[str, dict] = {}
     seen: list[str] = []
 

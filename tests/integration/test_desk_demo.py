@@ -13,27 +13,24 @@ call on one fine (a plate one character off the reader's): it takes the path a m
 would, and the notice then carries both plates.
 """
 
-import json
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from analyst_report import report
 from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
+from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.desk_demo import seed_demo_fines
-from local_stack.services import LocalStack, free_port, pubsub_clients, wait_until
+from local_stack.services import LocalStack
 from pipeline.clients.warehouse import Warehouse, as_record
 from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.integration.test_desk_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TIMEOUT_MS,
     keys_ready,
     on_fine,
+    pull_notices,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,17 +58,8 @@ def demo_desk(
         reviewer=OFFICER,
     )
     app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout_s=30, what="the desk to listen")
-    try:
-        yield f"http://127.0.0.1:{port}", fines
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the desk did not stop"
+    with served(app) as base:
+        yield base, fines
 
 
 def one_off(plate: str) -> str:
@@ -135,7 +123,7 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     assert (notice["license_plate"], notice["reader_plate"]) == (typed, corrected["license_plate"])
     assert notice["image_sha256"] == corrected["image_sha256"]
 
-    messages = pull_notices(stack, len(issued))
+    messages = pull_notices(stack, len(issued), SUBSCRIPTION)
     assert sorted(m["fine_id"] for m in messages) == sorted(issued)
     assert all(verify_notice(m) and m == by_fine[m["fine_id"]] for m in messages)
 
@@ -161,28 +149,3 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     assert reader.read_accuracy == pytest.approx((len(fines) - 2) / (len(fines) - 1))
     page = report.render_html(built)
     assert f"Verified: {len(issued)} issued ({len(issued)} notices), 1 rejected, 0 pending" in page
-
-
-def pull_notices(stack: LocalStack, expected: int) -> list[dict]:
-    """Every message on the notices topic, acknowledged; each notice_id exactly once."""
-    _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
-    path = stack.subscription_path(SUBSCRIPTION)
-    seen: list[dict] = []
-
-    def pulled_all() -> bool:
-        response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
-        for received in response.received_messages:
-            body = json.loads(received.message.data)
-            assert received.message.attributes["notice_id"] == body["notice_id"]
-            seen.append(body)
-        if response.received_messages:
-            subscriber.acknowledge(
-                subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
-            )
-        return len(seen) >= expected
-
-    with subscriber:
-        wait_until(pulled_all, timeout_s=30, what=f"{expected} notices on the topic")
-    ids = [m["notice_id"] for m in seen]
-    assert len(ids) == len(set(ids)) == expected, ids
-    return seen

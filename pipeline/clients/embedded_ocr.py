@@ -292,9 +292,12 @@ class EmbeddedPlateReader:
             size = (PLATE_TEXT_WIDTH, max(8, round((y1 - y0) * scale)))
             crop = cv2.resize(bgr[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC)
             detected = self._engine.text_det(crop)
+            # Text reaching the cut-out's edge runs on past the plate box: the detector saw
+            # part of the plate, and the characters outside it would be missing.
             inside = [
                 np.asarray(box, dtype=np.float64) / scale + (x0, y0)
                 for box in (detected.boxes if detected.boxes is not None else [])
+                if not _touches_edge(np.asarray(box, dtype=np.float64), crop.shape)
             ]
             found += sorted(
                 (

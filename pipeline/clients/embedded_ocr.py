@@ -66,6 +66,8 @@ DETECTION_SIDES = {FAST_PASS: 640, FINE_PASS: 960}
 # characters score low, and a box that is no plate costs only a recognition.
 DETECTION_THRESHOLD, BOX_THRESHOLD = 0.2, 0.3
 MAX_BOXES_PER_PASS = 3  # plate-shaped boxes read per pass, tallest first
+# The fine pass runs only when the fast one found no plate-like text: it reads more boxes.
+MAX_BOXES_FINE_PASS = 6
 MIN_AGREEING_CROPS = 2
 EDGE_MARGIN = 0.01  # of the photo's shorter side: a box this close to the edge is not read
 REC_SHAPE = [3, 48, 192]  # recogniser input; a plate's line is about 4:1
@@ -334,14 +336,15 @@ class EmbeddedPlateReader:
             and not _touches_edge(box, bgr.shape)
         ]
         found.sort(key=lambda box: -box_size(box)[1])
-        return self._read_boxes(bgr, found, boxes)
+        limit = MAX_BOXES_FINE_PASS if path == FINE_PASS else MAX_BOXES_PER_PASS
+        return self._read_boxes(bgr, found[:limit], boxes)
 
     def _read_boxes(
         self, bgr: np.ndarray, found: list[np.ndarray], boxes: list[BoxReadings]
     ) -> PlateReading:
         """Read the text boxes `found` (tallest first) into `boxes`; choose among all boxes."""
         sure_height = 0.0  # the tallest box read surely as a plate so far
-        for box in found[:MAX_BOXES_PER_PASS]:
+        for box in found[: max(MAX_BOXES_PER_PASS, MAX_BOXES_FINE_PASS)]:
             if box_size(box)[1] * NEAREST_PLATE_RATIO <= sure_height:
                 break  # text this much smaller cannot stand against the plate found
             readings = self._read_box(bgr, box)

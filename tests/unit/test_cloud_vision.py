@@ -80,7 +80,7 @@ def test_every_response_of_a_batch_is_used_in_order(fake, reader):
         photo(2): [("K0L-12O4", 0.999)],  # kept as read: no O/0 swapped by position
         photo(3): [("DEF", 0.996), ("5678", 0.992)],  # the plate read as two lines
         photo(4): [("NY GHJ 4321", SURE)],  # the plate sharing its line
-        photo(5): [("California", 0.99), ("5DJ0529", SURE), ("SMITH FORD 555-1234", 0.99)],
+        photo(5): [("California", 0.99), ("5DJC529", SURE), ("SMITH FORD 555-1234", 0.99)],
     }
     readings = reader().read([photo(n) for n in range(6)])
 
@@ -90,7 +90,7 @@ def test_every_response_of_a_batch_is_used_in_order(fake, reader):
         "K0L12O4",
         "DEF5678",
         "GHJ4321",
-        "5DJ0529",
+        "5DJC529",
     ]
     assert [r.confidence for r in readings] == pytest.approx([SURE, 0.91, 0.999, 0.992, SURE, SURE])
     assert {r.reader for r in readings} == {CLOUD_VISION_READER}

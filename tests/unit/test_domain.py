@@ -664,6 +664,8 @@ DESIGN_FINE_FIELDS = {
     # The tolerance applied, and for spot_mean records how many spot speeds were averaged
     # (they measure no distance nor duration, so those two may be null).
     "tolerance_mph": "FLOAT", "spot_readings": "INTEGER",
+    # The reader's ranked candidates and where it found the plate, for the officer.
+    "plate_candidates": "STRING", "plate_candidate_confidences": "STRING", "plate_box": "STRING",
 }  # fmt: skip
 
 
@@ -673,7 +675,7 @@ def test_fine_schema_matches_design_field_by_field():
     assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
         "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
         "evidence_error", "withdrawn_reason", "tolerance_mph", "distance_m", "duration_s",
-        "spot_readings",
+        "spot_readings", "plate_box",
     }  # fmt: skip
 
 

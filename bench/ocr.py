@@ -30,7 +30,7 @@ import numpy as np
 from generator.car_images import DIFFICULTIES, render_car_photo, render_scene
 from pipeline.clients.embedded_ocr import EmbeddedPlateReader
 from pipeline.clients.images import decode_rgb
-from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 from pipeline.domain.plates import plate_for_vehicle
 
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100, help="photos per difficulty")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--gate", type=float, default=DEFAULT_MIN_CONFIDENCE, help="min confidence")
+    parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
     started = time.perf_counter()

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from pipeline.clients.embedded_ocr import EmbeddedPlateReader, PlateDetector
-from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -229,7 +229,7 @@ def report(outcomes: list[Outcome], show: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, nargs="?")
-    parser.add_argument("--gate", type=float, default=DEFAULT_MIN_CONFIDENCE, help="min confidence")
+    parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
     parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
     parser.add_argument("--show", action="store_true", help="print every photo's outcome")
     parser.add_argument(

@@ -32,9 +32,9 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.clients.plate_readers import CLOUD_VISION_READER, EMBEDDED_READER
 from pipeline.domain import defaults
 from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from pipeline.domain.plates import CLOUD_VISION_READER, EMBEDDED_READER
 from pipeline.domain.schemas import DEAD_LETTER, FINES, output_message
 from pipeline.domain.speed import SectionRule, SectionRules
 from pipeline.options import SectionSpeedOptions, invalid_options, resource_path

@@ -12,10 +12,11 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
-from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, PLATE_READERS
 from pipeline.domain import defaults
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 from pipeline.domain.events import ID_PATTERN
 from pipeline.domain.lateness import LATENESS_CLOCKS
+from pipeline.domain.plates import PLATE_READERS
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "Plate minimum confidence",
         "Plates read with a lower confidence (0..1) are reported as unreadable.",
         type=float,
-        default=DEFAULT_MIN_CONFIDENCE,
+        default=PLATE_MIN_CONFIDENCE,
         regex=r"^(0(\.[0-9]+)?|1(\.0+)?)$",
     ),
     OptionSpec(

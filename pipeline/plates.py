@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from pipeline.clients.plate_readers import (
-    DEFAULT_MIN_CONFIDENCE,
     EMBEDDED_READER,
+    PLATE_MIN_CONFIDENCE,
     PLATE_READERS,
     open_plate_reader,
 )
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument("--plate_reader", choices=PLATE_READERS, default=EMBEDDED_READER)
-    parser.add_argument("--plate_min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)
+    parser.add_argument("--plate_min_confidence", type=float, default=PLATE_MIN_CONFIDENCE)
     args = parser.parse_args(argv)
     reader = open_plate_reader(args.plate_reader, args.plate_min_confidence)
     failed = False

@@ -43,8 +43,8 @@ from pipeline.clients.cars_api import (
     EvidenceUnavailable,
     PhotoHostRefused,
 )
-from pipeline.clients.plate_readers import CLOUD_VISION_READER
 from pipeline.clients.warehouse import TablesMissing, Warehouse
+from pipeline.domain.plates import CLOUD_VISION_READER
 from pipeline.domain.schemas import TABLES
 from pipeline.options import SectionSpeedOptions, resource_path
 

@@ -51,8 +51,9 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
 )
 from google.rpc import code_pb2
 
-from pipeline.clients.plate_readers import CLOUD_VISION_READER, DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 from pipeline.domain.plates import (
+    CLOUD_VISION_READER,
     PlateReading,
     TextLine,
     choose_plate,
@@ -129,7 +130,7 @@ class CloudVisionPlateReader:
 
     def __init__(
         self,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_confidence: float = PLATE_MIN_CONFIDENCE,
         client: vision.ImageAnnotatorClient | None = None,
         endpoint: str | None = None,
         timeout_s: float = CALL_TIMEOUT_S,

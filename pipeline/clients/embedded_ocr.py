@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from pipeline.clients.images import InvalidImage, decode_rgb
-from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 from pipeline.domain.plates import (
     NEAREST_PLATE_RATIO,
     SECOND_OPINION_BELOW,
@@ -180,7 +180,7 @@ class EmbeddedPlateReader:
 
     def __init__(
         self,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_confidence: float = PLATE_MIN_CONFIDENCE,
         threads: int | None = None,
         plate_detector: PlateDetector | None = None,
     ) -> None:

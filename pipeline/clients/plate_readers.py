@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from pipeline.domain.plates import PlateReading
-
-EMBEDDED_READER = "embedded"
-CLOUD_VISION_READER = "cloud-vision"
-PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER)
-DEFAULT_MIN_CONFIDENCE = 0.8
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
+from pipeline.domain.plates import (
+    CLOUD_VISION_READER,
+    EMBEDDED_READER,
+    PLATE_READERS,
+    PlateReading,
+)
 
 
 class PlateReader(Protocol):
@@ -28,7 +29,7 @@ class PlateReader(Protocol):
 
 
 def open_plate_reader(
-    kind: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE, **client_kwargs: Any
+    kind: str, min_confidence: float = PLATE_MIN_CONFIDENCE, **client_kwargs: Any
 ) -> PlateReader:
     """Load one reader (a worker does this in DoFn.setup, never per element).
 
@@ -84,13 +85,15 @@ class PlateReaderPool:
 
 def plate_reader_pool(
     kind: str,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float = PLATE_MIN_CONFIDENCE,
     threads: int = 1,
     **client_kwargs: Any,
 ) -> PlateReader:
     """The readers a worker process's threads share (EvidenceServices' factory, through
-    Shared): `threads` embedded engines, each on one core; Cloud Vision needs one client."""
-    count = max(1, threads) if kind == EMBEDDED_READER else 1
+    Shared): `threads` embedded engines, each on one core. Cloud Vision's one client is
+    thread-safe and bounds its own requests in flight: shared as it is, never queued."""
+    if kind != EMBEDDED_READER:
+        return open_plate_reader(kind, min_confidence, **client_kwargs)
     return PlateReaderPool(
-        [open_plate_reader(kind, min_confidence, **client_kwargs) for _ in range(count)]
+        [open_plate_reader(kind, min_confidence) for _ in range(max(1, threads))]
     )

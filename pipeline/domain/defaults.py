@@ -12,6 +12,9 @@ EVIDENCE_BUCKET: Final = "section-speed-evidence"  # local stack's bucket for fi
 
 SPEED_LIMIT_MPH: Final = 25.0
 TOLERANCE_MPH: Final = 0.0
+# A plate character read less sure than this is doubtful (look-alikes need more:
+# docs/plates.md); a plate with a doubtful character is not read automatically.
+PLATE_MIN_CONFIDENCE: Final = 0.8
 # A traversal is one session: detections of a vehicle closer than the gap belong together.
 SESSION_GAP_SECONDS: Final = 60
 ALLOWED_LATENESS_SECONDS: Final = 120

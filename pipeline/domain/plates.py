@@ -49,6 +49,11 @@ SEPARATORS = frozenset(" -.·•:=+")
 MAX_SEPARATOR_RUNS = 2  # "AB-123-CD"; more is a date, a phone number or a sentence
 # Characters that a plate font draws almost alike: each needs LOOKALIKE_WEIGHT times the
 # certainty of an ordinary character (confidence ** weight >= gate).
+# The plate readers `--plate_reader` chooses (pipeline/clients/plate_readers.py).
+EMBEDDED_READER = "embedded"
+CLOUD_VISION_READER = "cloud-vision"
+PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER)
+
 LOOKALIKES = frozenset("O0QDI1")
 LOOKALIKE_WEIGHT = 20
 # A character read at under this needs a second recogniser's confirmation: two recognisers
@@ -480,6 +485,11 @@ def least_confidence(line: TextLine) -> float:
     return min(_plate_confidences(line), default=1.0)
 
 
+def character_gate(char: str, min_confidence: float) -> float:
+    """The confidence a plate character needs; a look-alike (O 0 Q D I 1) needs far more."""
+    return min_confidence ** (1 / LOOKALIKE_WEIGHT) if char in LOOKALIKES else min_confidence
+
+
 def unsure_reason(line: TextLine, min_confidence: float) -> str:
     """Why the line's reading is not sure enough to be a plate, or "" when it is."""
     if line.doubt:
@@ -487,7 +497,7 @@ def unsure_reason(line: TextLine, min_confidence: float) -> str:
     for char, confidence in zip(line.text, line.confidences, strict=True):
         if not _plate_character(char):
             continue
-        needed = min_confidence ** (1 / LOOKALIKE_WEIGHT) if char in LOOKALIKES else min_confidence
+        needed = character_gate(char, min_confidence)
         if confidence < needed:
             return f"{char!r} read at {confidence:.2f}, under the gate {needed:.3f}"
     return ""

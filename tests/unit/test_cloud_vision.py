@@ -24,8 +24,8 @@ from pipeline.clients.cloud_vision import (
     TRANSIENT_RETRY,
     CloudVisionPlateReader,
 )
-from pipeline.clients.plate_readers import CLOUD_VISION_READER, open_plate_reader
-from pipeline.domain.plates import display_plate, plate_for_vehicle
+from pipeline.clients.plate_readers import open_plate_reader
+from pipeline.domain.plates import CLOUD_VISION_READER, display_plate, plate_for_vehicle
 from tests.fake_vision import FakeVision, ImageError
 
 # The reader's own retry policy, with waits of hundredths of a second and 1 s in all.

@@ -17,7 +17,8 @@ from generator import car_images
 from generator.car_images import render_car_photo, render_scene
 from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line, plate_boxes
 from pipeline.clients.images import check_image
-from pipeline.clients.plate_readers import DEFAULT_MIN_CONFIDENCE, open_plate_reader
+from pipeline.clients.plate_readers import open_plate_reader
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
 from pipeline.domain.plates import TextLine, plate_for_vehicle
 
 ACCURACY_IMAGES = 100
@@ -80,7 +81,7 @@ def test_missing_fonts_say_which_package_to_install(monkeypatch, tmp_path):
 
 def test_reader_is_a_plate_reader(reader):
     assert isinstance(reader.name, str) and reader.name
-    assert reader.min_confidence == DEFAULT_MIN_CONFIDENCE
+    assert reader.min_confidence == PLATE_MIN_CONFIDENCE
 
 
 def test_open_plate_reader_gives_the_embedded_reader():

@@ -106,7 +106,7 @@ def test_crops_that_disagree_share_the_score_and_each_gives_a_candidate():
 
 def test_text_that_is_no_plate_gives_no_candidate_but_a_plate_of_digits_does():
     ranked = rank_candidates([[no_doubt("TEXAS")], [no_doubt("A4")], [no_doubt("2345678")]])
-    assert [(c.plate, box) for c, box in ranked][0] == ("2345678", 2)
+    assert next((c.plate, box) for c, box in ranked) == ("2345678", 2)
     assert {box for _, box in ranked} == {2}  # its confusable twins (Z345678) come after
     # A word's look-alike twin (NEWY0RK) is offered only after what was read as a plate.
     ranked = rank_candidates([[no_doubt("NEW YORK")], [no_doubt("ACE7349", 0.9)]])

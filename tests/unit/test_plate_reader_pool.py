@@ -95,7 +95,7 @@ def test_a_reader_that_raises_fails_the_call_and_is_free_again():
     ]
 
 
-def test_cloud_vision_needs_one_client_whatever_the_threads(monkeypatch):
+def test_cloud_vision_is_one_client_shared_unqueued_whatever_the_threads(monkeypatch):
     opened = []
 
     def fake_open(kind: str, min_confidence: float, **kwargs: object) -> RecordingReader:
@@ -103,9 +103,12 @@ def test_cloud_vision_needs_one_client_whatever_the_threads(monkeypatch):
         return RecordingReader(Busy())
 
     monkeypatch.setattr("pipeline.clients.plate_readers.open_plate_reader", fake_open)
-    plate_reader_pool("cloud-vision", 0.8, threads=4)
-    plate_reader_pool("embedded", 0.8, threads=3)
+    vision = plate_reader_pool("cloud-vision", 0.8, threads=4)
+    embedded = plate_reader_pool("embedded", 0.8, threads=3)
     assert opened == ["cloud-vision"] + ["embedded"] * 3
+    # Cloud Vision's client bounds its own requests in flight: a pool would queue its
+    # callers one at a time.
+    assert isinstance(vision, RecordingReader) and isinstance(embedded, PlateReaderPool)
 
 
 def test_a_pool_needs_a_reader():

@@ -1,5 +1,6 @@
 """One fine per screen, and the decisions on it."""
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request, Response
@@ -19,6 +20,8 @@ from desk.workflow import (
     FineView,
     InvalidDecision,
 )
+from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
+from pipeline.domain.plates import character_gate
 
 router = APIRouter()
 FINE_ID = Path(pattern=r"^[0-9a-f]{32}$")
@@ -32,12 +35,37 @@ def _view(desk: DeskDep, fine_id: str) -> FineView:
         raise HTTPException(404, "no such fine") from error
 
 
-def candidates(fine: dict[str, Any]) -> list[str]:
-    """The reader's other plate candidates, when the fines table has them."""
+@dataclass(frozen=True)
+class Candidate:
+    """A plate the reader offers, each character with whether it is doubtful."""
+
+    plate: str
+    characters: list[tuple[str, bool]]
+
+
+def candidates(fine: dict[str, Any]) -> list[Candidate]:
+    """The reader's ranked plates, when the fines table has them, with the characters read
+    under the reader's gate (docs/plates.md) marked doubtful."""
     found = fine.get("plate_candidates")
     if not isinstance(found, list):
         return []
-    return [str(c) for c in found if c][:MAX_CANDIDATES]
+    confidences = fine.get("plate_candidate_confidences") or []
+    shown = []
+    for index, plate in enumerate(str(c) for c in found[:MAX_CANDIDATES] if c):
+        values = _confidences(confidences[index] if index < len(confidences) else None)
+        if len(values) != len(plate):  # unknown: every character is for the officer to judge
+            values = [0.0] * len(plate)
+        doubtful = [value < character_gate(char, PLATE_MIN_CONFIDENCE) for char, value
+                    in zip(plate, values, strict=True)]  # fmt: skip
+        shown.append(Candidate(plate, list(zip(plate, doubtful, strict=True))))
+    return shown
+
+
+def _confidences(text: object) -> list[float]:
+    try:
+        return [float(part) for part in str(text).split(",")] if text else []
+    except ValueError:
+        return []
 
 
 def render_fine(

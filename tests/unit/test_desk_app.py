@@ -205,6 +205,26 @@ def test_html_in_a_vehicle_id_or_plate_renders_as_text(desk):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
+def test_candidates_show_their_doubtful_characters_and_a_key_picks_one(desk):
+    client, store, photos, _ = desk
+    signed_in(client)
+    _fine_id, page = open_first(
+        client,
+        store,
+        photos,
+        plate=None,
+        plate_candidates=["OCT1890", "0CT1890"],
+        # O at 0.97 is under the look-alike gate (0.989); C at 0.70 under the 0.8 gate.
+        plate_candidate_confidences=["0.97,0.70,1.00,1.00,1.00,1.00,1.00", "0.40,0.70,1,1,1,1,1"],
+    )
+    shown = page.split('id="candidates"', 1)[1].split("</ol>", 1)[0]
+    assert shown.count('<li data-candidate="') == 2
+    first, second = shown.split("<li ")[1:]
+    assert 'data-candidate="OCT1890"' in first and "Shift+1" in first
+    assert '<mark title="doubtful">O</mark><mark title="doubtful">C</mark>T1890' in first
+    assert '<mark title="doubtful">0</mark><mark title="doubtful">C</mark>T1890' in second
+
+
 def test_photos_are_served_by_fine_id_from_the_configured_bucket_only(desk):
     client, store, photos, _ = desk
     signed_in(client)

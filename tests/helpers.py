@@ -2,7 +2,7 @@
 
 from pipeline.domain.events import CameraEvent
 from pipeline.domain.geometry import LatLon, haversine_m, interpolate
-from pipeline.domain.speed import SectionRule
+from pipeline.domain.speed import SectionRule, Traversal, judge_traversal
 
 ENTRY: LatLon = (40.819390, -73.940744)
 # A 305 m section, so that slow vehicles' detections stay within the tests' session gap.
@@ -42,3 +42,10 @@ def track(
             )
         )
     return events
+
+
+def measured(events: list[CameraEvent], rule: SectionRule) -> Traversal:
+    """The traversal these detections make under `rule`; the test fails if it is rejected."""
+    outcome = judge_traversal(events, rule)
+    assert isinstance(outcome, Traversal), outcome
+    return outcome

@@ -210,21 +210,6 @@ def judge_traversal(events: Iterable[CameraEvent], rule: SectionRule) -> Travers
     return _judge_timeless(unique, rule)
 
 
-def distinct_detections(events: Iterable[CameraEvent]) -> list[CameraEvent]:
-    """Detections in event-time order, each event_id once (redeliveries dropped).
-
-    Kept for callers that have not moved to `judge_traversal`; ties in time are ordered
-    by place, never by id.
-    """
-    return sorted(_by_event_id(events), key=_content_key)
-
-
-def measure_traversal(detections: list[CameraEvent], rule: SectionRule) -> Traversal | None:
-    """`judge_traversal`, with any rejection as None (for callers that have not moved)."""
-    outcome = judge_traversal(detections, rule)
-    return outcome if isinstance(outcome, Traversal) else None
-
-
 def is_single_detection(outcome: Traversal | Rejection) -> bool:
     """A session that saw its vehicle at one place only: the symptom of a too-short gap."""
     return (
@@ -344,30 +329,6 @@ class SectionRules:
         # Length and ends describe one section: never inherited from the default rule.
         return dataclasses.replace(default, **({"length_m": None, "entry": None, "exit": None}
                                                | values))  # fmt: skip
-
-
-def measurement_key(traversal: Traversal) -> str:
-    """The traversal's id plus a digest of its whole measurement.
-
-    A redelivery or an identical late re-fire repeats the key; a late detection that
-    changes the measurement gives a new key (a correction, published again).
-    """
-    content = json.dumps(dataclasses.asdict(traversal), sort_keys=True, default=list)
-    return f"{traversal.traversal_id}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
-
-
-def too_late(
-    event_time_ms: int, now_ms: int, gap_seconds: int, allowed_lateness_seconds: int
-) -> bool:
-    """Whether a detection arrives after its traversal can no longer take it.
-
-    Its session ends at the earliest one gap after it; Beam drops it once the watermark
-    passes that end plus the allowed lateness. The watermark never runs ahead of the
-    clock, so judged against the clock (with a margin for the trip to the grouping step)
-    every detection Beam would drop silently is caught here first.
-    """
-    deadline_ms = event_time_ms + (gap_seconds + allowed_lateness_seconds) * 1000
-    return deadline_ms < now_ms + defaults.LATE_MARGIN_SECONDS * 1000
 
 
 # --- judging -----------------------------------------------------------------------------

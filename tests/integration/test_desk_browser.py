@@ -28,10 +28,10 @@ from pipeline.clients.warehouse import Warehouse, as_record
 from pipeline.domain.evidence import photo_object_name
 from pipeline.domain.plates import plate_for_vehicle
 from pipeline.domain.schemas import FINE_COLUMNS, FINES, fine_record, insert_id
-from pipeline.domain.speed import SectionRule, Traversal, measure_traversal
+from pipeline.domain.speed import SectionRule, Traversal
 from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from pipeline.provision import PROVISIONED_TABLES
-from tests.helpers import ENTRY, EXIT, T0_MS, track
+from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +56,8 @@ class Seeded:
 
 
 def traversal(vehicle: str, minute: int, radar: str = "radar-1") -> Traversal:
-    found = measure_traversal(
-        track(vehicle, 80.0, start_ms=T0_MS + minute * 60_000, radar_id=radar), RULE
-    )
-    assert found is not None and found.is_speeding, vehicle
+    found = measured(track(vehicle, 80.0, start_ms=T0_MS + minute * 60_000, radar_id=radar), RULE)
+    assert found.is_speeding, vehicle
     return found
 
 

@@ -44,8 +44,8 @@ from pipeline.domain.schemas import (
     insert_id,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import Traversal, measure_traversal
-from tests.helpers import T0_MS, section, track
+from pipeline.domain.speed import Traversal
+from tests.helpers import T0_MS, measured, section, track
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ INSTALL_HINT = "apt-get install chromium  (Debian's package; as root: apt-get up
 # -- the warehouse -------------------------------------------------------------------------
 def traversal(vehicle: str, kmh: float, radar: str, hour: int, minute: int):
     start = T0_MS + hour * HOUR_MS + minute * MINUTE_MS
-    return measure_traversal(track(vehicle, kmh, start_ms=start, radar_id=radar), RULES[radar])
+    return measured(track(vehicle, kmh, start_ms=start, radar_id=radar), RULES[radar])
 
 
 def photo_url(vehicle: str) -> str:

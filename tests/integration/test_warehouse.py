@@ -10,10 +10,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.clients.warehouse import Warehouse
 from pipeline.domain.schemas import DEAD_LETTER, FINES, fine_record
-from pipeline.domain.speed import measure_traversal
 from pipeline.transforms.failures import ToDeadLetterRecords
 from pipeline.transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
-from tests.helpers import T0_MS, section, track
+from tests.helpers import T0_MS, measured, section, track
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +23,8 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
     warehouse = Warehouse(stack.project_id, DATASET)
     warehouse.ensure_tables()  # at deploy time; the sink's workers only check them
     tables = warehouse_factory(stack.project_id, DATASET)
-    good = fine_record(measure_traversal(track("good", 70.0), section()), T0_MS)
-    bad = {**fine_record(measure_traversal(track("bad", 70.0), section()), T0_MS),
+    good = fine_record(measured(track("good", 70.0), section()), T0_MS)
+    bad = {**fine_record(measured(track("bad", 70.0), section()), T0_MS),
            "avg_speed_kmh": "fast"}  # fmt: skip
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         refused = (

@@ -11,8 +11,8 @@ from desk.app import DeskConfig, create_app
 from desk.services import Services
 from desk.store import QueueEntry, QueueFilter, latest_revision, queue_state
 from pipeline.domain.schemas import fine_record
-from pipeline.domain.speed import SectionRule, measure_traversal
-from tests.helpers import ENTRY, EXIT, T0_MS, track
+from pipeline.domain.speed import SectionRule
+from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 
 BUCKET = "evidence"
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
@@ -134,10 +134,9 @@ def fine_row(
 ) -> dict:
     """A realistic fines row, built as the pipeline builds it."""
     start = T0_MS + (next(_minutes) if minute is None else minute) * 60_000
-    traversal = measure_traversal(
+    traversal = measured(
         track(vehicle, kmh, start_ms=start, radar_id=radar), SectionRule(entry=ENTRY, exit=EXIT)
     )
-    assert traversal is not None
     traversal = dataclasses.replace(traversal, revision=revision)
     values = {"license_plate": plate, "plate_confidence": confidence, "plate_reader": "embedded"}
     return fine_record(traversal, start + 60_000 + revision, {**values, **evidence})

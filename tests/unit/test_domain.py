@@ -42,14 +42,12 @@ from pipeline.domain.speed import (
     SectionRules,
     Traversal,
     UnmeasurableMonitor,
-    distinct_detections,
     judge_traversal,
     kmh_to_mph,
-    measure_traversal,
     mph_to_kmh,
     traversal_id,
 )
-from tests.helpers import ENTRY, EXIT, T0_MS, section, track
+from tests.helpers import ENTRY, EXIT, T0_MS, measured, section, track
 
 # --- geometry -----------------------------------------------------------------------
 
@@ -145,7 +143,6 @@ def test_judge_traversal_at_a_known_speed():
     assert traversal.duration_s == 20.256  # milliseconds kept, never rounded down
     assert traversal.traversal_id == traversal_id("radar-1", "v1", T0_MS)
     assert traversal.supersedes == ()
-    assert measure_traversal(events, section()) == traversal  # the old name still works
 
 
 def test_ends_known_distance_is_the_straight_line_between_them():
@@ -425,12 +422,6 @@ def test_a_session_mixing_timed_and_timeless_detections_is_implausible():
     assert len(outcome.detections) == 4
 
 
-def test_distinct_detections_orders_by_time_and_drops_redeliveries():
-    events = track("v1", 30.0, points=4)
-    shuffled = [events[2], events[0], events[3], events[0], events[1], events[2]]
-    assert distinct_detections(shuffled) == events
-
-
 def test_traversal_id_is_deterministic_and_distinguishes_traversals():
     assert traversal_id("r", "v", 1) == traversal_id("r", "v", 1)
     assert (
@@ -680,7 +671,7 @@ def test_fine_schema_matches_design_field_by_field():
 
 
 def test_records_have_exactly_their_schema_columns():
-    traversal = measure_traversal(track("v1", 70.0), section())
+    traversal = measured(track("v1", 70.0), section())
     fine = fine_record(traversal, processed_at_ms=T0_MS)
     assert list(fine) == [c.name for c in FINE_COLUMNS]
     assert fine["is_ticketed"] is True and fine["license_plate"] is None

@@ -29,10 +29,11 @@ from pipeline.domain.schemas import (
     vehicle_identity_record,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import SectionRule, SectionRules, Traversal, measure_traversal
+from pipeline.domain.speed import SectionRule, SectionRules, Traversal
 from pipeline.graph import build_pipeline, pipeline_options
 from pipeline.options import SectionSpeedOptions
 from pipeline.transforms.sinks import RetentionMismatch, retention_checked, retention_problems
+from tests import helpers
 from tests.helpers import ENTRY, EXIT, T0_MS, track
 from tests.unit.test_permissions import StrictFakeBigQuery
 
@@ -40,9 +41,7 @@ RULE = SectionRule(25.0, entry=ENTRY, exit=EXIT)  # the section's ends known: fi
 
 
 def measured(vehicle_id: str, speed_kmh: float) -> Traversal:
-    traversal = measure_traversal(track(vehicle_id, speed_kmh), RULE)
-    assert isinstance(traversal, Traversal), traversal
-    return traversal
+    return helpers.measured(track(vehicle_id, speed_kmh), RULE)
 
 
 # --- the records ----------------------------------------------------------------------------

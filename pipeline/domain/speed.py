@@ -219,7 +219,7 @@ def is_single_detection(outcome: Traversal | Rejection) -> bool:
     )
 
 
-class UnmeasurableMonitor:
+class SingleDetectionMonitor:
     """Says once when sessions of one detection pile up (the session gap is too short).
 
     Feed it every session's outcome; it returns the warning text the first time at least

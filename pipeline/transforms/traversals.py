@@ -43,7 +43,7 @@ from pipeline.domain.speed import (
     UNMEASURABLE,
     Rejection,
     SectionRules,
-    UnmeasurableMonitor,
+    SingleDetectionMonitor,
     judge_traversal,
 )
 from pipeline.transforms.failures import FAILURES, Failure, failed
@@ -100,7 +100,7 @@ class JudgeTraversalFn(beam.DoFn):
         }
 
     def setup(self) -> None:
-        self.monitor = UnmeasurableMonitor(gap_seconds=self.gap_seconds)
+        self.monitor = SingleDetectionMonitor(gap_seconds=self.gap_seconds)
 
     def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
         key, events = element

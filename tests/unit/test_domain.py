@@ -40,8 +40,8 @@ from pipeline.domain.speed import (
     Rejection,
     SectionRule,
     SectionRules,
+    SingleDetectionMonitor,
     Traversal,
-    UnmeasurableMonitor,
     judge_traversal,
     kmh_to_mph,
     mph_to_kmh,
@@ -437,7 +437,7 @@ def test_traversal_id_is_deterministic_and_distinguishes_traversals():
 def test_monitor_warns_once_when_single_detection_sessions_pile_up():
     single = judge_traversal(track("v1", 30.0)[:1], SECTION)
     measured = judge_traversal(track("v1", 30.0), SECTION)
-    monitor = UnmeasurableMonitor(gap_seconds=20, window=200, threshold=0.5, min_sessions=20)
+    monitor = SingleDetectionMonitor(gap_seconds=20, window=200, threshold=0.5, min_sessions=20)
     said = [monitor.observe(single) for _ in range(19)]
     assert said == [None] * 19  # too few sessions yet to tell
     assert monitor.observe(single) == (
@@ -453,7 +453,7 @@ def test_monitor_warns_once_when_single_detection_sessions_pile_up():
 
 
 def test_monitor_ignores_other_rejections():
-    monitor = UnmeasurableMonitor(gap_seconds=60, min_sessions=1)
+    monitor = SingleDetectionMonitor(gap_seconds=60, min_sessions=1)
     partial = judge_traversal(track("v1", 30.0, points=5)[:3], SECTION)
     assert partial.kind == PARTIAL
     assert {monitor.observe(partial) for _ in range(30)} == {None}

@@ -36,7 +36,7 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, TruthRecord, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until
-from pipeline.clients.evidence_store import EvidenceStore
+from pipeline.clients.evidence_store import EvidenceStore, reading_from_text, reading_object_name
 from pipeline.clients.warehouse import Warehouse
 from pipeline.domain import defaults
 from pipeline.domain.evidence import photo_object_name
@@ -195,6 +195,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
 
 def store() -> EvidenceStore:
     return EvidenceStore(BUCKET)
+
+
+def stored_photos(prefix: str) -> list[str]:
+    """The photos under `prefix` (each has its recorded reading beside it once read)."""
+    return [name for name in store().list_names(prefix) if name.endswith(".jpg")]
 
 
 def photo_name(fine: dict[str, Any]) -> str:
@@ -362,7 +367,7 @@ def test_storage_restarted_while_fines_are_stored_then_every_photo_is_there(run)
     before_truth = run.publish(before)
     before_names = f"fines/{before.radar_id}/"
     wait_until(
-        lambda: len(store().list_names(before_names)) == len(before_truth),
+        lambda: len(stored_photos(before_names)) == len(before_truth),
         timeout_s=GAP_S + 90,
         what="every photo of the first fines stored",
         interval_s=0.1,
@@ -397,11 +402,17 @@ def test_storage_restarted_while_fines_are_stored_then_every_photo_is_there(run)
         assert_exactly_once(run, phase)
         assert_no_dead_letter_names(run, phase)
     # Photos stored before the outage survived it; those fetched during it were stored after.
-    assert len(store().list_names(before_names)) == len(before_truth)
+    assert len(stored_photos(before_names)) == len(before_truth)
     records = run.traversals(truth, timeout_s=1)
-    during_names = set(store().list_names(f"fines/{during.radar_id}/"))
+    during_names = set(stored_photos(f"fines/{during.radar_id}/"))
     assert held and {photo_name(records[v]) for v in held} <= during_names
     assert during_names == {photo_name(records[v]) for v in fined}
+    # Each with the reading its fine carries, recorded beside it once storage was back.
+    for vehicle in fined:
+        name = photo_name(records[vehicle])
+        recorded = store().read(reading_object_name(name)).decode()
+        reading = reading_from_text(recorded, records[vehicle]["image_sha256"])
+        assert reading.license_plate == records[vehicle]["license_plate"], vehicle
 
 
 def test_after_all_faults_no_fine_is_repeated_or_dead_lettered(run):

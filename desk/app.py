@@ -6,12 +6,9 @@ clients and tests pass the emulators' or in-memory ones.
 """
 
 import logging
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import jinja2
 from fastapi import FastAPI, Request, Response
@@ -22,8 +19,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 
+from desk.config import DeskConfig, DeskState
 from desk.security import IapVerifier, KeySet, SessionSigner
-from desk.services import PhotoSource, Services
+from desk.services import Services
 from desk.workflow import Desk
 from pipeline.domain.verification import REJECT_REASONS
 
@@ -41,32 +39,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-@dataclass(frozen=True)
-class DeskConfig:
-    project: str
-    bq_dataset: str
-    bucket: str
-    notices_topic: str
-    auth: Literal["token", "iap"] = "token"
-    claim_seconds: float = 300.0
-    reviewer: str | None = None  # token mode: the reviewer, instead of asking at login
-    iap_audience: str = ""
-    # The login token (token mode) and the key that signs sessions; random per start
-    # unless given (several instances behind IAP must share the secret: DESK_SECRET).
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-
-
-@dataclass
-class DeskState:
-    config: DeskConfig
-    desk: Desk
-    photos: PhotoSource
-    signer: SessionSigner
-    iap: IapVerifier | None
-    templates: Jinja2Templates
 
 
 def templates() -> Jinja2Templates:

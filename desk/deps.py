@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from desk.app import DeskState
+from desk.config import DeskState
 from desk.security import IAP_HEADER, SESSION_COOKIE, Session, same_origin, tokens_equal
 from desk.services import PhotoSource
 from desk.workflow import Desk

@@ -1,0 +1,41 @@
+"""The desk's configuration and the state its routes share (`app.state.desk`).
+
+Apart from desk/app.py, so that the routes' dependencies (desk/deps.py) read the state
+without importing the module that imports the routes.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fastapi.templating import Jinja2Templates
+
+from desk.security import IapVerifier, SessionSigner
+from desk.services import PhotoSource
+from desk.workflow import Desk
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    project: str
+    bq_dataset: str
+    bucket: str
+    notices_topic: str
+    auth: Literal["token", "iap"] = "token"
+    claim_seconds: float = 300.0
+    reviewer: str | None = None  # token mode: the reviewer, instead of asking at login
+    iap_audience: str = ""
+    # The login token (token mode) and the key that signs sessions; random per start
+    # unless given (several instances behind IAP must share the secret: DESK_SECRET).
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+
+@dataclass
+class DeskState:
+    config: DeskConfig
+    desk: Desk
+    photos: PhotoSource
+    signer: SessionSigner
+    iap: IapVerifier | None
+    templates: Jinja2Templates

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="Publish events recorded in FILE.jsonl, first event now, keeping their spacing; "
-        "traffic flags other than the speed rule are ignored.",
+        "traffic flags other than the speed rule and the section's coordinates (the section "
+        "the recording was made on, for --truth) are ignored.",
     )
     modes.add_argument(
         "--speedup",

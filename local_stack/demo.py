@@ -150,6 +150,8 @@ def run_demo(out_dir: Path, vehicles: int, seed: int) -> int:
             replayed = generator_cli.main([
                 "--replay", str(traffic), "--project_id", stack.project_id,
                 "--topic_name", topics.input_topic,
+                # The section it was recorded on: the replay's own count of speeders.
+                "--final_coordinates", format_location(DEMO_FINAL),
             ])  # fmt: skip
             if replayed != 0:
                 return replayed

@@ -16,7 +16,8 @@ PLATE_WIDTH = 480  # the enlarged plate region, pixels
 PLATE_MARGIN = 0.25  # of the box's size, on each side: the plate's surroundings help
 
 
-def _photo(fine_id: str, state: State, desk: DeskDep, photos: PhotosDep) -> tuple[bytes, dict]:
+def _photo(fine_id: str, state: State, desk: DeskDep, photos: PhotosDep) -> tuple[bytes, str, dict]:
+    """The fine's stored photo, checked as the record's evidence: bytes, type, the fine."""
     fine = latest_revision(desk.store.fine_revisions(fine_id))
     if fine is None:
         raise HTTPException(404, "no such fine")
@@ -26,7 +27,11 @@ def _photo(fine_id: str, state: State, desk: DeskDep, photos: PhotosDep) -> tupl
         raise HTTPException(404, "photo missing")
     if not photo_matches_record(fine, data):
         raise HTTPException(409, "the stored photo is not the one the record's sha256 names")
-    return data, fine
+    try:
+        info = check_image(data)
+    except InvalidImage as error:
+        raise HTTPException(404, f"photo unusable: {error}") from error
+    return data, info.content_type, fine
 
 
 @router.get("/fines/{fine_id}/photo")
@@ -37,12 +42,8 @@ def photo(
     session: CurrentSession,
     fine_id: str = FINE_ID,
 ) -> Response:
-    data, _ = _photo(fine_id, state, desk, photos)
-    try:
-        info = check_image(data)
-    except InvalidImage as error:
-        raise HTTPException(404, f"photo unusable: {error}") from error
-    return Response(data, media_type=info.content_type)
+    data, content_type, _ = _photo(fine_id, state, desk, photos)
+    return Response(data, media_type=content_type)
 
 
 def plate_box(fine: dict) -> tuple[float, float, float, float] | None:
@@ -65,14 +66,10 @@ def plate(
     session: CurrentSession,
     fine_id: str = FINE_ID,
 ) -> Response:
-    data, fine = _photo(fine_id, state, desk, photos)
+    data, _, fine = _photo(fine_id, state, desk, photos)
     box = plate_box(fine)
     if box is None:
         raise HTTPException(404, "no plate region")
-    try:
-        check_image(data)
-    except InvalidImage as error:
-        raise HTTPException(404, f"photo unusable: {error}") from error
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * PLATE_MARGIN, (y1 - y0) * PLATE_MARGIN
     with Image.open(io.BytesIO(data)) as image:

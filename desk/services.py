@@ -37,6 +37,12 @@ def photo_matches_record(fine: Mapping[str, Any], data: bytes) -> bool:
     return isinstance(expected, str) and hashlib.sha256(data).hexdigest() == expected
 
 
+def stored_photo(fine: Mapping[str, Any], bucket: str, photos: "PhotoSource") -> bytes | None:
+    """The fine's photo as stored in the evidence bucket; None when it has none there."""
+    name = photo_object_name(fine, bucket)
+    return photos.read(name) if name is not None else None
+
+
 def photo_object_name(fine: Mapping[str, Any], bucket: str) -> str | None:
     """The object to serve for a fine: its image_url's, when that is this fine's photo in
     the configured evidence bucket (gs://BUCKET/fines/RADAR/DAY/FINE_ID.jpg); else None.
@@ -56,8 +62,6 @@ def photo_object_name(fine: Mapping[str, Any], bucket: str) -> str | None:
 
 
 class PhotoSource(Protocol):
-    def exists(self, object_name: str) -> bool: ...
-
     def read(self, object_name: str) -> bytes | None:
         """The object's bytes, None when it does not exist."""
         ...
@@ -77,9 +81,6 @@ class StoragePhotoSource:
         from pipeline.clients.evidence_store import EvidenceStore
 
         self._store = EvidenceStore(bucket, project)
-
-    def exists(self, object_name: str) -> bool:
-        return self._store.find(object_name) is not None
 
     def read(self, object_name: str) -> bytes | None:
         try:

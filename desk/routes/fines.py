@@ -10,7 +10,7 @@ from desk.deps import CurrentSession, DeskDep, PhotosDep, PostSession, State
 from desk.forms import CsrfForm, DecisionForm, QueueParams
 from desk.routes.photos import plate_box
 from desk.security import Session
-from desk.services import photo_matches_record, photo_object_name
+from desk.services import photo_matches_record, stored_photo
 from desk.store import latest_revision
 from desk.workflow import (
     PLATE,
@@ -80,8 +80,7 @@ def render_fine(
     typed_plate: str | None = None,
 ) -> Response:
     fine = view.fine
-    name = photo_object_name(fine, state.config.bucket)
-    data = photos.read(name) if name is not None else None
+    data = stored_photo(fine, state.config.bucket, photos)
     has_photo = data is not None and photo_matches_record(fine, data)
     photo_mismatch = data is not None and not has_photo
     shown_plate = fine.get("license_plate") or ""
@@ -110,10 +109,7 @@ def render_fine(
 def _photo_verified(desk: DeskDep, photos: PhotosDep, state: State, fine_id: str) -> bool:
     """The fine's photo is stored and is the one its image_sha256 names."""
     fine = latest_revision(desk.store.fine_revisions(fine_id))
-    if fine is None:
-        return False
-    name = photo_object_name(fine, state.config.bucket)
-    data = photos.read(name) if name is not None else None
+    data = None if fine is None else stored_photo(fine, state.config.bucket, photos)
     return data is not None and photo_matches_record(fine, data)
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from PIL import Image
 
 from desk.deps import CurrentSession, DeskDep, PhotosDep, State
-from desk.services import photo_matches_record, photo_object_name
+from desk.services import photo_matches_record, stored_photo
 from desk.store import latest_revision
 from pipeline.clients.images import InvalidImage, check_image
 
@@ -21,8 +21,7 @@ def _photo(fine_id: str, state: State, desk: DeskDep, photos: PhotosDep) -> tupl
     fine = latest_revision(desk.store.fine_revisions(fine_id))
     if fine is None:
         raise HTTPException(404, "no such fine")
-    name = photo_object_name(fine, state.config.bucket)
-    data = photos.read(name) if name else None
+    data = stored_photo(fine, state.config.bucket, photos)
     if data is None:
         raise HTTPException(404, "photo missing")
     if not photo_matches_record(fine, data):

@@ -91,9 +91,6 @@ class MemoryPhotos:
         self.objects: dict[str, bytes] = {}
         self.reads: list[str] = []
 
-    def exists(self, object_name: str) -> bool:
-        return object_name in self.objects
-
     def read(self, object_name: str) -> bytes | None:
         self.reads.append(object_name)
         return self.objects.get(object_name)

@@ -150,12 +150,11 @@ class EvidenceStore:
         return reading
 
     def _recorded_reading(self, object_name: str, photo_sha256: str) -> PlateReading | None:
-        blob = self._bucket.get_blob(
-            reading_object_name(object_name), timeout=FIND_TIMEOUT_S, retry=FIND_RETRY
-        )
-        if blob is None:
+        blob = self._bucket.blob(reading_object_name(object_name))
+        try:  # one request: the download answers 404 when nothing was recorded
+            text = blob.download_as_text(timeout=FIND_TIMEOUT_S, retry=FIND_RETRY)
+        except api_exceptions.NotFound:
             return None
-        text = blob.download_as_text(timeout=UPLOAD_TIMEOUT_S)
         return reading_from_text(text, photo_sha256)
 
     def _stored(self, object_name: str, blob: storage.Blob) -> StoredPhoto:

@@ -199,6 +199,12 @@ def _failure(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.Tag
     )
 
 
+def _stage_failed(evidence: FineEvidence, stage: str, reason: str) -> Iterator[Any]:
+    """A fetch or store that failed: its dead letter, and the fine going on with the error."""
+    yield _failure(evidence, stage, reason)
+    yield evidence.failed(stage, reason)
+
+
 class _WithClient(beam.DoFn):
     """A DoFn holding one client per worker process, made by an injected factory."""
 
@@ -261,9 +267,7 @@ class FetchPhotoFn(_WithClient):
             info = check_image(photo.data, self.client.max_image_bytes)
         except (EvidenceUnavailable, EvidenceRejected, InvalidImage) as error:
             self.failed.inc()
-            reason = f"{type(error).__name__}: {error}"
-            yield _failure(evidence, FETCH_STAGE, reason)
-            yield evidence.failed(FETCH_STAGE, reason)
+            yield from _stage_failed(evidence, FETCH_STAGE, f"{type(error).__name__}: {error}")
             return
         self.fetched.inc()
         yield replace(
@@ -276,8 +280,7 @@ class FetchPhotoFn(_WithClient):
         except Exception as error:  # after the library's retries: no photo to read
             self.failed.inc()
             reason = f"{type(error).__name__}: {error}"[:1000]
-            yield _failure(evidence, FETCH_STAGE, reason)
-            yield replace(evidence, stored=stored).failed(FETCH_STAGE, reason)
+            yield from _stage_failed(replace(evidence, stored=stored), FETCH_STAGE, reason)
             return
         self.reused.inc()
         yield _with_stored_bytes(evidence, stored, photo)
@@ -308,9 +311,9 @@ class StorePhotoFn(_WithClient):
                 photo = self.client.read(evidence.object_name)
         except Exception as error:  # after the storage library's own retries
             self.failed.inc()
+            # The fine goes on to be read as fetched, known by its cars API URL.
             reason = f"{type(error).__name__}: {error}"[:1000]
-            yield _failure(evidence, STORE_STAGE, reason)
-            yield evidence.failed(STORE_STAGE, reason)  # read as fetched, by its cars API URL
+            yield from _stage_failed(evidence, STORE_STAGE, reason)
             return
         if stored.created:
             self.stored.inc()

@@ -63,42 +63,12 @@ VEHICLES=20
 WAIT_JOB_S=${WAIT_JOB_S:-900} WAIT_FINES_S=${WAIT_FINES_S:-900} WAIT_DRAIN_S=${WAIT_DRAIN_S:-900}
 POLL_S=${POLL_S:-15}
 
-# --- how commands are shown and run ------------------------------------------------------
+# --- how commands are shown and run (scripts/lib/commands.sh) ------------------------------
 exec 3>&1  # the dry run's listing goes here even from inside $(...)
 
-quote() {  # one word as a shell needs it: bare when plain, "$VAR" for a placeholder
-  if [[ $1 =~ ^\$[A-Z_]+$ ]]; then printf '"%s"' "$1"
-  elif [[ $1 =~ ^[][A-Za-z0-9_./:=@,+%-]+$ ]]; then printf '%s' "$1"
-  else printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-show() {
-  local line="" word
-  for word in "$@"; do line+="${line:+ }$(quote "$word")"; done
-  printf '%s\n' "$line"
-}
-step() { if $DRY_RUN; then printf '\n# %s\n' "$*" >&3; else printf '\n== %s\n' "$*" >&2; fi; }
-run() {  # print the command (dry run), or log and run it
-  if $DRY_RUN; then show "$@" >&3; return 0; fi
-  printf '+ %s\n' "$(show "$@")" >&2
-  "$@"
-}
-capture() {  # VAR COMMAND...: the command's output into VAR (shown as VAR=$(...))
-  local var=$1; shift
-  if $DRY_RUN; then printf '%s=$(%s)\n' "$var" "$(show "$@")" >&3; printf -v "$var" '$%s' "$var"; return 0; fi
-  local output
-  output=$(run "$@")
-  printf -v "$var" '%s' "$output"
-}
-retrying() {  # IAM may not know a new service account for a few seconds: try 6 times
-  local attempt
-  for attempt in 1 2 3 4 5 6; do
-    run "$@" && return 0
-    $DRY_RUN && return 0
-    echo "smoke: attempt $attempt failed; again in 10 s" >&2; sleep 10
-  done
-  return 1
-}
+LOG_NAME=smoke
+# shellcheck source=scripts/lib/commands.sh
+source scripts/lib/commands.sh
 wait_until() {  # WHAT SECONDS CHECK...: run CHECK every POLL_S seconds until it succeeds
   local what=$1 seconds=$2; shift 2
   if $DRY_RUN; then

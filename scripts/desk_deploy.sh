@@ -59,53 +59,15 @@ SECRET=section-speed-desk-session-key
 IMAGE_TAG=${IMAGE_TAG:-$(sed -n 's/^ *version="\(.*\)",$/\1/p' setup.py)}
 IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPOSITORY/desk:$IMAGE_TAG
 
-# --- how commands are shown and run (as scripts/dataflow_smoke.sh) ---------------------------
+# --- how commands are shown and run (scripts/lib/commands.sh) ------------------------------
 exec 3>&1  # the dry run's listing goes here even from inside $(...)
 
-PLACEHOLDERS='^[][A-Za-z0-9_./:=@,+%$-]+$'  # plain words with $VAR in them
-quote() {  # one word as a shell needs it: bare when plain, "..." around a $PLACEHOLDER
-  if [[ $1 == *'$'* && $1 =~ $PLACEHOLDERS ]]; then printf '"%s"' "$1"
-  elif [[ $1 =~ ^[][A-Za-z0-9_./:=@,+%-]+$ ]]; then printf '%s' "$1"
-  else printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-show() {
-  local line="" word
-  for word in "$@"; do line+="${line:+ }$(quote "$word")"; done
-  printf '%s\n' "$line"
-}
-step() { if $DRY_RUN; then printf '\n# %s\n' "$*" >&3; else printf '\n== %s\n' "$*" >&2; fi; }
-run() {  # print the command (dry run), or log and run it
-  if $DRY_RUN; then show "$@" >&3; return 0; fi
-  printf '+ %s\n' "$(show "$@")" >&2
-  "$@"
-}
-capture() {  # VAR COMMAND...: the command's output into VAR (shown as VAR=$(...))
-  local var=$1
-  shift
-  if $DRY_RUN; then
-    # shellcheck disable=SC2016  # the listing shows VAR=$(...) as written
-    printf '%s=$(%s)\n' "$var" "$(show "$@")" >&3
-    printf -v "$var" '$%s' "$var"
-    return 0
-  fi
-  local output
-  output=$(run "$@")
-  printf -v "$var" '%s' "$output"
-}
+LOG_NAME=desk_deploy
+# shellcheck source=scripts/lib/commands.sh
+source scripts/lib/commands.sh
 exists() {  # COMMAND...: whether a describe succeeds (the dry run assumes not: creates)
   $DRY_RUN && return 1
   "$@" >/dev/null 2>&1
-}
-retrying() {  # IAM may not know a new service account for a few seconds: try 6 times
-  local attempt
-  for attempt in 1 2 3 4 5 6; do
-    run "$@" && return 0
-    $DRY_RUN && return 0
-    echo "desk_deploy: attempt $attempt failed; again in 10 s" >&2
-    sleep 10
-  done
-  return 1
 }
 
 # --- the deploy ------------------------------------------------------------------------------

@@ -149,20 +149,24 @@ def test_a_state_fits_only_its_own_formats():
     assert fits_state("OCT1890", None) is None
 
 
+# A New York plate refused for its doubtful first character, with what the officer is offered.
+REFUSED_WITH_CANDIDATES = PlateReading(
+    None,
+    0.6,
+    "0CT-1890",
+    "embedded-rapidocr",
+    reason="'0' read at 0.60, under the gate 0.989",
+    candidates=(
+        PlateCandidate("OCT1890", (0.38, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.37, "LLLDDDD"),
+        PlateCandidate("0CT1890", (0.6, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.58),
+    ),
+    plate_box=(10, 20, 110, 60),
+    state="NEW YORK",
+)
+
+
 def test_a_reading_round_trips_through_json_with_its_candidates():
-    reading = PlateReading(
-        None,
-        0.6,
-        "0CT-1890",
-        "embedded-rapidocr",
-        reason="'0' read at 0.60, under the gate 0.989",
-        candidates=(
-            PlateCandidate("OCT1890", (0.38, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.37, "LLLDDDD"),
-            PlateCandidate("0CT1890", (0.6, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.58),
-        ),
-        plate_box=(10, 20, 110, 60),
-        state="NEW YORK",
-    )
+    reading = REFUSED_WITH_CANDIDATES
     assert PlateReading.from_json(reading.to_json()) == reading
     # As the Beam coder and the evidence store do it: asdict, JSON, keyword arguments.
     assert PlateReading(**json.loads(json.dumps(dataclasses.asdict(reading)))) == reading

@@ -14,7 +14,6 @@ from pipeline.clients.images import InvalidImage, check_image
 from pipeline.domain.evidence import evidence_fields, photo_object_name
 from pipeline.domain.plates import (
     NEW_YORK_PLATE,
-    PlateCandidate,
     PlateReading,
     TextLine,
     choose_plate,
@@ -26,6 +25,7 @@ from pipeline.domain.plates import (
     plate_shaped,
     second_opinion_doubt,
 )
+from tests.unit.test_plate_candidates import REFUSED_WITH_CANDIDATES
 
 T_MS = 1_795_000_000_000  # 2026-11-18 UTC
 FINE_ID = "0123456789abcdef0123456789abcdef"
@@ -255,18 +255,7 @@ def test_evidence_fields_of_an_unread_fine_are_null_with_the_error():
 
 
 def test_evidence_fields_carry_the_candidates_and_the_plate_box():
-    reading = PlateReading(
-        None,
-        0.6,
-        "0CT-1890",
-        "embedded-rapidocr",
-        reason="'0' read at 0.60, under the gate 0.989",
-        candidates=(
-            PlateCandidate("OCT1890", (0.38, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.37, "LLLDDDD"),
-            PlateCandidate("0CT1890", (0.6, 0.99, 0.99, 1.0, 1.0, 1.0, 1.0), 0.58),
-        ),
-        plate_box=(10, 20, 110, 60),
-    )
+    reading = REFUSED_WITH_CANDIDATES
     fields = evidence_fields(reading, "gs://b/x.jpg", "ab" * 32, None)
     assert fields["license_plate"] is None
     assert fields["plate_candidates"] == ["OCT1890", "0CT1890"]

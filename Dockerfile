@@ -32,6 +32,8 @@ WORKDIR ${WORKDIR}
 ARG EMBEDDED_OCR=false
 COPY requirements.txt setup.py pyproject.toml MANIFEST.in ./
 COPY pipeline/ pipeline/
+COPY transforms/ transforms/
+COPY section_speed/ section_speed/
 RUN if [ "${EMBEDDED_OCR}" = "true" ]; then extras="[embedded-ocr]"; else extras=""; fi \
     && pip install --no-cache-dir "./${extras}"
 

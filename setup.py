@@ -14,6 +14,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 DEV_MARKER = "# --- development only"
+# The product the workers run: the graph and entry point (pipeline), the Beam transforms
+# (transforms) and the rules and clients both build on (section_speed). Local tooling
+# (local_stack, generator, analyst_report) and the desk (its own image) stay out.
+PRODUCT_PACKAGES = [
+    f"{top}{sub}" for top in ("pipeline", "transforms", "section_speed") for sub in ("", ".*")
+]
 EXTRA_MARKER = "# --- extra: "
 
 
@@ -40,8 +46,7 @@ setup(
     version="0.1.0",
     description="Average-speed (section control) enforcement on Apache Beam",
     python_requires=">=3.11",
-    # The product only: local tooling (local_stack, generator, analyst_report) stays out.
-    packages=find_packages(include=["pipeline", "pipeline.*"]),
+    packages=find_packages(include=PRODUCT_PACKAGES),
     install_requires=install_requires,
     extras_require=extras_require,
 )

@@ -43,9 +43,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.speed import kmh_to_mph, mph_to_kmh
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.speed import kmh_to_mph, mph_to_kmh
 
 if TYPE_CHECKING:
     from local_stack.services import LocalStack

@@ -50,22 +50,22 @@ from PIL import Image
 
 from local_stack.run import READY_LINE
 from local_stack.services import LocalStack, ManagedProcess, wait_until
-from pipeline.clients.cars_api import Photo
-from pipeline.domain import defaults
-from pipeline.domain.events import VehicleKey
-from pipeline.domain.identity import SessionVerdict
-from pipeline.domain.plates import PlateReading
-from pipeline.domain.schemas import FINES, Table
-from pipeline.domain.speed import Traversal, kmh_to_mph, traversal_from_json, traversal_to_json
-from pipeline.transforms.batching import BatchForService
-from pipeline.transforms.enrich import (
+from section_speed.clients.cars_api import Photo
+from section_speed.domain import defaults
+from section_speed.domain.events import VehicleKey
+from section_speed.domain.identity import SessionVerdict
+from section_speed.domain.plates import PlateReading
+from section_speed.domain.schemas import FINES, Table
+from section_speed.domain.speed import Traversal, kmh_to_mph, traversal_from_json, traversal_to_json
+from transforms.batching import BatchForService
+from transforms.enrich import (
     PLATE_BATCH_SIZE,
     PLATE_BATCH_WAIT_S,
     EnrichFine,
     EvidenceServices,
 )
-from pipeline.transforms.traversals import FINED, NOT_FINED, IdentifyTraversalsFn
-from pipeline.transforms.warehouse import (
+from transforms.traversals import FINED, NOT_FINED, IdentifyTraversalsFn
+from transforms.warehouse import (
     INSERT_WAIT_S,
     ROWS_PER_INSERT,
     SpeedRows,

@@ -29,11 +29,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from generator.simulate import TrafficConfig, simulate_traffic
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, InvalidEvent, parse_camera_event
-from pipeline.domain.sessions import split_sessions
-from pipeline.domain.speed import Rejection, SectionRule, SectionRules, judge_traversal
-from pipeline.transforms.enforcement import (
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent, InvalidEvent, parse_camera_event
+from section_speed.domain.sessions import split_sessions
+from section_speed.domain.speed import Rejection, SectionRule, SectionRules, judge_traversal
+from transforms.enforcement import (
     EnforcementConfig,
     SectionSpeedEnforcement,
 )

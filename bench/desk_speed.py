@@ -37,7 +37,7 @@ from desk.services import Services, cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.desk_demo import seed_demo_fines
 from local_stack.services import LocalStack
-from pipeline.clients.warehouse import Warehouse
+from section_speed.clients.warehouse import Warehouse
 
 DATASET, BUCKET, TOPIC = "bench_desk", "bench-desk-evidence", "bench-desk-notices"
 TOKEN, OFFICER = "bench-desk-token", "bench-officer"

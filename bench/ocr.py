@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 
 from generator.car_images import DIFFICULTIES, render_car_photo, render_scene
-from pipeline.clients.embedded_ocr import EmbeddedPlateReader
-from pipeline.clients.images import decode_rgb
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import plate_for_vehicle
+from section_speed.clients.embedded_ocr import EmbeddedPlateReader
+from section_speed.clients.images import decode_rgb
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import plate_for_vehicle
 
 
 def render(difficulty: str, count: int) -> tuple[list[np.ndarray], list[str], float]:

@@ -61,9 +61,9 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, OutputCollector
 from local_stack.services import LocalStack, wait_until
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.events import CameraEvent
-from pipeline.domain.schemas import FINES, VEHICLE_SPEEDS
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.events import CameraEvent
+from section_speed.domain.schemas import FINES, VEHICLE_SPEEDS
 
 GAP_S = 10  # only the idle wait for the watermark, which is not counted, depends on it
 LATENESS_S = 600

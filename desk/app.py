@@ -23,7 +23,7 @@ from desk.config import DeskConfig, DeskState
 from desk.security import IapVerifier, KeySet, SessionSigner
 from desk.services import Services
 from desk.workflow import Desk
-from pipeline.domain.verification import REJECT_REASONS
+from section_speed.domain.verification import REJECT_REASONS
 
 _log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent

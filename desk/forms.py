@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from desk.store import QueueFilter
 from desk.workflow import ACKNOWLEDGE, PLATE
-from pipeline.domain.events import ID_PATTERN
-from pipeline.domain.verification import MAX_NOTE_CHARACTERS, REJECT_REASONS
+from section_speed.domain.events import ID_PATTERN
+from section_speed.domain.verification import MAX_NOTE_CHARACTERS, REJECT_REASONS
 
 HEX32 = r"^[0-9a-f]{32}$"
 Action = Literal["plate", "acknowledge", "plate_unreadable", "wrong_vehicle",

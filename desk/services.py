@@ -16,7 +16,7 @@ from google.api_core import exceptions as api_exceptions
 from desk.store import DeskStore
 
 _FINE_ID = re.compile(r"[0-9a-f]{32}")
-# gs://BUCKET/fines/RADAR/YYYY-MM-DD/FINE_ID.jpg, as pipeline/domain/evidence.py names it.
+# gs://BUCKET/fines/RADAR/YYYY-MM-DD/FINE_ID.jpg, as section_speed/domain/evidence.py names it.
 _PHOTO_OBJECT = re.compile(
     r"fines/[A-Za-z0-9][A-Za-z0-9._:-]{0,127}/[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<fine>[0-9a-f]{32})\.jpg"
 )
@@ -78,7 +78,7 @@ class StoragePhotoSource:
     the emulator through STORAGE_EMULATOR_HOST)."""
 
     def __init__(self, bucket: str, project: str | None = None) -> None:
-        from pipeline.clients.evidence_store import EvidenceStore
+        from section_speed.clients.evidence_store import EvidenceStore
 
         self._store = EvidenceStore(bucket, project)
 

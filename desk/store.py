@@ -2,7 +2,7 @@
 
 `DeskStore` is the interface the desk's routes and workflow use; `BigQueryDeskStore` is the
 product's implementation over the pipeline's dataset (the `fines` table the pipeline
-writes, and the verification tables of `pipeline/domain/verification.py`, created by
+writes, and the verification tables of `section_speed/domain/verification.py`, created by
 `python -m pipeline.provision`). Rows come and go as plain dicts with timestamps as RFC 3339
 text (`2026-11-18T08:00:00.000Z`), the form the pipeline writes and the notice digest
 covers, so every implementation hands the workflow the same values.
@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from google.cloud import bigquery
 
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.events import format_rfc3339_ms
-from pipeline.domain.schemas import FINES, Table
-from pipeline.domain.verification import FINE_CLAIMS, FINE_REVIEWS, ISSUING_DECISIONS, NOTICES
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.events import format_rfc3339_ms
+from section_speed.domain.schemas import FINES, Table
+from section_speed.domain.verification import FINE_CLAIMS, FINE_REVIEWS, ISSUING_DECISIONS, NOTICES
 
 Row = dict[str, Any]
 

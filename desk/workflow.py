@@ -22,7 +22,7 @@ from desk.store import (
     now_text,
     queue_state,
 )
-from pipeline.domain.verification import (
+from section_speed.domain.verification import (
     ACKNOWLEDGED,
     CONFIRMED,
     CORRECTED,

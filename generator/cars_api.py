@@ -5,10 +5,10 @@
     GET /cars                         {"image_url"} of a random car, the course's contract
 
 The pipeline's `--cars_api` is `http://HOST:PORT/cars/{vehicle_id}` for this project's
-form, or `http://HOST:PORT/cars` for the course's (pipeline.clients.cars_api).
+form, or `http://HOST:PORT/cars` for the course's (section_speed.clients.cars_api).
 
 Photos are rendered by generator.car_images, deterministic per vehicle_id, so tests and
-the generator know each photo's true plate (pipeline.domain.plates.plate_for_vehicle).
+the generator know each photo's true plate (section_speed.domain.plates.plate_for_vehicle).
 
 Tests and benchmarks need a service that misbehaves on cue; the `/_admin` routes exist
 only on this local form: `POST /_admin/faults` queues failures (status codes or a non-image
@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.domain.events import is_valid_id
+from section_speed.domain.events import is_valid_id
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # every response is bounded: photos are ~30-80 KB
 REQUEST_LOG_SIZE = 10_000

@@ -28,9 +28,9 @@ from generator.simulate import (
     write_events_jsonl,
     write_jsonl,
 )
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
-from pipeline.domain.speed import SPOT_MEAN, SectionRule
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
+from section_speed.domain.speed import SPOT_MEAN, SectionRule
 
 logger = logging.getLogger("generator")
 

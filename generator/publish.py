@@ -14,7 +14,7 @@ from typing import Protocol
 from google.api_core import exceptions as api_exceptions
 from tqdm import tqdm
 
-from pipeline.domain.events import CameraEvent
+from section_speed.domain.events import CameraEvent
 
 logger = logging.getLogger(__name__)
 

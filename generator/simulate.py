@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from pipeline.domain import defaults
-from pipeline.domain.events import (
+from section_speed.domain import defaults
+from section_speed.domain.events import (
     TIMED_FORMAT_KEYS,
     CameraEvent,
     InvalidEvent,
@@ -32,8 +32,8 @@ from pipeline.domain.events import (
     parse_rfc3339_ms,
     timeless_event_id,
 )
-from pipeline.domain.geometry import LatLon, haversine_m, interpolate
-from pipeline.domain.speed import (
+from section_speed.domain.geometry import LatLon, haversine_m, interpolate
+from section_speed.domain.speed import (
     SECTION_AVERAGE,
     SPOT_MEAN,
     Rejection,

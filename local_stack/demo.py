@@ -25,11 +25,11 @@ from analyst_report.report import Totals, warehouse_totals, write_report
 from generator import cli as generator_cli
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until
-from pipeline.clients.evidence_store import EvidenceStore
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.geometry import format_location, interpolate
-from pipeline.domain.plates import plate_for_vehicle
+from section_speed.clients.evidence_store import EvidenceStore
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.geometry import format_location, interpolate
+from section_speed.domain.plates import plate_for_vehicle
 
 _log = logging.getLogger("demo")
 

@@ -25,11 +25,11 @@ from types import FrameType
 from generator import cli as generator_cli
 from local_stack.demo import DEMO_DATASET, DEMO_FINAL, DEMO_GAP_SECONDS
 from local_stack.services import LocalStack
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.geometry import format_location
-from pipeline.domain.schemas import FINES
 from pipeline.provision import PROVISIONED_TABLES
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.geometry import format_location
+from section_speed.domain.schemas import FINES
 
 _log = logging.getLogger("desk_demo")
 

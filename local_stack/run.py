@@ -17,8 +17,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
-from pipeline.domain import defaults
-from pipeline.domain.speed import SectionRule, SectionRules
+from section_speed.domain import defaults
+from section_speed.domain.speed import SectionRule, SectionRules
 
 _log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import requests
 
-from pipeline.clients.evidence_store import EvidenceStore
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
+from section_speed.clients.evidence_store import EvidenceStore
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
 
 _log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.domain.schemas import (
+from pipeline.options import OPTION_SPECS
+from section_speed.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
     VEHICLE_IDENTITY_COLUMNS,
     VEHICLE_SPEED_COLUMNS,
     markdown_table,
 )
-from pipeline.options import OPTION_SPECS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 

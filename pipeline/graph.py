@@ -32,26 +32,26 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.domain import defaults
-from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from pipeline.domain.plates import CLOUD_VISION_READER, EMBEDDED_READER
-from pipeline.domain.schemas import DEAD_LETTER, FINES, output_message
-from pipeline.domain.speed import SectionRule, SectionRules
 from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
 from pipeline.startup_checks import require_valid_configuration
-from pipeline.transforms.enforcement import (
+from section_speed.domain import defaults
+from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from section_speed.domain.plates import CLOUD_VISION_READER, EMBEDDED_READER
+from section_speed.domain.schemas import DEAD_LETTER, FINES, output_message
+from section_speed.domain.speed import SectionRule, SectionRules
+from transforms.enforcement import (
     EnforcementConfig,
     EnforcementResult,
     SectionSpeedEnforcement,
 )
-from pipeline.transforms.enrich import (
+from transforms.enrich import (
     PLATE_BATCH_SIZE,
     PLATE_BATCH_WAIT_S,
     EnrichFine,
     evidence_services,
 )
-from pipeline.transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
-from pipeline.transforms.sinks import (
+from transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
+from transforms.sinks import (
     FormatTraversals,
     IdentityRows,
     LogDeadLetters,
@@ -59,7 +59,7 @@ from pipeline.transforms.sinks import (
     WriteJsonLines,
     retention_checked,
 )
-from pipeline.transforms.warehouse import (
+from transforms.warehouse import (
     INSERT_WAIT_S,
     SpeedRows,
     ToWarehouseRows,

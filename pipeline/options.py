@@ -11,12 +11,12 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
-from pipeline.domain import defaults
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.events import ID_PATTERN
-from pipeline.domain.lateness import LATENESS_CLOCKS
-from pipeline.domain.plates import PLATE_READERS
+from section_speed.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
+from section_speed.domain import defaults
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.events import ID_PATTERN
+from section_speed.domain.lateness import LATENESS_CLOCKS
+from section_speed.domain.plates import PLATE_READERS
 
 
 @dataclass(frozen=True)

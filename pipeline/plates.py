@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.clients.plate_readers import (
+from section_speed.clients.plate_readers import (
     EMBEDDED_READER,
     PLATE_MIN_CONFIDENCE,
     PLATE_READERS,

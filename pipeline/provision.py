@@ -23,11 +23,11 @@ from collections.abc import Callable
 
 from google.cloud import bigquery
 
-from pipeline.clients.warehouse import SETUP_RETRY, Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.schemas import DAY_MS, DEAD_LETTER, TABLES, VEHICLE_IDENTITIES, Table
-from pipeline.domain.verification import VERIFICATION_TABLES
 from pipeline.options import OPTION_SPECS
+from section_speed.clients.warehouse import SETUP_RETRY, Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.schemas import DAY_MS, DEAD_LETTER, TABLES, VEHICLE_IDENTITIES, Table
+from section_speed.domain.verification import VERIFICATION_TABLES
 
 # The pipeline's tables and the verification desk's (docs/desk.md): one provisioning step.
 PROVISIONED_TABLES = (*TABLES, *VERIFICATION_TABLES)

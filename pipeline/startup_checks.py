@@ -37,16 +37,16 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from google.api_core import exceptions as api_exceptions
 
-from pipeline.clients.cars_api import (
+from pipeline.options import SectionSpeedOptions, resource_path
+from section_speed.clients.cars_api import (
     CarsApiClient,
     EvidenceRejected,
     EvidenceUnavailable,
     PhotoHostRefused,
 )
-from pipeline.clients.warehouse import TablesMissing, Warehouse
-from pipeline.domain.plates import CLOUD_VISION_READER
-from pipeline.domain.schemas import TABLES
-from pipeline.options import SectionSpeedOptions, resource_path
+from section_speed.clients.warehouse import TablesMissing, Warehouse
+from section_speed.domain.plates import CLOUD_VISION_READER
+from section_speed.domain.schemas import TABLES
 
 _log = logging.getLogger(__name__)
 

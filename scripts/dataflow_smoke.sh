@@ -235,10 +235,10 @@ retrying gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
   --member "serviceAccount:$BUILD_SA" --role roles/storage.objectAdmin
 
 step "BigQuery: dataset and tables at deploy time; the custom role on each table for the workers"
-# The tables the job writes, from pipeline/domain/schemas.py's TABLES: read even in a dry
+# The tables the job writes, from section_speed/domain/schemas.py's TABLES: read even in a dry
 # run, which it changes nothing in.
 mapfile -t WORKER_TABLES < <("$PYTHON" -c '
-from pipeline.domain.schemas import TABLES
+from section_speed.domain.schemas import TABLES
 print("\n".join(table.name for table in TABLES))')
 ((${#WORKER_TABLES[@]})) || { echo "smoke: $PYTHON could not list the tables" >&2; exit 1; }
 run "$PYTHON" -m pipeline.provision --project "$PROJECT" --bq_dataset "$DATASET" \

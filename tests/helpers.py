@@ -1,8 +1,8 @@
 """Builders shared by the tests: camera events along a section at a chosen speed."""
 
-from pipeline.domain.events import CameraEvent
-from pipeline.domain.geometry import LatLon, haversine_m, interpolate
-from pipeline.domain.speed import SectionRule, Traversal, judge_traversal
+from section_speed.domain.events import CameraEvent
+from section_speed.domain.geometry import LatLon, haversine_m, interpolate
+from section_speed.domain.speed import SectionRule, Traversal, judge_traversal
 
 ENTRY: LatLon = (40.819390, -73.940744)
 # A 305 m section, so that slow vehicles' detections stay within the tests' session gap.

@@ -34,10 +34,10 @@ from generator.publish import PublishFuture
 from generator.simulate import TrafficConfig
 from local_stack.run import READY_LINE, LocalPipeline, LocalTopics
 from local_stack.services import LocalStack, ManagedProcess, wait_until
-from pipeline.domain import defaults
-from pipeline.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
-from pipeline.domain.geometry import interpolate
-from pipeline.domain.speed import SectionRule
+from section_speed.domain import defaults
+from section_speed.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
+from section_speed.domain.geometry import interpolate
+from section_speed.domain.speed import SectionRule
 
 LIB_DIR = Path(__file__).resolve().parent
 MARKER_PREFIX = "bench-marker"

@@ -31,7 +31,7 @@ from lib.harness import (
 )
 from local_stack.run import LocalPipeline, OutputCollector
 from local_stack.services import LocalStack, ManagedProcess
-from pipeline.domain.events import CameraEvent, parse_rfc3339_ms
+from section_speed.domain.events import CameraEvent, parse_rfc3339_ms
 
 LATENESS_S = 120
 

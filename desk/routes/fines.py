@@ -20,8 +20,8 @@ from desk.workflow import (
     FineView,
     InvalidDecision,
 )
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import character_gate
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import character_gate
 
 router = APIRouter()
 FINE_ID = Path(pattern=r"^[0-9a-f]{32}$")

@@ -8,7 +8,7 @@ from PIL import Image
 from desk.deps import CurrentSession, DeskDep, PhotosDep, State
 from desk.services import photo_matches_record, stored_photo
 from desk.store import latest_revision
-from pipeline.clients.images import InvalidImage, check_image
+from section_speed.clients.images import InvalidImage, check_image
 
 router = APIRouter()
 FINE_ID = Path(pattern=r"^[0-9a-f]{32}$")

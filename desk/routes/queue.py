@@ -8,7 +8,7 @@ from fastapi.responses import RedirectResponse
 from desk.deps import CurrentSession, DeskDep, PostSession, State
 from desk.forms import CsrfForm, QueueParams
 from desk.store import now_text
-from pipeline.domain.verification import winning_claim
+from section_speed.domain.verification import winning_claim
 
 router = APIRouter()
 QUEUE_PAGE = 200

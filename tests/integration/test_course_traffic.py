@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pytest
 
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from pipeline.domain import defaults
-from pipeline.domain.speed import SPOT_MEAN, mph_to_kmh
+from section_speed.domain import defaults
+from section_speed.domain.speed import SPOT_MEAN, mph_to_kmh
 
 pytestmark = pytest.mark.integration
 

@@ -23,14 +23,14 @@ from desk.services import cloud_services
 from generator.car_images import render_car_photo
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.services import LocalStack, pubsub_clients, wait_until
-from pipeline.clients.evidence_store import EvidenceStore
-from pipeline.clients.warehouse import Warehouse, as_record
-from pipeline.domain.evidence import photo_object_name
-from pipeline.domain.plates import plate_for_vehicle
-from pipeline.domain.schemas import FINE_COLUMNS, FINES, fine_record, insert_id
-from pipeline.domain.speed import SectionRule, Traversal
-from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from pipeline.provision import PROVISIONED_TABLES
+from section_speed.clients.evidence_store import EvidenceStore
+from section_speed.clients.warehouse import Warehouse, as_record
+from section_speed.domain.evidence import photo_object_name
+from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.schemas import FINE_COLUMNS, FINES, fine_record, insert_id
+from section_speed.domain.speed import SectionRule, Traversal
+from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from desk.services import cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.desk_demo import seed_demo_fines
 from local_stack.services import LocalStack
-from pipeline.clients.warehouse import Warehouse, as_record
-from pipeline.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
+from section_speed.clients.warehouse import Warehouse, as_record
+from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.integration.test_desk_browser import (
     TIMEOUT_MS,
     keys_ready,

@@ -17,19 +17,19 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import wait_until
-from pipeline.clients.cars_api import PROBE_VEHICLE_ID
-from pipeline.clients.evidence_store import (
+from section_speed.clients.cars_api import PROBE_VEHICLE_ID
+from section_speed.clients.evidence_store import (
     READING_SUFFIX,
     SHA256_METADATA_KEY,
     EvidenceStore,
     reading_from_text,
     reading_object_name,
 )
-from pipeline.domain import defaults
-from pipeline.domain.evidence import photo_object_name
-from pipeline.domain.geometry import interpolate
-from pipeline.domain.plates import plate_for_vehicle
-from pipeline.domain.schemas import FINES
+from section_speed.domain import defaults
+from section_speed.domain.evidence import photo_object_name
+from section_speed.domain.geometry import interpolate
+from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.schemas import FINES
 from tests.helpers import track
 
 pytestmark = pytest.mark.integration
@@ -195,7 +195,7 @@ def test_a_body_that_is_not_an_image_is_rejected_with_a_reason(run):
 
 def test_fines_in_the_warehouse_carry_the_evidence(run, stack):
     records, truth, _, _ = run
-    from pipeline.clients.warehouse import Warehouse
+    from section_speed.clients.warehouse import Warehouse
 
     warehouse = Warehouse(stack.project_id, DATASET)
     expected = sum(t.must_be_fined for t in truth) + 3

@@ -36,12 +36,16 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, TruthRecord, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until
-from pipeline.clients.evidence_store import EvidenceStore, reading_from_text, reading_object_name
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.evidence import photo_object_name
-from pipeline.domain.geometry import interpolate
-from pipeline.domain.plates import plate_for_vehicle
+from section_speed.clients.evidence_store import (
+    EvidenceStore,
+    reading_from_text,
+    reading_object_name,
+)
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.evidence import photo_object_name
+from section_speed.domain.geometry import interpolate
+from section_speed.domain.plates import plate_for_vehicle
 
 pytestmark = pytest.mark.integration
 

@@ -36,15 +36,15 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from analyst_report import report
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.schemas import (
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.schemas import (
     FINES,
     VEHICLE_SPEEDS,
     fine_record,
     insert_id,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import Traversal
+from section_speed.domain.speed import Traversal
 from tests.helpers import T0_MS, measured, section, track
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from generator.publish import publish_events
 from generator.simulate import TrafficConfig, rebase, simulate_traffic
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import wait_until
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain import defaults
-from pipeline.domain.geometry import interpolate
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain import defaults
+from section_speed.domain.geometry import interpolate
 
 pytestmark = pytest.mark.integration
 

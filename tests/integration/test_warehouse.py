@@ -8,11 +8,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.schemas import DEAD_LETTER, FINES, fine_record
-from pipeline.transforms.failures import ToDeadLetterRecords
-from pipeline.transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.schemas import DEAD_LETTER, FINES, fine_record
 from tests.helpers import T0_MS, measured, section, track
+from transforms.failures import ToDeadLetterRecords
+from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from pipeline.domain.speed import SectionRules
 from pipeline.graph import run
+from section_speed.domain.speed import SectionRules
 from tests.helpers import T0_MS, section, track
 
 

@@ -24,7 +24,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from generator.cars_api import MAX_RESPONSE_BYTES, CarsRegistry, create_app, serving
 from local_stack.services import free_port
-from pipeline.clients.cars_api import (
+from section_speed.clients.cars_api import (
     CarsApiClient,
     EvidenceRejected,
     EvidenceUnavailable,
@@ -34,7 +34,7 @@ from pipeline.clients.cars_api import (
     is_public_address,
     parse_photo_hosts,
 )
-from pipeline.clients.images import InvalidImage, check_image
+from section_speed.clients.images import InvalidImage, check_image
 
 REGISTERED = {"veh-1", "veh-2", "bus.7"}
 PHOTO_HOST = "photos.test"  # the foreign photo host's name (resolved by the tests only)

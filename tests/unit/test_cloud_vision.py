@@ -17,15 +17,15 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
     ImageAnnotatorGrpcTransport,
 )
 
-from pipeline.clients.cloud_vision import (
+from section_speed.clients.cloud_vision import (
     MAX_IN_FLIGHT,
     MAX_REQUEST_BYTES,
     RETRY_TIMEOUT_S,
     TRANSIENT_RETRY,
     CloudVisionPlateReader,
 )
-from pipeline.clients.plate_readers import open_plate_reader
-from pipeline.domain.plates import CLOUD_VISION_READER, display_plate, plate_for_vehicle
+from section_speed.clients.plate_readers import open_plate_reader
+from section_speed.domain.plates import CLOUD_VISION_READER, display_plate, plate_for_vehicle
 from tests.fake_vision import FakeVision, ImageError
 
 # The reader's own retry policy, with waits of hundredths of a second and 1 s in all.

@@ -5,15 +5,15 @@ from dataclasses import replace
 import pytest
 from apache_beam import coders
 
-from pipeline.clients.evidence_store import StoredPhoto
-from pipeline.domain.events import CameraEvent
-from pipeline.domain.identity import RejectedSession, SessionVerdict
-from pipeline.domain.plates import PlateReading
-from pipeline.domain.speed import Traversal, judge_traversal
-from pipeline.transforms.enrich import FineEvidence
-from pipeline.transforms.failures import Failure
-from pipeline.transforms.warehouse import WarehouseRow
+from section_speed.clients.evidence_store import StoredPhoto
+from section_speed.domain.events import CameraEvent
+from section_speed.domain.identity import RejectedSession, SessionVerdict
+from section_speed.domain.plates import PlateReading
+from section_speed.domain.speed import Traversal, judge_traversal
 from tests.helpers import section, track
+from transforms.enrich import FineEvidence
+from transforms.failures import Failure
+from transforms.warehouse import WarehouseRow
 
 EVENT = track("v-1", 70.0)[0]
 TRAVERSAL = replace(judge_traversal(track("v-1", 70.0), section()), supersedes=("a" * 32,))

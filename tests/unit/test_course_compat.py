@@ -11,10 +11,10 @@ import re
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, fine_record, output_message
-from pipeline.domain.speed import SectionRule, Traversal, kmh_to_mph
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
-from pipeline.transforms.sinks import to_pubsub_message
+from section_speed.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, fine_record, output_message
+from section_speed.domain.speed import SectionRule, Traversal, kmh_to_mph
+from transforms.sinks import to_pubsub_message
 
 COURSE_CARS_API = "https://europe-west1-long-flame-410209.cloudfunctions.net/car-license-plates-api"
 # The course README's command, with a student's values (projects/.../subscriptions/...).

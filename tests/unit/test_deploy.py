@@ -36,7 +36,7 @@ from pipeline.options import OPTION_SPECS, SectionSpeedOptions
 
 REPO = Path(__file__).resolve().parents[2]
 # The product workers install; local tooling (generator, local_stack, analyst_report) is not.
-PACKAGES = ["pipeline"]
+PACKAGES = ["pipeline", "transforms", "section_speed"]
 LOCAL_TOOLING = sorted(
     p.parent.name
     for p in REPO.glob("*/__init__.py")
@@ -672,14 +672,14 @@ def test_package_installed_alone_runs_the_flex_entry_point_without_the_embedded_
     }
     modules = [
         m for m in project_modules()
-        if not m.endswith("__main__") and m != "pipeline.clients.embedded_ocr"
+        if not m.endswith("__main__") and m != "section_speed.clients.embedded_ocr"
     ]  # fmt: skip
     probe = (
         "import importlib, importlib.metadata as md, json, sys\n"
         "import pipeline, pipeline.graph\n"
         f"files = {{m: importlib.import_module(m).__file__ for m in {modules!r}}}\n"
         "try:\n"
-        "    import pipeline.clients.embedded_ocr\n"
+        "    import section_speed.clients.embedded_ocr\n"
         "    ocr = 'importable'\n"
         "except ModuleNotFoundError as error:\n"
         "    ocr = str(error)\n"

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from desk.security import SESSION_COOKIE
-from pipeline.domain.events import parse_rfc3339_ms
-from pipeline.domain.evidence import photo_object_name
-from pipeline.domain.verification import verify_notice
+from section_speed.domain.events import parse_rfc3339_ms
+from section_speed.domain.evidence import photo_object_name
+from section_speed.domain.verification import verify_notice
 from tests.unit.desk_fakes import BUCKET, fine_row, make_app
 
 TOKEN = "secret-token"

@@ -6,7 +6,7 @@ import pytest
 
 from desk.store import CHANGED, NEW, WITHDRAWN, QueueFilter
 from desk.workflow import Decision, DecisionConflict, Desk, InvalidDecision
-from pipeline.domain.verification import (
+from section_speed.domain.verification import (
     NOTICE_COLUMNS,
     canonical_json,
     notice_id,
@@ -254,8 +254,8 @@ def test_a_withdrawn_fine_never_decided_is_not_in_the_queue(desk):
 def test_docs_desk_md_shows_the_tables_as_defined():
     from pathlib import Path
 
-    from pipeline.domain.schemas import markdown_table
-    from pipeline.domain.verification import VERIFICATION_TABLES
+    from section_speed.domain.schemas import markdown_table
+    from section_speed.domain.verification import VERIFICATION_TABLES
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "desk.md").read_text()
     for table in VERIFICATION_TABLES:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pipeline.domain import defaults
-from pipeline.domain.events import (
+from section_speed.domain import defaults
+from section_speed.domain.events import (
     ID_PATTERN,
     CameraEvent,
     InvalidEvent,
@@ -16,13 +16,13 @@ from pipeline.domain.events import (
     parse_rfc3339_ms,
     timeless_event_id,
 )
-from pipeline.domain.geometry import (
+from section_speed.domain.geometry import (
     along_track_m,
     haversine_m,
     interpolate,
     path_length_m,
 )
-from pipeline.domain.schemas import (
+from section_speed.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
     VEHICLE_SPEED_COLUMNS,
@@ -31,7 +31,7 @@ from pipeline.domain.schemas import (
     fine_record,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import (
+from section_speed.domain.speed import (
     IMPLAUSIBLE,
     PARTIAL,
     SECTION_AVERAGE,

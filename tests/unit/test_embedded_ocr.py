@@ -15,11 +15,11 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from generator import car_images
 from generator.car_images import render_car_photo, render_scene
-from pipeline.clients.embedded_ocr import EmbeddedPlateReader, decode_line, plate_boxes
-from pipeline.clients.images import check_image
-from pipeline.clients.plate_readers import open_plate_reader
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import TextLine, plate_for_vehicle
+from section_speed.clients.embedded_ocr import EmbeddedPlateReader, decode_line, plate_boxes
+from section_speed.clients.images import check_image
+from section_speed.clients.plate_readers import open_plate_reader
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import TextLine, plate_for_vehicle
 
 ACCURACY_IMAGES = 100
 HARD_IMAGES = 40

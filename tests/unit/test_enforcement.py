@@ -14,13 +14,13 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent
-from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from pipeline.domain.speed import SectionRule, SectionRules, traversal_id
-from pipeline.transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent
+from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from section_speed.domain.speed import SectionRule, SectionRules, traversal_id
 from tests.helpers import ENTRY, EXIT, T0_MS, section, track
 from tests.unit.test_transforms import ClockedStream, streaming_pipeline
+from transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
 
 GAP_S, LATENESS_S = 30, 60
 LATE_PANE_S = defaults.LATE_FIRING_DELAY_SECONDS + 1  # processing time until a late pane fires

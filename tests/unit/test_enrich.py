@@ -9,17 +9,18 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from pipeline.clients.cars_api import EvidenceUnavailable, Photo
-from pipeline.clients.evidence_store import (
+from section_speed.clients.cars_api import EvidenceUnavailable, Photo
+from section_speed.clients.evidence_store import (
     StoredPhoto,
     reading_from_text,
     reading_object_name,
     reading_to_text,
 )
-from pipeline.domain.evidence import gs_url, photo_object_name, sha256_hex
-from pipeline.domain.plates import PlateReading
-from pipeline.domain.speed import judge_traversal
-from pipeline.transforms.enrich import (
+from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
+from section_speed.domain.plates import PlateReading
+from section_speed.domain.speed import judge_traversal
+from tests.helpers import T0_MS, section, track
+from transforms.enrich import (
     EnrichFine,
     EvidenceServices,
     FetchPhotoFn,
@@ -28,7 +29,6 @@ from pipeline.transforms.enrich import (
     StorePhotoFn,
     to_fine_record,
 )
-from tests.helpers import T0_MS, section, track
 
 
 def jpeg(size=(64, 48), color=(90, 120, 150)) -> bytes:

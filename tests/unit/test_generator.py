@@ -25,10 +25,10 @@ from generator.simulate import (
     simulate_traffic,
     write_events_jsonl,
 )
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
-from pipeline.domain.geometry import haversine_m
-from pipeline.domain.speed import (
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
+from section_speed.domain.geometry import haversine_m
+from section_speed.domain.speed import (
     SECTION_AVERAGE,
     SPOT_MEAN,
     SectionRule,

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.domain import defaults
-from pipeline.domain.identity import (
+from section_speed.domain import defaults
+from section_speed.domain.identity import (
     RejectedSession,
     dumps_issued,
     identify,
@@ -13,8 +13,8 @@ from pipeline.domain.identity import (
     unseen_publication,
     withdraw,
 )
-from pipeline.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from pipeline.domain.speed import (
+from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
+from section_speed.domain.speed import (
     IMPLAUSIBLE,
     Rejection,
     SectionRule,

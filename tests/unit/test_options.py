@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
-from pipeline.domain.speed import SectionRule
 from pipeline.graph import pipeline_options, section_rules
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
-from pipeline.transforms.enrich import PLATE_BATCH_SIZE
+from section_speed.domain.speed import SectionRule
+from transforms.enrich import PLATE_BATCH_SIZE
 
 # The design card's options, in its order (docs/reference.md): the contract the class keeps.
 DESIGN_OPTIONS = [

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from generator.simulate import rebase
-from pipeline.domain import defaults
-from pipeline.domain.events import (
+from section_speed.domain import defaults
+from section_speed.domain.events import (
     CameraEvent,
     InvalidEvent,
     format_rfc3339_ms,
@@ -36,11 +36,11 @@ from pipeline.domain.events import (
     parse_rfc3339_ms,
     vehicle_key,
 )
-from pipeline.domain.schemas import payload_text
-from pipeline.transforms.failures import FAILURES, to_dead_letter_record
-from pipeline.transforms.parse import PARSE_STAGE, ParseEventFn, ParseEvents
+from section_speed.domain.schemas import payload_text
 from tests.helpers import T0_MS, track
 from tests.unit.test_transforms import streaming_pipeline
+from transforms.failures import FAILURES, to_dead_letter_record
+from transforms.parse import PARSE_STAGE, ParseEventFn, ParseEvents
 
 # The contract, restated here rather than imported, so that a loosened parser fails.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -569,7 +569,7 @@ def test_the_dofn_dead_letters_an_unexpected_parser_error(monkeypatch):
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a parser bug")
 
-    monkeypatch.setattr("pipeline.transforms.parse.parse_camera_event", broken)
+    monkeypatch.setattr("transforms.parse.parse_camera_event", broken)
     (output,) = ParseEventFn(RADAR, lateness=None).process(
         pubsub_message(b"{}", {}, "m-1"), timestamp=Timestamp(micros=T0_MS * 1000)
     )

@@ -35,11 +35,12 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery, pubsub_v1, storage, vision
 
 from pipeline import provision
-from pipeline.clients.warehouse import TablesMissing, Warehouse
-from pipeline.domain.schemas import TABLES
+from section_speed.clients.warehouse import TablesMissing, Warehouse
+from section_speed.domain.schemas import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = REPO / "pipeline"
+# The packages setup.py ships to the workers.
+PRODUCT = [REPO / "pipeline", REPO / "transforms", REPO / "section_speed"]
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 SMOKE = REPO / "scripts" / "dataflow_smoke.sh"
 
@@ -222,14 +223,14 @@ PROCEDURE_APIS = {"cloudbuild.googleapis.com"}
 # worker or the launcher, unless worker code calls them (the call graph checks).
 NOT_ON_WORKERS = {
     "pipeline.provision": "deploy time: `python -m pipeline.provision` (the whole module)",
-    "pipeline.clients.warehouse.Warehouse.ensure_tables": "deploy time, and the local stack",
-    "pipeline.clients.warehouse.Warehouse._add_missing_columns": "only ensure_tables calls it",
-    "pipeline.clients.warehouse.Warehouse.existing_insert_ids": "tests",
-    "pipeline.clients.warehouse.Warehouse.count": "tests",
-    "pipeline.clients.warehouse.Warehouse.query": "tests and the analyst report",
-    "pipeline.clients.evidence_store.EvidenceStore.ensure_bucket": "the local stack",
-    "pipeline.clients.evidence_store.EvidenceStore.list_names": "tests",
-    "pipeline.clients.evidence_store.EvidenceStore.read": "tests",
+    "section_speed.clients.warehouse.Warehouse.ensure_tables": "deploy time, and the local stack",
+    "section_speed.clients.warehouse.Warehouse._add_missing_columns": "only ensure_tables calls it",
+    "section_speed.clients.warehouse.Warehouse.existing_insert_ids": "tests",
+    "section_speed.clients.warehouse.Warehouse.count": "tests",
+    "section_speed.clients.warehouse.Warehouse.query": "tests and the analyst report",
+    "section_speed.clients.evidence_store.EvidenceStore.ensure_bucket": "the local stack",
+    "section_speed.clients.evidence_store.EvidenceStore.list_names": "tests",
+    "section_speed.clients.evidence_store.EvidenceStore.read": "tests",
 }
 
 GOOGLE_CLIENT_CLASSES = {
@@ -351,7 +352,7 @@ class _Collector(ast.NodeVisitor):
 @functools.cache
 def product_modules() -> dict[str, Module]:
     modules = {}
-    for path in sorted(PRODUCT.rglob("*.py")):
+    for path in sorted(p for root in PRODUCT for p in root.rglob("*.py")):
         name = module_name(path)
         tree = ast.parse(path.read_text(), str(path))
         imported: dict[str, str] = {}
@@ -653,8 +654,8 @@ def test_workers_create_no_dataset_table_or_bucket():
     assert not google & {"create_dataset", "create_table", "create_bucket", "update_dataset"}
     functions = all_functions()
     reachable = worker_functions()
-    assert "pipeline.clients.warehouse.Warehouse.check_tables" in reachable
-    assert "pipeline.clients.warehouse.Warehouse.ensure_tables" not in reachable
+    assert "section_speed.clients.warehouse.Warehouse.check_tables" in reachable
+    assert "section_speed.clients.warehouse.Warehouse.ensure_tables" not in reachable
     assert not any(key.startswith("pipeline.provision.") for key in reachable)
     # The exclusions are real: each names a function that exists.
     for name in NOT_ON_WORKERS:
@@ -742,7 +743,7 @@ def test_a_warehouse_role_with_more_than_the_calls_need_is_refused(deployment):
 
 def test_the_scan_fails_on_a_call_without_a_known_permission(tmp_path, monkeypatch):
     """The checks can fail: a worker module that deletes objects is caught."""
-    fake = tmp_path / "pipeline"
+    fake = tmp_path / "section_speed"
     (fake / "clients").mkdir(parents=True)
     (fake / "clients" / "purge.py").write_text(
         "from google.cloud import storage\n\n"
@@ -751,7 +752,7 @@ def test_the_scan_fails_on_a_call_without_a_known_permission(tmp_path, monkeypat
         "        storage.Client().bucket('b').blob(name).delete()\n"
     )
     this = sys.modules[__name__]
-    monkeypatch.setattr(this, "PRODUCT", fake)
+    monkeypatch.setattr(this, "PRODUCT", [fake])
     monkeypatch.setattr(this, "REPO", tmp_path)
     clear_caches()
     try:

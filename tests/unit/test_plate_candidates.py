@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipeline.domain.plates import (
+from section_speed.domain.plates import (
     MAX_CANDIDATES,
     PlateCandidate,
     PlateReading,

@@ -7,7 +7,7 @@ rules; a wrong plate accepted is a fine sent to a stranger.
 
 import pytest
 
-from pipeline.domain.plates import (
+from section_speed.domain.plates import (
     PlateCandidate,
     TextLine,
     choose_plate,

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from pipeline.clients.plate_readers import PlateReaderPool, plate_reader_pool
-from pipeline.domain.plates import PlateReading
+from section_speed.clients.plate_readers import PlateReaderPool, plate_reader_pool
+from section_speed.domain.plates import PlateReading
 
 WAIT_S = 10.0
 
@@ -102,7 +102,7 @@ def test_cloud_vision_is_one_client_shared_unqueued_whatever_the_threads(monkeyp
         opened.append(kind)
         return RecordingReader(Busy())
 
-    monkeypatch.setattr("pipeline.clients.plate_readers.open_plate_reader", fake_open)
+    monkeypatch.setattr("section_speed.clients.plate_readers.open_plate_reader", fake_open)
     vision = plate_reader_pool("cloud-vision", 0.8, threads=4)
     embedded = plate_reader_pool("embedded", 0.8, threads=3)
     assert opened == ["cloud-vision"] + ["embedded"] * 3

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.clients.images import InvalidImage, check_image
-from pipeline.domain.evidence import evidence_fields, photo_object_name
-from pipeline.domain.plates import (
+from section_speed.clients.images import InvalidImage, check_image
+from section_speed.domain.evidence import evidence_fields, photo_object_name
+from section_speed.domain.plates import (
     NEW_YORK_PLATE,
     PlateReading,
     TextLine,

@@ -9,7 +9,7 @@ import pytest
 from google.api_core.exceptions import NotFound
 
 from analyst_report import report
-from pipeline.domain import defaults
+from section_speed.domain import defaults
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = {

@@ -17,8 +17,10 @@ from google.cloud import bigquery
 
 import pipeline.graph
 from pipeline import provision
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.schemas import (
+from pipeline.graph import build_pipeline, pipeline_options
+from pipeline.options import SectionSpeedOptions
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.schemas import (
     DAY_MS,
     DEAD_LETTER,
     VEHICLE_IDENTITIES,
@@ -29,13 +31,11 @@ from pipeline.domain.schemas import (
     vehicle_identity_record,
     vehicle_speed_record,
 )
-from pipeline.domain.speed import SectionRule, SectionRules, Traversal
-from pipeline.graph import build_pipeline, pipeline_options
-from pipeline.options import SectionSpeedOptions
-from pipeline.transforms.sinks import RetentionMismatch, retention_checked, retention_problems
+from section_speed.domain.speed import SectionRule, SectionRules, Traversal
 from tests import helpers
 from tests.helpers import ENTRY, EXIT, T0_MS, track
 from tests.unit.test_permissions import StrictFakeBigQuery
+from transforms.sinks import RetentionMismatch, retention_checked, retention_problems
 
 RULE = SectionRule(25.0, entry=ENTRY, exit=EXIT)  # the section's ends known: fines possible
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.domain.schemas import TABLES
+from section_speed.domain.schemas import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scripts" / "dataflow_smoke.sh"

@@ -12,14 +12,14 @@ from google.auth.exceptions import DefaultCredentialsError
 
 from generator.cars_api import CarsRegistry, create_app, serving
 from local_stack.services import free_port
-from pipeline.clients.warehouse import Warehouse
-from pipeline.domain.schemas import TABLES
 from pipeline.startup_checks import (
     ConfigurationError,
     StartupServices,
     check_configuration,
     require_valid_configuration,
 )
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.schemas import TABLES
 from tests.unit.test_cars_api import tiny_jpeg
 
 PROJECT = "course-project"

@@ -14,13 +14,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from pipeline.domain import defaults
-from pipeline.domain.events import vehicle_key
-from pipeline.domain.speed import SectionRules, traversal_id
-from pipeline.transforms.failures import FAILURES
-from pipeline.transforms.parse import ParseEvents
-from pipeline.transforms.traversals import FINED, NOT_FINED, MeasureTraversals
+from section_speed.domain import defaults
+from section_speed.domain.events import vehicle_key
+from section_speed.domain.speed import SectionRules, traversal_id
 from tests.helpers import T0_MS, section, track
+from transforms.failures import FAILURES
+from transforms.parse import ParseEvents
+from transforms.traversals import FINED, NOT_FINED, MeasureTraversals
 
 GAP_S = 30
 LATENESS_S = 60

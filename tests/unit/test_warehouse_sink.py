@@ -10,9 +10,14 @@ import json
 import pytest
 from google.api_core import exceptions as api_exceptions
 
-from pipeline.clients.warehouse import BatchRefused, RejectedRow, TransientWarehouseError, Warehouse
-from pipeline.domain.schemas import FINES
-from pipeline.transforms.warehouse import InsertRowsFn, WarehouseRow, WarehouseUnavailable
+from section_speed.clients.warehouse import (
+    BatchRefused,
+    RejectedRow,
+    TransientWarehouseError,
+    Warehouse,
+)
+from section_speed.domain.schemas import FINES
+from transforms.warehouse import InsertRowsFn, WarehouseRow, WarehouseUnavailable
 
 
 class FakeClient:

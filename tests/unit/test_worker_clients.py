@@ -4,7 +4,7 @@ import gc
 import itertools
 import pickle
 
-from pipeline.transforms.worker_clients import ClientSlot
+from transforms.worker_clients import ClientSlot
 
 _builds = itertools.count()
 

@@ -21,11 +21,17 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
-from pipeline.domain.schemas import TABLES, VEHICLE_SPEEDS, Table, insert_id, vehicle_speed_record
-from pipeline.transforms.batching import BatchForService
-from pipeline.transforms.failures import FAILURES, Failure, failed
-from pipeline.transforms.worker_clients import ClientSlot
+from section_speed.clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
+from section_speed.domain.schemas import (
+    TABLES,
+    VEHICLE_SPEEDS,
+    Table,
+    insert_id,
+    vehicle_speed_record,
+)
+from transforms.batching import BatchForService
+from transforms.failures import FAILURES, Failure, failed
+from transforms.worker_clients import ClientSlot
 
 _log = logging.getLogger(__name__)
 

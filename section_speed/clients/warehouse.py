@@ -18,8 +18,8 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from pipeline.domain.events import format_rfc3339_ms
-from pipeline.domain.schemas import TABLES, Table, insert_id
+from section_speed.domain.events import format_rfc3339_ms
+from section_speed.domain.schemas import TABLES, Table, insert_id
 
 _log = logging.getLogger(__name__)
 

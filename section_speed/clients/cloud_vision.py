@@ -51,8 +51,8 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
 )
 from google.rpc import code_pb2
 
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import (
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import (
     CLOUD_VISION_READER,
     PlateReading,
     TextLine,

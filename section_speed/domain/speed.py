@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, format_rfc3339_ms
-from pipeline.domain.geometry import LatLon, along_track_m, format_location, haversine_m
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent, format_rfc3339_ms
+from section_speed.domain.geometry import LatLon, along_track_m, format_location, haversine_m
 
 KMH_PER_MPH = 1.609344
 # How a traversal's average speed was measured (docs/enforcement.md, the two methods).

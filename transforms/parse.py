@@ -1,7 +1,7 @@
 """ParseEvents: Pub/Sub messages to CameraEvents keyed by vehicle, stamped with their event time.
 
 A message that is not a camera event, or that arrives too late for its traversal
-(pipeline.domain.lateness), becomes a `Failure` with the bytes and attributes that arrived.
+(section_speed.domain.lateness), becomes a `Failure` with the bytes and attributes that arrived.
 """
 
 import logging
@@ -15,15 +15,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.domain.events import (
+from section_speed.domain.events import (
     CameraEvent,
     InvalidEvent,
     VehicleKey,
     parse_camera_event,
     vehicle_key,
 )
-from pipeline.domain.lateness import LatenessRule
-from pipeline.transforms.failures import FAILURES, Failure, failed
+from section_speed.domain.lateness import LatenessRule
+from transforms.failures import FAILURES, Failure, failed
 
 PARSE_STAGE = "parse"
 LATE_STAGE = "too_late"

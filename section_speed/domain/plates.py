@@ -49,7 +49,7 @@ SEPARATORS = frozenset(" -.·•:=+")
 MAX_SEPARATOR_RUNS = 2  # "AB-123-CD"; more is a date, a phone number or a sentence
 # Characters that a plate font draws almost alike: each needs LOOKALIKE_WEIGHT times the
 # certainty of an ordinary character (confidence ** weight >= gate).
-# The plate readers `--plate_reader` chooses (pipeline/clients/plate_readers.py).
+# The plate readers `--plate_reader` chooses (section_speed/clients/plate_readers.py).
 EMBEDDED_READER = "embedded"
 CLOUD_VISION_READER = "cloud-vision"
 PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER)

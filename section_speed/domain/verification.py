@@ -16,8 +16,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.domain.plates import MAX_PLATE_CHARACTERS, normalise_plate
-from pipeline.domain.schemas import Column, Table
+from section_speed.domain.plates import MAX_PLATE_CHARACTERS, normalise_plate
+from section_speed.domain.schemas import Column, Table
 
 CONFIRMED, CORRECTED, REJECTED = "confirmed", "corrected", "rejected"
 # A fine withdrawn (or no longer over the limit) after a decision comes back to the desk
@@ -154,7 +154,7 @@ def verify_notice(record: Mapping[str, Any]) -> bool:
     """Whether a notice record is as issued: its digest matches its content.
 
     Works on the topic's message (JSON) and on a `notices` row read back with timestamps
-    in the same RFC 3339 form (`pipeline.clients.warehouse.as_record(NOTICES, row)`).
+    in the same RFC 3339 form (`section_speed.clients.warehouse.as_record(NOTICES, row)`).
     """
     stated = record.get("record_sha256")
     return isinstance(stated, str) and stated == record_sha256(record)

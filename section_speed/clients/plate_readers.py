@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import (
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import (
     CLOUD_VISION_READER,
     EMBEDDED_READER,
     PLATE_READERS,
@@ -38,11 +38,11 @@ def open_plate_reader(
     core already runs its own SDK process. `plate_reader_pool` reads on several.
     """
     if kind == EMBEDDED_READER:
-        from pipeline.clients.embedded_ocr import EmbeddedPlateReader
+        from section_speed.clients.embedded_ocr import EmbeddedPlateReader
 
         return EmbeddedPlateReader(min_confidence, threads=1)
     if kind == CLOUD_VISION_READER:
-        from pipeline.clients.cloud_vision import CloudVisionPlateReader
+        from section_speed.clients.cloud_vision import CloudVisionPlateReader
 
         return CloudVisionPlateReader(min_confidence, **client_kwargs)
     raise ValueError(f"unknown plate reader {kind!r}; choose one of {', '.join(PLATE_READERS)}")

@@ -21,8 +21,8 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from pipeline.domain.evidence import gs_url, sha256_hex
-from pipeline.domain.plates import PlateReading
+from section_speed.domain.evidence import gs_url, sha256_hex
+from section_speed.domain.plates import PlateReading
 
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"

@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from pipeline.domain.lateness import LatenessRule
-from pipeline.domain.speed import SectionRules
-from pipeline.transforms.failures import FAILURES
-from pipeline.transforms.parse import ParseEvents
-from pipeline.transforms.traversals import FINED, NOT_FINED, WITHDRAWN_FINES, MeasureTraversals
+from section_speed.domain.lateness import LatenessRule
+from section_speed.domain.speed import SectionRules
+from transforms.failures import FAILURES
+from transforms.parse import ParseEvents
+from transforms.traversals import FINED, NOT_FINED, WITHDRAWN_FINES, MeasureTraversals
 
 
 @dataclass(frozen=True)

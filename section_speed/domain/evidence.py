@@ -10,8 +10,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.domain.events import is_valid_id
-from pipeline.domain.plates import PlateReading
+from section_speed.domain.events import is_valid_id
+from section_speed.domain.plates import PlateReading
 
 _FINE_ID = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_PREFIX = "fines"

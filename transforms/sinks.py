@@ -10,17 +10,17 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
-from pipeline.clients.warehouse import SETUP_RETRY, Warehouse
-from pipeline.domain.schemas import (
+from section_speed.clients.warehouse import SETUP_RETRY, Warehouse
+from section_speed.domain.schemas import (
     DAY_MS,
     VEHICLE_IDENTITIES,
     VEHICLE_SPEEDS,
     fine_record,
     vehicle_identity_record,
 )
-from pipeline.domain.speed import Traversal
-from pipeline.transforms.failures import Failure
-from pipeline.transforms.warehouse import WarehouseRow, to_warehouse_row
+from section_speed.domain.speed import Traversal
+from transforms.failures import Failure
+from transforms.warehouse import WarehouseRow, to_warehouse_row
 
 _log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.domain.events import CameraEvent
-from pipeline.domain.schemas import dead_letter_record
+from section_speed.domain.events import CameraEvent
+from section_speed.domain.schemas import dead_letter_record
 
 FAILURES = "failures"
 

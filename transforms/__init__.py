@@ -1,4 +1,4 @@
 """Beam transforms of the pipeline: the enforcement composite and its parts, and the sinks."""
 
 # Registers the camera-event coder with Beam wherever any transform is used.
-from pipeline.transforms import coders as _coders  # noqa: F401
+from transforms import coders as _coders  # noqa: F401

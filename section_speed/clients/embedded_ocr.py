@@ -36,9 +36,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.clients.images import InvalidImage, decode_rgb
-from pipeline.domain.defaults import PLATE_MIN_CONFIDENCE
-from pipeline.domain.plates import (
+from section_speed.clients.images import InvalidImage, decode_rgb
+from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
+from section_speed.domain.plates import (
     NEAREST_PLATE_RATIO,
     SECOND_OPINION_BELOW,
     PlateReading,

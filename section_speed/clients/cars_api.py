@@ -38,7 +38,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util import connection as urllib3_connection
 from urllib3.util.retry import Retry
 
-from pipeline.clients.images import MAX_IMAGE_BYTES
+from section_speed.clients.images import MAX_IMAGE_BYTES
 
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 DEFAULT_TIMEOUT_S = (3.05, 10.0)  # (connect, read)

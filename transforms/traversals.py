@@ -6,7 +6,7 @@
                                  -> SplitVerdicts -> fined / not_fined
 
 Over bounded input nothing is late, so sessions are split in one pass over each vehicle's
-detections (pipeline.domain.sessions, the same rule as Beam's Sessions window) instead of
+detections (section_speed.domain.sessions, the same rule as Beam's Sessions window) instead of
 by the runner's merging windows, which cost far more per element.
 
 A session that is no measurement, implausible or partial becomes a Failure with every
@@ -25,9 +25,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.domain import defaults
-from pipeline.domain.events import CameraEvent, VehicleKey
-from pipeline.domain.identity import (
+from section_speed.domain import defaults
+from section_speed.domain.events import CameraEvent, VehicleKey
+from section_speed.domain.identity import (
     RejectedSession,
     SessionVerdict,
     dumps_issued,
@@ -36,8 +36,8 @@ from pipeline.domain.identity import (
     unseen_publication,
     withdraw,
 )
-from pipeline.domain.sessions import split_sessions
-from pipeline.domain.speed import (
+from section_speed.domain.sessions import split_sessions
+from section_speed.domain.speed import (
     IMPLAUSIBLE,
     PARTIAL,
     UNMEASURABLE,
@@ -46,7 +46,7 @@ from pipeline.domain.speed import (
     SingleDetectionMonitor,
     judge_traversal,
 )
-from pipeline.transforms.failures import FAILURES, Failure, failed
+from transforms.failures import FAILURES, Failure, failed
 
 FINED = "fined"
 NOT_FINED = "not_fined"

@@ -36,17 +36,17 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
-from pipeline.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
-from pipeline.clients.evidence_store import EvidenceStore, StoredPhoto
-from pipeline.clients.images import InvalidImage, check_image
-from pipeline.clients.plate_readers import PlateReader, plate_reader_pool
-from pipeline.domain.evidence import evidence_fields, photo_object_name, sha256_hex
-from pipeline.domain.plates import PlateReading
-from pipeline.domain.schemas import fine_record
-from pipeline.domain.speed import Traversal, traversal_from_json, traversal_to_json
-from pipeline.transforms.batching import BatchForService
-from pipeline.transforms.failures import FAILURES, Failure, failed
-from pipeline.transforms.worker_clients import ClientSlot
+from section_speed.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
+from section_speed.clients.evidence_store import EvidenceStore, StoredPhoto
+from section_speed.clients.images import InvalidImage, check_image
+from section_speed.clients.plate_readers import PlateReader, plate_reader_pool
+from section_speed.domain.evidence import evidence_fields, photo_object_name, sha256_hex
+from section_speed.domain.plates import PlateReading
+from section_speed.domain.schemas import fine_record
+from section_speed.domain.speed import Traversal, traversal_from_json, traversal_to_json
+from transforms.batching import BatchForService
+from transforms.failures import FAILURES, Failure, failed
+from transforms.worker_clients import ClientSlot
 
 _log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.domain.events import format_rfc3339_ms
-from pipeline.domain.geometry import format_location
-from pipeline.domain.speed import Traversal
+from section_speed.domain.events import format_rfc3339_ms
+from section_speed.domain.geometry import format_location
+from section_speed.domain.speed import Traversal
 
 ColumnType = Literal["STRING", "FLOAT", "INTEGER", "BOOLEAN", "TIMESTAMP"]
 Mode = Literal["REQUIRED", "NULLABLE", "REPEATED"]

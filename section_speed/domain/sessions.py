@@ -8,7 +8,7 @@ as the streaming window, without a runner's merging machinery.
 
 from collections.abc import Iterable
 
-from pipeline.domain.events import CameraEvent
+from section_speed.domain.events import CameraEvent
 
 
 def split_sessions(events: Iterable[CameraEvent], gap_seconds: float) -> list[list[CameraEvent]]:

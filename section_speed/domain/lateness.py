@@ -21,7 +21,7 @@ new job: snapshot, drain, seek, launch (docs/deploy.md, Replay).
 from dataclasses import dataclass
 from typing import Final
 
-from pipeline.domain import defaults
+from section_speed.domain import defaults
 
 PUBLISH_TIME: Final = "publish_time"
 WALL_CLOCK: Final = "wall_clock"

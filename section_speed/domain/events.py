@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.domain import defaults
-from pipeline.domain.geometry import LatLon
+from section_speed.domain import defaults
+from section_speed.domain.geometry import LatLon
 
 EVENT_ID_ATTRIBUTE = "event_id"
 # Epoch milliseconds; checked against the body. Not used as ReadFromPubSub's

@@ -42,7 +42,7 @@ from section_speed.clients.images import InvalidImage, check_image
 from section_speed.clients.plate_readers import PlateReader, plate_reader_pool
 from section_speed.domain.evidence import evidence_fields, photo_object_name, sha256_hex
 from section_speed.domain.plates import PlateReading
-from section_speed.domain.schemas import fine_record
+from section_speed.domain.schemas import output_record
 from section_speed.domain.speed import Traversal, traversal_from_json, traversal_to_json
 from transforms.batching import BatchForService
 from transforms.failures import FAILURES, Failure, failed
@@ -192,7 +192,7 @@ def _failure(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.Tag
         Failure.of_record(
             f"enrich_fine/{stage}",
             reason,
-            fine_record(traversal, int(time.time() * 1000)),
+            output_record(traversal, int(time.time() * 1000)),
             fine_id=traversal.traversal_id,
             vehicle_id=traversal.vehicle_id,
         )
@@ -427,7 +427,7 @@ def to_fine_record(evidence: FineEvidence) -> dict[str, Any]:
         stored.sha256 if stored else None,
         evidence.error,
     )
-    return fine_record(evidence.traversal, int(time.time() * 1000), fields)
+    return output_record(evidence.traversal, int(time.time() * 1000), fields)
 
 
 def _at_exit_time(evidence: FineEvidence) -> window.TimestampedValue:

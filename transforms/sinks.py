@@ -15,7 +15,7 @@ from section_speed.domain.schemas import (
     DAY_MS,
     VEHICLE_IDENTITIES,
     VEHICLE_SPEEDS,
-    fine_record,
+    output_record,
     vehicle_identity_record,
 )
 from section_speed.domain.speed import Traversal
@@ -30,7 +30,7 @@ class FormatTraversals(beam.PTransform):
 
     def expand(self, traversals: beam.PCollection) -> beam.PCollection:
         return traversals | "ToFineRecord" >> beam.Map(
-            lambda traversal: fine_record(traversal, processed_at_ms=int(time.time() * 1000))
+            lambda traversal: output_record(traversal, processed_at_ms=int(time.time() * 1000))
         )
 
 

@@ -30,9 +30,9 @@ from section_speed.domain.events import CameraEvent, VehicleKey
 from section_speed.domain.identity import (
     RejectedSession,
     SessionVerdict,
-    dumps_issued,
+    dumps_publications,
     identify,
-    loads_issued,
+    loads_publications,
     unseen_publication,
     withdraw,
 )
@@ -138,7 +138,8 @@ class IdentifyTraversalsFn(beam.DoFn):
     cleared by an event-time timer, which holds no watermark back.
     """
 
-    ISSUED = ReadModifyWriteStateSpec("issued", StrUtf8Coder())
+    # The state id stays "issued": a running job updated to this code keeps its state.
+    PUBLICATIONS = ReadModifyWriteStateSpec("issued", StrUtf8Coder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, keep_seconds: int) -> None:
@@ -152,27 +153,27 @@ class IdentifyTraversalsFn(beam.DoFn):
     def process(
         self,
         element: tuple[VehicleKey, SessionVerdict],
-        issued_state: Any = beam.DoFn.StateParam(ISSUED),
+        publications_state: Any = beam.DoFn.StateParam(PUBLICATIONS),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[Any]:
         _, judged = element
-        issued = loads_issued(issued_state.read())
+        publications = loads_publications(publications_state.read())
         if judged.traversal is None:
             assert judged.rejected is not None
-            if unseen := unseen_publication(judged.rejected, issued):
+            if unseen := unseen_publication(judged.rejected, publications):
                 self.not_withdrawable.inc()
                 _log.warning(
                     "traversal %s should be withdrawn (%s: %s) but was published before "
                     "published forms were kept: check it by hand",
                     unseen, judged.rejected.kind, judged.rejected.reason,
                 )  # fmt: skip
-            withdrawal, issued = withdraw(judged.rejected, issued)
+            withdrawal, publications = withdraw(judged.rejected, publications)
             published = withdrawal and withdrawal.traversal
         else:
-            published, issued = identify(judged.traversal, issued)
-        if issued:
-            issued_state.write(dumps_issued(issued))
-            last_exit_ms = max(record.exit_time_ms for record in issued)
+            published, publications = identify(judged.traversal, publications)
+        if publications:
+            publications_state.write(dumps_publications(publications))
+            last_exit_ms = max(record.exit_time_ms for record in publications)
             expiry.set(Timestamp(micros=(last_exit_ms + self.keep_seconds * 1000) * 1000))
         if published is None:
             # A repeat; or a rejected session with nothing (new) published to take back:
@@ -191,8 +192,8 @@ class IdentifyTraversalsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FINED if published.is_speeding else NOT_FINED, published)
 
     @on_timer(EXPIRY)
-    def expire(self, issued_state: Any = beam.DoFn.StateParam(ISSUED)) -> None:
-        issued_state.clear()
+    def expire(self, publications_state: Any = beam.DoFn.StateParam(PUBLICATIONS)) -> None:
+        publications_state.clear()
 
 
 def sessions_of(

@@ -15,7 +15,7 @@ outputs see:
   `revision`, never a fine, with `withdrawn_reason` (`withdraw`). A fine is a letter to a
   person; one whose traversal no longer holds up must not stand.
 
-The issued list is small (one vehicle's traversals within the allowed lateness) and is
+The list of publications is small (one vehicle's traversals within the allowed lateness) and is
 kept as JSON in Beam state: a text form survives pipeline updates that change classes.
 """
 
@@ -59,7 +59,7 @@ class SessionVerdict:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedTraversal:
+class Publication:
     """What was published for one traversal: its id, time span, measurement and digest."""
 
     traversal_id: str
@@ -86,30 +86,30 @@ def measurement_digest(traversal: Traversal) -> str:
 
 
 def identify(
-    traversal: Traversal, issued: list[IssuedTraversal]
-) -> tuple[Traversal | None, list[IssuedTraversal]]:
-    """(what to publish, or None for a repeat; the vehicle's issued list afterwards)."""
+    traversal: Traversal, publications: list[Publication]
+) -> tuple[Traversal | None, list[Publication]]:
+    """(what to publish, or None for a repeat; the vehicle's publications afterwards)."""
     digest = measurement_digest(traversal)
-    covered = _covered(traversal, issued)
+    covered = _covered(traversal, publications)
     if not covered:
-        record = IssuedTraversal(
+        record = Publication(
             traversal.traversal_id,
             traversal.entry_time_ms,
             traversal.exit_time_ms,
             digest,
             published=_json_form(traversal),
         )
-        return traversal, [*issued, record]
+        return traversal, [*publications, record]
     kept, absorbed = covered[0], covered[1:]  # the oldest published id stays
     if not absorbed and kept.digest == digest:
-        return None, issued
+        return None, publications
     corrected = replace(
         traversal,
         traversal_id=kept.traversal_id,
         supersedes=tuple(record.traversal_id for record in absorbed),
         revision=kept.revision + 1,
     )
-    return corrected, _replaced(issued, kept, absorbed, corrected, digest, traversal)
+    return corrected, _replaced(publications, kept, absorbed, corrected, digest, traversal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +121,9 @@ class Withdrawal:
 
 
 def withdraw(
-    rejected: RejectedSession, issued: list[IssuedTraversal]
-) -> tuple[Withdrawal | None, list[IssuedTraversal]]:
-    """(the withdrawal to publish, or None; the vehicle's issued list afterwards).
+    rejected: RejectedSession, publications: list[Publication]
+) -> tuple[Withdrawal | None, list[Publication]]:
+    """(the withdrawal to publish, or None; the vehicle's publications afterwards).
 
     The withdrawal is what was published for the traversal the rejected session covers,
     under its id and the next revision, not a fine, with the reason; other published
@@ -131,14 +131,14 @@ def withdraw(
     the session covers nothing published, or only what is withdrawn already (its span
     still grows, so that its state lasts as long as the session's late panes can come).
     """
-    covered = _covered(rejected, issued)
+    covered = _covered(rejected, publications)
     if not covered:
-        return None, issued
+        return None, publications
     kept, absorbed = covered[0], covered[1:]
     if kept.published is None or (kept.withdrawn and not absorbed):
         entry_ms, exit_ms = _covering(rejected, [kept])
         grown = replace(kept, entry_time_ms=entry_ms, exit_time_ms=exit_ms)
-        return None, [grown if record is kept else record for record in issued]
+        return None, [grown if record is kept else record for record in publications]
     published = traversal_from_json(kept.published)
     withdrawal = replace(
         published,
@@ -151,45 +151,45 @@ def withdraw(
     of_fine = published.is_speeding or any(_was_fine(record) for record in absorbed)
     digest = measurement_digest(withdrawal)
     return Withdrawal(withdrawal, of_fine), _replaced(
-        issued, kept, absorbed, withdrawal, digest, rejected
+        publications, kept, absorbed, withdrawal, digest, rejected
     )
 
 
-def unseen_publication(rejected: RejectedSession, issued: list[IssuedTraversal]) -> str | None:
+def unseen_publication(rejected: RejectedSession, publications: list[Publication]) -> str | None:
     """The id of a published traversal `rejected` covers whose published form is not known.
 
     State saved before withdrawals existed keeps no copy of what it published: such a
     traversal cannot be withdrawn, only reported (a person checks it).
     """
-    covered = _covered(rejected, issued)
+    covered = _covered(rejected, publications)
     if covered and covered[0].published is None and not covered[0].withdrawn:
         return covered[0].traversal_id
     return None
 
 
-def _covered(span: Span, issued: list[IssuedTraversal]) -> list[IssuedTraversal]:
-    """The issued records `span` overlaps, oldest published first (the list's order)."""
-    return [record for record in issued if record.overlaps(span)]
+def _covered(span: Span, publications: list[Publication]) -> list[Publication]:
+    """The publications `span` overlaps, oldest published first (the list's order)."""
+    return [record for record in publications if record.overlaps(span)]
 
 
-def _was_fine(record: IssuedTraversal) -> bool:
+def _was_fine(record: Publication) -> bool:
     return bool(record.published and record.published["is_speeding"])
 
 
 def _replaced(
-    issued: list[IssuedTraversal],
-    kept: IssuedTraversal,
-    absorbed: list[IssuedTraversal],
+    publications: list[Publication],
+    kept: Publication,
+    absorbed: list[Publication],
     published: Traversal,
     digest: str,
     span: Span,
-) -> list[IssuedTraversal]:
-    """The issued list once `published` (covering `span`, digested) takes `kept`'s place.
+) -> list[Publication]:
+    """The publications once `published` (covering `span`, digested) takes `kept`'s place.
 
     The list stays in publication order, so the first covered record is always the
     oldest published; the absorbed records leave it (their ids are superseded).
     """
-    record = IssuedTraversal(
+    record = Publication(
         kept.traversal_id,
         *_covering(span, [kept, *absorbed]),
         digest,
@@ -200,12 +200,12 @@ def _replaced(
     absorbed_ids = {other.traversal_id for other in absorbed}
     return [
         record if other is kept else other
-        for other in issued
+        for other in publications
         if other.traversal_id not in absorbed_ids
     ]
 
 
-def _covering(span: Span, records: list[IssuedTraversal]) -> tuple[int, int]:
+def _covering(span: Span, records: list[Publication]) -> tuple[int, int]:
     """(entry, exit) of the span that covers `span` and every record."""
     return (
         min(span.entry_time_ms, *(record.entry_time_ms for record in records)),
@@ -218,9 +218,9 @@ def _json_form(traversal: Traversal) -> dict[str, Any]:
     return json.loads(json.dumps(traversal_to_json(traversal)))
 
 
-def dumps_issued(issued: list[IssuedTraversal]) -> str:
-    return json.dumps([asdict(record) for record in issued], separators=(",", ":"))
+def dumps_publications(publications: list[Publication]) -> str:
+    return json.dumps([asdict(record) for record in publications], separators=(",", ":"))
 
 
-def loads_issued(text: str | None) -> list[IssuedTraversal]:
-    return [IssuedTraversal(**record) for record in json.loads(text)] if text else []
+def loads_publications(text: str | None) -> list[Publication]:
+    return [Publication(**record) for record in json.loads(text)] if text else []

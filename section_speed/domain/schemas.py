@@ -195,10 +195,10 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
     }
 
 
-def fine_record(
+def output_record(
     traversal: Traversal, processed_at_ms: int, evidence: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The output-topic message (and `fines` row) for one traversal.
+    """The output record of one traversal, fine or pass: the topic message and the `fines` row.
 
     Non-fined traversals carry `is_ticketed: false` and no plate nor image; `evidence`
     holds the plate and image fields that the enrichment step adds to fines.
@@ -234,7 +234,7 @@ COURSE_FIELDS: tuple[tuple[str, str], ...] = (
 
 
 def output_message(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The output-topic message for a `fine_record`: its columns plus the course's keys.
+    """The output-topic message for an `output_record`: its columns plus the course's keys.
 
     A superset, so that consumers of either format read it unchanged; the BigQuery row
     stays `record` (the table has no course columns).

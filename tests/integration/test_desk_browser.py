@@ -2,7 +2,7 @@
 the desk served by uvicorn on the local stack's emulators (BigQuery, Cloud Storage,
 Pub/Sub).
 
-Fines are seeded as the pipeline writes them: measured traversals, `fine_record` rows with
+Fines are seeded as the pipeline writes them: measured traversals, `output_record` rows with
 the cars API's rendered photos stored in the storage emulator, written with the pipeline's
 warehouse client. Two officers clear the queue by keyboard only (confirm, correct, two
 rejections, a script payload, a missing photo), one fine is revised after its decision and
@@ -28,7 +28,7 @@ from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse, as_record
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.plates import plate_for_vehicle
-from section_speed.domain.schemas import FINE_COLUMNS, FINES, fine_record, insert_id
+from section_speed.domain.schemas import FINE_COLUMNS, FINES, insert_id, output_record
 from section_speed.domain.speed import SectionRule, Traversal
 from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
@@ -89,7 +89,7 @@ def seed(stack: LocalStack) -> Seeded:
             "image_sha256": sha256,
             **overrides,
         }
-        return fine_record(found, found.exit_time_ms + 2_000, evidence)
+        return output_record(found, found.exit_time_ms + 2_000, evidence)
 
     wrong = plate_for_vehicle("veh-correct")
     wrong = wrong[:-1] + ("7" if wrong[-1] != "7" else "8")

@@ -40,8 +40,8 @@ from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.schemas import (
     FINES,
     VEHICLE_SPEEDS,
-    fine_record,
     insert_id,
+    output_record,
     vehicle_speed_record,
 )
 from section_speed.domain.speed import Traversal
@@ -129,7 +129,7 @@ def write_rows(
 ) -> None:
     """(traversal, processed_at ms, with a fines row, evidence) -> both tables, as the
     pipeline writes them: every traversal to vehicle_speeds, fines (enriched) to fines."""
-    fines = [fine_record(t, at_ms, evidence) for t, at_ms, fined, evidence in written if fined]
+    fines = [output_record(t, at_ms, evidence) for t, at_ms, fined, evidence in written if fined]
     speeds = [vehicle_speed_record(t, at_ms) for t, at_ms, _fined, _evidence in written]
     for table, rows in ((FINES, fines), (VEHICLE_SPEEDS, speeds)):
         assert warehouse.insert(table, rows, [insert_id(table, row) for row in rows]) == []

@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from section_speed.clients.warehouse import Warehouse
-from section_speed.domain.schemas import DEAD_LETTER, FINES, fine_record
+from section_speed.domain.schemas import DEAD_LETTER, FINES, output_record
 from tests.helpers import T0_MS, measured, section, track
 from transforms.failures import ToDeadLetterRecords
 from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
@@ -23,8 +23,8 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
     warehouse = Warehouse(stack.project_id, DATASET)
     warehouse.ensure_tables()  # at deploy time; the sink's workers only check them
     tables = warehouse_factory(stack.project_id, DATASET)
-    good = fine_record(measured(track("good", 70.0), section()), T0_MS)
-    bad = {**fine_record(measured(track("bad", 70.0), section()), T0_MS),
+    good = output_record(measured(track("good", 70.0), section()), T0_MS)
+    bad = {**output_record(measured(track("bad", 70.0), section()), T0_MS),
            "avg_speed_kmh": "fast"}  # fmt: skip
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         refused = (

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from desk.app import DeskConfig, create_app
 from desk.services import Services
 from desk.store import QueueEntry, QueueFilter, latest_revision, queue_state
-from section_speed.domain.schemas import fine_record
+from section_speed.domain.schemas import output_record
 from section_speed.domain.speed import SectionRule
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 
@@ -136,7 +136,7 @@ def fine_row(
     )
     traversal = dataclasses.replace(traversal, revision=revision)
     values = {"license_plate": plate, "plate_confidence": confidence, "plate_reader": "embedded"}
-    return fine_record(traversal, start + 60_000 + revision, {**values, **evidence})
+    return output_record(traversal, start + 60_000 + revision, {**values, **evidence})
 
 
 def make_app(store=None, photos=None, publisher=None, clock=None, iap_keys=None, **config):

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
-from section_speed.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, fine_record, output_message
+from section_speed.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, output_message, output_record
 from section_speed.domain.speed import SectionRule, Traversal, kmh_to_mph
 from transforms.sinks import to_pubsub_message
 
@@ -148,7 +148,7 @@ def published(record: dict) -> bytes:
 
 
 def test_a_course_consumer_reads_a_fine():
-    fine = fine_record(
+    fine = output_record(
         traversal("Xy7Pq2", 52.4, True, "spot_mean"),
         1_700_000_070_000,
         {"license_plate": "ABC1234", "plate_confidence": 0.93, "image_url": PHOTO},
@@ -166,7 +166,7 @@ def test_a_course_consumer_reads_a_fine():
 
 
 def test_a_course_consumer_reads_a_pass():
-    passed = fine_record(traversal("aZ3k9Q", 33.71, False, "section_average"), 1_700_000_070_000)
+    passed = output_record(traversal("aZ3k9Q", 33.71, False, "section_average"), 1_700_000_070_000)
     assert course_consumer(published(passed)) == {
         "radar": "Adriana",
         "vehicle": "aZ3k9Q",
@@ -180,7 +180,7 @@ def test_a_course_consumer_reads_a_pass():
 
 
 def test_the_message_is_a_superset_and_the_table_row_is_unchanged():
-    row = fine_record(traversal("aZ3k9Q", 45.0, True, "section_average"), 1_700_000_070_000)
+    row = output_record(traversal("aZ3k9Q", 45.0, True, "section_average"), 1_700_000_070_000)
     message = json.loads(published(row))
     assert list(row) == [column.name for column in FINE_COLUMNS]  # BigQuery: columns only
     assert {key: message[key] for key in row} == row

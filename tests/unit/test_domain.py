@@ -28,7 +28,7 @@ from section_speed.domain.schemas import (
     VEHICLE_SPEED_COLUMNS,
     bigquery_schema,
     dead_letter_record,
-    fine_record,
+    output_record,
     vehicle_speed_record,
 )
 from section_speed.domain.speed import (
@@ -375,7 +375,7 @@ def test_every_record_agrees_with_itself():
         for points in (2, 5)
         for settings in ({}, {"length_m": 280.0}, {"tolerance_mph": 3.0})
     ] + [judge_traversal(course([30.0, 45.5, 50.0]), rule) for rule in (SECTION, SectionRule())]
-    records = [fine_record(t, T0_MS) for t in outcomes if isinstance(t, Traversal)]
+    records = [output_record(t, T0_MS) for t in outcomes if isinstance(t, Traversal)]
     assert len(records) == 20
     for record in records:
         if record["speed_method"] == SPOT_MEAN:
@@ -672,7 +672,7 @@ def test_fine_schema_matches_design_field_by_field():
 
 def test_records_have_exactly_their_schema_columns():
     traversal = measured(track("v1", 70.0), section())
-    fine = fine_record(traversal, processed_at_ms=T0_MS)
+    fine = output_record(traversal, processed_at_ms=T0_MS)
     assert list(fine) == [c.name for c in FINE_COLUMNS]
     assert fine["is_ticketed"] is True and fine["license_plate"] is None
     assert (

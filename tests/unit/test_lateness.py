@@ -7,9 +7,9 @@ import pytest
 from section_speed.domain import defaults
 from section_speed.domain.identity import (
     RejectedSession,
-    dumps_issued,
+    dumps_publications,
     identify,
-    loads_issued,
+    loads_publications,
     unseen_publication,
     withdraw,
 )
@@ -69,12 +69,12 @@ def fragment(events):
     return judge_traversal(events, FRAGMENT_RULE)
 
 
-def test_a_traversal_is_issued_once_and_a_repeat_dropped():
+def test_a_traversal_is_published_once_and_a_repeat_dropped():
     traversal = measured(track("v", 60.0))
-    published, issued = identify(traversal, [])
+    published, publications = identify(traversal, [])
     assert published == traversal
-    again, issued_after = identify(traversal, issued)
-    assert again is None and issued_after == issued
+    again, publications_after = identify(traversal, publications)
+    assert again is None and publications_after == publications
 
 
 def test_a_correction_keeps_the_published_id_even_when_the_entry_moves_earlier():
@@ -82,56 +82,56 @@ def test_a_correction_keeps_the_published_id_even_when_the_entry_moves_earlier()
     first = measured(events[1:])  # the entry detection arrives late
     corrected = measured(events)
     assert corrected.traversal_id != first.traversal_id  # measured afresh, another id
-    _, issued = identify(first, [])
-    published, issued = identify(corrected, issued)
+    _, publications = identify(first, [])
+    published, publications = identify(corrected, publications)
     assert published.traversal_id == first.traversal_id
     assert published.detections == 4 and published.supersedes == ()
     assert (first.revision, published.revision) == (0, 1)  # consumers keep the highest
-    assert [record.traversal_id for record in issued] == [first.traversal_id]
+    assert [record.traversal_id for record in publications] == [first.traversal_id]
 
 
 def test_a_merge_keeps_the_oldest_id_and_supersedes_the_other():
     events = track("v", 54.0, points=5, start_ms=T0_MS)
     head, tail = fragment(events[:2]), fragment(events[3:])
     merged = fragment(events)
-    _, issued = identify(head, [])
-    _, issued = identify(tail, issued)
-    published, issued = identify(merged, issued)
+    _, publications = identify(head, [])
+    _, publications = identify(tail, publications)
+    published, publications = identify(merged, publications)
     assert published.traversal_id == traversal_id("radar-1", "v", T0_MS)
     assert published.supersedes == (tail.traversal_id,)
-    assert published.revision == 1 and len(issued) == 1
+    assert published.revision == 1 and len(publications) == 1
     # The merged traversal fired again unchanged: nothing new to publish.
-    assert identify(merged, issued)[0] is None
+    assert identify(merged, publications)[0] is None
 
 
 def test_another_traversal_of_the_same_vehicle_gets_its_own_id():
     first = measured(track("v", 60.0))
     later = measured(track("v", 30.0, start_ms=T0_MS + 3_600_000))
-    _, issued = identify(first, [])
-    published, issued = identify(later, issued)
+    _, publications = identify(first, [])
+    published, publications = identify(later, publications)
     assert published.traversal_id == later.traversal_id != first.traversal_id
-    assert len(issued) == 2
+    assert len(publications) == 2
 
 
-def test_issued_state_round_trips_through_its_text_form():
-    _, issued = identify(measured(track("v", 60.0)), [])
-    assert loads_issued(dumps_issued(issued)) == issued
-    assert loads_issued(None) == []
-    assert replace(issued[0]) == issued[0]
+def test_publications_round_trip_through_their_text_form():
+    _, publications = identify(measured(track("v", 60.0)), [])
+    assert loads_publications(dumps_publications(publications)) == publications
+    assert loads_publications(None) == []
+    assert replace(publications[0]) == publications[0]
 
 
 def test_a_merge_after_a_correction_still_keeps_the_oldest_id():
     events = track("v", 54.0, points=6, start_ms=T0_MS)
     head, tail = fragment(events[:2]), fragment(events[4:])
-    _, issued = identify(head, [])
-    _, issued = identify(tail, issued)
+    _, publications = identify(head, [])
+    _, publications = identify(tail, publications)
     # The head is corrected first (a late detection inside it), then the middle arrives.
-    corrected_head, issued = identify(fragment(events[:3]), issued)
+    corrected_head, publications = identify(fragment(events[:3]), publications)
     assert corrected_head.traversal_id == head.traversal_id
-    merged, issued = identify(fragment(events), issued)
+    merged, publications = identify(fragment(events), publications)
     assert merged.traversal_id == head.traversal_id  # the oldest published id
     assert merged.supersedes == (tail.traversal_id,)
-    assert merged.revision == 2 and [r.traversal_id for r in issued] == [head.traversal_id]
+    assert merged.revision == 2 and [r.traversal_id for r in publications] == [head.traversal_id]
 
 
 def _far_off(event):
@@ -143,10 +143,10 @@ def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_it()
     events = track("v", 72.0, points=3)
     fine = measured([events[0], events[2]])
     assert fine.is_speeding
-    _, issued = identify(fine, [])
+    _, publications = identify(fine, [])
     rejection = measured([*events, _far_off(events[1])])
     assert isinstance(rejection, Rejection) and rejection.kind == IMPLAUSIBLE
-    taken_back, issued = withdraw(RejectedSession.of(rejection), issued)
+    taken_back, publications = withdraw(RejectedSession.of(rejection), publications)
     assert taken_back.of_fine
     withdrawal = taken_back.traversal
     assert withdrawal.traversal_id == fine.traversal_id and withdrawal.revision == 1
@@ -155,27 +155,27 @@ def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_it()
     assert withdrawal.avg_speed_kmh == fine.avg_speed_kmh  # what was published, withdrawn
     # The same rejection firing again withdraws nothing more, and the span keeps growing.
     later = RejectedSession("implausible", "why", fine.entry_time_ms, fine.exit_time_ms + 5000)
-    again, grown = withdraw(later, issued)
+    again, grown = withdraw(later, publications)
     assert again is None and grown[0].exit_time_ms == fine.exit_time_ms + 5000
-    assert loads_issued(dumps_issued(issued)) == issued
+    assert loads_publications(dumps_publications(publications)) == publications
 
 
 def test_a_rejected_session_that_covers_nothing_published_withdraws_nothing():
-    _, issued = identify(measured(track("v", 60.0)), [])
+    _, publications = identify(measured(track("v", 60.0)), [])
     elsewhere = measured([_far_off(e) for e in track("v", 60.0, start_ms=T0_MS + 3_600_000)][:1])
     assert isinstance(elsewhere, Rejection)
-    assert withdraw(RejectedSession.of(elsewhere), issued) == (None, issued)
+    assert withdraw(RejectedSession.of(elsewhere), publications) == (None, publications)
 
 
 def test_a_plausible_correction_after_a_withdrawal_is_published_again():
     events = track("v", 72.0, points=3)
     fine = measured([events[0], events[2]])
-    _, issued = identify(fine, [])
+    _, publications = identify(fine, [])
     rejected = measured([*events, _far_off(events[1])])
-    _, issued = withdraw(RejectedSession.of(rejected), issued)
+    _, publications = withdraw(RejectedSession.of(rejected), publications)
     # (Accumulating panes keep every detection; a plausible session here stands for one
     # whose contradiction a later detection resolves, e.g. a too-short duration.)
-    again, issued = identify(measured(events), issued)
+    again, publications = identify(measured(events), publications)
     assert again.traversal_id == fine.traversal_id and again.revision == 2
     assert again.is_speeding and again.withdrawn_reason is None
 
@@ -183,15 +183,15 @@ def test_a_plausible_correction_after_a_withdrawal_is_published_again():
 def test_a_repeat_after_an_update_is_still_a_repeat():
     # State saved before withdrawals existed: no `published`, digest without the new field.
     traversal = measured(track("v", 60.0))
-    _, issued = identify(traversal, [])
-    old = [replace(record, published=None) for record in issued]
+    _, publications = identify(traversal, [])
+    old = [replace(record, published=None) for record in publications]
     assert identify(traversal, old)[0] is None
     # ...and a rejected session over it cannot withdraw what it never saw published.
     span = (traversal.entry_time_ms, traversal.exit_time_ms)
     rejected = RejectedSession("implausible", "why", *span)
     assert withdraw(rejected, old)[0] is None
     assert unseen_publication(rejected, old) == traversal.traversal_id  # counted, logged
-    assert unseen_publication(rejected, issued) is None  # this version withdraws it
+    assert unseen_publication(rejected, publications) is None  # this version withdraws it
 
 
 def test_a_withdrawal_that_absorbs_a_published_fine_supersedes_it():
@@ -199,10 +199,10 @@ def test_a_withdrawal_that_absorbs_a_published_fine_supersedes_it():
     # Whatever was published as a fine, however it was judged, is taken back as a fine.
     head = replace(fragment(events[:2]), is_speeding=True)
     tail = fragment(events[3:])
-    _, issued = identify(head, [])
-    _, issued = identify(tail, issued)
+    _, publications = identify(head, [])
+    _, publications = identify(tail, publications)
     bridged = fragment([*events, _far_off(events[2])])
-    taken_back, issued = withdraw(RejectedSession.of(bridged), issued)
+    taken_back, publications = withdraw(RejectedSession.of(bridged), publications)
     assert taken_back.traversal.traversal_id == head.traversal_id
     assert taken_back.traversal.supersedes == (tail.traversal_id,)
-    assert taken_back.of_fine and [r.traversal_id for r in issued] == [head.traversal_id]
+    assert taken_back.of_fine and [r.traversal_id for r in publications] == [head.traversal_id]

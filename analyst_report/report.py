@@ -45,7 +45,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
-from section_speed.domain.speed import kmh_to_mph, mph_to_kmh
+from section_speed.domain.traversal import kmh_to_mph, mph_to_kmh
 
 if TYPE_CHECKING:
     from local_stack.services import LocalStack

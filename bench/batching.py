@@ -56,7 +56,12 @@ from section_speed.domain.events import VehicleKey
 from section_speed.domain.identity import SessionVerdict
 from section_speed.domain.plates import PlateReading
 from section_speed.domain.schemas import FINES, Table
-from section_speed.domain.speed import Traversal, kmh_to_mph, traversal_from_json, traversal_to_json
+from section_speed.domain.traversal import (
+    Traversal,
+    kmh_to_mph,
+    traversal_from_json,
+    traversal_to_json,
+)
 from transforms.batching import BatchForService
 from transforms.enrich import (
     PLATE_BATCH_SIZE,

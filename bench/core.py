@@ -31,8 +31,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from generator.simulate import TrafficConfig, simulate_traffic
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, InvalidEvent, parse_camera_event
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.sessions import split_sessions
-from section_speed.domain.speed import Rejection, SectionRule, SectionRules, judge_traversal
+from section_speed.domain.traversal import Rejection
 from transforms.enforcement import (
     EnforcementConfig,
     SectionSpeedEnforcement,
@@ -67,7 +69,7 @@ def sessions(events: Iterable[CameraEvent]) -> Iterable[list[CameraEvent]]:
         yield from split_sessions(detections, GAP_S)
 
 
-def plain_loop(path: Path, rules: SectionRules) -> Counts:
+def plain_loop(path: Path, rules: SectionCatalog) -> Counts:
     events, failures = [], 0
     for line in path.read_text().splitlines():
         try:
@@ -93,7 +95,7 @@ def plain_loop(path: Path, rules: SectionRules) -> Counts:
     return traversals, fines, failures
 
 
-def beam_core(path: Path, rules: SectionRules, workers: int) -> Counts:
+def beam_core(path: Path, rules: SectionCatalog, workers: int) -> Counts:
     options = PipelineOptions(
         flags=[],  # not this script's own arguments
         runner="DirectRunner",
@@ -138,7 +140,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    rules = SectionRules(SectionRule())
+    rules = SectionCatalog(SectionRule())
     print(f"core benchmark, {os.cpu_count()} cores, Beam DirectRunner (FnApiRunner) vs loop")
     for count in args.events:
         lines = camera_messages(count)

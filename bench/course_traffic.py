@@ -46,7 +46,7 @@ from generator.simulate import (
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
 from section_speed.domain import defaults
-from section_speed.domain.speed import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, mph_to_kmh
+from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, mph_to_kmh
 
 RADAR_ID = "Adriana"  # the course's example radar id
 INITIAL = "(40.819390, -73.940744)"  # the course's section, as its README passes it

@@ -30,7 +30,8 @@ from generator.simulate import (
 )
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, InvalidEvent, parse_rfc3339_ms
-from section_speed.domain.speed import SPOT_MEAN, SectionRule
+from section_speed.domain.rules import SectionRule
+from section_speed.domain.traversal import SPOT_MEAN
 
 logger = logging.getLogger("generator")
 

@@ -33,13 +33,12 @@ from section_speed.domain.events import (
     timeless_event_id,
 )
 from section_speed.domain.geometry import LatLon, haversine_m, interpolate
-from section_speed.domain.speed import (
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionCatalog, SectionRule
+from section_speed.domain.traversal import (
     SECTION_AVERAGE,
     SPOT_MEAN,
     Rejection,
-    SectionRule,
-    SectionRules,
-    judge_traversal,
     kmh_to_mph,
     mph_to_kmh,
 )
@@ -193,7 +192,7 @@ def section_rule(
 
 def sections_file_text(radar_id: str, rule: SectionRule) -> str:
     """The sections file (`--sections_file` of the pipeline) for one simulated section."""
-    return SectionRules(SectionRule(), {radar_id: rule}).to_json()
+    return SectionCatalog(SectionRule(), {radar_id: rule}).to_json()
 
 
 def default_points(

@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2
 
 from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
 from section_speed.domain import defaults
-from section_speed.domain.speed import SectionRule, SectionRules
+from section_speed.domain.rules import SectionCatalog, SectionRule
 
 _log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class LocalPipeline:
         if not self.sections:
             return []
         path = self.stack.work_dir / f"sections-{self.topics.input_topic}.json"
-        path.write_text(SectionRules(SectionRule(), self.sections).to_json(), encoding="utf-8")
+        path.write_text(SectionCatalog(SectionRule(), self.sections).to_json(), encoding="utf-8")
         return ["--sections_file", str(path)]
 
     def provision(self) -> None:

@@ -37,8 +37,8 @@ from pipeline.startup_checks import require_valid_configuration
 from section_speed.domain import defaults
 from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
 from section_speed.domain.plates import CLOUD_VISION_READER, EMBEDDED_READER
+from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import DEAD_LETTER, FINES, output_message
-from section_speed.domain.speed import SectionRule, SectionRules
 from transforms.enforcement import (
     EnforcementConfig,
     EnforcementResult,
@@ -196,7 +196,7 @@ def enforcement_config(options: SectionSpeedOptions, bounded: bool) -> Enforceme
     )
 
 
-def section_rules(options: SectionSpeedOptions) -> SectionRules:
+def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
     """The defaults from the flags, overridden per radar by --sections_file (local or gs://)."""
     default = SectionRule(
         options.speed_limit_mph, options.tolerance_mph, max_speed_mph=options.max_speed_mph
@@ -207,9 +207,9 @@ def section_rules(options: SectionSpeedOptions) -> SectionRules:
             "over the limit is dead-lettered as partial, never fined (docs/enforcement.md); "
             "timeless (course) traffic is judged as usual"
         )
-        return SectionRules(default)
+        return SectionCatalog(default)
     with FileSystems.open(options.sections_file) as sections:
-        return SectionRules.from_json(sections.read().decode("utf-8"), default)
+        return SectionCatalog.from_json(sections.read().decode("utf-8"), default)
 
 
 def runs_on_dataflow(options: PipelineOptions) -> bool:

@@ -2,7 +2,9 @@
 
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.geometry import LatLon, haversine_m, interpolate
-from section_speed.domain.speed import SectionRule, Traversal, judge_traversal
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionRule
+from section_speed.domain.traversal import Traversal
 
 ENTRY: LatLon = (40.819390, -73.940744)
 # A 305 m section, so that slow vehicles' detections stay within the tests' session gap.

@@ -14,7 +14,7 @@ from apache_beam import coders
 
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.identity import RejectedSession, SessionVerdict
-from section_speed.domain.speed import Traversal, traversal_from_json, traversal_to_json
+from section_speed.domain.traversal import Traversal, traversal_from_json, traversal_to_json
 
 _FIXED = struct.Struct("<qddd?HHH")  # time, lat, lon, speed (NaN: none), timed, 3 lengths
 

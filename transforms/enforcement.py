@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from section_speed.domain.lateness import LatenessRule
-from section_speed.domain.speed import SectionRules
+from section_speed.domain.rules import SectionCatalog
 from transforms.failures import FAILURES
 from transforms.parse import ParseEvents
 from transforms.traversals import FINED, NOT_FINED, WITHDRAWN_FINES, MeasureTraversals
@@ -27,7 +27,7 @@ class EnforcementConfig:
     """The rules and the time model. `lateness=None`: bounded input, nothing is late."""
 
     default_radar_id: str
-    rules: SectionRules
+    rules: SectionCatalog
     gap_seconds: int
     lateness: LatenessRule | None
     clock: Callable[[], float] = field(default=time.time, compare=False)

@@ -18,7 +18,7 @@ from section_speed.domain.schemas import (
     output_record,
     vehicle_identity_record,
 )
-from section_speed.domain.speed import Traversal
+from section_speed.domain.traversal import Traversal
 from transforms.failures import Failure
 from transforms.warehouse import WarehouseRow, to_warehouse_row
 

@@ -36,16 +36,11 @@ from section_speed.domain.identity import (
     unseen_publication,
     withdraw,
 )
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
-from section_speed.domain.speed import (
-    IMPLAUSIBLE,
-    PARTIAL,
-    UNMEASURABLE,
-    Rejection,
-    SectionRules,
-    SingleDetectionMonitor,
-    judge_traversal,
-)
+from section_speed.domain.single_detection import SingleDetectionMonitor
+from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
 from transforms.failures import FAILURES, Failure, failed
 
 FINED = "fined"
@@ -89,7 +84,7 @@ class WindowIntoTraversals(beam.PTransform):
 class JudgeTraversalFn(beam.DoFn):
     """A session's detections -> its Traversal (still keyed), or a Failure naming why not."""
 
-    def __init__(self, rules: SectionRules, gap_seconds: int) -> None:
+    def __init__(self, rules: SectionCatalog, gap_seconds: int) -> None:
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.traversals = Metrics.counter(self.__class__, "traversals")
@@ -220,7 +215,7 @@ class MeasureTraversals(beam.PTransform):
     """
 
     def __init__(
-        self, rules: SectionRules, gap_seconds: int, allowed_lateness_seconds: int | None
+        self, rules: SectionCatalog, gap_seconds: int, allowed_lateness_seconds: int | None
     ) -> None:
         super().__init__()
         self.rules = rules

@@ -37,7 +37,7 @@ from local_stack.services import LocalStack, ManagedProcess, wait_until
 from section_speed.domain import defaults
 from section_speed.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
 from section_speed.domain.geometry import interpolate
-from section_speed.domain.speed import SectionRule
+from section_speed.domain.rules import SectionRule
 
 LIB_DIR = Path(__file__).resolve().parent
 MARKER_PREFIX = "bench-marker"

@@ -24,7 +24,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from section_speed.domain.speed import Rejection, Traversal, traversal_from_json, traversal_to_json
+from section_speed.domain.traversal import (
+    Rejection,
+    Traversal,
+    traversal_from_json,
+    traversal_to_json,
+)
 
 
 class Span(Protocol):

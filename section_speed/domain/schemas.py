@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from section_speed.domain.events import format_rfc3339_ms
 from section_speed.domain.geometry import format_location
-from section_speed.domain.speed import Traversal
+from section_speed.domain.traversal import Traversal
 
 ColumnType = Literal["STRING", "FLOAT", "INTEGER", "BOOLEAN", "TIMESTAMP"]
 Mode = Literal["REQUIRED", "NULLABLE", "REPEATED"]

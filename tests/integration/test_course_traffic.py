@@ -22,7 +22,7 @@ import pytest
 
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from section_speed.domain import defaults
-from section_speed.domain.speed import SPOT_MEAN, mph_to_kmh
+from section_speed.domain.traversal import SPOT_MEAN, mph_to_kmh
 
 pytestmark = pytest.mark.integration
 

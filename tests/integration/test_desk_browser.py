@@ -28,8 +28,9 @@ from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse, as_record
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import FINE_COLUMNS, FINES, insert_id, output_record
-from section_speed.domain.speed import SectionRule, Traversal
+from section_speed.domain.traversal import Traversal
 from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 

@@ -44,7 +44,7 @@ from section_speed.domain.schemas import (
     output_record,
     vehicle_speed_record,
 )
-from section_speed.domain.speed import Traversal
+from section_speed.domain.traversal import Traversal
 from tests.helpers import T0_MS, measured, section, track
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from desk.app import DeskConfig, create_app
 from desk.services import Services
 from desk.store import QueueEntry, QueueFilter, latest_revision, queue_state
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import output_record
-from section_speed.domain.speed import SectionRule
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
 
 BUCKET = "evidence"

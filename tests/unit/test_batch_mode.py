@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from pipeline.graph import run
-from section_speed.domain.speed import SectionRules
+from section_speed.domain.rules import SectionCatalog
 from tests.helpers import T0_MS, section, track
 
 
@@ -27,7 +27,7 @@ def test_archived_detections_are_re_enforced_to_files(tmp_path):
     archive.write_text("\n".join([*lines, "not json"]) + "\n")
     out = tmp_path / "out" / "day"
     sections = tmp_path / "sections.json"
-    sections.write_text(SectionRules(section(), {"radar-1": section()}).to_json())
+    sections.write_text(SectionCatalog(section(), {"radar-1": section()}).to_json())
     run(
         [
             f"--input_file={archive}",

@@ -12,8 +12,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, output_message, output_record
-from section_speed.domain.speed import SectionRule, Traversal, kmh_to_mph
+from section_speed.domain.traversal import Traversal, kmh_to_mph
 from transforms.sinks import to_pubsub_message
 
 COURSE_CARS_API = "https://europe-west1-long-flame-410209.cloudfunctions.net/car-license-plates-api"

@@ -22,6 +22,8 @@ from section_speed.domain.geometry import (
     interpolate,
     path_length_m,
 )
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import (
     DEAD_LETTER_COLUMNS,
     FINE_COLUMNS,
@@ -31,18 +33,15 @@ from section_speed.domain.schemas import (
     output_record,
     vehicle_speed_record,
 )
-from section_speed.domain.speed import (
+from section_speed.domain.single_detection import SingleDetectionMonitor
+from section_speed.domain.traversal import (
     IMPLAUSIBLE,
     PARTIAL,
     SECTION_AVERAGE,
     SPOT_MEAN,
     UNMEASURABLE,
     Rejection,
-    SectionRule,
-    SectionRules,
-    SingleDetectionMonitor,
     Traversal,
-    judge_traversal,
     kmh_to_mph,
     mph_to_kmh,
     traversal_id,
@@ -464,7 +463,7 @@ def test_monitor_ignores_other_rejections():
 
 def test_sections_file_overrides_per_radar_and_keeps_defaults_elsewhere():
     default = SectionRule(25, 0)
-    rules = SectionRules.from_json(
+    rules = SectionCatalog.from_json(
         json.dumps({"radar-9": {"speed_limit_mph": 40, "length_m": 1500}}), default
     )
     assert rules.for_radar("radar-9") == SectionRule(40, 0, 1500.0)
@@ -474,11 +473,11 @@ def test_sections_file_overrides_per_radar_and_keeps_defaults_elsewhere():
 def test_sections_file_gives_the_ends_radius_and_maximum():
     text = json.dumps({"radar-1": {"entry": list(ENTRY), "exit": list(EXIT), "length_m": 310,
                                    "end_radius_m": 40, "max_speed_mph": 150}})  # fmt: skip
-    rule = SectionRules.from_json(text, SectionRule(30.0, 2.0)).for_radar("radar-1")
+    rule = SectionCatalog.from_json(text, SectionRule(30.0, 2.0)).for_radar("radar-1")
     assert rule == SectionRule(30.0, 2.0, 310.0, ENTRY, EXIT, 40.0, 150.0)
     assert rule.ends_known
-    written = SectionRules(SectionRule(), {"radar-1": rule}).to_json()
-    assert SectionRules.from_json(written, SectionRule()).for_radar("radar-1") == rule
+    written = SectionCatalog(SectionRule(), {"radar-1": rule}).to_json()
+    assert SectionCatalog.from_json(written, SectionRule()).for_radar("radar-1") == rule
 
 
 @pytest.mark.parametrize(
@@ -501,14 +500,14 @@ def test_sections_file_gives_the_ends_radius_and_maximum():
 )  # fmt: skip
 def test_bad_sections_file_is_rejected_with_a_reason(section, reason):
     with pytest.raises(ValueError, match="section 'r'") as error:
-        SectionRules.from_json(json.dumps({"r": section}), SectionRule())
+        SectionCatalog.from_json(json.dumps({"r": section}), SectionRule())
     assert reason in str(error.value)
 
 
 @pytest.mark.parametrize("text", ["[]", "not json"])
 def test_a_sections_file_that_is_no_object_is_rejected(text):
     with pytest.raises(ValueError, match="sections file"):
-        SectionRules.from_json(text, SectionRule())
+        SectionCatalog.from_json(text, SectionRule())
 
 
 # --- camera events -------------------------------------------------------------------

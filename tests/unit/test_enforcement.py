@@ -17,7 +17,8 @@ from apache_beam.transforms.window import TimestampedValue
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from section_speed.domain.speed import SectionRule, SectionRules, traversal_id
+from section_speed.domain.rules import SectionCatalog, SectionRule
+from section_speed.domain.traversal import traversal_id
 from tests.helpers import ENTRY, EXIT, T0_MS, section, track
 from tests.unit.test_transforms import ClockedStream, streaming_pipeline
 from transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
@@ -25,12 +26,12 @@ from transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
 GAP_S, LATENESS_S = 30, 60
 LATE_PANE_S = defaults.LATE_FIRING_DELAY_SECONDS + 1  # processing time until a late pane fires
 COURSE_EXIT = (40.811, -73.950)  # the course's section end, 1.2 km from ENTRY
-RULES = SectionRules(section(25.0))  # 40.23 km/h
-FRAGMENT_RULES = SectionRules(SectionRule(60.0))
+RULES = SectionCatalog(section(25.0))  # 40.23 km/h
+FRAGMENT_RULES = SectionCatalog(SectionRule(60.0))
 
 
 def config(
-    clock_s: float, lateness_clock: str = PUBLISH_TIME, rules: SectionRules = RULES
+    clock_s: float, lateness_clock: str = PUBLISH_TIME, rules: SectionCatalog = RULES
 ) -> EnforcementConfig:
     return EnforcementConfig(
         default_radar_id="radar-course",

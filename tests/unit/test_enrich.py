@@ -17,8 +17,8 @@ from section_speed.clients.evidence_store import (
     reading_to_text,
 )
 from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
+from section_speed.domain.judging import judge_traversal
 from section_speed.domain.plates import PlateReading
-from section_speed.domain.speed import judge_traversal
 from tests.helpers import T0_MS, section, track
 from transforms.enrich import (
     EnrichFine,

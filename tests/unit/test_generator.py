@@ -28,14 +28,9 @@ from generator.simulate import (
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms
 from section_speed.domain.geometry import haversine_m
-from section_speed.domain.speed import (
-    SECTION_AVERAGE,
-    SPOT_MEAN,
-    SectionRule,
-    SectionRules,
-    Traversal,
-    judge_traversal,
-)
+from section_speed.domain.judging import judge_traversal
+from section_speed.domain.rules import SectionCatalog, SectionRule
+from section_speed.domain.traversal import SECTION_AVERAGE, SPOT_MEAN, Traversal
 
 START_MS = parse_rfc3339_ms("2026-11-22T12:00:00.000Z")
 
@@ -551,7 +546,7 @@ def test_the_readme_example_gives_a_verdict_for_every_vehicle(tmp_path, gap):
     assert cli.main(argv) == 0
     events = read_events_jsonl(output)
     truth = {r["vehicle_id"]: r for r in map(json.loads, truth_path.read_text().splitlines())}
-    rules = SectionRules.from_json(sections.read_text(), SectionRule())
+    rules = SectionCatalog.from_json(sections.read_text(), SectionRule())
     split = sessions(events, gap)
     assert len(split) == 20  # one session per vehicle: none split by the gap
     for session in split:
@@ -596,7 +591,7 @@ def test_sections_file_describes_the_simulated_section(tmp_path):
         "length_m": haversine_m(initial, final),
         "entry": list(initial), "exit": list(final),
     }}  # fmt: skip
-    rule = SectionRules.from_json(path.read_text(), SectionRule()).for_radar("cam-7")
+    rule = SectionCatalog.from_json(path.read_text(), SectionRule()).for_radar("cam-7")
     assert rule == section_rule(initial, final, 30.0, 2.0)
     assert rule.length_m == pytest.approx(1215.358, abs=1e-3)
 

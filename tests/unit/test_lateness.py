@@ -13,14 +13,10 @@ from section_speed.domain.identity import (
     unseen_publication,
     withdraw,
 )
+from section_speed.domain.judging import judge_traversal
 from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from section_speed.domain.speed import (
-    IMPLAUSIBLE,
-    Rejection,
-    SectionRule,
-    judge_traversal,
-    traversal_id,
-)
+from section_speed.domain.rules import SectionRule
+from section_speed.domain.traversal import IMPLAUSIBLE, Rejection, traversal_id
 from tests.helpers import T0_MS, section, track
 
 GAP_S, LATENESS_S = 30, 60

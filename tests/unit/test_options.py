@@ -7,7 +7,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOption
 
 from pipeline.graph import pipeline_options, section_rules
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
-from section_speed.domain.speed import SectionRule
+from section_speed.domain.rules import SectionRule
 from transforms.enrich import PLATE_BATCH_SIZE
 
 # The design card's options, in its order (docs/reference.md): the contract the class keeps.

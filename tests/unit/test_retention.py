@@ -20,6 +20,7 @@ from pipeline import provision
 from pipeline.graph import build_pipeline, pipeline_options
 from pipeline.options import SectionSpeedOptions
 from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import (
     DAY_MS,
     DEAD_LETTER,
@@ -31,7 +32,7 @@ from section_speed.domain.schemas import (
     vehicle_identity_record,
     vehicle_speed_record,
 )
-from section_speed.domain.speed import SectionRule, SectionRules, Traversal
+from section_speed.domain.traversal import Traversal
 from tests import helpers
 from tests.helpers import ENTRY, EXIT, T0_MS, track
 from tests.unit.test_permissions import StrictFakeBigQuery
@@ -114,7 +115,7 @@ def warehouse_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: st
     archive = tmp_path / "archive.jsonl"
     archive.write_text("".join(json.dumps(e.to_json()) + "\n" for e in events))
     sections = tmp_path / "sections.json"
-    sections.write_text(SectionRules(SectionRule(25.0), {"radar-1": RULE}).to_json())
+    sections.write_text(SectionCatalog(SectionRule(25.0), {"radar-1": RULE}).to_json())
     written = tmp_path / "rows.jsonl"
     written.touch()
     factory = functools.partial(RecordingWarehouse, str(written), 7 * DAY_MS)

@@ -16,7 +16,8 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from section_speed.domain import defaults
 from section_speed.domain.events import vehicle_key
-from section_speed.domain.speed import SectionRules, traversal_id
+from section_speed.domain.rules import SectionCatalog
+from section_speed.domain.traversal import traversal_id
 from tests.helpers import T0_MS, section, track
 from transforms.failures import FAILURES
 from transforms.parse import ParseEvents
@@ -24,7 +25,7 @@ from transforms.traversals import FINED, NOT_FINED, MeasureTraversals
 
 GAP_S = 30
 LATENESS_S = 60
-RULES = SectionRules(section(25.0))  # 40.23 km/h
+RULES = SectionCatalog(section(25.0))  # 40.23 km/h
 
 
 def streaming_pipeline() -> TestPipeline:

@@ -657,7 +657,7 @@ def build_report(
     )
 
 
-def _e(value: Any) -> str:
+def _escaped(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -667,10 +667,10 @@ def _data_uri(mime: str, data: bytes) -> str:
 
 def _section_html(section: Section) -> str:
     return (
-        f'<section id="{_e(section.key)}">\n<h2>{_e(section.title)}</h2>\n'
-        f'<p class="explanation">{_e(section.explanation)}</p>\n'
+        f'<section id="{_escaped(section.key)}">\n<h2>{_escaped(section.title)}</h2>\n'
+        f'<p class="explanation">{_escaped(section.explanation)}</p>\n'
         f'<img class="chart" src="{_data_uri("image/png", section.png)}" '
-        f'alt="{_e(section.title)}: {_e(section.explanation)}">\n</section>'
+        f'alt="{_escaped(section.title)}: {_escaped(section.explanation)}">\n</section>'
     )
 
 
@@ -684,7 +684,7 @@ def _fine_row_html(fine: LatestFine) -> str:
     if fine.thumbnail is not None:
         photo = (
             f'<img class="thumb" src="{_data_uri("image/jpeg", fine.thumbnail)}" '
-            f'alt="photo of fine {_e(row["fine_id"])}">'
+            f'alt="photo of fine {_escaped(row["fine_id"])}">'
         )
     elif row.get("image_url"):
         photo = '<span class="muted">photo unavailable</span>'
@@ -695,18 +695,20 @@ def _fine_row_html(fine: LatestFine) -> str:
     plate = row.get("license_plate")
     no_plate = "pending" if pending else "not read"
     cells = [
-        _e(row["entry_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")),
-        _e(row["radar_id"]),
-        f'<span class="wrap">{_e(row["vehicle_id"])}</span>',
-        _e(_speed(row)),
-        _e(f"{row['speed_limit_mph']:g} mph"),
-        _e(plate) if plate else f'<span class="muted">{no_plate}</span>',
+        _escaped(row["entry_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")),
+        _escaped(row["radar_id"]),
+        f'<span class="wrap">{_escaped(row["vehicle_id"])}</span>',
+        _escaped(_speed(row)),
+        _escaped(f"{row['speed_limit_mph']:g} mph"),
+        _escaped(plate) if plate else f'<span class="muted">{no_plate}</span>',
         photo,
-        f'<code class="wrap">{_e(row["image_url"])}</code>' if row.get("image_url") else "&mdash;",
-        f'<code title="{_e(row["fine_id"])}">{_e(str(row["fine_id"])[:12])}</code>',
+        f'<code class="wrap">{_escaped(row["image_url"])}</code>'
+        if row.get("image_url")
+        else "&mdash;",
+        f'<code title="{_escaped(row["fine_id"])}">{_escaped(str(row["fine_id"])[:12])}</code>',
     ]
     cells_html = "".join(f"<td>{cell}</td>" for cell in cells)
-    return f'<tr class="fine" data-fine-id="{_e(row["fine_id"])}">{cells_html}</tr>'
+    return f'<tr class="fine" data-fine-id="{_escaped(row["fine_id"])}">{cells_html}</tr>'
 
 
 def _verification_html(verification: Verification) -> str:
@@ -732,8 +734,10 @@ def _verification_html(verification: Verification) -> str:
             reader.rejected_other,
             "-" if accuracy is None else f"{100 * accuracy:.0f} %",
         )
-        cells_html = "".join(f"<td>{_e(cell)}</td>" for cell in cells)
-        rows.append(f'<tr class="reader" data-reader="{_e(reader.plate_reader)}">{cells_html}</tr>')
+        cells_html = "".join(f"<td>{_escaped(cell)}</td>" for cell in cells)
+        rows.append(
+            f'<tr class="reader" data-reader="{_escaped(reader.plate_reader)}">{cells_html}</tr>'
+        )
     explanation = (
         "A fine is issued when an officer confirms or corrects its plate (one notice per fine "
         "revision), rejected with a reason, pending until decided; a fine revised after its "
@@ -741,12 +745,12 @@ def _verification_html(verification: Verification) -> str:
         "Accuracy is the reads officers confirmed over those they confirmed or corrected: "
         "the plate reader's accuracy in production."
     )
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "".join(f"<th>{_escaped(h)}</th>" for h in headers)
     body = "\n".join(rows)
     return (
         '<section id="verification">\n<h2>Verification</h2>\n'
-        f'<p class="verification-summary">{_e(verification_line(verification))}</p>\n'
-        f'<p class="explanation">{_e(explanation)}</p>\n'
+        f'<p class="verification-summary">{_escaped(verification_line(verification))}</p>\n'
+        f'<p class="explanation">{_escaped(explanation)}</p>\n'
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
         "</section>"
     )
@@ -773,11 +777,11 @@ def _fines_table_html(report: Report) -> str:
         if shown
         else "No fines in the warehouse yet."
     )
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "".join(f"<th>{_escaped(h)}</th>" for h in headers)
     body = "\n".join(_fine_row_html(fine) for fine in report.latest)
     return (
         f'<section id="latest-fines">\n<h2>Latest fines</h2>\n'
-        f'<p class="explanation">{_e(explanation)}</p>\n'
+        f'<p class="explanation">{_escaped(explanation)}</p>\n'
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
         "</section>"
     )
@@ -809,16 +813,16 @@ def render_html(report: Report) -> str:
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>Section-speed enforcement report: {_e(report.source)}</title>
+<title>Section-speed enforcement report: {_escaped(report.source)}</title>
 <style>{_STYLE}</style>
 </head>
 <body>
 <h1>Section-speed enforcement report</h1>
-<p class="meta">Warehouse <code>{_e(report.source)}</code> as of {
-        _e(report.as_of.strftime("%Y-%m-%d %H:%M:%S UTC"))
+<p class="meta">Warehouse <code>{_escaped(report.source)}</code> as of {
+        _escaped(report.as_of.strftime("%Y-%m-%d %H:%M:%S UTC"))
     }: every section reads the rows processed up to then, each traversal once. Queries:
 <code>analyst_report/sql/*.sql</code>.</p>
-<p class="summary">{_e(report.summary)}</p>
+<p class="summary">{_escaped(report.summary)}</p>
 {sections}
 {_verification_html(report.verification) if report.verification else ""}
 {_fines_table_html(report)}

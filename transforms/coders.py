@@ -16,14 +16,15 @@ from section_speed.domain.events import CameraEvent
 from section_speed.domain.identity import RejectedSession, SessionVerdict
 from section_speed.domain.traversal import Traversal, traversal_from_json, traversal_to_json
 
-_FIXED = struct.Struct("<qddd?HHH")  # time, lat, lon, speed (NaN: none), timed, 3 lengths
+# time, lat, lon, speed (NaN: none), timed, and the lengths of the 3 ids that follow
+_FIXED_SIZE_FIELDS = struct.Struct("<qddd?HHH")
 
 
 class CameraEventCoder(coders.Coder):
     def encode(self, event: CameraEvent) -> bytes:
         ids = [event.event_id.encode(), event.radar_id.encode(), event.vehicle_id.encode()]
         speed = math.nan if event.speed_kmh is None else event.speed_kmh
-        head = _FIXED.pack(
+        head = _FIXED_SIZE_FIELDS.pack(
             event.event_time_ms,
             event.location[0],
             event.location[1],
@@ -34,8 +35,8 @@ class CameraEventCoder(coders.Coder):
         return head + b"".join(ids)
 
     def decode(self, encoded: bytes) -> CameraEvent:
-        time_ms, lat, lon, speed, timed, *lengths = _FIXED.unpack_from(encoded)
-        offset, parts = _FIXED.size, []
+        time_ms, lat, lon, speed, timed, *lengths = _FIXED_SIZE_FIELDS.unpack_from(encoded)
+        offset, parts = _FIXED_SIZE_FIELDS.size, []
         for length in lengths:
             parts.append(encoded[offset : offset + length].decode())
             offset += length

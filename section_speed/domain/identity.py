@@ -32,7 +32,7 @@ from section_speed.domain.traversal import (
 )
 
 
-class Span(Protocol):
+class TimeSpan(Protocol):
     @property
     def entry_time_ms(self) -> int: ...
 
@@ -75,7 +75,7 @@ class Publication:
     published: dict[str, Any] | None = None  # the traversal as published (JSON form)
     withdrawn: bool = False
 
-    def overlaps(self, other: Span) -> bool:
+    def overlaps(self, other: TimeSpan) -> bool:
         # Two sessions of one vehicle are a gap apart; overlapping spans are one traversal.
         return self.entry_time_ms <= other.exit_time_ms and other.entry_time_ms <= self.exit_time_ms
 
@@ -172,7 +172,7 @@ def unseen_publication(rejected: RejectedSession, publications: list[Publication
     return None
 
 
-def _covered(span: Span, publications: list[Publication]) -> list[Publication]:
+def _covered(span: TimeSpan, publications: list[Publication]) -> list[Publication]:
     """The publications `span` overlaps, oldest published first (the list's order)."""
     return [record for record in publications if record.overlaps(span)]
 
@@ -187,7 +187,7 @@ def _replaced(
     absorbed: list[Publication],
     published: Traversal,
     digest: str,
-    span: Span,
+    span: TimeSpan,
 ) -> list[Publication]:
     """The publications once `published` (covering `span`, digested) takes `kept`'s place.
 
@@ -210,7 +210,7 @@ def _replaced(
     ]
 
 
-def _covering(span: Span, records: list[Publication]) -> tuple[int, int]:
+def _covering(span: TimeSpan, records: list[Publication]) -> tuple[int, int]:
     """(entry, exit) of the span that covers `span` and every record."""
     return (
         min(span.entry_time_ms, *(record.entry_time_ms for record in records)),

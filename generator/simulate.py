@@ -23,6 +23,7 @@ from os import PathLike
 from pathlib import Path
 
 from section_speed.domain import defaults
+from section_speed.domain.course import timeless_event_id
 from section_speed.domain.events import (
     TIMED_FORMAT_KEYS,
     CameraEvent,
@@ -30,7 +31,6 @@ from section_speed.domain.events import (
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
-    timeless_event_id,
 )
 from section_speed.domain.geometry import LatLon, haversine_m, interpolate
 from section_speed.domain.judging import judge_traversal

@@ -10,15 +10,12 @@ fault, not traffic), and, when the caller passes its clock (`now_ms`), not more 
 detection would stay open, holding state, until the watermark reached it. There is no
 bound on age: old detections are only late, and the windowing drops them by itself.
 
-Messages of the course's own generator, `{"vehicle_id", "speed", "location"}`, carry no
-time and no id: they become *timeless* detections (`timed=False`). Their `event_time_ms`
-is the Pub/Sub publish time, used only to group a vehicle's detections into a session and
-never for a speed; `radar_id` is the pipeline's default and `event_id` the Pub/Sub message
-id, or, when the read gives none (Dataflow can leave it empty, apache/beam#9232), a digest
-of the payload and the publish time (`timeless_event_id`), which a redelivery repeats.
+A message with none of the contract's id and time keys is a *timeless* detection
+(`timed=False`): its id, time and section come from its delivery (`from_transport`), its
+time only groups a vehicle's detections into a session and is never used for a speed.
+Its form, read and written, is in section_speed/domain/course.py.
 """
 
-import hashlib
 import json
 import math
 import re
@@ -27,6 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from section_speed.domain import defaults
+from section_speed.domain.course import (
+    from_transport,
+    text_vehicle_id,
+    timeless_message,
+    timeless_pubsub,
+)
 from section_speed.domain.geometry import LatLon
 
 EVENT_ID_ATTRIBUTE = "event_id"
@@ -55,7 +58,7 @@ _SHOWN_CHARS = 64  # of a bad value quoted in a reason: the payload keeps the re
 _EARLIEST_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _LATEST_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _MAX_SPEED_KMH = 1000.0
-# Any of these keys marks the contract's own (timed) format; none, the course's message.
+# Any of these keys marks the contract's own (timed) format; none, a timeless message.
 TIMED_FORMAT_KEYS = ("event_id", "radar_id", "timestamp")
 
 
@@ -74,16 +77,12 @@ class CameraEvent:
     location: LatLon
     event_time_ms: int  # for a timeless detection, its publish time (sessions only)
     speed_kmh: float | None = None
-    timed: bool = True  # False: a course message, no event time of its own
+    timed: bool = True  # False: no event time of its own (timeless)
 
     def to_json(self) -> dict[str, object]:
-        """The message body: the contract's form, or the course's for a timeless event."""
+        """The message body: the contract's form, or the timeless form for a timeless event."""
         if not self.timed:
-            course: dict[str, object] = {"vehicle_id": self.vehicle_id}
-            if self.speed_kmh is not None:
-                course["speed"] = self.speed_kmh
-            course["location"] = [self.location[0], self.location[1]]
-            return course
+            return timeless_message(self.vehicle_id, self.speed_kmh, self.location)
         body: dict[str, object] = {
             "event_id": self.event_id,
             "radar_id": self.radar_id,
@@ -98,11 +97,10 @@ class CameraEvent:
     def to_pubsub(self) -> tuple[bytes, dict[str, str]]:
         """The message body and attributes a camera publishes for this event.
 
-        A timeless event is published as the course's generator does: `json.dumps` with
-        its default separators and no attributes (Pub/Sub assigns its id and time).
+        A timeless event carries no attributes: Pub/Sub assigns its id and time.
         """
         if not self.timed:
-            return json.dumps(self.to_json()).encode(), {}
+            return timeless_pubsub(self.to_json())
         data = json.dumps(self.to_json(), separators=(",", ":")).encode()
         return data, {
             EVENT_ID_ATTRIBUTE: self.event_id,
@@ -121,17 +119,6 @@ def format_rfc3339_ms(epoch_ms: int) -> str:
     """`2026-11-22T12:00:00.250Z` for an epoch-milliseconds instant."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
-
-
-def timeless_event_id(data: bytes, publish_time_ms: int) -> str:
-    """The id of a course message read without a Pub/Sub message id.
-
-    A digest of the publish time and the payload: a redelivery has both unchanged, so it
-    gets the same id and counts once. The time comes first, ended by a newline that no
-    decimal number contains, so no two (time, payload) pairs hash the same text.
-    """
-    digest = hashlib.sha256(str(publish_time_ms).encode() + b"\n" + data).hexdigest()
-    return "m-" + digest[:32]
 
 
 def parse_rfc3339_ms(text: str) -> int:
@@ -160,7 +147,7 @@ def parse_camera_event(
     default_radar_id: str,
     now_ms: int | None = None,
 ) -> CameraEvent:
-    """Validate one message; legacy course messages borrow id, time and radar from transport.
+    """Validate one message; a timeless one takes its id, time and section from its delivery.
 
     `now_ms` is the caller's clock: given, event times too far ahead of it are rejected
     (the pipeline passes it; tools that read recorded files, whose times may lie
@@ -188,21 +175,22 @@ def parse_camera_event(
         event_time_ms = parse_rfc3339_ms(body["timestamp"])
         _check_ts_attribute(attributes.get(TIMESTAMP_ATTRIBUTE), body["timestamp"], event_time_ms)
         timed = True
-    else:  # The original course generator: {"vehicle_id", "speed", "location"}.
+    else:
         missing = [key for key in ("vehicle_id", "location") if key not in body]
         if missing:
             raise InvalidEvent(f"missing required field(s): {', '.join(missing)}")
         if message_id:
-            event_id = _checked_id(message_id, "Pub/Sub message id")
-        else:
-            event_id = timeless_event_id(data, publish_time_ms)
-        radar_id = default_radar_id
-        timed = False
+            _checked_id(message_id, "Pub/Sub message id")
         if not _EARLIEST_MS <= publish_time_ms < _LATEST_MS:
             raise InvalidEvent(f"publish time {publish_time_ms} ms out of range 2000..2100")
-        event_time_ms = publish_time_ms
-        if isinstance(body["vehicle_id"], int) and not isinstance(body["vehicle_id"], bool):
-            body["vehicle_id"] = str(body["vehicle_id"])  # the course used numeric ids
+        event_id, radar_id, event_time_ms = from_transport(
+            data,
+            message_id=message_id,
+            publish_time_ms=publish_time_ms,
+            default_radar_id=default_radar_id,
+        )
+        body["vehicle_id"] = text_vehicle_id(body["vehicle_id"])
+        timed = False
 
     if now_ms is not None:
         ahead_ms = event_time_ms - now_ms

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from section_speed.domain.course import output_keys
 from section_speed.domain.events import format_rfc3339_ms
 from section_speed.domain.geometry import format_location
 from section_speed.domain.traversal import Traversal
@@ -219,33 +220,13 @@ def output_record(
     }
 
 
-# The course's output keys (docs/course.md, docs/reference.md Outputs): its consumers read these
-# from every output-topic message. radar_id, vehicle_id, license_plate and image_url are
-# columns already; the others are copies under the course's names and units.
-COURSE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("radar_id", "radar_id"),
-    ("vehicle_id", "vehicle_id"),
-    ("avg_speed", "avg_speed_kmh: average speed, km/h"),
-    ("coordinates", "exit_location as [lat, lon]: the last detection"),
-    ("is_Ticketed", "is_ticketed"),
-    ("license_plate", "license_plate (null when unread or not fined)"),
-    ("image_url", "image_url (null when not fined)"),
-)
-
-
 def output_message(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The output-topic message for an `output_record`: its columns plus the course's keys.
+    """The output-topic message for an `output_record`: its columns plus `output_keys`.
 
     A superset, so that consumers of either format read it unchanged; the BigQuery row
-    stays `record` (the table has no course columns).
+    stays `record` (docs/course.md: the keys and what they copy).
     """
-    latitude, longitude = (float(part) for part in record["exit_location"].split(","))
-    return {
-        **record,
-        "avg_speed": record["avg_speed_kmh"],
-        "coordinates": [latitude, longitude],
-        "is_Ticketed": record["is_ticketed"],
-    }
+    return {**record, **output_keys(record)}
 
 
 def vehicle_speed_record(traversal: Traversal, processed_at_ms: int) -> dict[str, Any]:

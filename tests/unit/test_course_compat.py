@@ -12,8 +12,19 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
+from section_speed.domain.course import (
+    OUTPUT_KEYS,
+    PHOTO_HOST,
+    from_transport,
+    output_keys,
+    text_vehicle_id,
+    timeless_event_id,
+    timeless_message,
+    timeless_pubsub,
+)
+from section_speed.domain.events import parse_camera_event
 from section_speed.domain.rules import SectionRule
-from section_speed.domain.schemas import COURSE_FIELDS, FINE_COLUMNS, output_message, output_record
+from section_speed.domain.schemas import FINE_COLUMNS, output_message, output_record
 from section_speed.domain.traversal import Traversal, kmh_to_mph
 from transforms.sinks import to_pubsub_message
 
@@ -50,11 +61,11 @@ def test_the_courses_exact_command_line_is_valid(extra):
     assert options.radar_id == "Adriana"
     assert options.cars_api == COURSE_CARS_API
     assert options.bucket is None  # no copies: image_url is the cars API's photo URL
-    assert options.photo_hosts == "storage.googleapis.com"  # where the course's photos are
+    assert options.photo_hosts == PHOTO_HOST == "storage.googleapis.com"  # the course's photos
 
 
 def test_the_courses_command_line_passes_the_entry_points_validation():
-    from pipeline.graph import pipeline_options  # the path `python -m pipeline` takes
+    from pipeline.options import pipeline_options  # the path `python -m pipeline` takes
 
     options = pipeline_options(COURSE_COMMAND, save_main_session=False)
     own = options.view_as(SectionSpeedOptions)
@@ -186,7 +197,8 @@ def test_the_message_is_a_superset_and_the_table_row_is_unchanged():
     assert list(row) == [column.name for column in FINE_COLUMNS]  # BigQuery: columns only
     assert {key: message[key] for key in row} == row
     assert set(message) - set(row) == {"avg_speed", "coordinates", "is_Ticketed"}
-    assert {name for name, _ in COURSE_FIELDS} <= set(message)
+    assert set(output_keys(row)) == {name for name, _ in OUTPUT_KEYS} - set(row)
+    assert {name for name, _ in OUTPUT_KEYS} <= set(message)
     assert message["avg_speed"] == row["avg_speed_kmh"]
     assert message["is_Ticketed"] is row["is_ticketed"] is True
     assert message["speed_method"] == "section_average"  # which method measured it
@@ -199,3 +211,52 @@ def test_the_courses_40_kmh_threshold_as_docs_course_md_gives_it():
     # This project's default, 25 mph = 40.2336 km/h: 40.1 km/h is fined by the course only.
     assert not SectionRule(speed_limit_mph=25.0, tolerance_mph=0.0).is_speeding(kmh_to_mph(40.1))
     assert SectionRule(speed_limit_mph=25.0, tolerance_mph=0.0).is_speeding(kmh_to_mph(40.24))
+
+
+# --- the input: the course generator's messages ------------------------------------------
+
+# What the course's generator publishes: json.dumps with its default separators, no attributes.
+COURSE_MESSAGE = b'{"vehicle_id": "aZ3k9Q", "speed": 41.5, "location": [40.81939, -73.940744]}'
+PUBLISHED_MS = 1_700_000_000_123
+
+
+def test_a_course_message_takes_pubsubs_id_and_time_and_the_pipelines_section():
+    assert from_transport(
+        COURSE_MESSAGE, message_id="9876", publish_time_ms=PUBLISHED_MS, default_radar_id="Adriana"
+    ) == ("9876", "Adriana", PUBLISHED_MS)
+
+
+@pytest.mark.parametrize("message_id", [None, ""])
+def test_a_course_message_read_without_a_message_id_is_named_by_its_bytes_and_time(message_id):
+    event_id, _, _ = from_transport(
+        COURSE_MESSAGE, message_id=message_id, publish_time_ms=PUBLISHED_MS, default_radar_id="r"
+    )
+    assert event_id == timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS)
+    assert event_id != timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS + 1)
+    assert event_id != timeless_event_id(COURSE_MESSAGE.replace(b"41.5", b"41.6"), PUBLISHED_MS)
+
+
+@pytest.mark.parametrize(
+    ("value", "contract"), [(17, "17"), (0, "0"), ("aZ3k9Q", "aZ3k9Q"), (True, True), (1.5, 1.5)]
+)
+def test_only_the_courses_integer_vehicle_ids_become_text(value, contract):
+    assert text_vehicle_id(value) == contract
+    assert type(text_vehicle_id(value)) is type(contract)  # True stays a bool, refused later
+
+
+def test_a_course_message_is_published_again_byte_for_byte():
+    event = parse_camera_event(
+        COURSE_MESSAGE, {}, message_id="9876", publish_time_ms=PUBLISHED_MS,
+        default_radar_id="Adriana",
+    )  # fmt: skip
+    assert (event.event_id, event.radar_id, event.event_time_ms, event.timed) == (
+        "9876", "Adriana", PUBLISHED_MS, False,
+    )  # fmt: skip
+    body = timeless_message(event.vehicle_id, event.speed_kmh, event.location)
+    assert list(body) == ["vehicle_id", "speed", "location"]  # the course's key order
+    assert timeless_pubsub(body) == (COURSE_MESSAGE, {}) == event.to_pubsub()
+
+
+def test_a_timeless_detection_without_a_speed_has_no_speed_key():
+    body = timeless_message("aZ3k9Q", None, (40.81939, -73.940744))
+    assert body == {"vehicle_id": "aZ3k9Q", "location": [40.81939, -73.940744]}

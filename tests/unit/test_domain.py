@@ -7,6 +7,7 @@ import random
 import pytest
 
 from section_speed.domain import defaults
+from section_speed.domain.course import timeless_event_id
 from section_speed.domain.events import (
     ID_PATTERN,
     CameraEvent,
@@ -14,7 +15,6 @@ from section_speed.domain.events import (
     format_rfc3339_ms,
     parse_camera_event,
     parse_rfc3339_ms,
-    timeless_event_id,
 )
 from section_speed.domain.geometry import (
     along_track_m,

@@ -54,7 +54,7 @@ from section_speed.clients.cars_api import Photo
 from section_speed.domain import defaults
 from section_speed.domain.events import VehicleKey
 from section_speed.domain.identity import SessionVerdict
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.schemas import FINES, Table
 from section_speed.domain.traversal import (
     Traversal,

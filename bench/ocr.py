@@ -31,7 +31,7 @@ from generator.car_images import DIFFICULTIES, render_car_photo, render_scene
 from section_speed.clients.embedded_ocr import EmbeddedPlateReader
 from section_speed.clients.images import decode_rgb
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 
 
 def render(difficulty: str, count: int) -> tuple[list[np.ndarray], list[str], float]:

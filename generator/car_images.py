@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from section_speed.domain.plates import display_plate, plate_for_vehicle
+from section_speed.domain.plate_formats import display_plate, plate_for_vehicle
 
 WIDTH, HEIGHT = 640, 480
 DIFFICULTIES = ("easy", "hard")

@@ -8,7 +8,7 @@ The pipeline's `--cars_api` is `http://HOST:PORT/cars/{vehicle_id}` for this pro
 form, or `http://HOST:PORT/cars` for the course's (section_speed.clients.cars_api).
 
 Photos are rendered by generator.car_images, deterministic per vehicle_id, so tests and
-the generator know each photo's true plate (section_speed.domain.plates.plate_for_vehicle).
+the generator know each photo's true plate (section_speed.domain.plate_formats.plate_for_vehicle).
 
 Tests and benchmarks need a service that misbehaves on cue; the `/_admin` routes exist
 only on this local form: `POST /_admin/faults` queues failures (status codes or a non-image

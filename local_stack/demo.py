@@ -29,7 +29,7 @@ from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.geometry import format_location, interpolate
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 
 _log = logging.getLogger("demo")
 

@@ -36,7 +36,7 @@ from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
 from pipeline.startup_checks import require_valid_configuration
 from section_speed.domain import defaults
 from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from section_speed.domain.plates import CLOUD_VISION_READER, EMBEDDED_READER
+from section_speed.domain.plate_reading import CLOUD_VISION_READER, EMBEDDED_READER
 from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import DEAD_LETTER, FINES, output_message
 from transforms.enforcement import (

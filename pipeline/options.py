@@ -16,7 +16,7 @@ from section_speed.domain import defaults
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.events import ID_PATTERN
 from section_speed.domain.lateness import LATENESS_CLOCKS
-from section_speed.domain.plates import PLATE_READERS
+from section_speed.domain.plate_reading import PLATE_READERS
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from section_speed.clients.cars_api import (
     PhotoHostRefused,
 )
 from section_speed.clients.warehouse import TablesMissing, Warehouse
-from section_speed.domain.plates import CLOUD_VISION_READER
+from section_speed.domain.plate_reading import CLOUD_VISION_READER
 from section_speed.domain.schemas import TABLES
 
 _log = logging.getLogger(__name__)

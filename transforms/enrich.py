@@ -41,7 +41,7 @@ from section_speed.clients.evidence_store import EvidenceStore, StoredPhoto
 from section_speed.clients.images import InvalidImage, check_image
 from section_speed.clients.plate_readers import PlateReader, plate_reader_pool
 from section_speed.domain.evidence import evidence_fields, photo_object_name, sha256_hex
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.schemas import output_record
 from section_speed.domain.traversal import Traversal, traversal_from_json, traversal_to_json
 from transforms.batching import BatchForService

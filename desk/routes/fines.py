@@ -21,7 +21,7 @@ from desk.workflow import (
     InvalidDecision,
 )
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import character_gate
+from section_speed.domain.plate_gates import character_gate
 
 router = APIRouter()
 FINE_ID = Path(pattern=r"^[0-9a-f]{32}$")

@@ -52,12 +52,12 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
 from google.rpc import code_pb2
 
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import (
+from section_speed.domain.plate_formats import normalise_plate
+from section_speed.domain.plate_gates import choose_plate
+from section_speed.domain.plate_reading import (
     CLOUD_VISION_READER,
     PlateReading,
     TextLine,
-    choose_plate,
-    normalise_plate,
     unreadable,
 )
 

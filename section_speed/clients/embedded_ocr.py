@@ -38,24 +38,19 @@ import numpy as np
 
 from section_speed.clients.images import InvalidImage, decode_rgb
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import (
+from section_speed.domain.plate_candidates import rank_candidates, state_matters, with_candidates
+from section_speed.domain.plate_formats import normalise_plate, state_named
+from section_speed.domain.plate_gates import (
     NEAREST_PLATE_RATIO,
     SECOND_OPINION_BELOW,
-    PlateReading,
-    TextLine,
     choose_plate,
     least_confidence,
     merge_views,
-    normalise_plate,
     plate_shaped,
-    rank_candidates,
     second_opinion_doubt,
-    state_matters,
-    state_named,
-    unreadable,
     unsure_reason,
-    with_candidates,
 )
+from section_speed.domain.plate_reading import PlateReading, TextLine, unreadable
 
 READER_NAME = "embedded-rapidocr"
 PLATE_PASS, FAST_PASS, FINE_PASS = "plate", "fast", "fine"

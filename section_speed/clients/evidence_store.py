@@ -22,7 +22,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from section_speed.domain.evidence import gs_url, sha256_hex
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"

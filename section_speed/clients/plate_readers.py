@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import (
+from section_speed.domain.plate_reading import (
     CLOUD_VISION_READER,
     EMBEDDED_READER,
     PLATE_READERS,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from section_speed.domain.events import is_valid_id
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 
 _FINE_ID = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_PREFIX = "fines"

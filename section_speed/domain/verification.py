@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from section_speed.domain.plates import MAX_PLATE_CHARACTERS, normalise_plate
+from section_speed.domain.plate_formats import MAX_PLATE_CHARACTERS, normalise_plate
 from section_speed.domain.schemas import Column, Table
 
 CONFIRMED, CORRECTED, REJECTED = "confirmed", "corrected", "rejected"

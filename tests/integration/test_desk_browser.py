@@ -27,7 +27,7 @@ from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse, as_record
 from section_speed.domain.evidence import photo_object_name
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import FINE_COLUMNS, FINES, insert_id, output_record
 from section_speed.domain.traversal import Traversal

@@ -28,7 +28,7 @@ from section_speed.clients.evidence_store import (
 from section_speed.domain import defaults
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.geometry import interpolate
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 from section_speed.domain.schemas import FINES
 from tests.helpers import track
 

@@ -45,7 +45,7 @@ from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.geometry import interpolate
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 
 pytestmark = pytest.mark.integration
 

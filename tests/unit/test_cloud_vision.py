@@ -25,7 +25,8 @@ from section_speed.clients.cloud_vision import (
     CloudVisionPlateReader,
 )
 from section_speed.clients.plate_readers import open_plate_reader
-from section_speed.domain.plates import CLOUD_VISION_READER, display_plate, plate_for_vehicle
+from section_speed.domain.plate_formats import display_plate, plate_for_vehicle
+from section_speed.domain.plate_reading import CLOUD_VISION_READER
 from tests.fake_vision import FakeVision, ImageError
 
 # The reader's own retry policy, with waits of hundredths of a second and 1 s in all.

@@ -9,7 +9,7 @@ from section_speed.clients.evidence_store import StoredPhoto
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.identity import RejectedSession, SessionVerdict
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.traversal import Traversal
 from tests.helpers import section, track
 from transforms.enrich import FineEvidence

@@ -19,7 +19,8 @@ from section_speed.clients.embedded_ocr import EmbeddedPlateReader, decode_line,
 from section_speed.clients.images import check_image
 from section_speed.clients.plate_readers import open_plate_reader
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
-from section_speed.domain.plates import TextLine, plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
+from section_speed.domain.plate_reading import TextLine
 
 ACCURACY_IMAGES = 100
 HARD_IMAGES = 40

@@ -18,7 +18,7 @@ from section_speed.clients.evidence_store import (
 )
 from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 from tests.helpers import T0_MS, section, track
 from transforms.enrich import (
     EnrichFine,

@@ -9,18 +9,15 @@ import json
 
 import pytest
 
-from section_speed.domain.plates import (
+from section_speed.domain.plate_candidates import (
     MAX_CANDIDATES,
-    PlateCandidate,
-    PlateReading,
-    TextLine,
-    choose_plate,
-    fits_state,
     rank_candidates,
     state_matters,
-    state_named,
     with_candidates,
 )
+from section_speed.domain.plate_formats import fits_state, state_named
+from section_speed.domain.plate_gates import choose_plate
+from section_speed.domain.plate_reading import PlateCandidate, PlateReading, TextLine
 
 GATE = 0.8
 

@@ -7,14 +7,9 @@ rules; a wrong plate accepted is a fine sent to a stranger.
 
 import pytest
 
-from section_speed.domain.plates import (
-    PlateCandidate,
-    TextLine,
-    choose_plate,
-    merge_views,
-    second_opinion_doubt,
-    with_candidates,
-)
+from section_speed.domain.plate_candidates import with_candidates
+from section_speed.domain.plate_gates import choose_plate, merge_views, second_opinion_doubt
+from section_speed.domain.plate_reading import PlateCandidate, TextLine
 
 GATE = 0.8
 SURE = 0.999

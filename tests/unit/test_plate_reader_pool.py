@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import pytest
 
 from section_speed.clients.plate_readers import PlateReaderPool, plate_reader_pool
-from section_speed.domain.plates import PlateReading
+from section_speed.domain.plate_reading import PlateReading
 
 WAIT_S = 10.0
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from generator.car_images import render_car_photo
 from pipeline import plates
-from section_speed.domain.plates import plate_for_vehicle
+from section_speed.domain.plate_formats import plate_for_vehicle
 
 
 def test_plates_cli_prints_one_json_line_per_image(tmp_path, capsys):

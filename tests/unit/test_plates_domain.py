@@ -12,19 +12,20 @@ from PIL import Image
 
 from section_speed.clients.images import InvalidImage, check_image
 from section_speed.domain.evidence import evidence_fields, photo_object_name
-from section_speed.domain.plates import (
+from section_speed.domain.plate_formats import (
     NEW_YORK_PLATE,
-    PlateReading,
-    TextLine,
-    choose_plate,
     display_plate,
-    merge_views,
     normalise_plate,
     plate_for_vehicle,
     plate_format,
+)
+from section_speed.domain.plate_gates import (
+    choose_plate,
+    merge_views,
     plate_shaped,
     second_opinion_doubt,
 )
+from section_speed.domain.plate_reading import PlateReading, TextLine
 from tests.unit.test_plate_candidates import REFUSED_WITH_CANDIDATES
 
 T_MS = 1_795_000_000_000  # 2026-11-18 UTC

@@ -1,5 +1,7 @@
 """Builders shared by the tests: camera events along a section at a chosen speed."""
 
+import dataclasses
+
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.geometry import LatLon, haversine_m, interpolate
 from section_speed.domain.judging import judge_traversal
@@ -44,6 +46,13 @@ def track(
             )
         )
     return events
+
+
+def at(event: CameraEvent, ms: int | None = None, **changes: object) -> CameraEvent:
+    """A copy of `event` at another time (offset from T0) or with other fields."""
+    if ms is not None:
+        changes["event_time_ms"] = T0_MS + ms
+    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
 
 
 def measured(events: list[CameraEvent], rule: SectionRule) -> Traversal:

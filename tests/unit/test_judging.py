@@ -1,39 +1,23 @@
+"""judge_traversal: both methods, every gate, the fine rule at its boundary (enforcement.md)."""
+
 import dataclasses
-import hashlib
-import json
-import math
 import random
 
 import pytest
 
-from section_speed.domain import defaults
-from section_speed.domain.course import timeless_event_id
 from section_speed.domain.events import (
-    ID_PATTERN,
     CameraEvent,
-    InvalidEvent,
-    format_rfc3339_ms,
-    parse_camera_event,
-    parse_rfc3339_ms,
 )
 from section_speed.domain.geometry import (
-    along_track_m,
     haversine_m,
     interpolate,
     path_length_m,
 )
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.rules import SectionCatalog, SectionRule
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import (
-    DEAD_LETTER_COLUMNS,
-    FINE_COLUMNS,
-    VEHICLE_SPEED_COLUMNS,
-    bigquery_schema,
-    dead_letter_record,
     output_record,
-    vehicle_speed_record,
 )
-from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import (
     IMPLAUSIBLE,
     PARTIAL,
@@ -46,65 +30,7 @@ from section_speed.domain.traversal import (
     mph_to_kmh,
     traversal_id,
 )
-from tests.helpers import ENTRY, EXIT, T0_MS, measured, section, track
-
-# --- geometry -----------------------------------------------------------------------
-
-
-def test_one_degree_of_latitude_is_111_2_km():
-    assert haversine_m((0.0, 0.0), (1.0, 0.0)) == pytest.approx(111_195.08, rel=1e-6)
-
-
-def test_points_one_km_apart_measure_one_km_within_0_1_percent():
-    # 1 km north of a point in Manhattan: 1000 m / (R * pi / 180) degrees of latitude.
-    one_km_deg = 1000 / (6_371_008.8 * math.pi / 180)
-    start = (40.8, -73.95)
-    assert haversine_m(start, (start[0] + one_km_deg, start[1])) == pytest.approx(1000, rel=1e-3)
-
-
-def test_known_city_distance_paris_london():
-    # Paris (48.8566, 2.3522) to London (51.5074, -0.1278): 343.5 km great circle.
-    assert haversine_m((48.8566, 2.3522), (51.5074, -0.1278)) / 1000 == pytest.approx(
-        343.5, abs=0.5
-    )
-
-
-def test_interpolated_points_lie_on_the_path():
-    a, b = defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES
-    points = [interpolate(a, b, i / 4) for i in range(5)]
-    assert points[0] == a and points[-1] == b
-    assert path_length_m(points) == pytest.approx(haversine_m(a, b), rel=1e-9)
-
-
-def test_along_track_is_the_distance_along_the_section():
-    length = haversine_m(ENTRY, EXIT)
-    assert length == pytest.approx(303.8395578, abs=1e-6)
-    for fraction in (0.0, 0.25, 0.5, 1.0):
-        point = interpolate(ENTRY, EXIT, fraction)
-        assert along_track_m(point, ENTRY, EXIT) == pytest.approx(fraction * length, abs=1e-6)
-    assert along_track_m(ENTRY, EXIT, ENTRY) == pytest.approx(length, abs=1e-6)  # reversed
-
-
-def test_along_track_beside_and_before_the_section_matches_a_flat_projection():
-    # Over 300 m the Earth is flat to a millimetre: project on a local east/north plane.
-    metres_per_deg_lat = math.pi / 180 * 6_371_008.8
-    metres_per_deg_lon = metres_per_deg_lat * math.cos(math.radians(ENTRY[0]))
-
-    def flat(point):
-        return (
-            (point[1] - ENTRY[1]) * metres_per_deg_lon,
-            (point[0] - ENTRY[0]) * metres_per_deg_lat,
-        )
-
-    ex, ey = flat(EXIT)
-    for point in [(40.8190, -73.9420), (40.8200, -73.9400), (40.8170, -73.9420)]:
-        px, py = flat(point)
-        expected = (px * ex + py * ey) / math.hypot(ex, ey)
-        assert along_track_m(point, ENTRY, EXIT) == pytest.approx(expected, abs=0.05)
-    assert along_track_m((40.8200, -73.9400), ENTRY, EXIT) < 0  # before the entry
-    with pytest.raises(ValueError, match="two different points"):
-        along_track_m(ENTRY, EXIT, EXIT)
-
+from tests.helpers import ENTRY, EXIT, T0_MS, at, section, track
 
 # --- speed and the fine rule --------------------------------------------------------
 
@@ -121,13 +47,6 @@ def test_exactly_the_limit_is_not_fined_and_just_above_is():
     assert not rule.is_speeding(25.0)
     assert rule.is_speeding(25.000001)
     assert not SectionRule(25, tolerance_mph=3).is_speeding(27.9)
-
-
-def at(event: CameraEvent, ms: int | None = None, **changes) -> CameraEvent:
-    """A copy of `event` at another time (offset from T0) or with other fields."""
-    if ms is not None:
-        changes["event_time_ms"] = T0_MS + ms
-    return dataclasses.replace(event, **changes)
 
 
 def test_judge_traversal_at_a_known_speed():
@@ -428,261 +347,3 @@ def test_traversal_id_is_deterministic_and_distinguishes_traversals():
     )
     # No separator ambiguity: ("a|b", "c") and ("a", "b|c") are different vehicles.
     assert traversal_id("a|b", "c", 1) != traversal_id("a", "b|c", 1)
-
-
-# --- the warning when sessions of one detection pile up ------------------------------------
-
-
-def test_monitor_warns_once_when_single_detection_sessions_pile_up():
-    single = judge_traversal(track("v1", 30.0)[:1], SECTION)
-    measured = judge_traversal(track("v1", 30.0), SECTION)
-    monitor = SingleDetectionMonitor(gap_seconds=20, window=200, threshold=0.5, min_sessions=20)
-    said = [monitor.observe(single) for _ in range(19)]
-    assert said == [None] * 19  # too few sessions yet to tell
-    assert monitor.observe(single) == (
-        "20 of the last 20 sessions had one detection: the session gap (20 s) is probably "
-        "shorter than the time between cameras"
-    )
-    assert [monitor.observe(single) for _ in range(50)] == [None] * 50  # said once
-    # Measured sessions bring the share under half the threshold (25 %): it re-arms.
-    assert {monitor.observe(measured) for _ in range(200)} == {None}
-    said = [monitor.observe(single) for _ in range(100)]
-    assert said.index(next(s for s in said if s)) == 99  # 100 of 200 = 50 %
-    assert said[99].startswith("100 of the last 200 sessions had one detection")
-
-
-def test_monitor_ignores_other_rejections():
-    monitor = SingleDetectionMonitor(gap_seconds=60, min_sessions=1)
-    partial = judge_traversal(track("v1", 30.0, points=5)[:3], SECTION)
-    assert partial.kind == PARTIAL
-    assert {monitor.observe(partial) for _ in range(30)} == {None}
-
-
-# --- sections file -------------------------------------------------------------------
-
-
-def test_sections_file_overrides_per_radar_and_keeps_defaults_elsewhere():
-    default = SectionRule(25, 0)
-    rules = SectionCatalog.from_json(
-        json.dumps({"radar-9": {"speed_limit_mph": 40, "length_m": 1500}}), default
-    )
-    assert rules.for_radar("radar-9") == SectionRule(40, 0, 1500.0)
-    assert rules.for_radar("radar-1") is default
-
-
-def test_sections_file_gives_the_ends_radius_and_maximum():
-    text = json.dumps({"radar-1": {"entry": list(ENTRY), "exit": list(EXIT), "length_m": 310,
-                                   "end_radius_m": 40, "max_speed_mph": 150}})  # fmt: skip
-    rule = SectionCatalog.from_json(text, SectionRule(30.0, 2.0)).for_radar("radar-1")
-    assert rule == SectionRule(30.0, 2.0, 310.0, ENTRY, EXIT, 40.0, 150.0)
-    assert rule.ends_known
-    written = SectionCatalog(SectionRule(), {"radar-1": rule}).to_json()
-    assert SectionCatalog.from_json(written, SectionRule()).for_radar("radar-1") == rule
-
-
-@pytest.mark.parametrize(
-    ("section", "reason"),
-    [
-        ({"speed_limit": 3}, "unknown: ['speed_limit']"),
-        ({"speed_limit_mph": -1}, "speed_limit_mph must be a number > 0"),
-        ({"speed_limit_mph": "fast"}, 'speed_limit_mph must be a number, got "fast"'),
-        ({"tolerance_mph": True}, "tolerance_mph must be a number, got true"),
-        ({"entry": [40.8, -73.9]}, "give both entry and exit, or neither"),
-        ({"entry": [40.8], "exit": [40.8, -73.9]}, "entry must be [lat, lon], got [40.8]"),
-        ({"entry": "40.8,-73.9", "exit": [40.8, -73.9]}, "entry must be [lat, lon]"),
-        ({"entry": [40.8, -73.9], "exit": [91, 0]}, "exit latitude 91 outside [-90, 90]"),
-        ({"entry": [40.8, -73.9], "exit": [40.8, -73.9]}, "entry and exit are 0.0 m apart"),
-        ({"end_radius_m": 0}, "end_radius_m must be a number > 0"),
-        ({"max_speed_mph": 20}, "max_speed_mph must be a number above speed_limit_mph + "
-                                "tolerance_mph (25)"),
-        ({"length_m": 0}, "length_m must be a number > 0"),
-    ],
-)  # fmt: skip
-def test_bad_sections_file_is_rejected_with_a_reason(section, reason):
-    with pytest.raises(ValueError, match="section 'r'") as error:
-        SectionCatalog.from_json(json.dumps({"r": section}), SectionRule())
-    assert reason in str(error.value)
-
-
-@pytest.mark.parametrize("text", ["[]", "not json"])
-def test_a_sections_file_that_is_no_object_is_rejected(text):
-    with pytest.raises(ValueError, match="sections file"):
-        SectionCatalog.from_json(text, SectionRule())
-
-
-# --- camera events -------------------------------------------------------------------
-
-
-def _parse(data: bytes, attributes=None, message_id="m-1", publish_ms=T0_MS):
-    return parse_camera_event(
-        data,
-        attributes or {},
-        message_id=message_id,
-        publish_time_ms=publish_ms,
-        default_radar_id="radar-default",
-    )
-
-
-def test_rfc3339_round_trip_and_zone_required():
-    assert format_rfc3339_ms(T0_MS + 250).endswith(".250Z")
-    assert parse_rfc3339_ms(format_rfc3339_ms(T0_MS + 250)) == T0_MS + 250
-    assert parse_rfc3339_ms("2026-11-22T13:00:00.250+01:00") == parse_rfc3339_ms(
-        "2026-11-22T12:00:00.250Z"
-    )
-    with pytest.raises(InvalidEvent, match="time zone"):
-        parse_rfc3339_ms("2026-11-22T12:00:00")
-
-
-def test_event_round_trips_through_its_pubsub_form():
-    event = track("v1", 30.0)[1]
-    data, attributes = event.to_pubsub()
-    assert attributes == {"event_id": event.event_id, "ts": str(event.event_time_ms)}
-    assert _parse(data, attributes) == event
-
-
-def test_legacy_course_message_borrows_id_time_and_radar_from_transport():
-    event = _parse(b'{"vehicle_id": 17, "speed": 31.5, "location": [40.81, -73.95]}')
-    assert event == CameraEvent(
-        "m-1", "radar-default", "17", (40.81, -73.95), T0_MS, 31.5, timed=False
-    )
-
-
-COURSE_BODY = b'{"vehicle_id": "aZ3k9Q", "speed": 57.23418811, "location": [40.81939, -73.940744]}'
-
-
-@pytest.mark.parametrize("message_id", [None, ""])
-def test_a_course_message_without_message_id_gets_a_digest_id(message_id):
-    event = _parse(COURSE_BODY, message_id=message_id)
-    assert event.event_id == "m-b2b5e3a51c1bb44b952aac29af0205f1"
-    assert (
-        event.event_id
-        == "m-" + hashlib.sha256(f"{T0_MS}\n".encode() + COURSE_BODY).hexdigest()[:32]
-    )
-    assert ID_PATTERN.fullmatch(event.event_id)
-    assert event.vehicle_id == "aZ3k9Q" and not event.timed
-    # A redelivery (same bytes, same publish time) repeats it; another publish does not.
-    assert _parse(COURSE_BODY, message_id=None).event_id == event.event_id
-    assert timeless_event_id(COURSE_BODY, T0_MS + 1) != event.event_id
-
-
-def test_a_timeless_event_is_published_exactly_as_the_course_does():
-    event = _parse(COURSE_BODY, message_id="42")
-    assert event.to_pubsub() == (COURSE_BODY, {})
-    assert event.to_json() == json.loads(COURSE_BODY)
-    data, attributes = event.to_pubsub()
-    again = parse_camera_event(data, attributes, message_id="42", publish_time_ms=T0_MS,
-                               default_radar_id="radar-default")  # fmt: skip
-    assert again == event
-
-
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (b"\xff\xfe", "not UTF-8"),
-        (b"{not json", "not JSON"),
-        (b"[1, 2]", "not an object"),
-        (b'{"vehicle_id": "v", "location": [1, NaN]}', "not JSON"),
-        (b'{"event_id": "e", "vehicle_id": "v", "location": [1, 2]}', "missing"),
-        (b'{"speed": 3}', "missing required field"),
-        (b'{"vehicle_id": "v", "location": [91, 0]}', "latitude"),
-        (b'{"vehicle_id": "v", "location": [0, 181]}', "longitude"),
-        (b'{"vehicle_id": "v", "location": [0]}', "location"),
-        (b'{"vehicle_id": "v", "location": ["1", 2]}', "number"),
-        (b'{"vehicle_id": true, "location": [1, 2]}', "string"),
-        (b'{"vehicle_id": "../etc/passwd", "location": [1, 2]}', "must match"),
-        (b'{"vehicle_id": "v", "location": [1, 2], "speed": -1}', "speed"),
-        (b'{"vehicle_id": "v", "location": [1, 2], "speed": 1e400}', "finite"),
-    ],
-)
-def test_malformed_messages_are_rejected_with_a_reason(data, reason):
-    with pytest.raises(InvalidEvent, match=reason):
-        _parse(data)
-
-
-@pytest.mark.parametrize("offset_ms", [0, 1, -1, 400, -600, 1000, -1000])
-def test_a_ts_attribute_that_differs_by_rounding_never_rejects(offset_ms):
-    event = at(track("v1", 30.0)[1], 250)  # 12:..:40.250: to the second, 40 or 41
-    data, _ = event.to_pubsub()
-    assert defaults.TS_ATTRIBUTE_TOLERANCE_MS == 1000
-    assert _parse(data, {"ts": str(event.event_time_ms + offset_ms)}) == event  # body wins
-
-
-@pytest.mark.parametrize(
-    ("ts", "reason"),
-    [
-        (str(T0_MS + 1001), f"disagrees with timestamp '2026-11-18T11:06:40.000Z' ({T0_MS} ms) "
-                            "by 1001 ms, more than 1000 ms"),
-        (str(T0_MS - 1001), "by 1001 ms"),
-        ("1", f"by {T0_MS - 1} ms"),
-        (str(T0_MS // 1000), "ms) by"),  # epoch seconds, not milliseconds
-        ("abc", "attribute ts='abc' is not epoch milliseconds"),
-        (" 123", "is not epoch milliseconds"),
-        ("1e3", "is not epoch milliseconds"),
-        ("\u0661\u0662", "is not epoch milliseconds"),  # digits, but not ASCII ones
-    ],
-)  # fmt: skip
-def test_a_ts_attribute_further_from_the_body_is_rejected(ts, reason):
-    data, _ = track("v1", 30.0)[0].to_pubsub()
-    with pytest.raises(InvalidEvent) as error:
-        _parse(data, {"ts": ts})
-    assert reason in str(error.value)
-
-
-def test_far_future_timestamp_is_rejected():
-    body = track("v1", 30.0)[0].to_json() | {"timestamp": "2999-01-01T00:00:00Z"}
-    with pytest.raises(InvalidEvent, match="out of range"):
-        _parse(json.dumps(body).encode())
-
-
-# --- schemas ------------------------------------------------------------------------
-
-DESIGN_FINE_FIELDS = {
-    "fine_id": "STRING", "radar_id": "STRING", "vehicle_id": "STRING",
-    "license_plate": "STRING", "plate_confidence": "FLOAT", "plate_reader": "STRING",
-    "avg_speed_kmh": "FLOAT", "avg_speed_mph": "FLOAT", "speed_limit_mph": "FLOAT",
-    "distance_m": "FLOAT", "duration_s": "FLOAT", "entry_time": "TIMESTAMP",
-    "exit_time": "TIMESTAMP", "entry_location": "STRING", "exit_location": "STRING",
-    "image_url": "STRING", "image_sha256": "STRING", "is_ticketed": "BOOLEAN",
-    "processed_at": "TIMESTAMP",
-    "speed_method": "STRING",
-    # Beyond the design card: why the plate or photo is missing, for analysts; and the ids a
-    # correction replaces, so each traversal is counted once (issue 13).
-    "evidence_error": "STRING", "supersedes": "STRING", "revision": "INTEGER",
-    # A published traversal that a late detection made unjudgeable is withdrawn, never a
-    # fine: the reason, so that analysts and consumers drop it.
-    "withdrawn_reason": "STRING",
-    # The tolerance applied, and for spot_mean records how many spot speeds were averaged
-    # (they measure no distance nor duration, so those two may be null).
-    "tolerance_mph": "FLOAT", "spot_readings": "INTEGER",
-    # The reader's ranked candidates and where it found the plate, for the officer.
-    "plate_candidates": "STRING", "plate_candidate_confidences": "STRING", "plate_box": "STRING",
-}  # fmt: skip
-
-
-def test_fine_schema_matches_design_field_by_field():
-    fields = bigquery_schema(FINE_COLUMNS)["fields"]
-    assert {f["name"]: f["type"] for f in fields} == DESIGN_FINE_FIELDS
-    assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
-        "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
-        "evidence_error", "withdrawn_reason", "tolerance_mph", "distance_m", "duration_s",
-        "spot_readings", "plate_box",
-    }  # fmt: skip
-
-
-def test_records_have_exactly_their_schema_columns():
-    traversal = measured(track("v1", 70.0), section())
-    fine = output_record(traversal, processed_at_ms=T0_MS)
-    assert list(fine) == [c.name for c in FINE_COLUMNS]
-    assert fine["is_ticketed"] is True and fine["license_plate"] is None
-    assert (
-        fine["entry_location"] == "40.819390,-73.940744"
-        and fine["fine_id"] == traversal.traversal_id
-    )
-    row = vehicle_speed_record(traversal, processed_at_ms=T0_MS)
-    assert list(row) == [c.name for c in VEHICLE_SPEED_COLUMNS]
-    assert row["detections"] == 3
-    letter = dead_letter_record(
-        stage="parse", error="bad", payload=b"\xff", attributes={"a": "1"}, timestamp_ms=T0_MS
-    )
-    assert list(letter) == [c.name for c in DEAD_LETTER_COLUMNS]
-    assert letter["payload"] == "base64:/w==" and letter["attributes"] == '{"a": "1"}'

@@ -78,6 +78,7 @@ from transforms.warehouse import (
     WarehouseRow,
     WriteToWarehouse,
 )
+from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
@@ -167,15 +168,15 @@ def build(pipeline: beam.Pipeline, subscription: str, sizes: Path) -> None:
         >> beam.ParDo(IdentifyTraversalsFn(KEEP_SECONDS)).with_outputs(FINED, NOT_FINED)
     )[FINED]
     services = EvidenceServices(
-        cars_api=InstantCarsApi,
-        plate_reader=functools.partial(SizeNotingReader, str(sizes / "plates")),
+        cars_api=ClientHandler(InstantCarsApi),
+        plate_reader=ClientHandler(functools.partial(SizeNotingReader, str(sizes / "plates"))),
     )
     records, _ = fined | "EnrichFines" >> EnrichFine(services, PLATE_BATCH_WAIT_S)
     rows = (
         records | "FineRows" >> ToWarehouseRows(FINES),
         fined | "SpeedRows" >> SpeedRows(),
     ) | "WarehouseRows" >> beam.Flatten()
-    warehouse = functools.partial(SizeNotingWarehouse, str(sizes / "inserts"))
+    warehouse = ClientHandler(functools.partial(SizeNotingWarehouse, str(sizes / "inserts")))
     rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, INSERT_WAIT_S)
     (
         fined

@@ -66,6 +66,7 @@ from transforms.warehouse import (
     WriteToWarehouse,
     warehouse_factory,
 )
+from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
@@ -112,8 +113,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     if options.bq_dataset:
         retention_days = options.non_offender_retention_days
         # Workers write nothing until the tables keep non-offenders' ids no longer than that.
-        warehouse = retention_checked(
-            warehouse_factory(options.project_id, options.bq_dataset), retention_days
+        warehouse = ClientHandler(
+            retention_checked(
+                warehouse_factory(options.project_id, options.bq_dataset), retention_days
+            )
         )
         measured = (enforced.fined, enforced.not_fined) | "Measured" >> beam.Flatten()
         rows = (

@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -46,7 +46,7 @@ from section_speed.domain.schemas import output_record
 from section_speed.domain.traversal import Traversal, traversal_from_json, traversal_to_json
 from transforms.batching import BatchForService
 from transforms.failures import FAILURES, Failure, failed
-from transforms.worker_clients import ClientSlot
+from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
@@ -61,19 +61,21 @@ PLATE_READ_BACKOFF_S = 1.0
 # every request would carry one image.
 PLATE_BATCH_WAIT_S = 1.0
 _STORED = "stored"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class EvidenceServices:
-    """Factories of the evidence clients, each called once per worker process (Shared).
+    """Handlers of the evidence clients, one client each per worker process.
 
-    Picklable callables: the graph passes partials of the real clients, tests pass fakes.
+    Their factories are picklable: the graph passes partials of the real clients, tests
+    pass fakes. The three steps that use the evidence store share its one client.
     `evidence_store=None`: no bucket, no copy; the fine keeps the cars API's photo URL.
     """
 
-    cars_api: Callable[[], CarsApiClient]
-    plate_reader: Callable[[], PlateReader]
-    evidence_store: Callable[[], EvidenceStore] | None = None
+    cars_api: ClientHandler[CarsApiClient]
+    plate_reader: ClientHandler[PlateReader]
+    evidence_store: ClientHandler[EvidenceStore] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,17 +174,21 @@ def evidence_services(
 ) -> EvidenceServices:
     """The real clients, as the pipeline's options name them."""
     return EvidenceServices(
-        cars_api=functools.partial(
-            CarsApiClient,
-            cars_api,
-            photo_hosts=photo_hosts,
-            attempts=fetch_attempts,
-            backoff_s=fetch_backoff_s,
+        cars_api=ClientHandler(
+            functools.partial(
+                CarsApiClient,
+                cars_api,
+                photo_hosts=photo_hosts,
+                attempts=fetch_attempts,
+                backoff_s=fetch_backoff_s,
+            )
         ),
-        plate_reader=functools.partial(
-            plate_reader_pool, plate_reader, min_confidence, reader_threads
+        plate_reader=ClientHandler(
+            functools.partial(plate_reader_pool, plate_reader, min_confidence, reader_threads)
         ),
-        evidence_store=functools.partial(EvidenceStore, bucket, project) if bucket else None,
+        evidence_store=(
+            ClientHandler(functools.partial(EvidenceStore, bucket, project)) if bucket else None
+        ),
     )
 
 
@@ -205,16 +211,15 @@ def _stage_failed(evidence: FineEvidence, stage: str, reason: str) -> Iterator[A
     yield evidence.failed(stage, reason)
 
 
-class _WithClient(beam.DoFn):
-    """A DoFn holding one client per worker process, made by an injected factory."""
+def _acquire(handler: ClientHandler[T] | None) -> T | None:
+    """The process's client of an optional service (the evidence store without a bucket)."""
+    return handler.acquire() if handler else None
 
-    def __init__(self, factory: Callable[[], Any] | None) -> None:
-        self.client_slot = factory and ClientSlot(factory)
-        self.client: Any = None
 
-    def setup(self) -> None:
-        if self.client_slot:
-            self.client = self.client_slot.acquire()
+def _release(handler: ClientHandler[T] | None, client: T | None) -> None:
+    """Give back what `acquire` gave (a DoFn's teardown); None, for the DoFn to keep."""
+    if handler is not None and client is not None:
+        handler.release(client)
 
 
 def _with_stored_bytes(evidence: FineEvidence, stored: StoredPhoto, photo: bytes) -> FineEvidence:
@@ -230,20 +235,25 @@ def _with_stored_bytes(evidence: FineEvidence, stored: StoredPhoto, photo: bytes
     return replace(evidence, photo=photo, stored=replace(stored, sha256=digest))
 
 
-class FetchPhotoFn(_WithClient):
+class FetchPhotoFn(beam.DoFn):
     """Traversal -> FineEvidence with the photo to read, or complete when already stored."""
 
     def __init__(self, services: EvidenceServices) -> None:
-        super().__init__(services.cars_api)
-        self.store_slot = services.evidence_store and ClientSlot(services.evidence_store)
+        self.services = services
+        self.cars_api: CarsApiClient | None = None
+        self.store: EvidenceStore | None = None
         self.fetched = Metrics.counter(self.__class__, "photos_fetched")
         self.reused = Metrics.counter(self.__class__, "evidence_reused")
         self.failed = Metrics.counter(self.__class__, "photo_failures")
         self.lookup_failures = Metrics.counter(self.__class__, "evidence_lookup_failures")
 
     def setup(self) -> None:
-        super().setup()
-        self.store = self.store_slot and self.store_slot.acquire()
+        self.cars_api = self.services.cars_api.acquire()
+        self.store = _acquire(self.services.evidence_store)
+
+    def teardown(self) -> None:
+        self.cars_api = _release(self.services.cars_api, self.cars_api)
+        self.store = _release(self.services.evidence_store, self.store)
 
     def process(self, traversal: Traversal) -> Iterator[Any]:
         evidence = FineEvidence(traversal)
@@ -263,8 +273,8 @@ class FetchPhotoFn(_WithClient):
             yield from self._stored_bytes(evidence, stored)
             return
         try:
-            photo = self.client.fetch(traversal.vehicle_id)
-            info = check_image(photo.data, self.client.max_image_bytes)
+            photo = self.cars_api.fetch(traversal.vehicle_id)
+            info = check_image(photo.data, self.cars_api.max_image_bytes)
         except (EvidenceUnavailable, EvidenceRejected, InvalidImage) as error:
             self.failed.inc()
             yield from _stage_failed(evidence, FETCH_STAGE, f"{type(error).__name__}: {error}")
@@ -286,7 +296,7 @@ class FetchPhotoFn(_WithClient):
         yield _with_stored_bytes(evidence, stored, photo)
 
 
-class StorePhotoFn(_WithClient):
+class StorePhotoFn(beam.DoFn):
     """Store the photo at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg unless one is stored.
 
     When another attempt stored first, its photo is the evidence: its recorded reading is
@@ -294,21 +304,28 @@ class StorePhotoFn(_WithClient):
     """
 
     def __init__(self, services: EvidenceServices) -> None:
-        super().__init__(services.evidence_store)
+        self.services = services
+        self.store: EvidenceStore | None = None
         self.stored = Metrics.counter(self.__class__, "photos_stored")
         self.found = Metrics.counter(self.__class__, "photos_already_stored")
         self.failed = Metrics.counter(self.__class__, "store_failures")
 
+    def setup(self) -> None:
+        self.store = _acquire(self.services.evidence_store)
+
+    def teardown(self) -> None:
+        self.store = _release(self.services.evidence_store, self.store)
+
     def process(self, evidence: FineEvidence) -> Iterator[Any]:
-        if evidence.photo is None or self.client is None or evidence.stored is not None:
+        if evidence.photo is None or self.store is None or evidence.stored is not None:
             yield evidence
             return
         try:
-            stored = self.client.store(
+            stored = self.store.store(
                 evidence.object_name, evidence.photo, evidence.content_type or "image/jpeg"
             )
             if not stored.created and stored.reading is None:
-                photo = self.client.read(evidence.object_name)
+                photo = self.store.read(evidence.object_name)
         except Exception as error:  # after the storage library's own retries
             self.failed.inc()
             # The fine goes on to be read as fetched, known by its cars API URL.
@@ -327,7 +344,7 @@ class StorePhotoFn(_WithClient):
         yield _with_stored_bytes(evidence, stored, photo)
 
 
-class ReadPlatesFn(_WithClient):
+class ReadPlatesFn(beam.DoFn):
     """A batch of FineEvidence -> each with its PlateReading (one reader call per try).
 
     A reading that failed is tried again; a fine with no reading after PLATE_READ_ATTEMPTS
@@ -341,7 +358,8 @@ class ReadPlatesFn(_WithClient):
         backoff_s: float = PLATE_READ_BACKOFF_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(services.plate_reader)
+        self.services = services
+        self.reader: PlateReader | None = None
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.sleep = sleep
@@ -350,6 +368,12 @@ class ReadPlatesFn(_WithClient):
         self.retried = Metrics.counter(self.__class__, "plate_reads_retried")
         self.dead_lettered = Metrics.counter(self.__class__, "plate_reads_exhausted")
         self.batch_sizes = Metrics.distribution(self.__class__, "plate_batch_size")
+
+    def setup(self) -> None:
+        self.reader = self.services.plate_reader.acquire()
+
+    def teardown(self) -> None:
+        self.reader = _release(self.services.plate_reader, self.reader)
 
     def process(self, items: Iterable[FineEvidence]) -> Iterator[Any]:
         batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
@@ -381,7 +405,7 @@ class ReadPlatesFn(_WithClient):
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
             crash = "the reader gave no reading"
             try:
-                readings = list(self.client.read([photos[i] for i in pending]))
+                readings = list(self.reader.read([photos[i] for i in pending]))
             except Exception as error:  # a reader bug must not lose the fines: try again
                 readings = [None] * len(pending)
                 crash = f"{type(error).__name__}: {error}"
@@ -396,19 +420,26 @@ class ReadPlatesFn(_WithClient):
         return results
 
 
-class RecordReadingFn(_WithClient):
+class RecordReadingFn(beam.DoFn):
     """Record each successful reading on its stored photo; the recorded reading wins."""
 
     def __init__(self, services: EvidenceServices) -> None:
-        super().__init__(services.evidence_store)
+        self.services = services
+        self.store: EvidenceStore | None = None
         self.record_failures = Metrics.counter(self.__class__, "reading_record_failures")
 
+    def setup(self) -> None:
+        self.store = _acquire(self.services.evidence_store)
+
+    def teardown(self) -> None:
+        self.store = _release(self.services.evidence_store, self.store)
+
     def process(self, evidence: FineEvidence) -> Iterator[FineEvidence]:
-        if self.client is None or evidence.stored is None or evidence.reading is None:
+        if self.store is None or evidence.stored is None or evidence.reading is None:
             yield evidence
             return
         try:
-            recorded = self.client.record_reading(
+            recorded = self.store.record_reading(
                 evidence.object_name, evidence.reading, evidence.stored.sha256
             )
         except Exception as error:  # the reading is of these bytes; a later revision records

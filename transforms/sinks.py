@@ -123,7 +123,7 @@ def retention_checked(
 ) -> Callable[[], Warehouse]:
     """`factory`, whose client is handed out only once `retention_problems` finds none.
 
-    Picklable, and called once per worker process (through the sink's ClientSlot): a
+    Picklable, and called once per worker process (through the sink's ClientHandler): a
     worker refuses to write before the dataset is provisioned for the retention.
     """
     return functools.partial(_retention_checked_warehouse, factory, retention_days)

@@ -31,7 +31,7 @@ from section_speed.domain.schemas import (
 )
 from transforms.batching import BatchForService
 from transforms.failures import FAILURES, Failure, failed
-from transforms.worker_clients import ClientSlot
+from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def to_warehouse_row(row: dict[str, Any], table: Table) -> WarehouseRow:
 
 
 def warehouse_factory(project: str, dataset: str) -> Callable[[], Warehouse]:
-    """The real client for one dataset, as a picklable factory (called once per process)."""
+    """The real client for one dataset, as a picklable factory for a `ClientHandler`."""
     return functools.partial(_checked_warehouse, project, dataset)
 
 
@@ -107,8 +107,9 @@ class InsertRowsFn(beam.DoFn):
     sleep = staticmethod(time.sleep)  # tests replace both
     monotonic = staticmethod(time.monotonic)
 
-    def __init__(self, warehouse: Callable[[], Warehouse]) -> None:
-        self.warehouse_slot = ClientSlot(warehouse)
+    def __init__(self, warehouse: ClientHandler[Warehouse]) -> None:
+        self.warehouse_handler = warehouse
+        self.warehouse: Warehouse | None = None
         self.rows_inserted = Metrics.counter(self.__class__, "warehouse_rows_inserted")
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
@@ -117,7 +118,12 @@ class InsertRowsFn(beam.DoFn):
         self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
     def setup(self) -> None:
-        self.warehouse = self.warehouse_slot.acquire()
+        self.warehouse = self.warehouse_handler.acquire()
+
+    def teardown(self) -> None:
+        if self.warehouse is not None:
+            self.warehouse_handler.release(self.warehouse)
+            self.warehouse = None
 
     def process(self, items: Iterable[WarehouseRow]) -> Iterator[Any]:
         batch = list(items)  # GroupIntoBatches gives an iterable, BatchElements a list
@@ -204,7 +210,7 @@ class WriteToWarehouse(beam.PTransform):
     """
 
     def __init__(
-        self, warehouse: Callable[[], Warehouse], batch_wait_s: float | None = INSERT_WAIT_S
+        self, warehouse: ClientHandler[Warehouse], batch_wait_s: float | None = INSERT_WAIT_S
     ) -> None:
         super().__init__()
         self.warehouse = warehouse

@@ -90,6 +90,9 @@ class EvidenceStore:
         self._client = storage.Client(project=project)
         self._bucket = self._client.bucket(bucket)
 
+    def close(self) -> None:
+        self._client.close()
+
     def find(self, object_name: str) -> StoredPhoto | None:
         """The evidence already stored under this name, with its reading; None if absent."""
         blob = self._bucket.get_blob(object_name, timeout=FIND_TIMEOUT_S, retry=FIND_RETRY)

@@ -75,6 +75,15 @@ class PlateReaderPool:
         readings = self._threads.map(lambda image: self._read_on_a_free_reader([image]), images)
         return [reading for one in readings for reading in one]
 
+    def close(self) -> None:
+        """Stop the threads and close each reader that has a `close`."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        while not self._free.empty():
+            close = getattr(self._free.get(), "close", None)
+            if callable(close):
+                close()
+
     def _read_on_a_free_reader(self, images: Sequence[bytes]) -> list[PlateReading]:
         reader = self._free.get()
         try:

@@ -81,12 +81,18 @@ def bigquery_schema_fields(table: Table) -> list[bigquery.SchemaField]:
 
 
 class Warehouse:
-    """One dataset of this project's tables. Thread-compatible; one per DoFn instance."""
+    """One dataset of this project's tables; one per worker process, shared by its DoFns."""
 
     def __init__(self, project: str, dataset: str, client: bigquery.Client | None = None) -> None:
         self.project = project
         self.dataset = dataset
+        self._owns_client = client is None
         self.client = client or self._new_client(project)
+
+    def close(self) -> None:
+        """Close the connections of the client this warehouse made; a given one is left open."""
+        if self._owns_client:
+            self.client.close()
 
     @staticmethod
     def _new_client(project: str) -> bigquery.Client:

@@ -13,6 +13,7 @@ from section_speed.domain.schemas import DEAD_LETTER, FINES, output_record
 from tests.helpers import T0_MS, measured, section, track
 from transforms.failures import ToDeadLetterRecords
 from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
+from transforms.worker_clients import ClientHandler
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ DATASET = "it_rejects"
 def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written(stack):
     warehouse = Warehouse(stack.project_id, DATASET)
     warehouse.ensure_tables()  # at deploy time; the sink's workers only check them
-    tables = warehouse_factory(stack.project_id, DATASET)
+    tables = ClientHandler(warehouse_factory(stack.project_id, DATASET))
     good = output_record(measured(track("good", 70.0), section()), T0_MS)
     bad = {**output_record(measured(track("bad", 70.0), section()), T0_MS),
            "avg_speed_kmh": "fast"}  # fmt: skip

@@ -29,6 +29,7 @@ from transforms.enrich import (
     StorePhotoFn,
     to_fine_record,
 )
+from transforms.worker_clients import ClientHandler
 
 
 def jpeg(size=(64, 48), color=(90, 120, 150)) -> bytes:
@@ -55,6 +56,15 @@ class FakeReader:
 
     def read(self, images):
         return [PlateReading("ABC1234", 0.97, "ABC 1234", self.name) for _ in images]
+
+
+def fake_services(cars_api, plate_reader, evidence_store=None) -> EvidenceServices:
+    """Handlers that load the given fakes."""
+    return EvidenceServices(
+        ClientHandler(cars_api),
+        ClientHandler(plate_reader),
+        evidence_store and ClientHandler(evidence_store),
+    )
 
 
 def fines(*vehicle_ids):
@@ -164,9 +174,7 @@ def summary(record):
 
 
 def test_fines_get_photo_plate_and_stored_image_and_failures_are_routed():
-    services = EvidenceServices(
-        cars_api=FakeCarsApi, plate_reader=FakeReader, evidence_store=FakeStore
-    )
+    services = fake_services(FakeCarsApi, FakeReader, FakeStore)
     traversals = [*fines("car-1", "offline"), ALREADY_STORED]
     with TestPipeline(runner="DirectRunner") as p:
         records, failures = p | beam.Create(traversals) | EnrichFine(services, batch_wait_s=None)
@@ -189,7 +197,7 @@ def test_fines_get_photo_plate_and_stored_image_and_failures_are_routed():
 
 
 def test_without_a_bucket_the_fine_keeps_the_cars_api_photo_url():
-    services = EvidenceServices(cars_api=FakeCarsApi, plate_reader=FakeReader)
+    services = fake_services(FakeCarsApi, FakeReader)
     with TestPipeline(runner="DirectRunner") as p:
         records, failures = (
             p | beam.Create(fines("car-2")) | EnrichFine(services, batch_wait_s=None)
@@ -211,9 +219,7 @@ def test_every_failed_stage_is_a_failure_and_an_unread_fine_is_dead_lettered():
         def store(self, name, data, content_type):
             raise OSError("bucket full")
 
-    services = EvidenceServices(
-        cars_api=FakeCarsApi, plate_reader=BrokenReader, evidence_store=FullStore
-    )
+    services = fake_services(FakeCarsApi, BrokenReader, FullStore)
     (fine,) = fines("car-3")
     with TestPipeline(runner="DirectRunner") as p:
         records, failures = (
@@ -239,9 +245,7 @@ def run_fn(fn, element):
 
 def test_racing_revisions_end_with_the_stored_photo_and_the_plate_read_from_it():
     BucketStore.objects = {}
-    services = EvidenceServices(
-        cars_api=RandomCarsApi, plate_reader=PhotoReader, evidence_store=BucketStore
-    )
+    services = fake_services(RandomCarsApi, PhotoReader, BucketStore)
     (first,) = fines("racer")
     second = replace(first, revision=1, avg_speed_kmh=first.avg_speed_kmh + 1)
     # Both revisions fetch before either stores: two different cars.
@@ -277,9 +281,7 @@ def test_a_failed_reading_is_never_recorded_and_is_read_again_from_the_stored_ph
         def read(self, images):
             return [PlateReading(None, 0.0, "", self.name, error="503 unavailable")] * len(images)
 
-    failing = EvidenceServices(
-        cars_api=RandomCarsApi, plate_reader=FailingReader, evidence_store=BucketStore
-    )
+    failing = fake_services(RandomCarsApi, FailingReader, BucketStore)
     (fine,) = fines("unlucky")
     waits = []
     (fetched,) = run_fn(FetchPhotoFn(failing), fine)
@@ -293,9 +295,7 @@ def test_a_failed_reading_is_never_recorded_and_is_read_again_from_the_stored_ph
     name = STORE_NAME_OF(fine)
     assert reading_object_name(name) not in BucketStore.objects  # a failure is no evidence
     # The next revision reads the stored photo again (not a new one) and records it.
-    working = EvidenceServices(
-        cars_api=RandomCarsApi, plate_reader=PhotoReader, evidence_store=BucketStore
-    )
+    working = fake_services(RandomCarsApi, PhotoReader, BucketStore)
     calls_before = RandomCarsApi.calls
     (again,) = run_fn(FetchPhotoFn(working), replace(fine, revision=1))
     assert RandomCarsApi.calls == calls_before and again.photo == fetched.photo
@@ -324,9 +324,7 @@ def test_a_reading_that_fails_once_is_read_again_and_published():
             return super().read(images)
 
     BucketStore.objects = {}
-    services = EvidenceServices(
-        cars_api=RandomCarsApi, plate_reader=FlakyReader, evidence_store=BucketStore
-    )
+    services = fake_services(RandomCarsApi, FlakyReader, BucketStore)
     with TestPipeline(runner="DirectRunner") as p:
         records, failures = (
             p
@@ -339,3 +337,32 @@ def test_a_reading_that_fails_once_is_read_again_and_published():
             label="Records",
         )
         assert_that(failures, equal_to([]), label="NoFailures")
+
+
+def test_teardown_closes_the_clients_setup_loaded_once_no_instance_uses_them():
+    class ClosingCarsApi(FakeCarsApi):
+        def close(self):
+            self.closed = True
+
+    class ClosingStore(FakeStore):
+        def close(self):
+            self.closed = True
+
+    services = EvidenceServices(
+        ClientHandler(ClosingCarsApi, keep_idle_s=0),
+        ClientHandler(FakeReader, keep_idle_s=0),
+        ClientHandler(ClosingStore, keep_idle_s=0),
+    )
+    fetch, store = FetchPhotoFn(services), StorePhotoFn(services)
+    fetch.setup()
+    store.setup()
+    cars_api, evidence_store = fetch.cars_api, fetch.store
+    assert store.store is evidence_store  # one store client for the process's steps
+    (fetched,) = fetch.process(fines("car-4")[0])
+    assert fetched.photo_url == "https://cars.example/car-4.jpg"
+    fetch.teardown()
+    assert (fetch.cars_api, fetch.store) == (None, None)
+    assert getattr(cars_api, "closed", False) is True
+    assert getattr(evidence_store, "closed", False) is False  # StorePhoto still uses it
+    store.teardown()
+    assert getattr(evidence_store, "closed", False) is True

@@ -18,6 +18,7 @@ from section_speed.clients.warehouse import (
 )
 from section_speed.domain.schemas import FINES
 from transforms.warehouse import InsertRowsFn, WarehouseRow, WarehouseUnavailable
+from transforms.worker_clients import ClientHandler
 
 
 class FakeClient:
@@ -77,7 +78,7 @@ class FakeWarehouse:
 
 def test_a_failing_batch_is_split_to_isolate_the_bad_row():
     sleeps = []
-    fn = InsertRowsFn(FakeWarehouse)  # the injected factory: one client per process
+    fn = InsertRowsFn(ClientHandler(FakeWarehouse))  # one client per process
     fn.setup()
     fn.sleep = sleeps.append
     rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "bad", "c")]
@@ -133,7 +134,7 @@ class Clock:
 
 
 def sink(warehouse: type, clock: Clock) -> InsertRowsFn:
-    fn = InsertRowsFn(warehouse)
+    fn = InsertRowsFn(ClientHandler(warehouse))
     fn.setup()
     fn.sleep, fn.monotonic = clock.sleep, clock.monotonic
     return fn

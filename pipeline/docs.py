@@ -1,23 +1,24 @@
-"""`python -m pipeline.docs`: regenerate docs/reference.md's tables from the code's definitions.
+"""`python -m pipeline.docs`: regenerate the docs' tables from the code's definitions.
 
-The options table comes from `pipeline.options.OPTION_SPECS` and the schema tables
-from `domain.schemas`, so the reference cannot drift from the code (a test checks it).
+In docs/reference.md, the options table comes from `pipeline.options.OPTION_SPECS`, a schema
+table for each of `section_speed.domain.schemas.TABLES` and the dead-letter stages from
+`transforms.failures.DEAD_LETTER_STAGES`; in docs/architecture.md, the sinks table from
+`pipeline.graph`'s sink tables. So the pages cannot drift from the code (a test checks it).
 """
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.graph import DEAD_LETTER_SINKS, TRAVERSAL_SINKS
 from pipeline.options import OPTION_SPECS
-from section_speed.domain.schemas import (
-    DEAD_LETTER_COLUMNS,
-    FINE_COLUMNS,
-    VEHICLE_IDENTITY_COLUMNS,
-    VEHICLE_SPEED_COLUMNS,
-    markdown_table,
-)
+from section_speed.domain.schemas import TABLES, Table, markdown_table
+from transforms.failures import stages_table
 
-REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+REFERENCE = DOCS / "reference.md"
+ARCHITECTURE = DOCS / "architecture.md"
 
 
 def options_table() -> str:
@@ -28,21 +29,37 @@ def options_table() -> str:
     return "\n".join(["| option | default | meaning |", "| --- | --- | --- |", *rows])
 
 
-SECTIONS = {
-    "options": options_table,
-    "fines-schema": lambda: markdown_table(FINE_COLUMNS),
-    "vehicle-speeds-schema": lambda: markdown_table(VEHICLE_SPEED_COLUMNS),
-    "vehicle-identities-schema": lambda: markdown_table(VEHICLE_IDENTITY_COLUMNS),
-    "dead-letter-schema": lambda: markdown_table(DEAD_LETTER_COLUMNS),
+def sinks_table() -> str:
+    rows = [
+        f"| `{sink.label}` | {kind} | {sink.writes} | {sink.only_with} |"
+        for kind, sinks in (("traversals", TRAVERSAL_SINKS), ("dead letters", DEAD_LETTER_SINKS))
+        for sink in sinks
+    ]
+    header = "| sink | of | what it writes | only with |"
+    return "\n".join([header, "| --- | --- | --- | --- |", *rows])
+
+
+def _schema(table: Table) -> Callable[[], str]:
+    return lambda: markdown_table(table.columns)
+
+
+# Each page's generated blocks: <!-- NAME:start --> ... <!-- NAME:end -->.
+PAGES: dict[Path, dict[str, Callable[[], str]]] = {
+    REFERENCE: {
+        "options": options_table,
+        **{f"{table.name.replace('_', '-')}-schema": _schema(table) for table in TABLES},
+        "dead-letter-stages": stages_table,
+    },
+    ARCHITECTURE: {"sinks": sinks_table},
 }
 
 
-def render(text: str) -> str:
-    """`text` with every <!-- NAME:start --> ... <!-- NAME:end --> block regenerated."""
-    for name, generate in SECTIONS.items():
+def render(page: Path, text: str) -> str:
+    """`text` (of `page`) with each of the page's generated blocks regenerated."""
+    for name, generate in PAGES[page].items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
         if not pattern.search(text):
-            raise ValueError(f"{REFERENCE.name} has no <!-- {name}:start/end --> block")
+            raise ValueError(f"{page.name} has no <!-- {name}:start/end --> block")
         text = pattern.sub(rf"\g<1>{_escape(generate())}\n\g<2>", text)
     return text
 
@@ -52,8 +69,9 @@ def _escape(replacement: str) -> str:
 
 
 def main() -> int:
-    REFERENCE.write_text(render(REFERENCE.read_text()))
-    print(f"updated {REFERENCE}", file=sys.stderr)
+    for page in PAGES:
+        page.write_text(render(page, page.read_text()))
+        print(f"updated {page}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The pipeline's whole shape: read -> enforce -> evidence -> publish, store, dead-letter.
+"""The pipeline's whole shape: read -> enforce -> evidence -> the sinks -> dead letters.
 
 Streaming, on the local direct runner against the Pub/Sub emulator:
 
@@ -13,55 +13,56 @@ Bounded, over archived detections (JSON lines, local or gs://), on Beam's fused 
 
 and on Google Cloud Dataflow with `--runner DataflowRunner` (docs/deploy.md). The
 enforcement itself is one composite without I/O (transforms/enforcement.py); this module
-only attaches sources and sinks to it.
+attaches sources to it and the sinks of `TRAVERSAL_SINKS` and `DEAD_LETTER_SINKS` after it.
 """
 
 import logging
-import os
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from apache_beam.options.pipeline_options import (
-    GoogleCloudOptions,
-    PipelineOptions,
-    SetupOptions,
-    StandardOptions,
-    WorkerOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.options import SectionSpeedOptions, invalid_options, resource_path
+from pipeline.options import (
+    SectionSpeedOptions,
+    pipeline_options,
+    resource_path,
+    runs_on_dataflow,
+)
 from pipeline.startup_checks import require_valid_configuration
-from section_speed.domain import defaults
-from section_speed.domain.lateness import PUBLISH_TIME, WALL_CLOCK, LatenessRule
-from section_speed.domain.plate_reading import CLOUD_VISION_READER, EMBEDDED_READER
+from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog, SectionRule
-from section_speed.domain.schemas import DEAD_LETTER, FINES, output_message
+from section_speed.domain.schemas import DEAD_LETTER
 from transforms.enforcement import (
     EnforcementConfig,
     EnforcementResult,
     SectionSpeedEnforcement,
 )
 from transforms.enrich import (
-    PLATE_BATCH_SIZE,
     PLATE_BATCH_WAIT_S,
     EnrichFine,
+    EvidenceServices,
     evidence_services,
 )
-from transforms.failures import Failure, ToDeadLetterRecords, to_dead_letter_record
+from transforms.failures import Failure, to_dead_letter_record
 from transforms.sinks import (
     FormatTraversals,
-    IdentityRows,
     LogDeadLetters,
     PublishJson,
+    PublishTraversals,
+    TraversalOutputs,
+    TraversalRows,
     WriteJsonLines,
+    WriteTraversalFiles,
     retention_checked,
 )
 from transforms.warehouse import (
     INSERT_WAIT_S,
-    SpeedRows,
     ToWarehouseRows,
     WriteToWarehouse,
     warehouse_factory,
@@ -70,99 +71,179 @@ from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
-LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
-SETUP_FILE = Path(__file__).resolve().parents[1] / "setup.py"  # in a source checkout
+
+@dataclass(frozen=True)
+class Sink:
+    """One output of the graph: its step label (what a Dataflow update matches it by), when
+    the options want it, and the PTransform, whose result's `failures` become dead letters.
+    `writes` and `only_with` describe it in docs/architecture.md's sinks table (`make docs`)."""
+
+    label: str
+    wanted: Callable[[SectionSpeedOptions], bool]
+    transform: Callable[[SectionSpeedOptions], beam.PTransform]
+    writes: str
+    only_with: str = ""
+
+
+def bounded(options: SectionSpeedOptions) -> bool:
+    return bool(options.input_file)
+
+
+def streaming(options: SectionSpeedOptions) -> bool:
+    return not options.input_file
+
+
+def topic(options: SectionSpeedOptions, name: str) -> str:
+    return resource_path(options.project_id, "topics", name)
+
+
+def warehouse(options: SectionSpeedOptions) -> ClientHandler[Warehouse]:
+    """The warehouse client; workers write nothing until the tables keep non-offenders'
+    ids no longer than --non_offender_retention_days."""
+    return ClientHandler(
+        retention_checked(
+            warehouse_factory(options.project_id, options.bq_dataset),
+            options.non_offender_retention_days,
+        )
+    )
+
+
+def insert_wait_s(options: SectionSpeedOptions) -> float | None:
+    return None if bounded(options) else INSERT_WAIT_S
+
+
+# Sinks of TraversalOutputs. Adding one is one entry here (docs/development.md).
+TRAVERSAL_SINKS: tuple[Sink, ...] = (
+    Sink(
+        "PublishTraversals",
+        streaming,
+        lambda o: PublishTraversals(topic(o, o.output_topic)),
+        writes="every traversal's record to the output topic, with the course's keys added",
+        only_with="streaming",
+    ),
+    Sink(
+        "WriteTraversals",
+        bounded,
+        lambda o: WriteTraversalFiles(f"{o.output_path}-traversals"),
+        writes="the same records to `PREFIX-traversals-*.jsonl`",
+        only_with="`--input_file`",
+    ),
+    Sink(
+        "WriteToBigQuery",
+        lambda o: bool(o.bq_dataset),
+        lambda o: WriteToWarehouse(
+            warehouse(o), insert_wait_s(o), rows=TraversalRows(o.non_offender_retention_days)
+        ),
+        writes="`fines` and `vehicle_speeds` rows, and `vehicle_identities` rows with "
+        "`--non_offender_retention_days` > 0 ([warehouse.md](warehouse.md))",
+        only_with="`--bq_dataset`",
+    ),
+)
+
+# Sinks of the dead letters (Failures); what they cannot write is logged.
+DEAD_LETTER_SINKS: tuple[Sink, ...] = (
+    Sink(
+        "PublishDeadLetters",
+        lambda o: streaming(o) and bool(o.dead_letter_topic),
+        lambda o: PublishJson(topic(o, o.dead_letter_topic), to_record=to_dead_letter_record),
+        writes="the dead-letter topic",
+        only_with="streaming, `--dead_letter_topic`",
+    ),
+    Sink(
+        "LogDeadLetters",
+        lambda o: streaming(o) and not o.dead_letter_topic,
+        lambda o: LogDeadLetters(),
+        writes="a warning in the log",
+        only_with="streaming, no `--dead_letter_topic`",
+    ),
+    Sink(
+        "WriteDeadLetters",
+        bounded,
+        lambda o: WriteJsonLines(f"{o.output_path}-dead_letter", to_record=to_dead_letter_record),
+        writes="`PREFIX-dead_letter-*.jsonl`",
+        only_with="`--input_file`",
+    ),
+    Sink(
+        "WriteDeadLettersToBigQuery",
+        lambda o: bool(o.bq_dataset),
+        # Dead letters are few: batched within bundles, with no keyed wait.
+        lambda o: WriteToWarehouse(
+            warehouse(o), None, rows=ToWarehouseRows(DEAD_LETTER, to_dead_letter_record)
+        ),
+        writes="the `dead_letter` table; a row it refuses is logged (`LogUnwritableDeadLetters`)",
+        only_with="`--bq_dataset`",
+    ),
+)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> None:
     """Apply every step of the section-speed pipeline to `pipeline`."""
-    bounded = bool(options.input_file)
-    messages = read_files(pipeline, options) if bounded else read_pubsub(pipeline, options)
+    messages = read_files(pipeline, options) if bounded(options) else read_pubsub(pipeline, options)
     enforced: EnforcementResult = messages | "SectionSpeedEnforcement" >> (
-        SectionSpeedEnforcement(enforcement_config(options, bounded))
+        SectionSpeedEnforcement(enforcement_config(options))
     )
     failures = [enforced.failures]
     if options.cars_api:
-        fines, evidence_failures = enforced.fined | "EnrichFines" >> EnrichFine(
-            evidence_services(
-                cars_api=options.cars_api,
-                plate_reader=options.plate_reader,
-                min_confidence=options.plate_min_confidence,
-                reader_threads=options.plate_reader_threads,
-                bucket=options.bucket,
-                project=options.project_id,
-                photo_hosts=options.photo_hosts,
-            ),
-            batch_wait_s=None if bounded else PLATE_BATCH_WAIT_S,
+        enriched = enforced.fined | "EnrichFines" >> EnrichFine(
+            evidence_services_of(options),
+            batch_wait_s=None if bounded(options) else PLATE_BATCH_WAIT_S,
         )
-        failures.append(evidence_failures)
+        fine_records = enriched.records
+        failures.append(enriched.failures)
     else:  # no evidence stage configured: fines go out with their measurement only
-        fines = enforced.fined | "FormatFines" >> FormatTraversals()
+        fine_records = enforced.fined | "FormatFines" >> FormatTraversals()
     passes = enforced.not_fined | "FormatPasses" >> FormatTraversals()
-    records = (fines, passes) | "AllTraversals" >> beam.Flatten()
-    if bounded:
-        (
-            records
-            | "CourseCompatible" >> beam.Map(output_message)
-            | "WriteTraversals" >> WriteJsonLines(f"{options.output_path}-traversals")
-        )
-    else:  # a superset of the course's output message, so its consumers read it unchanged
-        records | "PublishTraversals" >> PublishJson(
-            topic(options, options.output_topic), to_record=output_message, id_field="fine_id"
-        )
-    if options.bq_dataset:
-        retention_days = options.non_offender_retention_days
-        # Workers write nothing until the tables keep non-offenders' ids no longer than that.
-        warehouse = ClientHandler(
-            retention_checked(
-                warehouse_factory(options.project_id, options.bq_dataset), retention_days
-            )
-        )
-        measured = (enforced.fined, enforced.not_fined) | "Measured" >> beam.Flatten()
-        rows = (
-            fines | "FineRows" >> ToWarehouseRows(FINES),
-            # A withdrawn fine's row says so (not ticketed, why), no evidence fetched.
-            enforced.withdrawn_fines
-            | "FormatWithdrawnFines" >> FormatTraversals()
-            | "WithdrawnFineRows" >> ToWarehouseRows(FINES),
-            # Every traversal's speeds; vehicle_id only for a fine.
-            measured | "SpeedRows" >> SpeedRows(),
-            # Who a non-offender was, apart, in partitions that expire (none with 0 days).
-            *([measured | "IdentityRows" >> IdentityRows()] if retention_days > 0 else []),
-        ) | "WarehouseRows" >> beam.Flatten()
-        insert_wait_s = None if bounded else INSERT_WAIT_S
-        failures.append(rows | "WriteToBigQuery" >> WriteToWarehouse(warehouse, insert_wait_s))
-    # Dead letters are written in a stage of their own: a failing write retries only
-    # itself, not the parse or evidence work before it. The grouping also keeps the local
-    # runner, which runs every step up to the first grouping after each pull, from running
-    # the dead-letter sinks' steps on pulls that had no failure. The sinks format the
-    # Failures as they write.
+    outputs = TraversalOutputs(
+        records=(fine_records, passes) | "AllTraversals" >> beam.Flatten(),
+        fine_records=fine_records,
+        fined=enforced.fined,
+        not_fined=enforced.not_fined,
+        withdrawn_fines=enforced.withdrawn_fines,
+    )
+    failures += apply_sinks(TRAVERSAL_SINKS, outputs, options)
+    write_dead_letters(failures, options)
+
+
+def apply_sinks(
+    sinks: tuple[Sink, ...], elements: Any, options: SectionSpeedOptions
+) -> list[beam.PCollection]:
+    """Each sink the options want, applied to `elements`: the failures of those that have any."""
+    results = [
+        elements | sink.label >> sink.transform(options) for sink in sinks if sink.wanted(options)
+    ]
+    return [result.failures for result in results if result.failures is not None]
+
+
+def write_dead_letters(failures: list[beam.PCollection], options: SectionSpeedOptions) -> None:
+    """Failures of every stage -> each dead-letter sink; what those refuse, to the log.
+
+    Written in a stage of their own, after a reshuffle: a failing write retries only
+    itself, not the parse or evidence work before it (docs/architecture.md, Runners).
+    """
     dead_letters = (
         failures
         | "AllFailures" >> beam.Flatten().with_output_types(Failure)  # for their JSON coder
         | "DeadLettersApart" >> beam.Reshuffle()
     )
-    if bounded:
+    unwritable = apply_sinks(DEAD_LETTER_SINKS, dead_letters, options)
+    if unwritable:
         (
-            dead_letters
-            | "DeadLetters" >> ToDeadLetterRecords()
-            | "WriteDeadLetters" >> WriteJsonLines(f"{options.output_path}-dead_letter")
-        )
-    elif options.dead_letter_topic:
-        dead_letters | "PublishDeadLetters" >> PublishJson(
-            topic(options, options.dead_letter_topic), to_record=to_dead_letter_record
-        )
-    else:
-        dead_letters | "LogDeadLetters" >> LogDeadLetters()
-    if options.bq_dataset:
-        (
-            dead_letters
-            | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER, to_record=to_dead_letter_record)
-            # Dead letters are few, and need no keyed wait to fill an insert: batched
-            # within bundles (four steps fewer than GroupIntoBatches on each local pull).
-            | "WriteDeadLettersToBigQuery" >> WriteToWarehouse(warehouse, batch_wait_s=None)
+            unwritable
+            | "UnwritableDeadLetters" >> beam.Flatten().with_output_types(Failure)
             | "LogUnwritableDeadLetters" >> LogDeadLetters()
         )
+
+
+def evidence_services_of(options: SectionSpeedOptions) -> EvidenceServices:
+    return evidence_services(
+        cars_api=options.cars_api,
+        plate_reader=options.plate_reader,
+        min_confidence=options.plate_min_confidence,
+        reader_threads=options.plate_reader_threads,
+        bucket=options.bucket,
+        project=options.project_id,
+        photo_hosts=options.photo_hosts,
+    )
 
 
 def read_pubsub(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PCollection:
@@ -184,18 +265,14 @@ def read_files(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PC
     )
 
 
-def topic(options: SectionSpeedOptions, name: str) -> str:
-    return resource_path(options.project_id, "topics", name)
-
-
-def enforcement_config(options: SectionSpeedOptions, bounded: bool) -> EnforcementConfig:
+def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
     gap = options.session_gap_seconds
     lateness = LatenessRule(gap, options.allowed_lateness_seconds, options.lateness_clock)
     return EnforcementConfig(
         default_radar_id=options.radar_id,
         rules=section_rules(options),
         gap_seconds=gap,
-        lateness=None if bounded else lateness,
+        lateness=None if bounded(options) else lateness,  # nothing in files is late
     )
 
 
@@ -213,63 +290,6 @@ def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
         return SectionCatalog(default)
     with FileSystems.open(options.sections_file) as sections:
         return SectionCatalog.from_json(sections.read().decode("utf-8"), default)
-
-
-def runs_on_dataflow(options: PipelineOptions) -> bool:
-    """Whether --runner names Dataflow (DataflowRunner, dataflow, or the class's full path)."""
-    runner = options.view_as(StandardOptions).runner or ""
-    name = runner.rsplit(".", 1)[-1].lower()
-    return name in ("dataflow", "dataflowrunner")
-
-
-def pipeline_options(argv: list[str] | None, save_main_session: bool) -> PipelineOptions:
-    options = PipelineOptions(argv)
-    own = options.view_as(SectionSpeedOptions)
-    problems = invalid_options(own)
-    if problems:
-        raise ValueError("invalid options:\n  " + "\n  ".join(problems))
-    # Pub/Sub input is unbounded: streaming. Files are bounded: a batch job.
-    standard = options.view_as(StandardOptions)
-    standard.streaming = not own.input_file
-    if standard.runner is None and standard.streaming:
-        # The course's command names no runner. Beam's default may hand a streaming job
-        # to Prism, which downloads a binary (no network: fails) and mishandles sessions.
-        standard.runner = LOCAL_STREAMING_RUNNER
-    # One project for both: a Flex Template launch passes only Beam's --project.
-    google = options.view_as(GoogleCloudOptions)
-    own.project_id = own.project_id or google.project or defaults.PROJECT_ID
-    google.project = google.project or own.project_id
-    on_dataflow = runs_on_dataflow(options)
-    if own.plate_reader is None:
-        own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
-    if own.plate_reader_threads is None:
-        # More engines than a batch has photos would never read at once.
-        cores = min(len(os.sched_getaffinity(0)), PLATE_BATCH_SIZE)
-        own.plate_reader_threads = 1 if on_dataflow else cores
-    if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
-        own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
-    if on_dataflow:
-        ship_the_package(options)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    return options
-
-
-def ship_the_package(options: PipelineOptions) -> None:
-    """Dataflow workers need this package: from the image, or staged from setup.py.
-
-    The course's Dataflow command passes only --requirements_file, which would leave the
-    workers without it; from a source checkout, setup.py is staged in that case.
-    """
-    setup = options.view_as(SetupOptions)
-    if options.view_as(WorkerOptions).sdk_container_image or setup.setup_file:
-        return
-    if not SETUP_FILE.exists():
-        raise ValueError(
-            "invalid options: Dataflow workers need the pipeline package: pass "
-            "--sdk_container_image IMAGE (docs/deploy.md) or --setup_file ./setup.py"
-        )
-    setup.setup_file = str(SETUP_FILE)
-    _log.info("staging the pipeline package for the workers from %s", SETUP_FILE)
 
 
 def start(argv: list[str] | None = None, save_main_session: bool = True) -> PipelineResult:

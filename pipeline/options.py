@@ -1,22 +1,40 @@
-"""Every pipeline option, defined once (docs/reference.md, Options).
+"""Every pipeline option, defined once (docs/reference.md, Options), and the defaults that
+depend on the runner.
 
 `OPTION_SPECS` is the single table behind `SectionSpeedOptions` (argparse flags),
 the Flex Template's metadata.json and docs/reference.md's option table, so the three can
-never drift apart.
+never drift apart. `pipeline_options` parses a command line into them and fills in what
+depends on the runner: the local streaming runner, the plate reader and its threads, the
+lateness clock, the package the Dataflow workers need.
 """
 
+import logging
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 
 from section_speed.clients.cars_api import DEFAULT_PHOTO_HOSTS, invalid_cars_api
 from section_speed.domain import defaults
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.events import ID_PATTERN
-from section_speed.domain.lateness import LATENESS_CLOCKS
-from section_speed.domain.plate_reading import PLATE_READERS
+from section_speed.domain.lateness import LATENESS_CLOCKS, PUBLISH_TIME, WALL_CLOCK
+from section_speed.domain.plate_reading import CLOUD_VISION_READER, EMBEDDED_READER, PLATE_READERS
+from transforms.enrich import PLATE_BATCH_SIZE
+
+_log = logging.getLogger(__name__)
+
+LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
+SETUP_FILE = Path(__file__).resolve().parents[1] / "setup.py"  # in a source checkout
 
 
 @dataclass(frozen=True)
@@ -255,3 +273,60 @@ def invalid_options(options: SectionSpeedOptions) -> list[str]:
 def resource_path(project_id: str, kind: str, name: str) -> str:
     """projects/P/KIND/NAME for a short name; a full path is returned unchanged."""
     return name if name.startswith("projects/") else f"projects/{project_id}/{kind}/{name}"
+
+
+def runs_on_dataflow(options: PipelineOptions) -> bool:
+    """Whether --runner names Dataflow (DataflowRunner, dataflow, or the class's full path)."""
+    runner = options.view_as(StandardOptions).runner or ""
+    name = runner.rsplit(".", 1)[-1].lower()
+    return name in ("dataflow", "dataflowrunner")
+
+
+def pipeline_options(argv: list[str] | None, save_main_session: bool) -> PipelineOptions:
+    """The command line's options, checked, with every runner-dependent default filled in."""
+    options = PipelineOptions(argv)
+    own = options.view_as(SectionSpeedOptions)
+    problems = invalid_options(own)
+    if problems:
+        raise ValueError("invalid options:\n  " + "\n  ".join(problems))
+    # Pub/Sub input is unbounded: streaming. Files are bounded: a batch job.
+    standard = options.view_as(StandardOptions)
+    standard.streaming = not own.input_file
+    if standard.runner is None and standard.streaming:
+        # The course's command names no runner (docs/architecture.md, Runners).
+        standard.runner = LOCAL_STREAMING_RUNNER
+    # One project for both: a Flex Template launch passes only Beam's --project.
+    google = options.view_as(GoogleCloudOptions)
+    own.project_id = own.project_id or google.project or defaults.PROJECT_ID
+    google.project = google.project or own.project_id
+    on_dataflow = runs_on_dataflow(options)
+    if own.plate_reader is None:
+        own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
+    if own.plate_reader_threads is None:
+        # More engines than a batch has photos would never read at once.
+        cores = min(len(os.sched_getaffinity(0)), PLATE_BATCH_SIZE)
+        own.plate_reader_threads = 1 if on_dataflow else cores
+    if own.lateness_clock is None:  # what the runner's Pub/Sub watermark follows
+        own.lateness_clock = PUBLISH_TIME if on_dataflow else WALL_CLOCK
+    if on_dataflow:
+        ship_the_package(options)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    return options
+
+
+def ship_the_package(options: PipelineOptions) -> None:
+    """Dataflow workers need this package: from the image, or staged from setup.py.
+
+    The course's Dataflow command passes only --requirements_file, which would leave the
+    workers without it; from a source checkout, setup.py is staged in that case.
+    """
+    setup = options.view_as(SetupOptions)
+    if options.view_as(WorkerOptions).sdk_container_image or setup.setup_file:
+        return
+    if not SETUP_FILE.exists():
+        raise ValueError(
+            "invalid options: Dataflow workers need the pipeline package: pass "
+            "--sdk_container_image IMAGE (docs/deploy.md) or --setup_file ./setup.py"
+        )
+    setup.setup_file = str(SETUP_FILE)
+    _log.info("staging the pipeline package for the workers from %s", SETUP_FILE)

@@ -2,7 +2,7 @@
 
     messages (PubsubMessage: bytes + attributes, stamped with their publish time)
       -> ParseEvents -> MeasureTraversals
-      -> EnforcementResult(fined, not_fined, failures, withdrawn_fines)
+      -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)
 
 The graph attaches sources (Pub/Sub, or files for a bounded run) and sinks (evidence,
 topics, warehouse) around it; the tests run it whole on TestStream.
@@ -17,9 +17,8 @@ import apache_beam as beam
 
 from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog
-from transforms.failures import FAILURES
 from transforms.parse import ParseEvents
-from transforms.traversals import FINED, NOT_FINED, WITHDRAWN_FINES, MeasureTraversals
+from transforms.traversals import MeasureTraversals
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,9 @@ class EnforcementResult(NamedTuple):
 
     fined: beam.PCollection  # Traversals over the limit: evidence and publication next
     not_fined: beam.PCollection  # Traversals within the limit, and withdrawals
-    failures: beam.PCollection  # Failures of every stage, for the dead letter
     # Withdrawals of published fines (also in not_fined), for the fines table.
     withdrawn_fines: beam.PCollection
+    failures: beam.PCollection  # Failures of every stage, for the dead letter
 
 
 class SectionSpeedEnforcement(beam.PTransform):
@@ -59,7 +58,7 @@ class SectionSpeedEnforcement(beam.PTransform):
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
             config.rules, config.gap_seconds, lateness_s
         )
-        failures = (parsed[FAILURES], measured[FAILURES]) | "AllFailures" >> beam.Flatten()
+        failures = (parsed.failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(
-            measured[FINED], measured[NOT_FINED], failures, measured[WITHDRAWN_FINES]
+            measured.fined, measured.not_fined, measured.withdrawn_fines, failures
         )

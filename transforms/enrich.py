@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -45,12 +45,19 @@ from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.schemas import output_record
 from section_speed.domain.traversal import Traversal, traversal_from_json, traversal_to_json
 from transforms.batching import BatchForService
-from transforms.failures import FAILURES, Failure, failed
+from transforms.failures import (
+    FAILURES,
+    FETCH_PHOTO_STAGE,
+    READ_PLATE_STAGE,
+    STORE_PHOTO_STAGE,
+    DeadLetterStage,
+    Failure,
+    failed,
+)
 from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
-FETCH_STAGE, READ_STAGE, STORE_STAGE = "fetch_photo", "read_plate", "store_photo"
 PLATE_BATCH_SIZE = 8
 # A reading that failed (service error, reader crash) is tried again this many times in
 # all, waiting PLATE_READ_BACKOFF_S, then twice that, between tries.
@@ -192,11 +199,13 @@ def evidence_services(
     )
 
 
-def _failure(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
+def _failure(
+    evidence: FineEvidence, stage: DeadLetterStage, reason: str
+) -> beam.pvalue.TaggedOutput:
     traversal = evidence.traversal
     return failed(
         Failure.of_record(
-            f"enrich_fine/{stage}",
+            stage.name,
             reason,
             output_record(traversal, int(time.time() * 1000)),
             fine_id=traversal.traversal_id,
@@ -205,10 +214,10 @@ def _failure(evidence: FineEvidence, stage: str, reason: str) -> beam.pvalue.Tag
     )
 
 
-def _stage_failed(evidence: FineEvidence, stage: str, reason: str) -> Iterator[Any]:
+def _stage_failed(evidence: FineEvidence, stage: DeadLetterStage, reason: str) -> Iterator[Any]:
     """A fetch or store that failed: its dead letter, and the fine going on with the error."""
     yield _failure(evidence, stage, reason)
-    yield evidence.failed(stage, reason)
+    yield evidence.failed(stage.local_name, reason)
 
 
 def _acquire(handler: ClientHandler[T] | None) -> T | None:
@@ -277,7 +286,8 @@ class FetchPhotoFn(beam.DoFn):
             info = check_image(photo.data, self.cars_api.max_image_bytes)
         except (EvidenceUnavailable, EvidenceRejected, InvalidImage) as error:
             self.failed.inc()
-            yield from _stage_failed(evidence, FETCH_STAGE, f"{type(error).__name__}: {error}")
+            reason = f"{type(error).__name__}: {error}"
+            yield from _stage_failed(evidence, FETCH_PHOTO_STAGE, reason)
             return
         self.fetched.inc()
         yield replace(
@@ -290,7 +300,7 @@ class FetchPhotoFn(beam.DoFn):
         except Exception as error:  # after the library's retries: no photo to read
             self.failed.inc()
             reason = f"{type(error).__name__}: {error}"[:1000]
-            yield from _stage_failed(replace(evidence, stored=stored), FETCH_STAGE, reason)
+            yield from _stage_failed(replace(evidence, stored=stored), FETCH_PHOTO_STAGE, reason)
             return
         self.reused.inc()
         yield _with_stored_bytes(evidence, stored, photo)
@@ -330,7 +340,7 @@ class StorePhotoFn(beam.DoFn):
             self.failed.inc()
             # The fine goes on to be read as fetched, known by its cars API URL.
             reason = f"{type(error).__name__}: {error}"[:1000]
-            yield from _stage_failed(evidence, STORE_STAGE, reason)
+            yield from _stage_failed(evidence, STORE_PHOTO_STAGE, reason)
             return
         if stored.created:
             self.stored.inc()
@@ -384,7 +394,7 @@ class ReadPlatesFn(beam.DoFn):
             if reading is None:
                 self.dead_lettered.inc()
                 reason = f"no plate reading after {self.attempts} attempts: {error}"[:1000]
-                yield _failure(evidence, READ_STAGE, reason)
+                yield _failure(evidence, READ_PLATE_STAGE, reason)
                 continue
             counter = self.read if reading.license_plate else self.unreadable
             counter.inc()
@@ -466,8 +476,13 @@ def _at_exit_time(evidence: FineEvidence) -> window.TimestampedValue:
     return window.TimestampedValue(evidence, evidence.traversal.exit_time_ms / 1000)
 
 
+class FinesWithEvidence(NamedTuple):
+    records: beam.PCollection  # fine records with their evidence (or evidence_error)
+    failures: beam.PCollection  # Failures: enrich_fine/fetch_photo, store_photo, read_plate
+
+
 class EnrichFine(beam.PTransform):
-    """Fined traversals -> (fine records with evidence, Failures).
+    """Fined traversals -> FinesWithEvidence(records, failures).
 
     `batch_wait_s`: how long a fine may wait for others to share a plate-reader call;
     None over bounded input, where batches fill without waiting. `read_backoff_s`: the
@@ -485,9 +500,7 @@ class EnrichFine(beam.PTransform):
         self.batch_wait_s = batch_wait_s
         self.read_backoff_s = read_backoff_s
 
-    def expand(
-        self, fines: beam.PCollection
-    ) -> Any:  # (records, failures): Beam ignores a tuple hint
+    def expand(self, fines: beam.PCollection) -> Any:  # FinesWithEvidence; Beam warns on it
         services = self.services
         # Fines come in the global window (MeasureTraversals leaves the sessions), so a
         # batch can hold fines of several traversals.
@@ -518,4 +531,4 @@ class EnrichFine(beam.PTransform):
             stored[FAILURES],
             read[FAILURES],
         ) | "EvidenceFailures" >> beam.Flatten()
-        return records | "ToFineRecord" >> beam.Map(to_fine_record), failures
+        return FinesWithEvidence(records | "ToFineRecord" >> beam.Map(to_fine_record), failures)

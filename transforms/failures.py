@@ -1,10 +1,13 @@
 """One failure type for every stage, on one tag, turned into dead-letter records at the edge.
 
 Every step that can fail has a main output and the `FAILURES` output (the DataflowTemplates
-"failsafe" pattern). A `Failure` keeps the input as it arrived: the message bytes and
-attributes for a detection, the detections (JSON lines) for a traversal, the record for a
-fine or a row. `to_dead_letter_record` is the one function that formats them, for the
-dead-letter topic, table and files alike; each sink calls it as it writes.
+"failsafe" pattern), and every composite returns a NamedTuple whose `failures` field holds
+them, in the style of Beam's BigQuery `WriteResult` (docs/architecture.md, One failure
+type). A `Failure` keeps the input as it arrived: the message bytes and attributes for a
+detection, the detections (JSON lines) for a traversal, the record for a fine or a row.
+`DEAD_LETTER_STAGES` names every stage a failure can come from; docs/reference.md's table
+of them is generated from it. `to_dead_letter_record` is the one function that formats
+failures, for the dead-letter topic, table and files alike; each sink calls it as it writes.
 """
 
 import base64
@@ -12,14 +15,146 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.schemas import dead_letter_record
+from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE
 
 FAILURES = "failures"
+
+
+@dataclass(frozen=True)
+class DeadLetterStage:
+    """A dead letter's `stage`: the step that emits it, what failed, and how to replay it."""
+
+    name: str  # the dead letter's `stage` field
+    step: str  # the Beam step that emits it (a Dataflow console label)
+    what_failed: str
+    payload: str
+    attributes: str
+    replayable: bool  # its payload can be published to the input topic again
+
+    @property
+    def local_name(self) -> str:
+        """The name inside its composite (`fetch_photo` of `enrich_fine/fetch_photo`)."""
+        return self.name.rpartition("/")[2]
+
+
+_AS_ARRIVED = "the message bytes as they arrived"
+_DETECTIONS = "every detection, one camera-event JSON per line"
+_JUDGE = "SectionSpeedEnforcement/MeasureTraversals/JudgeTraversal"
+
+PARSE_STAGE = DeadLetterStage(
+    "parse",
+    "SectionSpeedEnforcement/ParseEvents",
+    "not a camera event (bytes, JSON, fields, ranges, `ts` disagreeing), or a parser bug",
+    _AS_ARRIVED,
+    "the message's",
+    replayable=True,
+)
+TOO_LATE_STAGE = DeadLetterStage(
+    "too_late",
+    "SectionSpeedEnforcement/ParseEvents",
+    "a detection its traversal can no longer take ([architecture.md](architecture.md#time))",
+    _AS_ARRIVED,
+    "the message's",
+    replayable=True,
+)
+UNMEASURABLE_STAGE = DeadLetterStage(
+    UNMEASURABLE,
+    _JUDGE,
+    "one detection, zero duration, one place, spot speeds missing",
+    _DETECTIONS,
+    "`radar_id`, `vehicle_id`",
+    replayable=True,
+)
+IMPLAUSIBLE_STAGE = DeadLetterStage(
+    IMPLAUSIBLE,
+    _JUDGE,
+    "detections contradicting each other or physics",
+    _DETECTIONS,
+    "`radar_id`, `vehicle_id`",
+    replayable=True,
+)
+PARTIAL_STAGE = DeadLetterStage(
+    PARTIAL,
+    _JUDGE,
+    "a traversal not seen near both ends of its section, or over the limit on a section "
+    "whose ends are unknown",
+    _DETECTIONS,
+    "`radar_id`, `vehicle_id`",
+    replayable=True,
+)
+FETCH_PHOTO_STAGE = DeadLetterStage(
+    "enrich_fine/fetch_photo",
+    "EnrichFines/FetchPhoto",
+    "the photo, after the cars API client's retries; the fine is still published, with "
+    "`evidence_error`",
+    "the fine record",
+    "`fine_id`, `vehicle_id`",
+    replayable=False,
+)
+STORE_PHOTO_STAGE = DeadLetterStage(
+    "enrich_fine/store_photo",
+    "EnrichFines/StorePhoto",
+    "the evidence copy, after the storage library's retries; the fine is still published, "
+    "with `evidence_error`",
+    "the fine record",
+    "`fine_id`, `vehicle_id`",
+    replayable=False,
+)
+READ_PLATE_STAGE = DeadLetterStage(
+    "enrich_fine/read_plate",
+    "EnrichFines/ReadPlates",
+    "no plate reading after every attempt; the fine is **not** published (a later revision "
+    "reads its stored photo again)",
+    "the fine record",
+    "`fine_id`, `vehicle_id`",
+    replayable=False,
+)
+WAREHOUSE_STAGE = DeadLetterStage(
+    "bigquery",
+    "WriteToBigQuery/InsertRows",
+    "a row the warehouse refused, or a write that failed after its retries (a dead-letter "
+    "row refused by `WriteDeadLettersToBigQuery` is logged instead)",
+    "the row",
+    "`table`, `insert_id`",
+    replayable=False,
+)
+DEAD_LETTER_STAGES: tuple[DeadLetterStage, ...] = (
+    PARSE_STAGE,
+    TOO_LATE_STAGE,
+    UNMEASURABLE_STAGE,
+    IMPLAUSIBLE_STAGE,
+    PARTIAL_STAGE,
+    FETCH_PHOTO_STAGE,
+    STORE_PHOTO_STAGE,
+    READ_PLATE_STAGE,
+    WAREHOUSE_STAGE,
+)
+STAGES_BY_NAME = {stage.name: stage for stage in DEAD_LETTER_STAGES}
+
+
+def stages_table() -> str:
+    """docs/reference.md's table of dead-letter stages (`make docs`)."""
+    rows = [
+        f"| `{s.name}` | `{s.step}` | {s.what_failed} | {s.payload} | {s.attributes} "
+        f"| {'yes' if s.replayable else 'no'} |"
+        for s in DEAD_LETTER_STAGES
+    ]
+    header = "| stage | step | what failed | payload | attributes | replayable |"
+    return "\n".join([header, "| --- | --- | --- | --- | --- | --- |", *rows])
+
+
+class SinkResult(NamedTuple):
+    """What a sink returns, in the style of Beam's WriteResult: the elements it could not
+    write, as Failures; None for a sink that refuses none (Pub/Sub, files, the log), as
+    WriteResult's fields are for a write method that has none."""
+
+    failures: beam.PCollection | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +223,3 @@ def to_dead_letter_record(failure: Failure) -> dict[str, Any]:
         attributes=failure.attributes,
         timestamp_ms=failure.timestamp_ms,
     )
-
-
-class ToDeadLetterRecords(beam.PTransform):
-    """Failures of every stage -> dead-letter records (docs/reference.md, dead-letter stages)."""
-
-    def expand(self, failures: beam.PCollection) -> beam.PCollection:
-        return failures | "ToDeadLetterRecord" >> beam.Map(to_dead_letter_record)

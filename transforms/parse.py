@@ -7,7 +7,7 @@ A message that is not a camera event, or that arrives too late for its traversal
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
@@ -23,10 +23,7 @@ from section_speed.domain.events import (
     vehicle_key,
 )
 from section_speed.domain.lateness import LatenessRule
-from transforms.failures import FAILURES, Failure, failed
-
-PARSE_STAGE = "parse"
-LATE_STAGE = "too_late"
+from transforms.failures import FAILURES, PARSE_STAGE, TOO_LATE_STAGE, Failure, failed
 
 _log = logging.getLogger(__name__)
 
@@ -69,7 +66,7 @@ class ParseEventFn(beam.DoFn):
             )
         except InvalidEvent as error:
             self.events_invalid.inc()
-            yield failed(Failure(PARSE_STAGE, str(error), data, attributes, now_ms))
+            yield failed(Failure(PARSE_STAGE.name, str(error), data, attributes, now_ms))
             return
         except Exception as error:
             # A parser bug must not fail the bundle: a streaming runner would retry the same
@@ -77,25 +74,29 @@ class ParseEventFn(beam.DoFn):
             _log.exception("parser error on message %s", message.message_id)
             self.parser_errors.inc()
             reason = f"parser error: {type(error).__name__}: {str(error)[:200]}"
-            yield failed(Failure(PARSE_STAGE, reason, data, attributes, now_ms))
+            yield failed(Failure(PARSE_STAGE.name, reason, data, attributes, now_ms))
             return
         late = self.lateness and self.lateness.lateness_reason(
             event.event_time_ms, publish_time_ms, now_ms
         )
         if late:
             self.events_too_late.inc()
-            yield failed(Failure(LATE_STAGE, late, data, attributes, now_ms))
+            yield failed(Failure(TOO_LATE_STAGE.name, late, data, attributes, now_ms))
             return
         self.events_parsed.inc()
-        # Keyed here, not in a step of its own: the local runner runs every step after
-        # each pull, so a step saved on this path is saved on every read.
+        # Keyed here, not in a step of its own (docs/architecture.md, Runners).
         # Exact micros: Timestamp.of(ms / 1000) truncates 1 us off about 1% of times.
         timestamp = Timestamp(micros=event.event_time_ms * 1000)
         yield TimestampedValue((vehicle_key(event), event), timestamp)
 
 
+class ParsedEvents(NamedTuple):
+    events: beam.PCollection  # (VehicleKey, CameraEvent), stamped with the event's time
+    failures: beam.PCollection  # Failures: parse, too_late
+
+
 class ParseEvents(beam.PTransform):
-    """PubsubMessage -> (VehicleKey, CameraEvent) (`events`) and Failure (`failures`).
+    """PubsubMessage -> ParsedEvents(events, failures).
 
     `lateness=None` for bounded input: archived detections are judged, never late.
     """
@@ -109,8 +110,9 @@ class ParseEvents(beam.PTransform):
         super().__init__()
         self.fn = ParseEventFn(default_radar_id, lateness, clock)
 
-    def expand(self, messages: beam.PCollection) -> Any:  # DoOutputsTuple
+    def expand(self, messages: beam.PCollection) -> Any:  # ParsedEvents; Beam warns on it
         # Typed, so that the key gets the deterministic coder the sessions' grouping needs.
-        return messages | "ParseEventFn" >> beam.ParDo(self.fn).with_output_types(
+        parsed = messages | "ParseEventFn" >> beam.ParDo(self.fn).with_output_types(
             tuple[VehicleKey, CameraEvent]
         ).with_outputs(FAILURES, main="events")
+        return ParsedEvents(parsed.events, parsed[FAILURES])

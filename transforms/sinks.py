@@ -1,11 +1,16 @@
-"""Sinks: JSON records to Pub/Sub, the dead letter, and who non-offenders were."""
+"""Sinks: each returns a SinkResult, whose `failures` are what it could not write.
+
+The traversal sinks take `TraversalOutputs`, every output of the enforcement and the
+evidence, and write what they need of it; the dead-letter sinks take Failures. Records are
+made as they are written (docs/architecture.md, Runners).
+"""
 
 import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
@@ -13,16 +18,28 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from section_speed.clients.warehouse import SETUP_RETRY, Warehouse
 from section_speed.domain.schemas import (
     DAY_MS,
+    FINES,
     VEHICLE_IDENTITIES,
     VEHICLE_SPEEDS,
+    output_message,
     output_record,
     vehicle_identity_record,
 )
 from section_speed.domain.traversal import Traversal
-from transforms.failures import Failure
-from transforms.warehouse import WarehouseRow, to_warehouse_row
+from transforms.failures import Failure, SinkResult
+from transforms.warehouse import SpeedRows, ToWarehouseRows, WarehouseRow, to_warehouse_row
 
 _log = logging.getLogger(__name__)
+
+
+class TraversalOutputs(NamedTuple):
+    """What the traversal sinks write; each takes the fields it needs."""
+
+    records: beam.PCollection  # every traversal's output record: fines (with evidence), passes
+    fine_records: beam.PCollection  # the fines' output records alone
+    fined: beam.PCollection  # Traversals over the limit
+    not_fined: beam.PCollection  # Traversals within the limit, and withdrawals
+    withdrawn_fines: beam.PCollection  # withdrawals of published fines (also in not_fined)
 
 
 class FormatTraversals(beam.PTransform):
@@ -40,12 +57,40 @@ def to_pubsub_message(record: dict[str, Any], id_field: str | None = None) -> Pu
     return PubsubMessage(data, attributes)
 
 
-class PublishJson(beam.PTransform):
-    """Elements, as JSON records made by `to_record`, to a Pub/Sub topic.
+def _publish_json(
+    elements: beam.PCollection,
+    topic: str,
+    to_record: Callable[[Any], dict[str, Any]] | None,
+    id_field: str | None,
+) -> SinkResult:
+    _ = (
+        elements
+        | "ToPubsubMessage"
+        >> beam.Map(lambda e: to_pubsub_message(to_record(e) if to_record else e, id_field))
+        | "WriteToPubSub" >> beam.io.WriteToPubSub(topic, with_attributes=True)
+    )
+    return SinkResult(failures=None)
 
-    `id_field` is copied to an attribute for consumers. The record is made in the same step
-    as the message: one step fewer for the local runner, which runs every step on each pull.
-    """
+
+def _write_json_lines(
+    elements: beam.PCollection, prefix: str, to_record: Callable[[Any], dict[str, Any]] | None
+) -> SinkResult:
+    _ = (
+        elements
+        | "ToJson"
+        >> beam.Map(
+            lambda e: json.dumps(
+                to_record(e) if to_record else e, separators=(",", ":"), allow_nan=False
+            )
+        )
+        | "WriteText" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+    )
+    return SinkResult(failures=None)
+
+
+class PublishJson(beam.PTransform):
+    """Elements, as JSON records made by `to_record`, to a Pub/Sub topic; `id_field` is
+    copied to an attribute for consumers."""
 
     def __init__(
         self,
@@ -58,41 +103,80 @@ class PublishJson(beam.PTransform):
         self.to_record = to_record
         self.id_field = id_field
 
-    def expand(self, elements: beam.PCollection) -> beam.pvalue.PDone:
-        to_record, id_field = self.to_record, self.id_field
-        return (
-            elements
-            | "ToPubsubMessage"
-            >> beam.Map(lambda e: to_pubsub_message(to_record(e) if to_record else e, id_field))
-            | "WriteToPubSub" >> beam.io.WriteToPubSub(self.topic, with_attributes=True)
-        )
+    def expand(self, elements: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+        return _publish_json(elements, self.topic, self.to_record, self.id_field)
 
 
 class WriteJsonLines(beam.PTransform):
-    """JSON records to text files `PREFIX-SSSSS-of-NNNNN.jsonl` (bounded runs)."""
+    """Elements, as JSON records made by `to_record`, to `PREFIX-SSSSS-of-NNNNN.jsonl`."""
+
+    def __init__(
+        self, prefix: str, to_record: Callable[[Any], dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.to_record = to_record
+
+    def expand(self, elements: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+        return _write_json_lines(elements, self.prefix, self.to_record)
+
+
+class PublishTraversals(beam.PTransform):
+    """Every traversal's record to the output topic, with the course's keys added (its
+    consumers read it unchanged), `fine_id` as an attribute."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def expand(self, outputs: Any) -> Any:  # TraversalOutputs -> SinkResult: Beam warns on both
+        return _publish_json(outputs.records, self.topic, output_message, "fine_id")
+
+
+class WriteTraversalFiles(beam.PTransform):
+    """Every traversal's record, as PublishTraversals sends it, to `PREFIX-*.jsonl`."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
 
-    def expand(self, records: beam.PCollection) -> beam.pvalue.PDone:
-        return (
-            records
-            | "ToJson" >> beam.Map(json.dumps, separators=(",", ":"), allow_nan=False)
-            | "WriteText" >> beam.io.WriteToText(self.prefix, file_name_suffix=".jsonl")
-        )
+    def expand(self, outputs: Any) -> Any:  # TraversalOutputs -> SinkResult: Beam warns on both
+        return _write_json_lines(outputs.records, self.prefix, output_message)
 
 
 class LogDeadLetters(beam.PTransform):
     """Failures with nowhere else to go are at least logged, never dropped silently."""
 
-    def expand(self, failures: beam.PCollection) -> beam.PCollection:
-        return failures | "LogDeadLetter" >> beam.Map(_log_dead_letter)
+    def expand(self, failures: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+        _ = failures | "LogDeadLetter" >> beam.Map(_log_dead_letter)
+        return SinkResult(failures=None)
 
 
-def _log_dead_letter(failure: Failure) -> Failure:
+def _log_dead_letter(failure: Failure) -> None:
     _log.warning("dead letter at %s: %s", failure.stage, failure.reason)
-    return failure
+
+
+class TraversalRows(beam.PTransform):
+    """TraversalOutputs -> WarehouseRows: `fines` (withdrawals included), `vehicle_speeds`,
+    and with `retention_days` > 0 `vehicle_identities`."""
+
+    def __init__(self, retention_days: int) -> None:
+        super().__init__()
+        self.retention_days = retention_days
+
+    def expand(self, outputs: Any) -> beam.PCollection:  # of TraversalOutputs: Beam warns on it
+        measured = (outputs.fined, outputs.not_fined) | "Measured" >> beam.Flatten()
+        return (
+            outputs.fine_records | "FineRows" >> ToWarehouseRows(FINES),
+            # A withdrawn fine's row says so (not ticketed, why), no evidence fetched.
+            outputs.withdrawn_fines
+            | "FormatWithdrawnFines" >> FormatTraversals()
+            | "WithdrawnFineRows" >> ToWarehouseRows(FINES),
+            # Every traversal's speeds; vehicle_id only for a fine.
+            measured | "SpeedRows" >> SpeedRows(),
+            # Who a non-offender was, apart, in partitions that expire (none with 0 days).
+            *([measured | "IdentityRows" >> IdentityRows()] if self.retention_days > 0 else []),
+        ) | "WarehouseRows" >> beam.Flatten()
 
 
 class IdentityRows(beam.PTransform):
@@ -147,9 +231,9 @@ def _retention_checked_warehouse(
 def retention_problems(warehouse: Warehouse, retention_days: int) -> list[str]:
     """Why the dataset would keep who a non-offender was beyond `retention_days`, if it would.
 
-    `vehicle_speeds.vehicle_id` must take null (a table provisioned by an earlier version
-    refuses the rows of vehicles not fined), and with a retention, `vehicle_identities`'
-    day partitions must expire after exactly that many days. Reads only (`tables.get`).
+    `vehicle_speeds.vehicle_id` must take null (a REQUIRED column refuses the rows of
+    vehicles not fined), and with a retention, `vehicle_identities`' day partitions must
+    expire after exactly that many days. Reads only (`tables.get`).
     """
     problems = []
     speeds = warehouse.client.get_table(warehouse.table_id(VEHICLE_SPEEDS), retry=SETUP_RETRY)

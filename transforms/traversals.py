@@ -15,7 +15,7 @@ detection (stage = the rejection's kind) and is counted: it is never fined nor f
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
@@ -133,7 +133,7 @@ class IdentifyTraversalsFn(beam.DoFn):
     cleared by an event-time timer, which holds no watermark back.
     """
 
-    # The state id stays "issued": a running job updated to this code keeps its state.
+    # "issued" is the id running jobs keep this state under: an update must not change it.
     PUBLICATIONS = ReadModifyWriteStateSpec("issued", StrUtf8Coder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
@@ -207,8 +207,15 @@ def split_verdict(keyed: tuple[VehicleKey, SessionVerdict]) -> Iterator[Any]:  #
         yield beam.pvalue.TaggedOutput(FINED if traversal.is_speeding else NOT_FINED, traversal)
 
 
+class MeasuredTraversals(NamedTuple):
+    fined: beam.PCollection  # Traversals over the limit
+    not_fined: beam.PCollection  # Traversals within the limit, and withdrawals
+    withdrawn_fines: beam.PCollection  # withdrawals of published fines (also in not_fined)
+    failures: beam.PCollection  # Failures: the rejected sessions, with their detections
+
+
 class MeasureTraversals(beam.PTransform):
-    """CameraEvents keyed by vehicle -> Traversals tagged `fined` / `not_fined`, and `failures`.
+    """CameraEvents keyed by vehicle -> MeasuredTraversals(fined, not_fined, ..., failures).
 
     `allowed_lateness_seconds=None` declares input without late data (bounded files):
     one firing per session, so no identity state is needed.
@@ -222,7 +229,7 @@ class MeasureTraversals(beam.PTransform):
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
-    def expand(self, keyed: beam.PCollection) -> Any:  # {tag: PCollection}; Beam warns on it
+    def expand(self, keyed: beam.PCollection) -> Any:  # MeasuredTraversals; Beam warns on it
         if self.allowed_lateness_seconds is None:
             sessions = (
                 keyed
@@ -258,9 +265,6 @@ class MeasureTraversals(beam.PTransform):
             verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
                 IdentifyTraversalsFn(keep_seconds)
             ).with_outputs(FINED, NOT_FINED, WITHDRAWN_FINES)
-        return {
-            FINED: verdicts[FINED],
-            NOT_FINED: verdicts[NOT_FINED],
-            WITHDRAWN_FINES: verdicts[WITHDRAWN_FINES],
-            FAILURES: failures,
-        }
+        return MeasuredTraversals(
+            verdicts[FINED], verdicts[NOT_FINED], verdicts[WITHDRAWN_FINES], failures
+        )

@@ -30,12 +30,11 @@ from section_speed.domain.schemas import (
     vehicle_speed_record,
 )
 from transforms.batching import BatchForService
-from transforms.failures import FAILURES, Failure, failed
+from transforms.failures import FAILURES, WAREHOUSE_STAGE, Failure, SinkResult, failed
 from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
-WAREHOUSE_STAGE = "bigquery"
 ROWS_PER_INSERT = 500
 # How long a row may wait for others to share an insert request: after the keyed steps,
 # streaming bundles are small, and one insertAll per row would cost quota and latency.
@@ -137,7 +136,7 @@ class InsertRowsFn(beam.DoFn):
                 self.rows_rejected.inc()
                 yield failed(
                     Failure.of_record(
-                        WAREHOUSE_STAGE,
+                        WAREHOUSE_STAGE.name,
                         f"{name}: {reason}",
                         row.row,
                         table=name,
@@ -203,21 +202,27 @@ class InsertRowsFn(beam.DoFn):
 
 
 class WriteToWarehouse(beam.PTransform):
-    """WarehouseRows -> BigQuery; returns the Failures of rows that were refused.
+    """WarehouseRows (or what `rows` makes them from) -> BigQuery: SinkResult(failures),
+    the rows that were refused.
 
     Identical rows (a redelivery, a replay) share an insert id, which BigQuery uses to drop
     repeats; the traversal identity step already keeps repeats from reaching here.
     """
 
     def __init__(
-        self, warehouse: ClientHandler[Warehouse], batch_wait_s: float | None = INSERT_WAIT_S
+        self,
+        warehouse: ClientHandler[Warehouse],
+        batch_wait_s: float | None = INSERT_WAIT_S,
+        rows: beam.PTransform | None = None,
     ) -> None:
         super().__init__()
         self.warehouse = warehouse
         self.batch_wait_s = batch_wait_s  # None over bounded input: no wait needed
+        self.rows = rows
 
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        return (
+    def expand(self, elements: Any) -> Any:  # SinkResult; Beam warns on it
+        rows = elements | "Rows" >> self.rows if self.rows else elements
+        inserted = (
             rows
             | "BatchRows"
             >> BatchForService(
@@ -225,7 +230,8 @@ class WriteToWarehouse(beam.PTransform):
             )
             | "InsertRows"
             >> beam.ParDo(InsertRowsFn(self.warehouse)).with_outputs(FAILURES, main="inserted")
-        )[FAILURES]
+        )
+        return SinkResult(inserted[FAILURES])
 
 
 class ToWarehouseRows(beam.PTransform):

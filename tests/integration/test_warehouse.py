@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.schemas import DEAD_LETTER, FINES, output_record
 from tests.helpers import T0_MS, measured, section, track
-from transforms.failures import ToDeadLetterRecords
+from transforms.failures import to_dead_letter_record
 from transforms.warehouse import ToWarehouseRows, WriteToWarehouse, warehouse_factory
 from transforms.worker_clients import ClientHandler
 
@@ -33,16 +33,13 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
             | beam.Create([good, bad])
             | "FineRows" >> ToWarehouseRows(FINES)
             | "WriteFines" >> WriteToWarehouse(tables, batch_wait_s=None)
-        )
+        ).failures
         assert_that(
             refused | beam.Map(lambda f: (f.stage, json.loads(f.payload)["vehicle_id"])),
             equal_to([("bigquery", "bad")]),
         )
-        _ = (
-            refused
-            | "DeadLetters" >> ToDeadLetterRecords()
-            | "DeadLetterRows" >> ToWarehouseRows(DEAD_LETTER)
-            | "WriteDeadLetters" >> WriteToWarehouse(tables, batch_wait_s=None)
+        _ = refused | "WriteDeadLetters" >> WriteToWarehouse(
+            tables, batch_wait_s=None, rows=ToWarehouseRows(DEAD_LETTER, to_dead_letter_record)
         )
     fines = warehouse.query(f"SELECT vehicle_id FROM `{stack.project_id}.{DATASET}.fines`")
     assert fines == [{"vehicle_id": "good"}]

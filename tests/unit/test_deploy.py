@@ -31,8 +31,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
 
 from pipeline import graph, metadata
-from pipeline.graph import build_pipeline, pipeline_options
-from pipeline.options import OPTION_SPECS, SectionSpeedOptions
+from pipeline.graph import build_pipeline
+from pipeline.options import OPTION_SPECS, SectionSpeedOptions, pipeline_options
 
 REPO = Path(__file__).resolve().parents[2]
 # The product workers install; local tooling (generator, local_stack, analyst_report) is not.
@@ -226,6 +226,25 @@ def test_an_update_replaces_the_running_job_of_the_stable_name(no_network, monke
     assert (job.name, job.replace_job_id) == (JOB_NAME, "2026-11-23_01_02_03-123")
     assert dict(job.transform_name_mapping) == {"ReadCameraEvents": "ReadDetections"}
     assert no_network == []
+
+
+def documented_mapping() -> dict[str, str]:
+    """docs/deploy.md's mapping for jobs built before the sink tables (gcloud's form)."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    (line,) = re.findall(r"^--transform-name-mappings=(\S+)$", text, re.MULTILINE)
+    return dict(pair.split("=", 1) for pair in line.split(","))
+
+
+def test_the_documented_update_mapping_names_each_renamed_step_of_the_graph():
+    """Every old name is gone from the graph, every new one is in it, nested where mapped."""
+    mapping = documented_mapping()
+    labels = transform_names(
+        built_pipeline(
+            ["--runner=BundleBasedDirectRunner", *PIPELINE_ARGS, "--non_offender_retention_days=7"]
+        ).to_runner_api()
+    )
+    assert mapping and not set(mapping) & labels
+    assert set(mapping.values()) <= labels
 
 
 def test_a_first_launch_replaces_nothing(no_network, monkeypatch):

@@ -1,14 +1,17 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
-from pipeline.graph import pipeline_options, section_rules
-from pipeline.options import OPTION_SPECS, SectionSpeedOptions, resource_path
+from pipeline.graph import section_rules
+from pipeline.options import OPTION_SPECS, SectionSpeedOptions, pipeline_options, resource_path
 from section_speed.domain.rules import SectionRule
+from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE
 from transforms.enrich import PLATE_BATCH_SIZE
+from transforms.failures import DEAD_LETTER_STAGES
 
 # The design card's options, in its order (docs/reference.md): the contract the class keeps.
 DESIGN_OPTIONS = [
@@ -139,11 +142,24 @@ def test_sections_file_overrides_the_flags_for_its_radars(tmp_path):
     assert rules.for_radar("radar-1") == SectionRule(25.0, 2.0, None)
 
 
-def test_reference_tables_are_generated_from_the_code():
+def test_the_docs_tables_are_generated_from_the_code():
     from pipeline import docs
 
+    for page in docs.PAGES:
+        text = page.read_text()
+        assert docs.render(page, text) == text, f"docs/{page.name} is stale: run `make docs`"
+
+
+def test_every_dead_letter_stage_is_registered_once_and_in_the_reference():
+    from pipeline import docs
+
+    names = [stage.name for stage in DEAD_LETTER_STAGES]
+    assert len(set(names)) == len(names)
+    # JudgeTraversal dead-letters a rejected session under its kind.
+    assert {UNMEASURABLE, IMPLAUSIBLE, PARTIAL} <= set(names)
     text = docs.REFERENCE.read_text()
-    assert docs.render(text) == text, "docs/reference.md is stale: run `make docs`"
+    block = text.split("dead-letter-stages:start -->")[1].split("<!-- dead-letter-stages:end")[0]
+    assert re.findall(r"^\| `([^`]+)` \|", block, re.MULTILINE) == names
 
 
 def test_on_dataflow_the_package_reaches_the_workers_by_image_or_setup_file():

@@ -39,8 +39,8 @@ from section_speed.domain.events import (
 from section_speed.domain.schemas import payload_text
 from tests.helpers import T0_MS, track
 from tests.unit.test_transforms import streaming_pipeline
-from transforms.failures import FAILURES, to_dead_letter_record
-from transforms.parse import PARSE_STAGE, ParseEventFn, ParseEvents
+from transforms.failures import FAILURES, PARSE_STAGE, to_dead_letter_record
+from transforms.parse import ParseEventFn, ParseEvents
 
 # The contract, restated here rather than imported, so that a loosened parser fails.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -531,7 +531,7 @@ def pubsub_message(data: bytes, attributes: dict, message_id: str | None) -> Pub
 def assert_dead_letter(failure, data: bytes, attributes: dict) -> None:
     assert failure.payload == data and dict(failure.attributes) == attributes  # as they arrived
     letter = to_dead_letter_record(failure)
-    assert letter["stage"] == PARSE_STAGE
+    assert letter["stage"] == PARSE_STAGE.name
     assert letter["error"].strip() and len(letter["error"]) <= MAX_REASON_CHARS
     assert letter["payload"] == payload_text(data)
     if letter["payload"].startswith("base64:"):
@@ -643,6 +643,6 @@ def test_pipeline_routes_generated_bad_messages_and_keeps_the_good(generated):
         equal_to([(vehicle_key(e), e, e.event_time_ms * 1000) for e in expected]),
         label="GoodEvents",
     )
-    payloads = parsed[FAILURES] | beam.Map(lambda failure: failure.payload)
+    payloads = parsed.failures | beam.Map(lambda failure: failure.payload)
     assert_that(payloads, equal_to([m[0] for m in bad]), label="DeadLetters")
     p.run()

@@ -17,8 +17,8 @@ from google.cloud import bigquery
 
 import pipeline.graph
 from pipeline import provision
-from pipeline.graph import build_pipeline, pipeline_options
-from pipeline.options import SectionSpeedOptions
+from pipeline.graph import build_pipeline
+from pipeline.options import SectionSpeedOptions, pipeline_options
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import (

@@ -19,9 +19,8 @@ from section_speed.domain.events import vehicle_key
 from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.traversal import traversal_id
 from tests.helpers import T0_MS, section, track
-from transforms.failures import FAILURES
 from transforms.parse import ParseEvents
-from transforms.traversals import FINED, NOT_FINED, MeasureTraversals
+from transforms.traversals import MeasureTraversals
 
 GAP_S = 30
 LATENESS_S = 60
@@ -75,8 +74,8 @@ def run_section_speed(stream: TestStream):
     """Apply MeasureTraversals to `stream`; return (pipeline, fined, not_fined) summaries."""
     p = streaming_pipeline()
     outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
-    fined = outputs[FINED] | "SummariseFined" >> beam.Map(summary)
-    not_fined = outputs[NOT_FINED] | "SummariseNotFined" >> beam.Map(summary)
+    fined = outputs.fined | "SummariseFined" >> beam.Map(summary)
+    not_fined = outputs.not_fined | "SummariseNotFined" >> beam.Map(summary)
     return p, fined, not_fined
 
 
@@ -145,7 +144,7 @@ def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
     )
     p = streaming_pipeline()
     outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
-    panes = outputs[FINED] | beam.Map(
+    panes = outputs.fined | beam.Map(
         lambda t: (t.traversal_id, t.detections, round(t.avg_speed_kmh, 1))
     )
     fine_id = traversal_id("radar-1", "v", entry.event_time_ms)
@@ -181,7 +180,7 @@ def test_late_detections_arriving_together_make_one_late_pane():
     outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
     fine_id = traversal_id("radar-1", "v", points[0].event_time_ms)
     assert_that(
-        outputs[FINED] | beam.Map(lambda t: (t.traversal_id, t.detections)),
+        outputs.fined | beam.Map(lambda t: (t.traversal_id, t.detections)),
         equal_to([(fine_id, 2), (fine_id, 5)]),  # not one pane per late bundle
     )
     p.run()
@@ -196,10 +195,10 @@ def test_single_detection_is_not_a_measurement():
     )
     p = streaming_pipeline()
     outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
-    assert_that(outputs[FINED], equal_to([]), label="Fined")
-    assert_that(outputs[NOT_FINED], equal_to([]), label="NotFined")
+    assert_that(outputs.fined, equal_to([]), label="Fined")
+    assert_that(outputs.not_fined, equal_to([]), label="NotFined")
     assert_that(
-        outputs[FAILURES] | beam.Map(lambda f: (f.stage, len(f.payload.splitlines()))),
+        outputs.failures | beam.Map(lambda f: (f.stage, len(f.payload.splitlines()))),
         equal_to([("unmeasurable", 1)]),
         label="DeadLettered",
     )
@@ -252,7 +251,7 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
             ts.micros,
         )
     )
-    letters = parsed[FAILURES] | beam.Map(lambda f: (f.stage, f.reason, f.payload))
+    letters = parsed.failures | beam.Map(lambda f: (f.stage, f.reason, f.payload))
     assert_that(
         events,
         equal_to([
@@ -283,7 +282,7 @@ def test_dead_letter_keeps_the_attributes():
     p = streaming_pipeline()
     parsed = p | stream | ParseEvents(default_radar_id="r", lateness=None)
     assert_that(
-        parsed[FAILURES] | beam.Map(lambda f: dict(f.attributes)),
+        parsed.failures | beam.Map(lambda f: dict(f.attributes)),
         equal_to([{"event_id": "x"}]),
     )
     p.run()

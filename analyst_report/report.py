@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib.dates as mdates
 from google.api_core.exceptions import GoogleAPIError, NotFound
@@ -46,9 +46,6 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.traversal import kmh_to_mph, mph_to_kmh
-
-if TYPE_CHECKING:
-    from local_stack.services import LocalStack
 
 _log = logging.getLogger(__name__)
 
@@ -847,16 +844,6 @@ def generate_report(
     """Query, draw and write OUT_DIR/index.html; returns its path and what it shows."""
     report = build_report(warehouse, latest, as_of=as_of)
     return write_html(report, out_dir), report
-
-
-def write_report(stack: "LocalStack", dataset: str, out_dir: Path) -> tuple[Path, Report]:
-    """The report of a running local stack's warehouse (for `make demo`): OUT_DIR/index.html.
-
-    Sets the stack's emulator variables in this process (as `stack.apply_env()` does), so
-    that the BigQuery (and, when the stack has one, Cloud Storage) clients find them.
-    """
-    stack.apply_env()
-    return generate_report(Warehouse(stack.project_id, dataset), Path(out_dir))
 
 
 def _moment(text: str) -> datetime:

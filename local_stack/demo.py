@@ -21,7 +21,7 @@ from typing import Any
 
 from google.api_core.exceptions import NotFound
 
-from analyst_report.report import Totals, warehouse_totals, write_report
+from analyst_report.report import Report, Totals, generate_report, warehouse_totals
 from generator import cli as generator_cli
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until
@@ -109,6 +109,16 @@ def _wait_for_warehouse(warehouse: Warehouse, traversals: int, fines: int) -> bo
         print(f"demo: {error}; last seen: {seen[-1] if seen else 'no tables'}", flush=True)
         return False
     return True
+
+
+def write_report(stack: LocalStack, dataset: str, out_dir: Path) -> tuple[Path, Report]:
+    """The analyst report of a running local stack's warehouse: OUT_DIR/index.html.
+
+    Sets the stack's emulator variables in this process (as `stack.apply_env()` does), so
+    that the BigQuery (and, when the stack has one, Cloud Storage) clients find them.
+    """
+    stack.apply_env()
+    return generate_report(Warehouse(stack.project_id, dataset), Path(out_dir))
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:

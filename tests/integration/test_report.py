@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from analyst_report import report
+from local_stack import demo
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.schemas import (
     FINES,
@@ -495,7 +496,7 @@ def test_the_demo_hook_writes_the_same_report_and_a_missing_dataset_fails_cleanl
     stack, tmp_path, capsys
 ):
     Warehouse(stack.project_id, "it_report_demo").ensure_tables()
-    index, written = report.write_report(stack, "it_report_demo", tmp_path / "demo")
+    index, written = demo.write_report(stack, "it_report_demo", tmp_path / "demo")
     assert index == tmp_path / "demo" / "index.html"
     page = Page(index.read_text(encoding="utf-8"))
     assert (len(page.charts()), len(page.rows)) == (4, 0)  # empty tables: charts say so

@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cv2
 import numpy as np
 
-from section_speed.clients.embedded_ocr import EmbeddedPlateReader, PlateDetector
+from section_speed.clients.embedded_ocr import EmbeddedPlateReader
+from section_speed.clients.embedded_ocr_plates import PlateDetector
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")

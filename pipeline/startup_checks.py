@@ -20,8 +20,8 @@ its option is in use:
   writes nothing (an evidence bucket may have a retention policy, under which a probe
   object could not be deleted again) and needs no delete permission the pipeline has no
   use for;
-- the cars API answers: one GET with a short timeout (the course's form as it is; this
-  project's form for a probe vehicle, whose 404 is an answer).
+- the cars API answers: one GET with a short timeout (a fixed-URL API as it is; a
+  `{vehicle_id}` template for a probe vehicle, whose 404 is an answer).
 
 Every problem is one sentence naming the fix; all are reported together. Every call has
 a bounded timeout and no retry, so the checks take seconds, not minutes.
@@ -45,6 +45,7 @@ from section_speed.clients.cars_api import (
     PhotoHostRefused,
 )
 from section_speed.clients.warehouse import TablesMissing, Warehouse
+from section_speed.domain.course import CARS_API_FORM_HINT
 from section_speed.domain.plate_reading import CLOUD_VISION_READER
 from section_speed.domain.schemas import TABLES
 
@@ -385,11 +386,8 @@ def _check_cars_api(options: SectionSpeedOptions, services: StartupServices) -> 
             "if you trust that host, add it to --photo_hosts (https, public addresses only)"
         ]
     except EvidenceRejected as error:
-        if client.course_form:
-            expected = (
-                'the course\'s form, a URL whose GET answers {"image_url": ...}; for this '
-                "project's API give a template such as http://HOST:PORT/cars/{vehicle_id}"
-            )
+        if client.fixed_url:
+            expected = CARS_API_FORM_HINT
         else:
             expected = "this project's form, GET .../cars/{vehicle_id} answering image_url"
         return [f"--cars_api {url} answered, but not as a cars API ({error}): expected {expected}"]

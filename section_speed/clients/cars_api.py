@@ -6,12 +6,12 @@
   (`http://127.0.0.1:8085/cars/{vehicle_id}`): GET it with the quoted id;
 - a bare origin (`http://127.0.0.1:8085`, no path): this project's earlier form,
   read as `{origin}/cars/{vehicle_id}`;
-- any other URL is the course's form: `GET {cars_api}`, with no vehicle id, answers
-  `{"image_url": ...}` for a car of its choosing (the course's API returned a random car).
+- any other URL is a fixed URL (no `{vehicle_id}`): `GET {cars_api}` answers
+  `{"image_url": ...}` for a car of the API's choosing (docs/course.md).
 
 Either way the answer's `image_url` is then fetched. It may lie on the API's own origin
 (same scheme, host and port), or on another host only over https, only when that host is
-in `photo_hosts` (the course's photos are on storage.googleapis.com) and only when every
+in `photo_hosts` (by default Cloud Storage's, `DEFAULT_PHOTO_HOSTS`) and only when every
 address it resolves to is public: never loopback, private, link-local or reserved. The
 address check runs in the connection itself, on the addresses actually connected to, so
 a DNS answer that changes between check and connect cannot slip through, and foreign
@@ -39,11 +39,12 @@ from urllib3.util import connection as urllib3_connection
 from urllib3.util.retry import Retry
 
 from section_speed.clients.images import MAX_IMAGE_BYTES
+from section_speed.domain.course import PHOTO_HOST
 
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 DEFAULT_TIMEOUT_S = (3.05, 10.0)  # (connect, read)
-# Where the course's cars API keeps its photos (Cloud Storage's public endpoint).
-DEFAULT_PHOTO_HOSTS: tuple[str, ...] = ("storage.googleapis.com",)
+# Where a fixed-URL API's photos are: Cloud Storage's public endpoint (docs/course.md).
+DEFAULT_PHOTO_HOSTS: tuple[str, ...] = (PHOTO_HOST,)
 VEHICLE_ID_PLACEHOLDER = "{vehicle_id}"
 LEGACY_PATH = "cars/" + VEHICLE_ID_PLACEHOLDER  # what a bare origin means
 # A well-formed id that no camera produces: what the start-up check asks the API for.
@@ -212,7 +213,7 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 class CarsApiClient:
-    """The cars API in the course's form or this project's (see the module docstring)."""
+    """The cars API at a fixed URL or a `{vehicle_id}` template (see the module docstring)."""
 
     def __init__(
         self,
@@ -235,7 +236,7 @@ class CarsApiClient:
         if VEHICLE_ID_PLACEHOLDER not in cars_api and parts.path in ("", "/") and not parts.query:
             cars_api = f"{parts.scheme}://{parts.netloc}/{LEGACY_PATH}"
         self.cars_api = cars_api
-        self.course_form = VEHICLE_ID_PLACEHOLDER not in cars_api
+        self.fixed_url = VEHICLE_ID_PLACEHOLDER not in cars_api
         self._origin = _origin(cars_api)
         self.photo_hosts = parse_photo_hosts(photo_hosts)
         self.timeout_s = timeout_s
@@ -254,7 +255,7 @@ class CarsApiClient:
         self.photo_session.close()
 
     def car_url(self, vehicle_id: str) -> str:
-        """The URL asked for `vehicle_id`'s car (the course's form ignores the id)."""
+        """The URL asked for `vehicle_id`'s car (a fixed URL ignores the id)."""
         return self.cars_api.replace(VEHICLE_ID_PLACEHOLDER, quote(vehicle_id, safe=""))
 
     def fetch(self, vehicle_id: str) -> Photo:
@@ -269,12 +270,12 @@ class CarsApiClient:
     def probe(self, vehicle_id: str = PROBE_VEHICLE_ID) -> str:
         """One GET of the car (no photo): what it answered, or EvidenceUnavailable/Rejected.
 
-        This project's forms may not know the probe vehicle: a 404 is an answer.
+        A `{vehicle_id}` template's API may not know the probe vehicle: a 404 is an answer.
         """
         try:
             answer = self._get(self.session, self.car_url(vehicle_id))
         except EvidenceRejected as error:
-            if not self.course_form and error.status == 404:
+            if not self.fixed_url and error.status == 404:
                 return "answered 404 for the probe vehicle (unknown vehicle): reachable"
             raise
         image_url = self._image_url(answer)

@@ -9,9 +9,11 @@ still reads, answers and fetches as the course's code did (docs/course.md):
   `timeless_message` / `timeless_pubsub` publish it again as the course's generator does;
 - its consumers' output keys: `OUTPUT_KEYS`, added to every output-topic message by
   `output_keys`;
-- its cars API: `GET URL` answers `{"image_url"}`, the photo on `PHOTO_HOST`.
+- its cars API: `GET URL` answers `{"image_url"}`, the photo on `PHOTO_HOST`;
+  `CARS_API_FORM_HINT` says so when a fixed URL answers otherwise.
 
-Generic hooks call these (events.py, schemas.py); none of them names the course.
+Generic hooks call these (events.py, schemas.py, cars_api.py, startup_checks.py); none of
+them names the course.
 """
 
 import hashlib
@@ -107,3 +109,9 @@ def output_keys(record: Mapping[str, Any]) -> dict[str, Any]:
 # Where the course's cars API keeps its photos: Cloud Storage's public endpoint, a host
 # other than the API's own.
 PHOTO_HOST = "storage.googleapis.com"
+
+# What a fixed `--cars_api` URL was expected to answer, for the start-up check's message.
+CARS_API_FORM_HINT = (
+    'the course\'s form, a URL whose GET answers {"image_url": ...}; for this '
+    "project's API give a template such as http://HOST:PORT/cars/{vehicle_id}"
+)

@@ -108,7 +108,7 @@ def test_random_car_answers_only_image_url_like_the_course_api(api):
 
 def test_template_form_fetches_the_vehicles_photo_and_its_url(api):
     client = fast_client(f"{api}/cars/{{vehicle_id}}")
-    assert not client.course_form
+    assert not client.fixed_url
     assert client.fetch("bus.7") == Photo(f"{api}/cars/bus.7/image.jpg", tiny_jpeg("bus.7"))
     assert request_log(api) == [("/cars/bus.7", 200), ("/cars/bus.7/image.jpg", 200)]
 
@@ -139,12 +139,12 @@ def test_malformed_cars_api_urls_are_refused(url, reason):
         CarsApiClient(url)
 
 
-# --- the course's form, end to end against the local API ---------------------------------
+# --- a fixed URL (the course's form), end to end against the local API -------------------
 
 
-def test_course_form_gets_the_api_url_then_the_photo_it_names(api):
+def test_fixed_url_gets_the_api_url_then_the_photo_it_names(api):
     client = fast_client(f"{api}/cars")
-    assert client.course_form
+    assert client.fixed_url
     photo = client.fetch("aZ3k9Q")  # the course's API ignores the vehicle: a random car
     vehicle = photo.url.removeprefix(f"{api}/cars/").removesuffix("/image.jpg")
     assert vehicle in REGISTERED
@@ -152,7 +152,7 @@ def test_course_form_gets_the_api_url_then_the_photo_it_names(api):
     assert request_log(api) == [("/cars", 200), (f"/cars/{vehicle}/image.jpg", 200)]
 
 
-def test_course_form_probe_needs_an_image_url(api):
+def test_fixed_url_probe_needs_an_image_url(api):
     assert fast_client(f"{api}/cars").probe().startswith("answered with image_url http://")
     with pytest.raises(EvidenceRejected, match="answered 404"):
         fast_client(f"{api}/_admin").probe()  # no such route: not a cars API

@@ -14,7 +14,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.options import OPTION_SPECS, SectionSpeedOptions, invalid_options
 from section_speed.domain.course import (
     OUTPUT_KEYS,
-    PHOTO_HOST,
     from_transport,
     output_keys,
     text_vehicle_id,
@@ -61,7 +60,7 @@ def test_the_courses_exact_command_line_is_valid(extra):
     assert options.radar_id == "Adriana"
     assert options.cars_api == COURSE_CARS_API
     assert options.bucket is None  # no copies: image_url is the cars API's photo URL
-    assert options.photo_hosts == PHOTO_HOST == "storage.googleapis.com"  # the course's photos
+    assert options.photo_hosts == "storage.googleapis.com"  # where the course's photos are
 
 
 def test_the_courses_command_line_passes_the_entry_points_validation():

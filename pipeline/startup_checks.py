@@ -144,11 +144,8 @@ def check_configuration(
     own = options.view_as(SectionSpeedOptions)
     services = services or StartupServices()
     uses = services_in_use(own)
-    problems = []
-    credentials_problem = _check_credentials(uses, services)
-    if credentials_problem:
-        problems.append(credentials_problem)
-    else:  # without credentials every call below would fail the same way
+    problems = _check_credentials(uses, services)
+    if not problems:  # without credentials every call below would fail the same way
         if any(use.service == PUBSUB for use in uses):
             problems += _guarded(lambda: _check_pubsub(own, services), PUBSUB)
         if own.bq_dataset:
@@ -185,10 +182,10 @@ def _guarded(check: Callable[[], list[str]], what: str) -> list[str]:
         return [f"could not check {what}: {type(error).__name__}: {str(error)[:300]}"]
 
 
-def _check_credentials(uses: list[_Use], services: StartupServices) -> str | None:
+def _check_credentials(uses: list[_Use], services: StartupServices) -> list[str]:
     needing = [use for use in uses if not _emulated(use.service, services.environ)]
     if not needing:
-        return None
+        return []
     try:
         services.default_credentials()
     except Exception as error:  # DefaultCredentialsError, or a broken key file
@@ -206,11 +203,11 @@ def _check_credentials(uses: list[_Use], services: StartupServices) -> str | Non
             fixes += ", or to use the local emulators set " + ", ".join(emulators)
         if any(use.service == VISION for use in needing):
             fixes += "; Cloud Vision has no emulator: use --plate_reader embedded locally"
-        return (
+        return [
             f"no Google credentials for {names} ({type(error).__name__}: "
             f"{str(error)[:200]}): {fixes}"
-        )
-    return None
+        ]
+    return []
 
 
 def _emulated(service: str, environ: Mapping[str, str]) -> bool:
@@ -225,11 +222,13 @@ def _reads_pubsub(options: SectionSpeedOptions) -> bool:
 def _check_pubsub(options: SectionSpeedOptions, services: StartupServices) -> list[str]:
     project = options.project_id
     problems = []
+    topics = [("--dead_letter_topic", options.dead_letter_topic)]
     if _reads_pubsub(options):
+        topics.insert(0, ("--output_topic", options.output_topic))
         subscriber = services.subscriber()
         try:
             path = resource_path(project, "subscriptions", options.input_subscription)
-            problem = _check_pubsub_resource(
+            problems += _check_pubsub_resource(
                 "--input_subscription",
                 path,
                 lambda: subscriber.get_subscription(
@@ -241,19 +240,15 @@ def _check_pubsub(options: SectionSpeedOptions, services: StartupServices) -> li
                 f"gcloud pubsub subscriptions create {path.rsplit('/', 1)[1]} "
                 f"--project {path.split('/')[1]} --topic TOPIC",
             )
-            problems += [problem] if problem else []
         finally:
             _close(subscriber)
-    topics = [("--dead_letter_topic", options.dead_letter_topic)]
-    if _reads_pubsub(options):
-        topics.insert(0, ("--output_topic", options.output_topic))
     publisher = services.publisher()
     try:
         for option, name in topics:
             if not name:
                 continue
             path = resource_path(project, "topics", name)
-            problem = _check_pubsub_resource(
+            problems += _check_pubsub_resource(
                 option,
                 path,
                 lambda path=path: publisher.get_topic(
@@ -265,7 +260,6 @@ def _check_pubsub(options: SectionSpeedOptions, services: StartupServices) -> li
                 f"gcloud pubsub topics create {path.rsplit('/', 1)[1]} "
                 f"--project {path.split('/')[1]}",
             )
-            problems += [problem] if problem else []
     finally:
         _close(publisher)
     return problems
@@ -279,36 +273,36 @@ def _check_pubsub_resource(
     permission: str,
     role: str,
     create_command: str,
-) -> str | None:
+) -> list[str]:
     missing = (
         f"{option}: {path} does not exist: create it (`{create_command}`) or name one that does"
     )
     try:
         get()
-        return None
+        return []
     except api_exceptions.NotFound:
-        return missing
+        return [missing]
     except api_exceptions.PermissionDenied:
         pass  # reading metadata is not what the pipeline does: ask for what it does
     except api_exceptions.GoogleAPICallError as error:
-        return (
+        return [
             f"{option}: cannot reach Pub/Sub to check {path} ({type(error).__name__}: "
             f"{str(error)[:200]}): check the network, or PUBSUB_EMULATOR_HOST for the emulator"
-        )
+        ]
     try:
         granted = client.test_iam_permissions(
             request={"resource": path, "permissions": [permission]}, timeout=CALL_TIMEOUT_S
         ).permissions
     except api_exceptions.NotFound:
-        return missing
+        return [missing]
     except api_exceptions.GoogleAPICallError:
         granted = []
     if permission in granted:
-        return None
-    return (
+        return []
+    return [
         f"{option}: the pipeline's account lacks {permission} on {path}: grant it {role} "
         "on that resource"
-    )
+    ]
 
 
 def _check_warehouse(options: SectionSpeedOptions, services: StartupServices) -> list[str]:

@@ -86,16 +86,16 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "radar_id",
         "Default radar id",
-        "Section id given to legacy course messages, which carry none.",
+        "Section id given to timeless messages, which carry none (docs/course.md).",
         default=defaults.RADAR_ID,
         regex=f"^{ID_PATTERN.pattern}$",
     ),
     OptionSpec(
         "cars_api",
         "Cars API URL",
-        "Cars API URL; enables fine evidence (photo, plate). The course's form: GET URL "
-        'answers {"image_url": ...}. This project\'s: a template with {vehicle_id}, e.g. '
-        "http://HOST/cars/{vehicle_id} (a bare http://HOST means HOST/cars/{vehicle_id}).",
+        "Cars API URL; enables fine evidence (photo, plate). A template with {vehicle_id}, "
+        "e.g. http://HOST/cars/{vehicle_id} (a bare http://HOST means HOST/cars/{vehicle_id}). "
+        'Without {vehicle_id}: GET URL answers {"image_url": ...} (docs/course.md).',
         regex=r"^https?://[^\s/$.?#].[^\s]*$",
     ),
     OptionSpec(
@@ -177,8 +177,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "photo_hosts",
         "Photo hosts",
         "Comma-separated host names that the cars API's photo URLs may point to besides the "
-        "API's own host (the course's photos are on Cloud Storage); fetched over https only, "
-        "never from a loopback, private or link-local address; empty: the API's host only.",
+        "API's own host (default: Cloud Storage, where a fixed-URL API's photos are); fetched "
+        "over https only, never from a loopback, private or link-local address; empty: the "
+        "API's host only.",
         default=",".join(DEFAULT_PHOTO_HOSTS),
         regex=PHOTO_HOSTS_REGEX,
     ),
@@ -293,7 +294,8 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     standard = options.view_as(StandardOptions)
     standard.streaming = not own.input_file
     if standard.runner is None and standard.streaming:
-        # The course's command names no runner (docs/architecture.md, Runners).
+        # A streaming command without --runner stays local
+        # (docs/course.md, docs/architecture.md Runners).
         standard.runner = LOCAL_STREAMING_RUNNER
     # One project for both: a Flex Template launch passes only Beam's --project.
     google = options.view_as(GoogleCloudOptions)
@@ -317,7 +319,7 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
 def ship_the_package(options: PipelineOptions) -> None:
     """Dataflow workers need this package: from the image, or staged from setup.py.
 
-    The course's Dataflow command passes only --requirements_file, which would leave the
+    A Dataflow command with only --requirements_file (docs/course.md) would leave the
     workers without it; from a source checkout, setup.py is staged in that case.
     """
     setup = options.view_as(SetupOptions)

@@ -118,7 +118,8 @@ TRAVERSAL_SINKS: tuple[Sink, ...] = (
         "PublishTraversals",
         streaming,
         lambda o: PublishTraversals(topic(o, o.output_topic)),
-        writes="every traversal's record to the output topic, with the course's keys added",
+        writes="every traversal's record to the output topic, plus output keys "
+        "([course.md](course.md))",
         only_with="streaming",
     ),
     Sink(
@@ -285,7 +286,7 @@ def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
         _log.info(
             "no --sections_file: no section's entry and exit are known, so a timed traversal "
             "over the limit is dead-lettered as partial, never fined (docs/enforcement.md); "
-            "timeless (course) traffic is judged as usual"
+            "timeless traffic is judged as usual"
         )
         return SectionCatalog(default)
     with FileSystems.open(options.sections_file) as sections:

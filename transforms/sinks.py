@@ -122,8 +122,8 @@ class WriteJsonLines(beam.PTransform):
 
 
 class PublishTraversals(beam.PTransform):
-    """Every traversal's record to the output topic, with the course's keys added (its
-    consumers read it unchanged), `fine_id` as an attribute."""
+    """Every traversal's record to the output topic: the record plus `output_keys`
+    (`output_message`, docs/course.md), `fine_id` as an attribute."""
 
     def __init__(self, topic: str) -> None:
         super().__init__()

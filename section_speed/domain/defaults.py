@@ -27,7 +27,7 @@ LATE_FIRING_DELAY_SECONDS: Final = 5
 # risk that the watermark passes the deadline before the detection reaches its session.
 LATE_MARGIN_SECONDS: Final = 10
 
-# The course's section: a stretch of Broadway in upper Manhattan.
+# The default section: a stretch of Broadway in upper Manhattan (docs/course.md).
 INITIAL_COORDINATES: Final = (40.819390, -73.940744)
 FINAL_COORDINATES: Final = (40.811, -73.950)
 

@@ -32,8 +32,8 @@ def judge_traversal(events: Iterable[CameraEvent], rule: SectionRule) -> Travers
 
     Detections may come in any order and repeat (same event_id); the result depends only
     on their times, places and speeds, never on arrival order or ids. Timed detections
-    are measured by distance / time (SECTION_AVERAGE), timeless ones (course messages) by
-    the mean of their spot speeds (SPOT_MEAN); a session mixing both is implausible.
+    are measured by distance / time (SECTION_AVERAGE), timeless ones by the mean of their
+    spot speeds (SPOT_MEAN); a session mixing both is implausible.
     """
     unique = _by_event_id(events)
     if not unique:
@@ -43,7 +43,7 @@ def judge_traversal(events: Iterable[CameraEvent], rule: SectionRule) -> Travers
         return Rejection(
             IMPLAUSIBLE,
             f"the session mixes {timed} detections that have an event time with "
-            f"{len(unique) - timed} that have none (course messages): one vehicle id from two "
+            f"{len(unique) - timed} that have none (timeless detections): one vehicle id from two "
             "kinds of camera, which neither method can measure together",
             tuple(sorted(unique, key=_content_key)),
         )
@@ -114,7 +114,7 @@ def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal 
 
 
 def _judge_timeless(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal | Rejection:
-    """The course's rule: the mean of the spot speeds; publish times only group and order.
+    """The spot mean: the mean of the spot speeds; publish times only group and order.
 
     Nothing else is measured: the record carries no distance nor duration (the detections
     have no time of their own) and says how many spot readings were averaged. Entry and

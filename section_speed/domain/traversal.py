@@ -17,7 +17,7 @@ from section_speed.domain.geometry import LatLon
 KMH_PER_MPH = 1.609344
 # How a traversal's average speed was measured (docs/enforcement.md, the two methods).
 SECTION_AVERAGE = "section_average"  # distance / time between the first and last detection
-SPOT_MEAN = "spot_mean"  # the course's rule for timeless detections: mean of spot speeds
+SPOT_MEAN = "spot_mean"  # mean of spot speeds, for timeless detections (docs/course.md)
 
 # Why a session gives no fine (`Rejection.kind`).
 UNMEASURABLE = "unmeasurable"  # no measurement: one detection, zero duration, no speeds

@@ -336,7 +336,7 @@ def test_a_session_mixing_timed_and_timeless_detections_is_implausible():
     outcome = judge_traversal(mixed, SECTION)
     assert outcome.kind == IMPLAUSIBLE
     assert outcome.reason.startswith("the session mixes 3 detections that have an event time "
-                                     "with 1 that have none (course messages)")  # fmt: skip
+                                     "with 1 that have none (timeless detections)")  # fmt: skip
     assert len(outcome.detections) == 4
 
 

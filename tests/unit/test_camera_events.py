@@ -1,15 +1,11 @@
 """Camera events: the message contract, its validation and its ids."""
 
-import hashlib
 import json
 
 import pytest
 
 from section_speed.domain import defaults
-from section_speed.domain.course import timeless_event_id
 from section_speed.domain.events import (
-    ID_PATTERN,
-    CameraEvent,
     InvalidEvent,
     format_rfc3339_ms,
     parse_camera_event,
@@ -45,41 +41,6 @@ def test_event_round_trips_through_its_pubsub_form():
     data, attributes = event.to_pubsub()
     assert attributes == {"event_id": event.event_id, "ts": str(event.event_time_ms)}
     assert _parse(data, attributes) == event
-
-
-def test_legacy_course_message_borrows_id_time_and_radar_from_transport():
-    event = _parse(b'{"vehicle_id": 17, "speed": 31.5, "location": [40.81, -73.95]}')
-    assert event == CameraEvent(
-        "m-1", "radar-default", "17", (40.81, -73.95), T0_MS, 31.5, timed=False
-    )
-
-
-COURSE_BODY = b'{"vehicle_id": "aZ3k9Q", "speed": 57.23418811, "location": [40.81939, -73.940744]}'
-
-
-@pytest.mark.parametrize("message_id", [None, ""])
-def test_a_course_message_without_message_id_gets_a_digest_id(message_id):
-    event = _parse(COURSE_BODY, message_id=message_id)
-    assert event.event_id == "m-b2b5e3a51c1bb44b952aac29af0205f1"
-    assert (
-        event.event_id
-        == "m-" + hashlib.sha256(f"{T0_MS}\n".encode() + COURSE_BODY).hexdigest()[:32]
-    )
-    assert ID_PATTERN.fullmatch(event.event_id)
-    assert event.vehicle_id == "aZ3k9Q" and not event.timed
-    # A redelivery (same bytes, same publish time) repeats it; another publish does not.
-    assert _parse(COURSE_BODY, message_id=None).event_id == event.event_id
-    assert timeless_event_id(COURSE_BODY, T0_MS + 1) != event.event_id
-
-
-def test_a_timeless_event_is_published_exactly_as_the_course_does():
-    event = _parse(COURSE_BODY, message_id="42")
-    assert event.to_pubsub() == (COURSE_BODY, {})
-    assert event.to_json() == json.loads(COURSE_BODY)
-    data, attributes = event.to_pubsub()
-    again = parse_camera_event(data, attributes, message_id="42", publish_time_ms=T0_MS,
-                               default_radar_id="radar-default")  # fmt: skip
-    assert again == event
 
 
 @pytest.mark.parametrize(

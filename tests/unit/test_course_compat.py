@@ -5,6 +5,7 @@ with five flags and reads the output topic with a consumer that expects its own 
 docs/course.md sets the two side by side.
 """
 
+import hashlib
 import json
 import re
 
@@ -21,7 +22,7 @@ from section_speed.domain.course import (
     timeless_message,
     timeless_pubsub,
 )
-from section_speed.domain.events import parse_camera_event
+from section_speed.domain.events import ID_PATTERN, CameraEvent, parse_camera_event
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import FINE_COLUMNS, output_message, output_record
 from section_speed.domain.traversal import Traversal, kmh_to_mph
@@ -219,20 +220,41 @@ COURSE_MESSAGE = b'{"vehicle_id": "aZ3k9Q", "speed": 41.5, "location": [40.81939
 PUBLISHED_MS = 1_700_000_000_123
 
 
+def parse_course_message(
+    data: bytes = COURSE_MESSAGE, message_id: str | None = "9876"
+) -> CameraEvent:
+    return parse_camera_event(
+        data, {}, message_id=message_id, publish_time_ms=PUBLISHED_MS, default_radar_id="Adriana"
+    )
+
+
 def test_a_course_message_takes_pubsubs_id_and_time_and_the_pipelines_section():
     assert from_transport(
         COURSE_MESSAGE, message_id="9876", publish_time_ms=PUBLISHED_MS, default_radar_id="Adriana"
     ) == ("9876", "Adriana", PUBLISHED_MS)
 
 
+def test_a_course_message_with_a_numeric_vehicle_id_is_a_timeless_event():
+    event = parse_course_message(b'{"vehicle_id": 17, "speed": 31.5, "location": [40.81, -73.95]}')
+    assert event == CameraEvent(
+        "9876", "Adriana", "17", (40.81, -73.95), PUBLISHED_MS, 31.5, timed=False
+    )
+
+
 @pytest.mark.parametrize("message_id", [None, ""])
 def test_a_course_message_read_without_a_message_id_is_named_by_its_bytes_and_time(message_id):
-    event_id, _, _ = from_transport(
-        COURSE_MESSAGE, message_id=message_id, publish_time_ms=PUBLISHED_MS, default_radar_id="r"
+    event = parse_course_message(message_id=message_id)
+    assert event.event_id == "m-1e9a3ba02cb66aa1807a7b086774f509"
+    digest = hashlib.sha256(f"{PUBLISHED_MS}\n".encode() + COURSE_MESSAGE).hexdigest()
+    assert event.event_id == "m-" + digest[:32] == timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS)
+    assert ID_PATTERN.fullmatch(event.event_id)
+    assert event.vehicle_id == "aZ3k9Q" and not event.timed
+    # A redelivery (same bytes, same publish time) repeats it; another publish does not.
+    assert parse_course_message(message_id=None).event_id == event.event_id
+    assert event.event_id != timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS + 1)
+    assert event.event_id != timeless_event_id(
+        COURSE_MESSAGE.replace(b"41.5", b"41.6"), PUBLISHED_MS
     )
-    assert event_id == timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS)
-    assert event_id != timeless_event_id(COURSE_MESSAGE, PUBLISHED_MS + 1)
-    assert event_id != timeless_event_id(COURSE_MESSAGE.replace(b"41.5", b"41.6"), PUBLISHED_MS)
 
 
 @pytest.mark.parametrize(
@@ -244,16 +266,14 @@ def test_only_the_courses_integer_vehicle_ids_become_text(value, contract):
 
 
 def test_a_course_message_is_published_again_byte_for_byte():
-    event = parse_camera_event(
-        COURSE_MESSAGE, {}, message_id="9876", publish_time_ms=PUBLISHED_MS,
-        default_radar_id="Adriana",
-    )  # fmt: skip
+    event = parse_course_message()
     assert (event.event_id, event.radar_id, event.event_time_ms, event.timed) == (
         "9876", "Adriana", PUBLISHED_MS, False,
     )  # fmt: skip
     body = timeless_message(event.vehicle_id, event.speed_kmh, event.location)
     assert list(body) == ["vehicle_id", "speed", "location"]  # the course's key order
     assert timeless_pubsub(body) == (COURSE_MESSAGE, {}) == event.to_pubsub()
+    assert event.to_json() == json.loads(COURSE_MESSAGE)
 
 
 def test_a_timeless_detection_without_a_speed_has_no_speed_key():

@@ -31,7 +31,7 @@ from typing import Any
 import requests
 from lib.harness import load_note, percentile, stop_on_sigterm
 
-from analyst_report import report
+from analyst_report.contents import build_report, verification_line
 from desk.app import DeskConfig, create_app
 from desk.services import Services, cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
@@ -173,9 +173,9 @@ def main() -> None:
                 f"{60 * decided / seconds:.0f} decisions/min ({1000 * seconds / decided:.0f} ms "
                 "per fine, Enter to the next fine's keys live)"
             )
-            built = report.build_report(Warehouse(stack.project_id, DATASET), photos=lambda _: None)
+            built = build_report(Warehouse(stack.project_id, DATASET), photos=lambda _: None)
             if built.verification is not None:
-                print(f"report: {report.verification_line(built.verification)}")
+                print(f"report: {verification_line(built.verification)}")
 
 
 if __name__ == "__main__":

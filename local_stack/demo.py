@@ -21,7 +21,9 @@ from typing import Any
 
 from google.api_core.exceptions import NotFound
 
-from analyst_report.report import Report, Totals, generate_report, warehouse_totals
+from analyst_report.contents import Report
+from analyst_report.queries import Totals, warehouse_totals
+from analyst_report.report import generate_report
 from generator import cli as generator_cli
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, wait_until

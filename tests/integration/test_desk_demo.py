@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from analyst_report import report
+from analyst_report.contents import build_report
+from analyst_report.page import render_html
 from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
@@ -128,7 +129,7 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     assert all(verify_notice(m) and m == by_fine[m["fine_id"]] for m in messages)
 
     # The analyst report counts the decisions and measures the reader as the officer did.
-    built = report.build_report(warehouse, photos=lambda _url: None)
+    built = build_report(warehouse, photos=lambda _url: None)
     assert built.totals.fines == len(fines)
     verification = built.verification
     assert verification is not None
@@ -147,5 +148,5 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
         1,
     )
     assert reader.read_accuracy == pytest.approx((len(fines) - 2) / (len(fines) - 1))
-    page = report.render_html(built)
+    page = render_html(built)
     assert f"Verified: {len(issued)} issued ({len(issued)} notices), 1 rejected, 0 pending" in page

@@ -36,6 +36,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from analyst_report import report
+from analyst_report.charts import BAR_COLOUR, LIMIT_COLOUR
+from analyst_report.contents import build_report
+from analyst_report.queries import SectionRows, Totals, read_snapshot
 from local_stack import demo
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.schemas import (
@@ -345,8 +348,8 @@ def assert_not_blank_and_shows_the_charts(path: Path) -> None:
 
     photo = "#" + bytes(PHOTO_RGB).hex()
     for name, colour, least in (
-        ("charts' bars", report.BAR_COLOUR, 10_000),
-        ("speed limit line", report.LIMIT_COLOUR, 200),
+        ("charts' bars", BAR_COLOUR, 10_000),
+        ("speed limit line", LIMIT_COLOUR, 200),
         ("photo thumbnail", photo, 5_000),
     ):
         painted = sum(count for count, rgb in colours if close(rgb, colour))
@@ -408,11 +411,11 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     assert dom.scripts == 0
 
 
-def fine_ids(rows: report.SectionRows) -> set[str]:
+def fine_ids(rows: SectionRows) -> set[str]:
     return {row["fine_id"] for row in rows.latest}
 
 
-def assert_sections_agree(rows: report.SectionRows) -> None:
+def assert_sections_agree(rows: SectionRows) -> None:
     """The summary, every chart and the table count the same fines and traversals."""
     fines = rows.totals.fines
     assert sum(row["fines"] for row in rows.per_hour) == fines
@@ -426,8 +429,8 @@ def test_each_traversal_counts_once_in_every_query(stack):
     """A correction replaces its row, a merge the ids it supersedes, in every section."""
     warehouse = Warehouse(stack.project_id, "it_report_once")
     seeded = seed(warehouse)
-    rows = report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50)
-    assert rows.totals == report.Totals(
+    rows = read_snapshot(warehouse, SEEDED_UNTIL, latest=50)
+    assert rows.totals == Totals(
         traversals=EXPECTED_TRAVERSALS,
         fines=EXPECTED_FINES,
         fines_without_evidence=1,
@@ -456,7 +459,7 @@ def test_rows_processed_after_as_of_change_no_section(stack):
     warehouse = Warehouse(stack.project_id, "it_report_as_of")
     seeded = seed(warehouse)
     no_photos = lambda _url: None  # noqa: E731
-    before = report.build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
+    before = build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
 
     # Processed after as_of: a new fine, v01 corrected under the limit, v03 merged into a
     # traversal that starts a minute earlier.
@@ -471,21 +474,21 @@ def test_rows_processed_after_as_of_change_no_section(stack):
                            (new_fine, later_ms, True, None)])  # fmt: skip
     assert warehouse.count(VEHICLE_SPEEDS) == EXPECTED_SPEED_ROWS + 3
 
-    after = report.build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
+    after = build_report(warehouse, photos=no_photos, as_of=SEEDED_UNTIL)
     assert after.summary == before.summary == SEEDED_SUMMARY
     assert [(s.key, s.explanation) for s in after.sections] == [
         (s.key, s.explanation) for s in before.sections
     ]
     assert [s.png for s in after.sections] == [s.png for s in before.sections]
     assert after.latest == before.latest
-    assert_sections_agree(report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
+    assert_sections_agree(read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
 
     # Read now, the same warehouse shows the later rows, each traversal still once.
-    now = report.read_snapshot(warehouse, datetime.now(UTC), latest=50)
+    now = read_snapshot(warehouse, datetime.now(UTC), latest=50)
     assert_sections_agree(now)
     assert (now.totals.traversals, now.totals.fines) == (15, 10)  # +v20 +v03 merged -v03
     assert fine_ids(now) == (
-        fine_ids(report.read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
+        fine_ids(read_snapshot(warehouse, SEEDED_UNTIL, latest=50))
         - {v01_under.traversal_id, v03.traversal_id}
         | {v03_merged.traversal_id, new_fine.traversal_id}
     )

@@ -9,6 +9,18 @@ import pytest
 from google.api_core.exceptions import NotFound
 
 from analyst_report import report
+from analyst_report.charts import (
+    fines_per_hour_section,
+    fines_per_radar_section,
+    plate_read_section,
+    speed_distribution_section,
+    speed_limits,
+)
+from analyst_report.contents import LatestFine, Report, build_report, latest_fines, summary_line
+from analyst_report.page import render_html
+from analyst_report.photos import THUMBNAIL_PX, fetch_photo, make_thumbnail
+from analyst_report.queries import SNAPSHOT_READINGS, SnapshotMoved, Totals, load_sql, sql_names
+from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,12 +75,12 @@ def unaliased_aggregates(sql: str) -> list[str]:
 
 # -- the SQL files -----------------------------------------------------------------------
 def test_the_package_ships_the_five_queries():
-    assert set(report.sql_names()) == QUERIES
+    assert set(sql_names()) == QUERIES
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_each_query_formats_with_project_and_dataset_only(name):
-    sql = report.load_sql(name, "my-project", "it_report")
+    sql = load_sql(name, "my-project", "it_report")
     assert "`my-project.it_report." in sql
     assert "{" not in sql and "}" not in sql
 
@@ -76,7 +88,7 @@ def test_each_query_formats_with_project_and_dataset_only(name):
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_each_query_aliases_every_aggregate(name):
     # The emulator names an un-aliased COUNT(*) `count_star()`, BigQuery `f0_`.
-    assert unaliased_aggregates(report.load_sql(name, "p-1", "d")) == []
+    assert unaliased_aggregates(load_sql(name, "p-1", "d")) == []
 
 
 def test_the_aggregate_check_catches_an_unaliased_count():
@@ -87,7 +99,7 @@ def test_the_aggregate_check_catches_an_unaliased_count():
 
 
 def prelude(name: str) -> str:
-    found = PRELUDE.search(report.load_sql(name, "p-1", "d"))
+    found = PRELUDE.search(load_sql(name, "p-1", "d"))
     assert found, f"{name}.sql does not start with the shared WITH ... CTEs"
     return found.group(0)
 
@@ -119,7 +131,7 @@ def test_every_query_shares_one_prelude_that_counts_each_traversal_once():
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_each_query_reads_the_tables_only_through_the_prelude(name):
     """After the CTEs a query counts `traversals` or `fines`, never a table's raw rows."""
-    sql = report.load_sql(name, "p-1", "d")
+    sql = load_sql(name, "p-1", "d")
     own = without_comments(sql[len(sql.split(prelude(name))[0]) + len(prelude(name)) :])
     assert "`" not in own
     assert re.search(r"\bFROM (traversals|fines)\b", own)
@@ -128,7 +140,7 @@ def test_each_query_reads_the_tables_only_through_the_prelude(name):
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_comments_name_no_query_parameter(name):
     # The BigQuery emulator counts an @name in a comment as a parameter and then fails.
-    comments = [line for line in report.load_sql(name, "p-1", "d").splitlines() if "--" in line]
+    comments = [line for line in load_sql(name, "p-1", "d").splitlines() if "--" in line]
     assert not any("@" in line.split("--", 1)[1] for line in comments)
 
 
@@ -138,11 +150,11 @@ def test_comments_name_no_query_parameter(name):
 )
 def test_identifiers_that_are_not_names_are_refused(project, dataset):
     with pytest.raises(ValueError):
-        report.load_sql("latest_fines", project, dataset)
+        load_sql("latest_fines", project, dataset)
 
 
 def test_a_domain_scoped_project_is_accepted():
-    sql = report.load_sql("fines_per_hour", "example.com:my-project", "d")
+    sql = load_sql("fines_per_hour", "example.com:my-project", "d")
     assert "`example.com:my-project.d.fines`" in sql
 
 
@@ -164,41 +176,41 @@ SPEED_ROWS = [
 
 
 def test_the_most_common_limit_is_the_one_of_most_radars():
-    limits = report.speed_limits(SPEED_ROWS)
+    limits = speed_limits(SPEED_ROWS)
     assert limits.most_common_mph == 25.0  # 2 radars, though 30 mph has more traversals
     assert limits.radars_by_limit == {25.0: {"r1", "r2"}, 30.0: {"r3"}}
     assert limits.from_data
 
 
 def test_without_data_the_limit_is_the_default():
-    limits = report.speed_limits([])
+    limits = speed_limits([])
     assert (limits.most_common_mph, limits.from_data) == (defaults.SPEED_LIMIT_MPH, False)
 
 
 @pytest.mark.parametrize(
     ("draw", "rows"),
     [
-        (report.fines_per_hour_section, [{"hour": hour(9), "fines": 3}]),
-        (report.fines_per_radar_section, [{"radar_id": "r1", "fines": 3, "mean_speed_mph": 40}]),
-        (report.speed_distribution_section, SPEED_ROWS),
-        (report.plate_read_section, report.Totals(5, 3, 1, 1, 1 / 3)),
+        (fines_per_hour_section, [{"hour": hour(9), "fines": 3}]),
+        (fines_per_radar_section, [{"radar_id": "r1", "fines": 3, "mean_speed_mph": 40}]),
+        (speed_distribution_section, SPEED_ROWS),
+        (plate_read_section, Totals(5, 3, 1, 1, 1 / 3)),
     ],
 )
 def test_each_chart_is_a_png_with_data_and_without(draw, rows):
-    for data in (rows, [] if isinstance(rows, list) else report.Totals(0, 0, 0, 0, None)):
+    for data in (rows, [] if isinstance(rows, list) else Totals(0, 0, 0, 0, None)):
         section = draw(data)
         assert section.png.startswith(PNG_MAGIC)
         assert section.title and section.explanation
 
 
 def test_the_speed_chart_names_its_limit_and_the_plate_share_is_honest():
-    speeds = report.speed_distribution_section(SPEED_ROWS)
+    speeds = speed_distribution_section(SPEED_ROWS)
     assert "speed limit of 25 mph (40.2 km/h), on 2 of 3 radars" in speeds.explanation
     # r1's 31 and r2's 27 are over their 25 mph; r3's 27 is under its 30 mph.
     assert "16 measured traversals, fined or not; 3 were fined" in speeds.explanation
-    plates = report.plate_read_section(report.Totals(5, 3, 0, 0, 0.0))
+    plates = plate_read_section(Totals(5, 3, 0, 0, 0.0))
     assert plates.explanation.startswith("0 of 3 fines have a licence plate read (0 %).")
-    pending = report.plate_read_section(report.Totals(5, 4, 1, 3, 0.75))
+    pending = plate_read_section(Totals(5, 4, 1, 3, 0.75))
     assert pending.explanation == (
         "3 of 4 fines have a licence plate read (75 %). A fine without a plate cannot be sent "
         "to the vehicle's owner. 1 fine still without evidence (plate and photo) in the "
@@ -242,22 +254,22 @@ def jpeg(size: tuple[int, int]) -> bytes:
 
 def test_a_photo_is_fetched_by_its_gs_url_and_none_when_missing_or_not_gs():
     client = FakeClient({("evidence", "fines/r1/2026-11-18/f1.jpg"): b"bytes"})
-    assert report.fetch_photo("gs://evidence/fines/r1/2026-11-18/f1.jpg", client) == b"bytes"
-    assert report.fetch_photo("gs://evidence/fines/missing.jpg", client) is None
-    assert report.fetch_photo("https://example.com/f1.jpg", client) is None
-    assert report.fetch_photo("gs://evidence", client) is None
+    assert fetch_photo("gs://evidence/fines/r1/2026-11-18/f1.jpg", client) == b"bytes"
+    assert fetch_photo("gs://evidence/fines/missing.jpg", client) is None
+    assert fetch_photo("https://example.com/f1.jpg", client) is None
+    assert fetch_photo("gs://evidence", client) is None
     assert len(client.asked) == 2
 
 
 def test_a_thumbnail_is_a_small_jpeg_and_none_for_bytes_that_are_no_image():
     from PIL import Image
 
-    thumb = report.make_thumbnail(jpeg((1600, 1200)))
+    thumb = make_thumbnail(jpeg((1600, 1200)))
     assert thumb is not None
     with Image.open(BytesIO(thumb)) as picture:
         assert picture.format == "JPEG"
-        assert picture.size == report.THUMBNAIL_PX
-    assert report.make_thumbnail(b"not an image") is None
+        assert picture.size == THUMBNAIL_PX
+    assert make_thumbnail(b"not an image") is None
 
 
 # -- the page ----------------------------------------------------------------------------
@@ -282,13 +294,13 @@ def fine_row(fine_id: str, vehicle_id: str, image_url: str | None = None) -> dic
 
 def page(latest: tuple, radar: str = "radar-1") -> str:
     radars = [{"radar_id": radar, "fines": 1, "mean_speed_mph": 44.7}]
-    sections = (report.fines_per_radar_section(radars),)
-    return report.render_html(
-        report.Report(
+    sections = (fines_per_radar_section(radars),)
+    return render_html(
+        Report(
             source="p.d",
             as_of=hour(12),
             summary="1 fine",
-            totals=report.Totals(len(latest), len(latest), 0, 0, 0.0),
+            totals=Totals(len(latest), len(latest), 0, 0, 0.0),
             sections=sections,
             latest=latest,
         )
@@ -298,7 +310,7 @@ def page(latest: tuple, radar: str = "radar-1") -> str:
 def test_the_page_escapes_what_comes_from_the_warehouse():
     evil = "<script>alert('x')</script>"
     text = page(
-        (report.LatestFine(fine_row('f"1', evil, image_url=f"gs://b/{evil}.jpg"), None),),
+        (LatestFine(fine_row('f"1', evil, image_url=f"gs://b/{evil}.jpg"), None),),
         radar=evil,
     )
     assert "<script>" not in text
@@ -307,11 +319,11 @@ def test_the_page_escapes_what_comes_from_the_warehouse():
 
 
 def test_each_fine_is_one_row_with_its_photo_or_why_there_is_none():
-    photos = {"gs://b/f2.jpg": report.make_thumbnail(jpeg((640, 480)))}
+    photos = {"gs://b/f2.jpg": make_thumbnail(jpeg((640, 480)))}
     rows = [fine_row("f1", "v1"), fine_row("f2", "v2", "gs://b/f2.jpg"),
             fine_row("f3", "v3", "gs://b/gone.jpg"),
             {**fine_row("f4", "v4"), "has_evidence": False}]  # fmt: skip
-    text = page(report.latest_fines(rows, photos.get))
+    text = page(latest_fines(rows, photos.get))
     assert text.count('<tr class="fine"') == 4
     assert text.count("no photo yet") == 1
     assert text.count("evidence not in yet") == 1 and text.count(">pending<") == 1
@@ -323,7 +335,7 @@ def test_each_fine_is_one_row_with_its_photo_or_why_there_is_none():
 
 def test_photos_are_fetched_only_for_fines_with_an_image_url():
     asked = []
-    report.latest_fines(
+    latest_fines(
         [fine_row("f1", "v1"), fine_row("f2", "v2", "gs://b/f2.jpg")],
         lambda url: asked.append(url),
     )
@@ -350,21 +362,19 @@ def test_as_of_is_read_in_utc():
 
 
 def test_the_summary_gives_the_plate_share_only_when_there_are_fines():
-    assert report.summary_line(report.Totals(11, 8, 0, 0, 0.0)) == (
+    assert summary_line(Totals(11, 8, 0, 0, 0.0)) == (
         "8 fines, 11 measured traversals, plates read on 0 % of fines."
     )
-    assert report.summary_line(report.Totals(11, 8, 2, 6, 0.75)) == (
+    assert summary_line(Totals(11, 8, 2, 6, 0.75)) == (
         "8 fines, 11 measured traversals, plates read on 75 % of fines (2 without evidence yet)."
     )
-    assert report.summary_line(report.Totals(0, 0, 0, 0, None)) == (
-        "0 fines, 0 measured traversals."
-    )
+    assert summary_line(Totals(0, 0, 0, 0, None)) == "0 fines, 0 measured traversals."
 
 
 def test_explanations_count_in_words_that_agree():
-    hourly = report.fines_per_hour_section([{"hour": hour(9), "fines": 1}])
+    hourly = fines_per_hour_section([{"hour": hour(9), "fines": 1}])
     assert hourly.explanation.startswith("1 fine over 1 hour with fines")
-    radars = report.fines_per_radar_section([{"radar_id": "r1", "fines": 2, "mean_speed_mph": 40}])
+    radars = fines_per_radar_section([{"radar_id": "r1", "fines": 2, "mean_speed_mph": 40}])
     assert "1 radar issued fines; the most: r1 with 2." in radars.explanation
 
 
@@ -385,7 +395,7 @@ class FakeBigQuery:
             "speed_distribution": SPEED_ROWS,
             "latest_fines": [fine_row("f1", "v1"), fine_row("f2", "v2")],
         }  # fmt: skip
-        self.sql = {report.load_sql(name, "p-1", "d"): name for name in QUERIES}
+        self.sql = {load_sql(name, "p-1", "d"): name for name in QUERIES}
 
     def get_table(self, table: str):
         raise NotFound(table)  # a dataset without the desk's tables: no verification section
@@ -408,27 +418,27 @@ class FakeBigQuery:
         return Job()
 
 
-def fake_warehouse(row_counts: list[tuple[int, int]]) -> tuple[report.Warehouse, FakeBigQuery]:
+def fake_warehouse(row_counts: list[tuple[int, int]]) -> tuple[Warehouse, FakeBigQuery]:
     client = FakeBigQuery(row_counts)
-    return report.Warehouse("p-1", "d", client=client), client
+    return Warehouse("p-1", "d", client=client), client
 
 
 def test_every_query_of_the_page_reads_as_of_one_moment():
     warehouse, client = fake_warehouse([(2, 6)])
     as_of = datetime(2026, 11, 18, 12, tzinfo=UTC)
-    built = report.build_report(warehouse, photos=lambda _url: None, as_of=as_of)
+    built = build_report(warehouse, photos=lambda _url: None, as_of=as_of)
     assert client.asked == ["rows_as_of", "summary", "fines_per_hour", "fines_per_radar",
                             "speed_distribution", "latest_fines", "rows_as_of"]  # fmt: skip
     assert client.as_of == [as_of] * 7
     assert built.as_of == as_of
     assert built.summary == "2 fines, 5 measured traversals, plates read on 50 % of fines."
-    assert "as of 2026-11-18 12:00:00 UTC" in report.render_html(built)
+    assert "as of 2026-11-18 12:00:00 UTC" in render_html(built)
 
 
 def test_without_as_of_the_moment_is_taken_once_when_the_report_starts():
     warehouse, client = fake_warehouse([(2, 6)])
     started = datetime.now(UTC)
-    built = report.build_report(warehouse, photos=lambda _url: None)
+    built = build_report(warehouse, photos=lambda _url: None)
     assert set(client.as_of) == {built.as_of}
     assert started <= built.as_of <= datetime.now(UTC)
 
@@ -436,17 +446,17 @@ def test_without_as_of_the_moment_is_taken_once_when_the_report_starts():
 def test_rows_up_to_as_of_arriving_during_the_reading_make_it_read_everything_again():
     # A fine processed just before as_of lands while the sections are read: (2, 6) -> (3, 6).
     warehouse, client = fake_warehouse([(2, 6), (3, 6), (3, 6)])
-    report.build_report(warehouse, photos=lambda _url: None)
+    build_report(warehouse, photos=lambda _url: None)
     assert client.asked.count("summary") == client.asked.count("latest_fines") == 2
     assert client.asked.count("rows_as_of") == 3
 
 
 def test_a_warehouse_that_never_settles_gives_no_report(tmp_path, capsys, monkeypatch):
-    growing = [(n, n) for n in range(report.SNAPSHOT_READINGS + 1)] + [(99, 99)]
+    growing = [(n, n) for n in range(SNAPSHOT_READINGS + 1)] + [(99, 99)]
     warehouse, client = fake_warehouse(growing)
-    with pytest.raises(report.SnapshotMoved, match="kept arriving over 4 readings"):
-        report.build_report(warehouse, photos=lambda _url: None)
-    assert client.asked.count("summary") == report.SNAPSHOT_READINGS
+    with pytest.raises(SnapshotMoved, match="kept arriving over 4 readings"):
+        build_report(warehouse, photos=lambda _url: None)
+    assert client.asked.count("summary") == SNAPSHOT_READINGS
 
     warehouse, _ = fake_warehouse([(n, n) for n in range(10)])
     monkeypatch.setattr(report, "Warehouse", lambda *_args: warehouse)

@@ -6,17 +6,29 @@ from datetime import UTC, datetime
 import pytest
 from google.api_core.exceptions import NotFound
 
-from analyst_report import report
+from analyst_report.contents import build_report, verification_line
+from analyst_report.page import render_html
+from analyst_report.queries import (
+    SNAPSHOT_READINGS,
+    VERIFICATION_SQL_DIR,
+    SnapshotMoved,
+    Verification,
+    has_desk_tables,
+    load_sql,
+    sql_names,
+    verification_sql_names,
+)
+from section_speed.clients.warehouse import Warehouse
 from tests.unit import test_report as base
 
 QUERIES = {"summary", "reader_accuracy"}
-FOLDER = report.VERIFICATION_SQL_DIR
+FOLDER = VERIFICATION_SQL_DIR
 # The shared CTEs, from the first WITH to the query's own SELECT (the last one at line start).
 PRELUDE = base.PRELUDE
 
 
 def sql(name: str) -> str:
-    return report.load_sql(name, "p-1", "d", FOLDER)
+    return load_sql(name, "p-1", "d", FOLDER)
 
 
 def prelude(name: str) -> str:
@@ -30,8 +42,8 @@ def code(text: str) -> str:
 
 
 def test_the_package_ships_the_desk_queries_apart_from_the_traversal_queries():
-    assert set(report.verification_sql_names()) == QUERIES
-    assert set(report.sql_names()) == base.QUERIES  # the folder is no query of sql/
+    assert set(verification_sql_names()) == QUERIES
+    assert set(sql_names()) == base.QUERIES  # the folder is no query of sql/
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
@@ -133,7 +145,7 @@ class DeskBigQuery(base.FakeBigQuery):
         super().__init__([(2, 6)])
         self.decision_counts = decision_counts
         self.answers |= {"v:summary": [SUMMARY], "v:reader_accuracy": READERS}
-        self.sql |= {report.load_sql(n, "p-1", "d", FOLDER): f"v:{n}" for n in QUERIES}
+        self.sql |= {load_sql(n, "p-1", "d", FOLDER): f"v:{n}" for n in QUERIES}
         self.tables: list[str] = []
 
     def get_table(self, table: str):
@@ -159,46 +171,44 @@ class DeskBigQuery(base.FakeBigQuery):
 
 def test_with_the_desk_tables_the_report_reads_the_decisions_as_of_the_same_moment():
     client = DeskBigQuery([(8, 6)])
-    warehouse = report.Warehouse("p-1", "d", client=client)
+    warehouse = Warehouse("p-1", "d", client=client)
     as_of = datetime(2026, 11, 18, 12, tzinfo=UTC)
-    built = report.build_report(warehouse, photos=lambda _url: None, as_of=as_of)
+    built = build_report(warehouse, photos=lambda _url: None, as_of=as_of)
     assert client.tables == ["p-1.d.fine_reviews", "p-1.d.notices"]
     assert client.asked[-4:] == ["decisions_as_of", "v:summary", "v:reader_accuracy",
                                  "decisions_as_of"]  # fmt: skip
     assert set(client.as_of) == {as_of}
-    assert built.verification == report.Verification.from_rows(SUMMARY, READERS)
+    assert built.verification == Verification.from_rows(SUMMARY, READERS)
     assert built.verification.readers[0].reads_corrected == 1
 
 
 def test_decisions_arriving_during_the_reading_make_it_read_them_again():
     client = DeskBigQuery([(7, 5), (8, 6), (8, 6)])
-    warehouse = report.Warehouse("p-1", "d", client=client)
-    report.build_report(warehouse, photos=lambda _url: None)
+    warehouse = Warehouse("p-1", "d", client=client)
+    build_report(warehouse, photos=lambda _url: None)
     assert client.asked.count("v:summary") == 2
-    never = DeskBigQuery([(n, n) for n in range(report.SNAPSHOT_READINGS + 2)])
-    with pytest.raises(report.SnapshotMoved, match="decisions before"):
-        report.build_report(report.Warehouse("p-1", "d", client=never), photos=lambda _: None)
+    never = DeskBigQuery([(n, n) for n in range(SNAPSHOT_READINGS + 2)])
+    with pytest.raises(SnapshotMoved, match="decisions before"):
+        build_report(Warehouse("p-1", "d", client=never), photos=lambda _: None)
 
 
 def test_a_dataset_without_the_desk_tables_has_no_verification_section():
     warehouse, client = base.fake_warehouse([(2, 6)])
-    built = report.build_report(warehouse, photos=lambda _url: None)
+    built = build_report(warehouse, photos=lambda _url: None)
     assert built.verification is None and "decisions_as_of" not in client.asked
-    assert 'id="verification"' not in report.render_html(built)
+    assert 'id="verification"' not in render_html(built)
 
     class Missing:
         def get_table(self, table: str):
             raise NotFound(table)
 
-    assert report.has_desk_tables(report.Warehouse("p-1", "d", client=Missing())) is False
+    assert has_desk_tables(Warehouse("p-1", "d", client=Missing())) is False
 
 
 def test_the_page_shows_the_counts_the_times_and_each_reader_as_text():
     client = DeskBigQuery([(8, 6)])
-    built = report.build_report(
-        report.Warehouse("p-1", "d", client=client), photos=lambda _url: None
-    )
-    page = report.render_html(built)
+    built = build_report(Warehouse("p-1", "d", client=client), photos=lambda _url: None)
+    page = render_html(built)
     section = page[page.index('<section id="verification">') : page.index('id="latest-fines"')]
     assert (
         "Verified: 6 issued (6 notices), 1 rejected, 2 pending (1 changed since a decision); "
@@ -209,7 +219,5 @@ def test_the_page_shows_the_counts_the_times_and_each_reader_as_text():
 
 
 def test_the_line_leaves_out_times_before_any_decision():
-    quiet = report.Verification(3, 0, 0, 0, 0, 0, None, None)
-    assert report.verification_line(quiet) == (
-        "Verified: 0 issued (0 notices), 0 rejected, 3 pending."
-    )
+    quiet = Verification(3, 0, 0, 0, 0, 0, None, None)
+    assert verification_line(quiet) == "Verified: 0 issued (0 notices), 0 rejected, 3 pending."

@@ -63,12 +63,8 @@ from section_speed.domain.traversal import (
     traversal_to_json,
 )
 from transforms.batching import BatchForService
-from transforms.enrich import (
-    PLATE_BATCH_SIZE,
-    PLATE_BATCH_WAIT_S,
-    EnrichFine,
-    EvidenceServices,
-)
+from transforms.enrich import PLATE_BATCH_SIZE, PLATE_BATCH_WAIT_S, EnrichFine
+from transforms.evidence_services import EvidenceServices
 from transforms.traversals import FINED, NOT_FINED, IdentifyTraversalsFn
 from transforms.warehouse import (
     INSERT_WAIT_S,

@@ -43,12 +43,8 @@ from transforms.enforcement import (
     EnforcementResult,
     SectionSpeedEnforcement,
 )
-from transforms.enrich import (
-    PLATE_BATCH_WAIT_S,
-    EnrichFine,
-    EvidenceServices,
-    evidence_services,
-)
+from transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine
+from transforms.evidence_services import EvidenceServices, evidence_services
 from transforms.failures import Failure, to_dead_letter_record
 from transforms.sinks import (
     FormatTraversals,

@@ -12,8 +12,8 @@ from section_speed.domain.judging import judge_traversal
 from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.traversal import Traversal
 from tests.helpers import section, track
-from transforms.enrich import FineEvidence
 from transforms.failures import Failure
+from transforms.fine_evidence import FineEvidence
 from transforms.warehouse import WarehouseRow
 
 EVENT = track("v-1", 70.0)[0]

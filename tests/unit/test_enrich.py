@@ -20,15 +20,10 @@ from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
 from section_speed.domain.judging import judge_traversal
 from section_speed.domain.plate_reading import PlateReading
 from tests.helpers import T0_MS, section, track
-from transforms.enrich import (
-    EnrichFine,
-    EvidenceServices,
-    FetchPhotoFn,
-    ReadPlatesFn,
-    RecordReadingFn,
-    StorePhotoFn,
-    to_fine_record,
-)
+from transforms.enrich import EnrichFine
+from transforms.evidence_services import EvidenceServices
+from transforms.evidence_steps import FetchPhotoFn, ReadPlatesFn, RecordReadingFn, StorePhotoFn
+from transforms.fine_evidence import to_fine_record
 from transforms.worker_clients import ClientHandler
 
 

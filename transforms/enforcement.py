@@ -43,13 +43,13 @@ class EnforcementResult(NamedTuple):
 
 
 class SectionSpeedEnforcement(beam.PTransform):
-    """Camera messages -> traversals fined and not fined, and failures."""
+    """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)."""
 
     def __init__(self, config: EnforcementConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, messages: beam.PCollection) -> Any:  # EnforcementResult; Beam warns on it
+    def expand(self, messages: beam.PCollection) -> Any:
         config = self.config
         lateness_s = config.lateness.allowed_lateness_seconds if config.lateness else None
         parsed = messages | "ParseEvents" >> ParseEvents(

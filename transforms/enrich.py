@@ -70,7 +70,7 @@ class EnrichFine(beam.PTransform):
         self.batch_wait_s = batch_wait_s
         self.read_backoff_s = read_backoff_s
 
-    def expand(self, fines: beam.PCollection) -> Any:  # FinesWithEvidence; Beam warns on it
+    def expand(self, fines: beam.PCollection) -> Any:
         services = self.services
         # Fines come in the global window (MeasureTraversals leaves the sessions), so a
         # batch can hold fines of several traversals.

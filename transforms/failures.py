@@ -5,6 +5,9 @@ Every step that can fail has a main output and the `FAILURES` output (the Datafl
 them, in the style of Beam's BigQuery `WriteResult` (docs/architecture.md, One failure
 type). A `Failure` keeps the input as it arrived: the message bytes and attributes for a
 detection, the detections (JSON lines) for a traversal, the record for a fine or a row.
+The `expand` of such a composite, and of one that takes a NamedTuple (`TraversalOutputs`),
+is annotated `Any` and its docstring names the NamedTuple: Beam reads an `expand`'s
+annotations as type hints and logs a warning at every start for any but a PCollection.
 `DEAD_LETTER_STAGES` names every stage a failure can come from; docs/reference.md's table
 of them is generated from it. `to_dead_letter_record` is the one function that formats
 failures, for the dead-letter topic, table and files alike; each sink calls it as it writes.
@@ -152,7 +155,8 @@ def stages_table() -> str:
 class SinkResult(NamedTuple):
     """What a sink returns, in the style of Beam's WriteResult: the elements it could not
     write, as Failures; None for a sink that refuses none (Pub/Sub, files, the log), as
-    WriteResult's fields are for a write method that has none."""
+    WriteResult's fields are for a write method that has none. A sink's `expand` is
+    annotated `Any` (module docstring)."""
 
     failures: beam.PCollection | None
 

@@ -110,7 +110,7 @@ class ParseEvents(beam.PTransform):
         super().__init__()
         self.fn = ParseEventFn(default_radar_id, lateness, clock)
 
-    def expand(self, messages: beam.PCollection) -> Any:  # ParsedEvents; Beam warns on it
+    def expand(self, messages: beam.PCollection) -> Any:
         # Typed, so that the key gets the deterministic coder the sessions' grouping needs.
         parsed = messages | "ParseEventFn" >> beam.ParDo(self.fn).with_output_types(
             tuple[VehicleKey, CameraEvent]

@@ -46,6 +46,7 @@ class FormatTraversals(beam.PTransform):
     """Traversal -> the output-topic JSON record of docs/reference.md, Outputs (fine or pass)."""
 
     def expand(self, traversals: beam.PCollection) -> beam.PCollection:
+        # Passes too, whatever the label says: a Dataflow update matches steps by label.
         return traversals | "ToFineRecord" >> beam.Map(
             lambda traversal: output_record(traversal, processed_at_ms=int(time.time() * 1000))
         )
@@ -90,7 +91,7 @@ def _write_json_lines(
 
 class PublishJson(beam.PTransform):
     """Elements, as JSON records made by `to_record`, to a Pub/Sub topic; `id_field` is
-    copied to an attribute for consumers."""
+    copied to an attribute for consumers. SinkResult(failures=None)."""
 
     def __init__(
         self,
@@ -103,12 +104,13 @@ class PublishJson(beam.PTransform):
         self.to_record = to_record
         self.id_field = id_field
 
-    def expand(self, elements: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+    def expand(self, elements: beam.PCollection) -> Any:
         return _publish_json(elements, self.topic, self.to_record, self.id_field)
 
 
 class WriteJsonLines(beam.PTransform):
-    """Elements, as JSON records made by `to_record`, to `PREFIX-SSSSS-of-NNNNN.jsonl`."""
+    """Elements, as JSON records made by `to_record`, to `PREFIX-SSSSS-of-NNNNN.jsonl`.
+    SinkResult(failures=None)."""
 
     def __init__(
         self, prefix: str, to_record: Callable[[Any], dict[str, Any]] | None = None
@@ -117,37 +119,40 @@ class WriteJsonLines(beam.PTransform):
         self.prefix = prefix
         self.to_record = to_record
 
-    def expand(self, elements: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+    def expand(self, elements: beam.PCollection) -> Any:
         return _write_json_lines(elements, self.prefix, self.to_record)
 
 
 class PublishTraversals(beam.PTransform):
-    """Every traversal's record to the output topic: the record plus `output_keys`
-    (`output_message`, docs/course.md), `fine_id` as an attribute."""
+    """TraversalOutputs -> every traversal's record to the output topic: the record plus
+    `output_keys` (`output_message`, docs/course.md), `fine_id` as an attribute.
+    SinkResult(failures=None)."""
 
     def __init__(self, topic: str) -> None:
         super().__init__()
         self.topic = topic
 
-    def expand(self, outputs: Any) -> Any:  # TraversalOutputs -> SinkResult: Beam warns on both
+    def expand(self, outputs: Any) -> Any:
         return _publish_json(outputs.records, self.topic, output_message, "fine_id")
 
 
 class WriteTraversalFiles(beam.PTransform):
-    """Every traversal's record, as PublishTraversals sends it, to `PREFIX-*.jsonl`."""
+    """TraversalOutputs -> every traversal's record, as PublishTraversals sends it, to
+    `PREFIX-*.jsonl`. SinkResult(failures=None)."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
 
-    def expand(self, outputs: Any) -> Any:  # TraversalOutputs -> SinkResult: Beam warns on both
+    def expand(self, outputs: Any) -> Any:
         return _write_json_lines(outputs.records, self.prefix, output_message)
 
 
 class LogDeadLetters(beam.PTransform):
-    """Failures with nowhere else to go are at least logged, never dropped silently."""
+    """Failures with nowhere else to go are at least logged, never dropped silently.
+    SinkResult(failures=None)."""
 
-    def expand(self, failures: beam.PCollection) -> Any:  # SinkResult; Beam warns on it
+    def expand(self, failures: beam.PCollection) -> Any:
         _ = failures | "LogDeadLetter" >> beam.Map(_log_dead_letter)
         return SinkResult(failures=None)
 
@@ -164,7 +169,7 @@ class TraversalRows(beam.PTransform):
         super().__init__()
         self.retention_days = retention_days
 
-    def expand(self, outputs: Any) -> beam.PCollection:  # of TraversalOutputs: Beam warns on it
+    def expand(self, outputs: Any) -> beam.PCollection:
         measured = (outputs.fined, outputs.not_fined) | "Measured" >> beam.Flatten()
         return (
             outputs.fine_records | "FineRows" >> ToWarehouseRows(FINES),

@@ -229,7 +229,7 @@ class MeasureTraversals(beam.PTransform):
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
-    def expand(self, keyed: beam.PCollection) -> Any:  # MeasuredTraversals; Beam warns on it
+    def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
             sessions = (
                 keyed

@@ -220,7 +220,7 @@ class WriteToWarehouse(beam.PTransform):
         self.batch_wait_s = batch_wait_s  # None over bounded input: no wait needed
         self.rows = rows
 
-    def expand(self, elements: Any) -> Any:  # SinkResult; Beam warns on it
+    def expand(self, elements: Any) -> Any:
         rows = elements | "Rows" >> self.rows if self.rows else elements
         inserted = (
             rows

@@ -274,7 +274,7 @@ def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
 
 
 def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
-    """The defaults from the flags, overridden per radar by --sections_file (local or gs://)."""
+    """The defaults from the flags, overridden per section by --sections_file (local or gs://)."""
     default = SectionRule(
         options.speed_limit_mph, options.tolerance_mph, max_speed_mph=options.max_speed_mph
     )

@@ -146,9 +146,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "sections_file",
         "Sections file",
-        "JSON file (local path or gs://) of per-radar speed_limit_mph, tolerance_mph, "
-        "length_m, entry and exit ([lat, lon]), end_radius_m, max_speed_mph; overrides the "
-        "defaults per section (docs/enforcement.md).",
+        "JSON file (local path or gs://) keyed by radar_id: each section's speed_limit_mph, "
+        "tolerance_mph, length_m, entry and exit ([lat, lon]), end_radius_m, max_speed_mph; "
+        "overrides the defaults per section (docs/enforcement.md).",
         regex=r"^(gs://)?[^\s]+\.json$",
     ),
     OptionSpec(

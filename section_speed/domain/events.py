@@ -39,7 +39,8 @@ TIMESTAMP_ATTRIBUTE = "ts"
 
 # Ids end up in object names and table rows: a conservative alphabet keeps them safe there.
 # Always used with fullmatch: `$` would let a trailing newline through.
-# Every id of the contract (event, radar, vehicle); object names and URLs are built from them.
+# Every id of the contract (event, section's radar_id, vehicle); object names and URLs are
+# built from them.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 

@@ -4,8 +4,8 @@
 
 - this project's URL template, with `{vehicle_id}` in its path or query
   (`http://127.0.0.1:8085/cars/{vehicle_id}`): GET it with the quoted id;
-- a bare origin (`http://127.0.0.1:8085`, no path): this project's earlier form,
-  read as `{origin}/cars/{vehicle_id}`;
+- a bare origin (`http://127.0.0.1:8085`, no path): read as `{origin}/cars/{vehicle_id}`,
+  the path of the local cars API (generator/cars_api.py);
 - any other URL is a fixed URL (no `{vehicle_id}`): `GET {cars_api}` answers
   `{"image_url": ...}` for a car of the API's choosing (docs/course.md).
 
@@ -46,7 +46,7 @@ DEFAULT_TIMEOUT_S = (3.05, 10.0)  # (connect, read)
 # Where a fixed-URL API's photos are: Cloud Storage's public endpoint (docs/course.md).
 DEFAULT_PHOTO_HOSTS: tuple[str, ...] = (PHOTO_HOST,)
 VEHICLE_ID_PLACEHOLDER = "{vehicle_id}"
-LEGACY_PATH = "cars/" + VEHICLE_ID_PLACEHOLDER  # what a bare origin means
+BARE_ORIGIN_PATH = "cars/" + VEHICLE_ID_PLACEHOLDER  # what a bare origin means
 # A well-formed id that no camera produces: what the start-up check asks the API for.
 PROBE_VEHICLE_ID = "startup-probe"
 _CHUNK = 64 * 1024
@@ -234,7 +234,7 @@ class CarsApiClient:
             raise ValueError(f"--cars_api {cars_api!r} {problem}")
         parts = urlsplit(cars_api)
         if VEHICLE_ID_PLACEHOLDER not in cars_api and parts.path in ("", "/") and not parts.query:
-            cars_api = f"{parts.scheme}://{parts.netloc}/{LEGACY_PATH}"
+            cars_api = f"{parts.scheme}://{parts.netloc}/{BARE_ORIGIN_PATH}"
         self.cars_api = cars_api
         self.fixed_url = VEHICLE_ID_PLACEHOLDER not in cars_api
         self._origin = _origin(cars_api)

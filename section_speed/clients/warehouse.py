@@ -182,8 +182,9 @@ class Warehouse:
         present = {field.name for field in found.schema}
         wanted = {f.name: f for f in bigquery_schema_fields(table)}
         missing = [f for f in wanted.values() if f.name not in present]
-        # A column the schema now allows to be null (e.g. distance_m of spot_mean records):
-        # relaxing REQUIRED to NULLABLE is the other additive change BigQuery accepts.
+        # A column the table requires and the schema lets be null (e.g. distance_m of
+        # spot_mean records): relaxing REQUIRED to NULLABLE is the other additive change
+        # BigQuery accepts.
         relaxed = [
             field.name
             for field in found.schema

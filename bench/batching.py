@@ -48,8 +48,9 @@ from google.cloud import pubsub_v1
 from lib.harness import load_note, start_process, stop_on_sigterm
 from PIL import Image
 
+from local_stack.processes import ManagedProcess, wait_until
 from local_stack.run import READY_LINE
-from local_stack.services import LocalStack, ManagedProcess, wait_until
+from local_stack.services import LocalStack
 from section_speed.clients.cars_api import Photo
 from section_speed.domain import defaults
 from section_speed.domain.events import VehicleKey

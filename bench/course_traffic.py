@@ -37,14 +37,11 @@ from typing import Any
 
 from lib.harness import load_note, stop_on_sigterm
 
-from generator.simulate import (
-    COURSE_FINE_ABOVE_KMH,
-    COURSE_POINTS,
-    COURSE_THREADS,
-    COURSE_VEHICLES_PER_THREAD,
-)
+from generator.course_traffic import COURSE_POINTS, COURSE_THREADS, COURSE_VEHICLES_PER_THREAD
+from generator.truth import COURSE_FINE_ABOVE_KMH
+from local_stack.processes import ManagedProcess, wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
+from local_stack.services import LocalStack, pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, mph_to_kmh
 

@@ -57,10 +57,12 @@ from lib.harness import (
     wait_for_marker,
 )
 
+from generator.event_files import rebase
 from generator.publish import publish_events
-from generator.simulate import TrafficConfig, rebase, simulate_traffic
+from generator.simulate import TrafficConfig, simulate_traffic
+from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, OutputCollector
-from local_stack.services import LocalStack, wait_until
+from local_stack.services import LocalStack
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.events import CameraEvent
 from section_speed.domain.schemas import FINES, VEHICLE_SPEEDS

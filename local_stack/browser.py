@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from local_stack.services import free_port, wait_until
+from local_stack.processes import free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap.sh installs it)
 # --no-sandbox: the tests run as root. Without the other flags Chromium keeps calling

@@ -25,8 +25,9 @@ from analyst_report.contents import Report
 from analyst_report.queries import Totals, warehouse_totals
 from analyst_report.report import generate_report
 from generator import cli as generator_cli
+from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from local_stack.services import LocalStack, wait_until
+from local_stack.services import LocalStack
 from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults

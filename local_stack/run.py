@@ -16,7 +16,8 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from local_stack.services import LocalStack, ManagedProcess, pubsub_clients, wait_until
+from local_stack.processes import ManagedProcess, wait_until
+from local_stack.services import LocalStack, pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.rules import SectionCatalog, SectionRule
 

@@ -32,8 +32,9 @@ from google.cloud import pubsub_v1
 
 from generator.publish import PublishFuture
 from generator.simulate import TrafficConfig
+from local_stack.processes import ManagedProcess, wait_until
 from local_stack.run import READY_LINE, LocalPipeline, LocalTopics
-from local_stack.services import LocalStack, ManagedProcess, wait_until
+from local_stack.services import LocalStack
 from section_speed.domain import defaults
 from section_speed.domain.events import EVENT_ID_ATTRIBUTE, CameraEvent
 from section_speed.domain.geometry import interpolate

@@ -15,8 +15,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from generator.event_files import rebase
 from generator.publish import publish_events
-from generator.simulate import TrafficConfig, rebase, simulate_traffic
+from generator.simulate import TrafficConfig, simulate_traffic
 from lib.harness import (
     Arrivals,
     BenchPublisher,
@@ -29,8 +30,9 @@ from lib.harness import (
     traffic,
     wait_for_marker,
 )
+from local_stack.processes import ManagedProcess
 from local_stack.run import LocalPipeline, OutputCollector
-from local_stack.services import LocalStack, ManagedProcess
+from local_stack.services import LocalStack
 from section_speed.domain.events import CameraEvent, parse_rfc3339_ms
 
 LATENESS_S = 120

@@ -22,7 +22,8 @@ from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
 from generator.car_images import render_car_photo
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
-from local_stack.services import LocalStack, pubsub_clients, wait_until
+from local_stack.processes import wait_until
+from local_stack.services import LocalStack, pubsub_clients
 from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse, as_record

@@ -13,10 +13,11 @@ from datetime import datetime
 import pytest
 import requests
 
+from generator.event_files import rebase
 from generator.publish import publish_events
-from generator.simulate import TrafficConfig, rebase, simulate_traffic
+from generator.simulate import TrafficConfig, simulate_traffic
+from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from local_stack.services import wait_until
 from section_speed.clients.cars_api import PROBE_VEHICLE_ID
 from section_speed.clients.evidence_store import (
     READING_SUFFIX,

@@ -32,10 +32,13 @@ import pytest
 import requests
 from google.cloud import pubsub_v1
 
+from generator.event_files import rebase
 from generator.publish import publish_events
-from generator.simulate import TrafficConfig, TruthRecord, rebase, simulate_traffic
+from generator.simulate import TrafficConfig, simulate_traffic
+from generator.truth import TruthRecord
+from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from local_stack.services import LocalStack, wait_until
+from local_stack.services import LocalStack
 from section_speed.clients.evidence_store import (
     EvidenceStore,
     reading_from_text,

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from generator.event_files import rebase
 from generator.publish import publish_events
-from generator.simulate import TrafficConfig, rebase, simulate_traffic
+from generator.simulate import TrafficConfig, simulate_traffic
+from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
-from local_stack.services import wait_until
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.geometry import interpolate

@@ -23,7 +23,7 @@ from PIL import Image
 from urllib3.exceptions import InsecureRequestWarning
 
 from generator.cars_api import MAX_RESPONSE_BYTES, CarsRegistry, create_app, serving
-from local_stack.services import free_port
+from local_stack.processes import free_port
 from section_speed.clients.cars_api import (
     CarsApiClient,
     EvidenceRejected,

@@ -11,19 +11,16 @@ from collections import defaultdict
 import pytest
 
 from generator import cli
+from generator.arguments import parse_coordinates
+from generator.course_traffic import CourseTrafficConfig, simulate_course_traffic
+from generator.event_files import read_events_jsonl, rebase, write_events_jsonl
 from generator.publish import PublishError, publish_events
 from generator.simulate import (
-    CourseTrafficConfig,
     TrafficConfig,
     default_points,
     longest_camera_intervals,
-    parse_coordinates,
-    read_events_jsonl,
-    rebase,
     section_rule,
-    simulate_course_traffic,
     simulate_traffic,
-    write_events_jsonl,
 )
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, parse_camera_event, parse_rfc3339_ms

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from local_stack import services as local_stack
-from local_stack.services import LocalStack, ManagedProcess, ServiceUnavailable, wait_until
+from local_stack.processes import ManagedProcess, wait_until
+from local_stack.services import LocalStack, ServiceUnavailable
 
 
 def test_missing_gcloud_fails_at_once_saying_how_to_install(monkeypatch):

@@ -26,7 +26,7 @@ from apache_beam.utils.timestamp import Timestamp
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from generator.simulate import rebase
+from generator.event_files import rebase
 from section_speed.domain import defaults
 from section_speed.domain.events import (
     CameraEvent,

@@ -11,7 +11,7 @@ from google.api_core import exceptions as api_exceptions
 from google.auth.exceptions import DefaultCredentialsError
 
 from generator.cars_api import CarsRegistry, create_app, serving
-from local_stack.services import free_port
+from local_stack.processes import free_port
 from pipeline.startup_checks import (
     ConfigurationError,
     StartupServices,

@@ -119,7 +119,7 @@ def fines_per_radar_section(rows: Sequence[Row]) -> Section:
         explanation = (
             f"Fines per radar (a radar is one section), most fined first; each bar's label "
             f"gives the mean average speed of its fines. "
-            f"{count_phrase(len(rows), 'radar')} issued fines; the most: {top['radar_id']} "
+            f"{count_phrase(len(rows), 'radar')} with fines; the most: {top['radar_id']} "
             f"with {top['fines']}."
         )
         if len(rows) > len(shown):

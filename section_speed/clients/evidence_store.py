@@ -27,8 +27,6 @@ from section_speed.domain.plate_reading import PlateReading
 _log = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"
 READING_SUFFIX = ".plate.json"  # beside PHOTO.jpg: the reading of that photo's bytes
-# A bucket may hold photos whose reading is in their own metadata, with no .plate.json.
-_METADATA_READER_KEY = "plate_reader"
 RAW_TEXT_KEPT = 512
 UPLOAD_TIMEOUT_S = 30.0
 # The lookup before a photo is fetched is an optimisation: while storage is down it gives
@@ -72,17 +70,6 @@ def reading_from_text(text: str, photo_sha256: str) -> PlateReading | None:
         _log.warning("a recorded reading names another photo (%s)", recorded.get("photo_sha256"))
         return None
     return PlateReading.from_json(recorded["reading"])
-
-
-def _metadata_reading(metadata: dict[str, str]) -> PlateReading | None:
-    if _METADATA_READER_KEY not in metadata:
-        return None
-    return PlateReading(
-        license_plate=metadata.get("license_plate") or None,
-        confidence=float(metadata.get("plate_confidence", "0")),
-        raw_text=metadata.get("plate_raw_text", ""),
-        reader=metadata[_METADATA_READER_KEY],
-    )
 
 
 class EvidenceStore:
@@ -164,7 +151,7 @@ class EvidenceStore:
     def _stored(self, object_name: str, blob: storage.Blob) -> StoredPhoto:
         metadata = dict(blob.metadata or {})
         digest = metadata.get(SHA256_METADATA_KEY, "")
-        reading = self._recorded_reading(object_name, digest) or _metadata_reading(metadata)
+        reading = self._recorded_reading(object_name, digest)
         return StoredPhoto(
             gs_url(self.bucket_name, object_name), digest, created=False, reading=reading
         )

@@ -375,7 +375,7 @@ def test_explanations_count_in_words_that_agree():
     hourly = fines_per_hour_section([{"hour": hour(9), "fines": 1}])
     assert hourly.explanation.startswith("1 fine over 1 hour with fines")
     radars = fines_per_radar_section([{"radar_id": "r1", "fines": 2, "mean_speed_mph": 40}])
-    assert "1 radar issued fines; the most: r1 with 2." in radars.explanation
+    assert "1 radar with fines; the most: r1 with 2." in radars.explanation
 
 
 # -- one snapshot ------------------------------------------------------------------------

@@ -28,11 +28,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from generator.simulate import TrafficConfig, simulate_traffic
+from generator.simulate import TrafficConfig, section_rule, simulate_traffic
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, InvalidEvent, parse_camera_event
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.rules import SectionCatalog, SectionRule
+from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.traversal import Rejection
 from transforms.enforcement import (
@@ -140,7 +140,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    rules = SectionCatalog(SectionRule())
+    # The simulated section's ends: without them every timed speeder is dead-lettered as
+    # partial (docs/enforcement.md), and the core would never take its fine path.
+    rules = SectionCatalog(section_rule(defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES))
     print(f"core benchmark, {os.cpu_count()} cores, Beam DirectRunner (FnApiRunner) vs loop")
     for count in args.events:
         lines = camera_messages(count)

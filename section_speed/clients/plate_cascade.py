@@ -27,7 +27,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from section_speed.domain.plate_candidates import MAX_CANDIDATES
-from section_speed.domain.plate_reading import CASCADE_READER, PlateCandidate, PlateReading
+from section_speed.domain.plate_reading import (
+    CASCADE_READER,
+    CLOUD_VISION_READER,
+    PlateCandidate,
+    PlateReading,
+    unreadable,
+)
 
 if TYPE_CHECKING:  # plate_readers builds the cascade: importing it here would be a cycle
     from section_speed.clients.plate_readers import PlateReader
@@ -40,11 +46,19 @@ class CascadePlateReader:
 
     name: str = CASCADE_READER
 
-    def __init__(self, first: "PlateReader", open_fallback: Callable[[], "PlateReader"]) -> None:
+    def __init__(
+        self,
+        first: "PlateReader",
+        open_fallback: Callable[[], "PlateReader"],
+        fallback_name: str = CLOUD_VISION_READER,
+    ) -> None:
         """`open_fallback` builds the fallback reader when a photo first needs it: a process
-        whose photos the first reader all accepts never opens a Cloud Vision client."""
+        whose photos the first reader all accepts never opens a Cloud Vision client. When
+        it cannot be opened (no credentials), the photos that needed it are failed readings
+        of `fallback_name`, and the next photo tries again."""
         self._first = first
         self._open_fallback = open_fallback
+        self._fallback_name = fallback_name
         self._fallback: PlateReader | None = None
         self._lock = threading.Lock()
         self.first_accepted = 0  # photos the fallback was not asked about
@@ -58,7 +72,7 @@ class CascadePlateReader:
         pending = [index for index, reading in enumerate(firsts) if reading.license_plate is None]
         readings = list(firsts)
         if pending:
-            seconds = _one_each(self._fallback_reader(), [images[index] for index in pending])
+            seconds = self._read_on_fallback([images[index] for index in pending])
             for index, second in zip(pending, seconds, strict=True):
                 readings[index] = combined(firsts[index], second)
         with self._lock:
@@ -72,6 +86,14 @@ class CascadePlateReader:
             close = getattr(reader, "close", None)
             if callable(close):
                 close()
+
+    def _read_on_fallback(self, images: list[bytes]) -> list[PlateReading]:
+        try:
+            fallback = self._fallback_reader()
+        except Exception as error:  # the reader contract: a failed reading, not an exception
+            why = f"could not open {self._fallback_name}: {type(error).__name__}: {error}"
+            return [unreadable(self._fallback_name, why[:1000]) for _ in images]
+        return _one_each(fallback, images)
 
     def _fallback_reader(self) -> "PlateReader":
         with self._lock:
@@ -95,15 +117,17 @@ def combined(first: PlateReading, second: PlateReading) -> PlateReading:
     It is the second reader's reading: its plate (accepted under the gates) or none, its
     error if it failed. For the person at the desk it keeps what the first reader saw: its
     candidates after the second's (at most `MAX_CANDIDATES`), and its plate box and state
-    where the second gives none and they are of the same plate (or no plate was accepted).
-    Why no plate, when none: both readers' reasons; a failure: both errors where both failed.
+    where the second gives none and they are of the same plate (or no plate was accepted),
+    and its raw text where the second read none. Why no plate, when none: both readers'
+    reasons; a failure: both errors where both failed.
     """
     candidates = _merged(second.candidates, first.candidates)
     plate = second.license_plate
     same_plate = plate is None or (bool(first.candidates) and first.candidates[0].plate == plate)
     box = second.plate_box or (first.plate_box if same_plate else None)
     state = second.state or (first.state if same_plate else None)
-    reading = replace(second, candidates=candidates, plate_box=box, state=state)
+    raw_text = second.raw_text or first.raw_text  # a failed call read no text of its own
+    reading = replace(second, raw_text=raw_text, candidates=candidates, plate_box=box, state=state)
     if second.error is not None:
         if first.error is not None:
             error = f"{first.reader}: {first.error}; {second.reader}: {second.error}"

@@ -202,6 +202,25 @@ def test_a_reader_that_raises_or_miscounts_is_not_hidden():
     assert reader.read([]) == []
 
 
+def test_a_fallback_that_cannot_be_opened_fails_the_refused_photos_and_is_tried_again():
+    attempts = []
+
+    def no_credentials():
+        attempts.append(1)
+        raise RuntimeError("DefaultCredentialsError: no credentials")
+
+    first = ScriptedReader(EMBEDDED, {b"a": accepted("ABC1234"), b"b": refused("x")})
+    reader = CascadePlateReader(first, no_credentials)
+    a, b = reader.read([b"a", b"b"])
+    assert (a.license_plate, a.error) == ("ABC1234", None)
+    assert (b.license_plate, b.reader) == (None, CLOUD_VISION_READER)
+    assert b.error == (
+        "could not open cloud-vision: RuntimeError: DefaultCredentialsError: no credentials"
+    )
+    reader.read([b"b"])
+    assert len(attempts) == 2  # not cached: credentials may come
+
+
 def test_close_closes_both_readers_and_a_never_opened_fallback_is_not_opened():
     reader, first, vision, opener = cascade({b"a": accepted("ABC1234")})
     reader.read([b"a"])

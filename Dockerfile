@@ -29,7 +29,10 @@ WORKDIR ${WORKDIR}
 
 # The package with setup.py's install_requires (requirements.txt's runtime pins), at build
 # time: a launch or a worker start that pip-installs is slow and needs the package index.
-ARG EMBEDDED_OCR=false
+# With the embedded OCR (the embedded-ocr extra), the default plate reader on Dataflow is
+# the cascade, which pays Cloud Vision only for the photos it cannot accept (docs/plates.md);
+# --build-arg EMBEDDED_OCR=false leaves it out, for --plate_reader cloud-vision only.
+ARG EMBEDDED_OCR=true
 COPY requirements.txt setup.py pyproject.toml MANIFEST.in ./
 COPY pipeline/ pipeline/
 COPY transforms/ transforms/

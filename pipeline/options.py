@@ -28,7 +28,12 @@ from section_speed.domain import defaults
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.events import ID_PATTERN
 from section_speed.domain.lateness import LATENESS_CLOCKS, PUBLISH_TIME, WALL_CLOCK
-from section_speed.domain.plate_reading import CLOUD_VISION_READER, EMBEDDED_READER, PLATE_READERS
+from section_speed.domain.plate_reading import (
+    CASCADE_READER,
+    CLOUD_VISION_READER,
+    EMBEDDED_READER,
+    PLATE_READERS,
+)
 from transforms.enrich import PLATE_BATCH_SIZE
 
 _log = logging.getLogger(__name__)
@@ -154,10 +159,12 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "plate_reader",
         "Plate reader",
-        "Licence-plate reader: embedded OCR or Google Cloud Vision; default: embedded "
-        "locally, cloud-vision on DataflowRunner.",
+        "Licence-plate reader: embedded OCR, Google Cloud Vision, or the cascade (embedded "
+        "first, Cloud Vision only for the photos it cannot accept, docs/plates.md); default: "
+        "embedded locally; on DataflowRunner cascade when the workers run the image "
+        "(--sdk_container_image, which ships the embedded OCR), else cloud-vision.",
         choices=PLATE_READERS,
-        regex=r"^(embedded|cloud-vision)$",
+        regex=rf"^({'|'.join(PLATE_READERS)})$",
     ),
     OptionSpec(
         "plate_min_confidence",
@@ -303,7 +310,7 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
     google.project = google.project or own.project_id
     on_dataflow = runs_on_dataflow(options)
     if own.plate_reader is None:
-        own.plate_reader = CLOUD_VISION_READER if on_dataflow else EMBEDDED_READER
+        own.plate_reader = default_plate_reader(options, on_dataflow)
     if own.plate_reader_threads is None:
         # More engines than a batch has photos would never read at once.
         cores = min(len(os.sched_getaffinity(0)), PLATE_BATCH_SIZE)
@@ -314,6 +321,18 @@ def pipeline_options(argv: list[str] | None, save_main_session: bool) -> Pipelin
         ship_the_package(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     return options
+
+
+def default_plate_reader(options: PipelineOptions, on_dataflow: bool) -> str:
+    """Embedded locally. On Dataflow the cascade, which pays Cloud Vision only for the
+    photos the embedded reader cannot accept, where the workers run the image (its
+    Dockerfile installs the embedded OCR); Cloud Vision where they install the package
+    staged from setup.py, which holds no extra (docs/plates.md, The cascade)."""
+    if not on_dataflow:
+        return EMBEDDED_READER
+    if options.view_as(WorkerOptions).sdk_container_image:
+        return CASCADE_READER
+    return CLOUD_VISION_READER
 
 
 def ship_the_package(options: PipelineOptions) -> None:

@@ -46,7 +46,7 @@ from section_speed.clients.cars_api import (
 )
 from section_speed.clients.warehouse import TablesMissing, Warehouse
 from section_speed.domain.course import CARS_API_FORM_HINT
-from section_speed.domain.plate_reading import CLOUD_VISION_READER
+from section_speed.domain.plate_reading import CASCADE_READER, CLOUD_VISION_READER
 from section_speed.domain.schemas import TABLES
 
 _log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ def services_in_use(options: SectionSpeedOptions) -> list[_Use]:
         uses.append(_Use(STORAGE, "/".join((["--bucket"] if options.bucket else []) + gcs)))
     if options.bq_dataset:
         uses.append(_Use(BIGQUERY, "--bq_dataset"))
-    if options.cars_api and options.plate_reader == CLOUD_VISION_READER:
-        uses.append(_Use(VISION, "--plate_reader cloud-vision"))
+    if options.cars_api and options.plate_reader in (CLOUD_VISION_READER, CASCADE_READER):
+        uses.append(_Use(VISION, f"--plate_reader {options.plate_reader}"))
     return uses
 
 

@@ -1,18 +1,23 @@
 """Plate readers behind one small interface, chosen by `--plate_reader`.
 
 `embedded` runs RapidOCR in the worker (clients/embedded_ocr.py); `cloud-vision` calls
-Google Cloud Vision's text detection (clients/cloud_vision.py). Both take a batch of
-photo bytes and return one `PlateReading` per photo, in order; a photo that cannot be
-read becomes an unreadable reading with its error, never an exception for the batch.
+Google Cloud Vision's text detection (clients/cloud_vision.py); `cascade` is the embedded
+reader first and Cloud Vision only for the photos it cannot accept (clients/plate_cascade.py).
+Each takes a batch of photo bytes and returns one `PlateReading` per photo, in order; a
+photo that cannot be read becomes an unreadable reading with its error, never an exception
+for the batch.
 """
 
+import functools
 import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from section_speed.clients.plate_cascade import CascadePlateReader
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.plate_reading import (
+    CASCADE_READER,
     CLOUD_VISION_READER,
     EMBEDDED_READER,
     PLATE_READERS,
@@ -36,7 +41,12 @@ def open_plate_reader(
     An embedded reader computes on one core: onnxruntime's default pool, one thread per
     core, spends more CPU than it saves on these small models, and on Dataflow every
     core already runs its own SDK process. `plate_reader_pool` reads on several.
+    `client_kwargs` go to Cloud Vision's reader (`endpoint`: a local server), also the
+    cascade's, which is opened only when a photo first needs it.
     """
+    if kind == CASCADE_READER:
+        first = open_plate_reader(EMBEDDED_READER, min_confidence)
+        return CascadePlateReader(first, _vision_opener(min_confidence, client_kwargs))
     if kind == EMBEDDED_READER:
         from section_speed.clients.embedded_ocr import EmbeddedPlateReader
 
@@ -100,9 +110,22 @@ def plate_reader_pool(
 ) -> PlateReader:
     """The readers a worker process's threads share (EvidenceServices' factory, through
     Shared): `threads` embedded engines, each on one core. Cloud Vision's one client is
-    thread-safe and bounds its own requests in flight: shared as it is, never queued."""
+    thread-safe and bounds its own requests in flight: shared as it is, never queued. The
+    cascade's first reader is such a pool, its fallback that one client."""
+    if kind == CASCADE_READER:
+        first = plate_reader_pool(EMBEDDED_READER, min_confidence, threads)
+        return CascadePlateReader(first, _vision_opener(min_confidence, client_kwargs))
     if kind != EMBEDDED_READER:
         return open_plate_reader(kind, min_confidence, **client_kwargs)
     return PlateReaderPool(
         [open_plate_reader(kind, min_confidence) for _ in range(max(1, threads))]
+    )
+
+
+def _vision_opener(
+    min_confidence: float, client_kwargs: dict[str, Any]
+) -> "functools.partial[PlateReader]":
+    """Cloud Vision's reader, as the cascade opens it when a photo first needs it."""
+    return functools.partial(
+        open_plate_reader, CLOUD_VISION_READER, min_confidence, **client_kwargs
     )

@@ -9,10 +9,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-# The plate readers `--plate_reader` chooses (section_speed/clients/plate_readers.py).
+# The plate readers `--plate_reader` chooses (section_speed/clients/plate_readers.py); the
+# cascade is the embedded reader, then Cloud Vision for the photos it cannot accept.
 EMBEDDED_READER = "embedded"
 CLOUD_VISION_READER = "cloud-vision"
-PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER)
+CASCADE_READER = "cascade"
+PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER, CASCADE_READER)
 
 
 @dataclass(frozen=True, slots=True)

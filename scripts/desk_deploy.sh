@@ -217,7 +217,8 @@ retrying gcloud storage buckets add-iam-policy-binding "$DEPLOY_BUCKET" \
 GRANTS="GRANT CONNECT, CREATE ON DATABASE $DATABASE TO \"$DB_USER\";"
 GRANTS+=" GRANT USAGE, CREATE ON SCHEMA public TO \"$DB_USER\";"
 piped "$GRANTS" gcloud storage cp - "$GRANTS_OBJECT" --project "$PROJECT"
-run gcloud sql import sql "$SQL_INSTANCE" "$GRANTS_OBJECT" --database "$DATABASE" \
+# retrying: the instance's agent may not read the bucket for a few seconds after the grant
+retrying gcloud sql import sql "$SQL_INSTANCE" "$GRANTS_OBJECT" --database "$DATABASE" \
   --user postgres --project "$PROJECT" --quiet
 
 step "The image, built by Cloud Build from desk/Dockerfile as the desk's build account"

@@ -144,7 +144,7 @@ if ! exists gcloud iam roles describe "$DESK_ROLE_ID" --project "$PROJECT"; then
     --title "Section-speed desk tables" --permissions "$DESK_PERMISSIONS" --stage GA
 else  # an earlier deploy's role also read the tables: set today's permissions
   run gcloud iam roles update "$DESK_ROLE_ID" --project "$PROJECT" \
-    --permissions "$DESK_PERMISSIONS"
+    --permissions "$DESK_PERMISSIONS" --quiet
 fi
 for table in "${DESK_TABLES[@]}"; do
   retrying bq add-iam-policy-binding --member "serviceAccount:$SA" --role "$DESK_ROLE" \

@@ -330,7 +330,7 @@ def test_run_again_over_existing_resources_it_creates_nothing_and_grants_all(tmp
     assert created == ["gcloud beta services identity create --service iap.googleapis.com "
                        "--project my-project"]  # fmt: skip
     update = "gcloud iam roles update sectionSpeedDeskTables --project my-project"
-    assert f"{update} --permissions bigquery.tables.get,bigquery.tables.updateData" in ran
+    assert f"{update} --permissions bigquery.tables.get,bigquery.tables.updateData --quiet" in ran
     granted = [line for line in ran if "add-iam-policy-binding" in line]
     assert len(granted) == len([a for a in commands if "add-iam-policy-binding" in a])
     assert sum(" deploy " in line for line in ran) == 2

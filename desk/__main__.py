@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--iap_audience",
         default="",
-        help="iap mode: the expected audience, /projects/NUMBER/global/backendServices/ID "
-        "or /projects/NUMBER/apps/PROJECT.",
+        help="iap mode: the audience of IAP's signed header. Cloud Run with IAP on the "
+        "service: /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE; behind a load "
+        "balancer: /projects/PROJECT_NUMBER/global/backendServices/BACKEND_SERVICE_ID.",
     )
     return parser
 

@@ -31,8 +31,9 @@ WORKDIR ${WORKDIR}
 
 # The package with setup.py's install_requires (requirements.txt's runtime pins), at build
 # time: a launch or a worker start that pip-installs is slow and needs the package index.
+# LICENSE and NOTICE travel with the image, which redistributes the package (docs/licences.md).
 ARG EMBEDDED_OCR=false
-COPY requirements.txt setup.py pyproject.toml MANIFEST.in ./
+COPY LICENSE NOTICE requirements.txt setup.py pyproject.toml MANIFEST.in ./
 COPY pipeline/ pipeline/
 COPY transforms/ transforms/
 COPY section_speed/ section_speed/

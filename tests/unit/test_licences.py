@@ -360,6 +360,9 @@ def test_the_project_is_apache_2_with_its_licence_text_and_notice():
     assert re.search(r'^\s+license="Apache-2.0",$', setup, re.M), "setup.py: license=..."
     notice = (REPO / "NOTICE").read_text()
     assert notice.startswith("section-speed\nCopyright ")
+    # The image redistributes the package: both files go into it.
+    copied = re.search(r"^COPY (LICENSE NOTICE .*)$", (REPO / "Dockerfile").read_text(), re.M)
+    assert copied, "the Dockerfile copies LICENSE and NOTICE into the image"
 
 
 def bundled_models() -> dict[str, list[str]]:

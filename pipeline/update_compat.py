@@ -20,8 +20,8 @@ the committed snapshot `pipeline/update_compat.json`:
     python -m pipeline.update_compat --release LABEL   # after launching a release: its
                                                        # steps become `released`
 
-docs/deploy.md (Update, drain, replay) says when an update works and how to move over when
-it does not.
+docs/deploy.md (Releases that need drain and relaunch) says when an update works and how to
+move over when it does not.
 """
 
 import argparse

@@ -9,14 +9,16 @@
 # launcher's tag is one of Google's list of Flex Template base images,
 # https://cloud.google.com/dataflow/docs/reference/flex-templates-base-images, whose tags
 # read YYYYMMDD_RCNN (lower-case -rcNN forms circulate but are not on the list; a test
-# holds the form; checked on that page 2026-12-05). 20230622_RC00 is the python311 tag that
-# Google's own sample with dependencies pins (python-docs-samples,
-# dataflow/flex-templates/pipeline_with_dependencies/Dockerfile, which cites that page).
-# To move on, take the "(latest)" row of that page's Python table:
-#   docker build --build-arg LAUNCHER_TAG=YYYYMMDD_RCNN .   (or gcloud builds submit)
-# The embedded plate reader (RapidOCR, onnxruntime, OpenCV) is left out: Cloud Vision reads
-# plates on Dataflow. --build-arg EMBEDDED_OCR=true puts it in.
-ARG LAUNCHER_TAG=20230622_RC00
+# holds the form). 20260122_RC00 is the row marked "(latest)" in the copy of that page
+# (docs.cloud.google.com/dataflow/docs/reference/flex-templates-launcher-images) read on
+# 2026-12-07; it replaces 20230622_RC00, the python311 tag Google's 2024 sample pinned.
+# To move it forward (docs/deploy.md, One image): take the newest "(latest)" row of that
+# page's table, check the python311 repository carries it,
+#   gcloud container images list-tags gcr.io/dataflow-templates-base/python311-template-launcher-base --filter=tags:TAG
+# then set LAUNCHER_TAG below (or: docker build --build-arg LAUNCHER_TAG=TAG .).
+# The embedded plate reader (RapidOCR, onnxruntime, OpenCV) is in: the cascade reads plates
+# on the worker before it pays Cloud Vision. --build-arg EMBEDDED_OCR=false leaves it out.
+ARG LAUNCHER_TAG=20260122_RC00
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG} AS launcher
 
 FROM apache/beam_python3.11_sdk:2.77.0
@@ -32,8 +34,9 @@ WORKDIR ${WORKDIR}
 # With the embedded OCR (the embedded-ocr extra), the default plate reader on Dataflow is
 # the cascade, which pays Cloud Vision only for the photos it cannot accept (docs/plates.md);
 # --build-arg EMBEDDED_OCR=false leaves it out, for --plate_reader cloud-vision only.
+# LICENSE and NOTICE travel with the image, which redistributes the package (docs/licences.md).
 ARG EMBEDDED_OCR=true
-COPY requirements.txt setup.py pyproject.toml MANIFEST.in ./
+COPY LICENSE NOTICE requirements.txt setup.py pyproject.toml MANIFEST.in ./
 COPY pipeline/ pipeline/
 COPY transforms/ transforms/
 COPY section_speed/ section_speed/

@@ -49,4 +49,5 @@ setup(
     packages=find_packages(include=PRODUCT_PACKAGES),
     install_requires=install_requires,
     extras_require=extras_require,
+    license="Apache-2.0",
 )

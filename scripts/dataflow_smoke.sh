@@ -5,7 +5,8 @@
 #   scripts/dataflow_smoke.sh PROJECT REGION BUCKET [--dry-run]
 #
 # Enables the APIs, creates the workers' and the image build's service accounts with their
-# roles, the buckets, the topics and the input subscription (retaining acknowledged messages
+# roles, the buckets (staging, configuration, build, evidence: each written only by whoever
+# must write it), the topics and the input subscription (retaining acknowledged messages
 # for 7 days, so a seek can replay), the BigQuery dataset and tables (python -m
 # pipeline.provision) and a custom role granting the workers only what they call on those
 # tables, builds the one image for launcher and workers and the Flex Template, launches the
@@ -48,6 +49,12 @@ BUILD_SA=$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com
 WAREHOUSE_ROLE_ID=sectionSpeedWarehouseWriter
 WAREHOUSE_ROLE=projects/$PROJECT/roles/$WAREHOUSE_ROLE_ID
 WAREHOUSE_PERMISSIONS=bigquery.tables.get,bigquery.tables.updateData
+# One bucket per writer (docs/deploy.md, Buckets): BUCKET holds only Dataflow's staging and
+# temp files, which the workers write; the sections file is configuration, which the
+# workers only read; the build's source and log and the template spec are the build's and
+# the deployer's, which the workers cannot touch; fine photos are evidence.
+CONFIG_BUCKET=$BUCKET-config
+BUILD_BUCKET=$BUCKET-build
 EVIDENCE_BUCKET=$BUCKET-evidence
 INPUT_TOPIC=camera-events
 SUBSCRIPTION=camera-events-sub
@@ -57,7 +64,8 @@ TAP=fines-smoke  # a subscription of ours on the output topic, to see the fines
 # The package version tags the image: a new release, a new tag (docs/deploy.md, Update).
 IMAGE_TAG=${IMAGE_TAG:-$(sed -n 's/^ *version="\(.*\)",$/\1/p' setup.py)}
 IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPOSITORY/section-speed:$IMAGE_TAG
-TEMPLATE=gs://$BUCKET/templates/section-speed.json
+TEMPLATE=gs://$BUILD_BUCKET/templates/section-speed.json
+SECTIONS=gs://$CONFIG_BUCKET/sections.json
 WORK=${SMOKE_WORK:-/tmp/section-speed-smoke}  # the generator's truth, the fines seen
 VEHICLES=20
 WAIT_JOB_S=${WAIT_JOB_S:-900} WAIT_FINES_S=${WAIT_FINES_S:-900} WAIT_DRAIN_S=${WAIT_DRAIN_S:-900}
@@ -146,7 +154,8 @@ cleanup() {
   run bq rm -r -f -d "$PROJECT:$DATASET" || true
   run gcloud artifacts repositories delete "$REPOSITORY" --location "$REGION" --quiet \
     --project "$PROJECT" || true
-  run gcloud storage rm --recursive "gs://$BUCKET" "gs://$EVIDENCE_BUCKET" || true
+  run gcloud storage rm --recursive "gs://$BUCKET" "gs://$CONFIG_BUCKET" "gs://$BUILD_BUCKET" \
+    "gs://$EVIDENCE_BUCKET" || true
   run gcloud projects remove-iam-policy-binding "$PROJECT" --member "serviceAccount:$SA" \
     --role roles/dataflow.worker --condition None || true
   # The custom role stays: deleted, its id would stay taken for weeks, failing the next run;
@@ -189,11 +198,11 @@ run gcloud iam roles create "$WAREHOUSE_ROLE_ID" --project "$PROJECT" \
   run gcloud iam roles update "$WAREHOUSE_ROLE_ID" --project "$PROJECT" \
     --permissions "$WAREHOUSE_PERMISSIONS" --stage GA
 
-step "Buckets: staging, temp and template files; fine photos apart"
-run gcloud storage buckets create "gs://$BUCKET" --location "$REGION" \
-  --uniform-bucket-level-access --project "$PROJECT"
-run gcloud storage buckets create "gs://$EVIDENCE_BUCKET" --location "$REGION" \
-  --uniform-bucket-level-access --project "$PROJECT"
+step "Buckets: staging (workers write), configuration (workers read), build, fine photos"
+for bucket in "$BUCKET" "$CONFIG_BUCKET" "$BUILD_BUCKET" "$EVIDENCE_BUCKET"; do
+  run gcloud storage buckets create "gs://$bucket" --location "$REGION" \
+    --uniform-bucket-level-access --project "$PROJECT"
+done
 
 step "Pub/Sub: the input subscription keeps acknowledged messages 7 days (seek and replay)"
 run gcloud pubsub topics create "$INPUT_TOPIC" "$OUTPUT_TOPIC" "$DEAD_LETTER_TOPIC" \
@@ -211,6 +220,8 @@ retrying gcloud projects add-iam-policy-binding "$PROJECT" --member "serviceAcco
   --role roles/dataflow.worker --condition None
 retrying gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
   --member "serviceAccount:$SA" --role roles/storage.objectAdmin
+retrying gcloud storage buckets add-iam-policy-binding "gs://$CONFIG_BUCKET" \
+  --member "serviceAccount:$SA" --role roles/storage.objectViewer
 retrying gcloud storage buckets add-iam-policy-binding "gs://$EVIDENCE_BUCKET" \
   --member "serviceAccount:$SA" --role roles/storage.objectCreator
 retrying gcloud storage buckets add-iam-policy-binding "gs://$EVIDENCE_BUCKET" \
@@ -228,10 +239,11 @@ retrying gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" \
   --role roles/artifactregistry.reader --project "$PROJECT"
 
 step "Roles of the image build's service account: push the image; its source and log"
+# On the build bucket only: the build can rewrite neither the rules nor the workers' files.
 retrying gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" \
   --location "$REGION" --member "serviceAccount:$BUILD_SA" \
   --role roles/artifactregistry.writer --project "$PROJECT"
-retrying gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
+retrying gcloud storage buckets add-iam-policy-binding "gs://$BUILD_BUCKET" \
   --member "serviceAccount:$BUILD_SA" --role roles/storage.objectAdmin
 
 step "BigQuery: dataset and tables at deploy time; the custom role on each table for the workers"
@@ -249,11 +261,11 @@ for table in "${WORKER_TABLES[@]}"; do
 done
 
 step "One image for the launcher and the workers, then the Flex Template spec"
-# As our build account, with the uploaded source and the build log in the staging bucket
+# As our build account, with the uploaded source and the build log in the build bucket
 # (an account of one's own must name where its log goes).
 retrying gcloud builds submit --tag "$IMAGE" --project "$PROJECT" \
   --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
-  --gcs-source-staging-dir "gs://$BUCKET/build/source" --gcs-log-dir "gs://$BUCKET/build/logs" .
+  --gcs-source-staging-dir "gs://$BUILD_BUCKET/source" --gcs-log-dir "gs://$BUILD_BUCKET/logs" .
 run gcloud dataflow flex-template build "$TEMPLATE" --image "$IMAGE" --sdk-language PYTHON \
   --metadata-file metadata.json --project "$PROJECT"
 
@@ -263,12 +275,12 @@ step "The sections file: each section's limit and ends, without which no timed f
 run "$PYTHON" -m generator --vehicles 1 --seed 7 --output "$WORK/section-probe.jsonl" \
   --sections_file "$WORK/sections.json"
 retrying gcloud storage cp --content-type application/json "$WORK/sections.json" \
-  "gs://$BUCKET/sections.json"
+  "$SECTIONS"
 
 step "First launch under the stable job name (an update adds --update, docs/deploy.md)"
 PARAMETERS=sdk_container_image=$IMAGE,input_subscription=$SUBSCRIPTION,output_topic=$OUTPUT_TOPIC
 PARAMETERS+=,dead_letter_topic=$DEAD_LETTER_TOPIC,bq_dataset=$DATASET
-PARAMETERS+=,sections_file=gs://$BUCKET/sections.json
+PARAMETERS+=,sections_file=$SECTIONS
 if [ -n "$CARS_API" ]; then PARAMETERS+=,cars_api=$CARS_API,bucket=$EVIDENCE_BUCKET; fi
 capture JOB_ID gcloud dataflow flex-template run "$JOB_NAME" \
   --template-file-gcs-location "$TEMPLATE" --region "$REGION" \

@@ -11,6 +11,7 @@ from the package index for its isolated build).
 """
 
 import argparse
+import datetime
 import functools
 import json
 import logging
@@ -540,6 +541,27 @@ def test_image_is_beams_sdk_image_at_the_pinned_beam_plus_the_flex_template_laun
     # YYYYMMDD_RCNN; the lower-case YYYYMMDD-rcNN forms that circulate are not on it.
     assert re.fullmatch(r"20\d{6}_RC\d\d", tag), f"launcher tag {tag!r}: not a listed form"
     assert image.from_stages == [(launcher, LAUNCHER_BINARY, LAUNCHER_BINARY)]
+
+
+# A pinned launcher is at most this much older than the list it was taken from.
+LAUNCHER_MAX_AGE_DAYS = 365
+
+
+def test_the_launcher_tag_is_recent_when_pinned_and_says_how_to_move_it(image):
+    """The Dockerfile names the day Google's list was read; the tag is from within a year of it."""
+    (base,) = [b for b in image.stages.values() if b.startswith(LAUNCHER_IMAGE)]
+    tag = base.rsplit(":", 1)[1]
+    text = (REPO / "Dockerfile").read_text()
+    (read_on,) = re.findall(r"read on\n?#? ?(\d{4}-\d{2}-\d{2})", text)
+    released = datetime.datetime.strptime(tag[:8], "%Y%m%d").date()
+    age = datetime.date.fromisoformat(read_on) - released
+    assert datetime.timedelta(0) <= age <= datetime.timedelta(days=LAUNCHER_MAX_AGE_DAYS), (
+        f"launcher {tag} is {age.days} days older than the list read on {read_on}: take the "
+        "newest row of Google's list (docs/deploy.md, One image)"
+    )
+    assert f'{tag} is the row marked "(latest)"' in text
+    section = (REPO / "docs" / "deploy.md").read_text().split("## One image", 1)[1]
+    assert tag in section.split("\n## ", 1)[0] and "list-tags" in section
 
 
 def test_dockerfile_copies_existing_files_that_the_context_keeps(image):

@@ -133,6 +133,8 @@ OUTPUT_TOPICS = "output_topic+dead_letter_topic"
 EVIDENCE_BUCKET = "bucket"
 WAREHOUSE = "bq_dataset"
 STAGING_BUCKET = "staging bucket"
+# The bucket --sections_file names: the rules, which workers only read (docs/deploy.md, Buckets).
+CONFIG_BUCKET = "sections_file"
 THE_PROJECT = "project"
 IMAGE_REPOSITORY = "image repository"
 
@@ -194,8 +196,8 @@ BEAM_IO_NEEDS: dict[str, list[Need]] = {
         Need("pubsub.subscriptions.get", INPUT_SUBSCRIPTION, "pubsub.googleapis.com"),
     ],
     "WriteToPubSub": [Need("pubsub.topics.publish", OUTPUT_TOPICS, "pubsub.googleapis.com")],
-    # --sections_file gs://...: docs/deploy.md puts it in the staging bucket.
-    "FileSystems.open": [Need("storage.objects.get", STAGING_BUCKET, "storage.googleapis.com")],
+    # --sections_file gs://...: docs/deploy.md puts it in the configuration bucket.
+    "FileSystems.open": [Need("storage.objects.get", CONFIG_BUCKET, "storage.googleapis.com")],
 }
 # Batch runs over files (--input_file, --output_path) read and write the operator's own
 # files with the operator's credentials; the streaming deployment never calls them.
@@ -570,6 +572,7 @@ def launch_resources(commands: list[list[str]]) -> dict[str, list[tuple[str, str
         # The job writes each table of the schema (the dataset's other tables are not its).
         WAREHOUSE: [(TABLE, f"{parameters['bq_dataset']}.{table.name}") for table in TABLES],
         STAGING_BUCKET: [(BUCKET, staging)],
+        CONFIG_BUCKET: [(BUCKET, parameters["sections_file"].removeprefix("gs://").split("/")[0])],
         THE_PROJECT: [(PROJECT, project)],
         IMAGE_REPOSITORY: [(REPOSITORY, image_repository)],
     }
@@ -761,6 +764,29 @@ def test_the_scan_fails_on_a_call_without_a_known_permission(tmp_path, monkeypat
     finally:
         monkeypatch.undo()
         clear_caches()
+
+
+# What lets its holder change or delete an object (a bucket's configuration or build source).
+OBJECT_WRITES = {"storage.objects.create", "storage.objects.delete", "storage.objects.update"}
+
+
+def test_workers_only_read_the_configuration_and_write_no_other_bucket(deployment):
+    """Workers write the staging bucket (Dataflow's files) and create evidence; the bucket
+    of the rules they read, and every other bucket (the build's), they cannot change."""
+    grants, _, resources = deployment
+    ((_, staging),) = resources[STAGING_BUCKET]
+    ((_, config),) = resources[CONFIG_BUCKET]
+    evidence = {name for _, name in resources[EVIDENCE_BUCKET]}
+    assert config != staging and config not in evidence
+    writable = {
+        grant.resource
+        for grant in grants
+        if grant.kind == BUCKET and role_permissions()[grant.role].permissions & OBJECT_WRITES
+    }
+    assert writable == {staging} | evidence, writable
+    config_roles = {g.role for g in grants if (g.kind, g.resource) == (BUCKET, config)}
+    assert config_roles == {"roles/storage.objectViewer"}
+    assert granted("storage.objects.get", BUCKET, config, grants)
 
 
 def test_a_grant_check_fails_without_the_role(deployment):

@@ -33,6 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scripts" / "dataflow_smoke.sh"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 ARGS = ["my-project", "us-central1", "my-project-section-speed"]
+# One bucket per writer (docs/deploy.md, Buckets): Dataflow's staging and temp files (the
+# workers write them), the configuration (the workers only read it), the build's source,
+# log and the template spec (only the build and the deployer write them).
+STAGING, CONFIG, BUILD = (f"gs://{ARGS[2]}{suffix}" for suffix in ("", "-config", "-build"))
 JOB_NAME = "section-speed"
 SUBSCRIPTION = "camera-events-sub"
 
@@ -172,7 +176,7 @@ def test_the_launch_passes_the_sections_it_uploaded(commands):
     upload = commands[index(commands, "gcloud", "storage", "cp")]
     assert upload[-2] == flag(written, "--sections_file")
     assert parameters(launch(commands))["sections_file"] == upload[-1]
-    assert upload[-1].startswith("gs://my-project-section-speed/")
+    assert upload[-1].startswith(f"{CONFIG}/")
 
 
 def test_the_launch_uses_the_built_image_for_the_workers(commands):
@@ -263,14 +267,46 @@ def test_the_image_is_built_as_an_account_of_the_procedures_own_with_what_it_nee
         and flag(argv, "--member") == f"serviceAccount:{account}"
     }
     repository = commands[index(commands, "gcloud", "artifacts", "repositories", "create")][4]
-    staging = f"gs://{ARGS[2]}"
     assert grants == {
         ("artifacts", repository, "roles/artifactregistry.writer"),
-        ("storage", staging, "roles/storage.objectAdmin"),
+        ("storage", BUILD, "roles/storage.objectAdmin"),
     }
-    assert flag(build, "--gcs-source-staging-dir").startswith(f"{staging}/")
-    assert flag(build, "--gcs-log-dir").startswith(f"{staging}/")
+    assert flag(build, "--gcs-source-staging-dir").startswith(f"{BUILD}/")
+    assert flag(build, "--gcs-log-dir").startswith(f"{BUILD}/")
     assert flag(build, "--tag").startswith(f"us-central1-docker.pkg.dev/my-project/{repository}/")
+
+
+def bucket_grants(commands: list[list[str]]) -> dict[str, set[tuple[str, str]]]:
+    """Each bucket's (member, role) grants."""
+    grants: dict[str, set[tuple[str, str]]] = {}
+    for argv in commands:
+        if argv[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]:
+            grants.setdefault(argv[4], set()).add((flag(argv, "--member"), flag(argv, "--role")))
+    return grants
+
+
+def test_each_bucket_is_written_only_by_whoever_must_write_it(commands):
+    """Workers can rewrite neither the rules (the sections file) nor the next build (its
+    source, the template spec): they only read the configuration, and the build account
+    holds nothing but its own bucket."""
+    created = {
+        argv[4] for argv in commands if argv[:4] == ["gcloud", "storage", "buckets", "create"]
+    }
+    assert {STAGING, CONFIG, BUILD} <= created
+    worker = f"serviceAccount:{flag(launch(commands), '--service-account-email')}"
+    build = commands[index(commands, "gcloud", "builds", "submit")]
+    builder = f"serviceAccount:{flag(build, '--service-account').split('/serviceAccounts/')[1]}"
+    grants = bucket_grants(commands)
+    assert grants[STAGING] == {(worker, "roles/storage.objectAdmin")}
+    assert grants[CONFIG] == {(worker, "roles/storage.objectViewer")}
+    assert grants[BUILD] == {(builder, "roles/storage.objectAdmin")}
+    # What each holds: the launch's staging and temp files; the sections file; the
+    # template spec the launch reads and the build's source and log.
+    argv = launch(commands)
+    assert flag(argv, "--staging-location").startswith(f"{STAGING}/")
+    assert flag(argv, "--temp-location").startswith(f"{STAGING}/")
+    assert parameters(argv)["sections_file"].startswith(f"{CONFIG}/")
+    assert flag(argv, "--template-file-gcs-location").startswith(f"{BUILD}/")
 
 
 def test_the_workers_get_a_custom_role_on_each_table_not_a_dataset_role(commands):

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bootstrapped
 
-.PHONY: venv demo desk test bench lint format docs metadata clean
+.PHONY: venv demo desk test bench lint format docs metadata update-compat clean
 
 $(STAMP): requirements.txt requirements-bqemulator.txt setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -47,3 +47,7 @@ docs: venv
 ## Regenerate metadata.json (the Flex Template's parameters) from the options.
 metadata: venv
 	$(PY) -m pipeline.metadata
+
+## Record this graph's stateful steps in pipeline/update_compat.json (docs/deploy.md, Releases).
+update-compat: venv
+	$(PY) -m pipeline.update_compat --write

@@ -41,7 +41,7 @@ from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
-from transforms.failures import FAILURES, Failure, failed
+from transforms.failures import FAILURES, STAGES_BY_NAME, Failure, failed
 
 FINED = "fined"
 NOT_FINED = "not_fined"
@@ -126,7 +126,7 @@ class JudgeTraversalFn(beam.DoFn):
             yield key, SessionVerdict(rejected=RejectedSession.of(verdict))
             yield failed(
                 Failure.of_detections(
-                    verdict.kind,
+                    STAGES_BY_NAME[verdict.kind],
                     verdict.reason,
                     verdict.detections,
                     radar_id=radar_id,

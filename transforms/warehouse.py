@@ -136,7 +136,7 @@ class InsertRowsFn(beam.DoFn):
                 self.rows_rejected.inc()
                 yield failed(
                     Failure.of_record(
-                        WAREHOUSE_STAGE.name,
+                        WAREHOUSE_STAGE,
                         f"{name}: {reason}",
                         row.row,
                         table=name,

@@ -3,7 +3,9 @@
 `embedded` runs RapidOCR in the worker (clients/embedded_ocr.py); `cloud-vision` calls
 Google Cloud Vision's text detection (clients/cloud_vision.py). Both take a batch of
 photo bytes and return one `PlateReading` per photo, in order; a photo that cannot be
-read becomes an unreadable reading with its error, never an exception for the batch.
+read becomes an unreadable reading with its error, never an exception for the batch. A
+reader that cannot read at all for now (a service down, over quota, not granted) raises
+`PlateReaderUnavailable`: no photo is to blame, so none is dead-lettered for it.
 """
 
 import queue
@@ -18,6 +20,10 @@ from section_speed.domain.plate_reading import (
     PLATE_READERS,
     PlateReading,
 )
+
+
+class PlateReaderUnavailable(RuntimeError):
+    """The reader could not read this time, for every photo alike; later it may."""
 
 
 class PlateReader(Protocol):

@@ -230,7 +230,7 @@ def test_single_detection_is_not_a_measurement():
     assert_that(outputs.fined, equal_to([]), label="Fined")
     assert_that(outputs.not_fined, equal_to([]), label="NotFined")
     assert_that(
-        outputs.failures | beam.Map(lambda f: (f.stage, len(f.payload.splitlines()))),
+        outputs.failures | beam.Map(lambda f: (f.stage.name, len(f.payload.splitlines()))),
         equal_to([("unmeasurable", 1)]),
         label="DeadLettered",
     )
@@ -283,7 +283,7 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
             ts.micros,
         )
     )
-    letters = parsed.failures | beam.Map(lambda f: (f.stage, f.reason, f.payload))
+    letters = parsed.failures | beam.Map(lambda f: (f.stage.name, f.reason, f.payload))
     assert_that(
         events,
         equal_to([

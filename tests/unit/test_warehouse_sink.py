@@ -85,7 +85,7 @@ def test_a_failing_batch_is_split_to_isolate_the_bad_row():
     failures = list(fn.process(rows))
     assert fn.warehouse.inserted == ["a", "c"]
     (failure,) = [tagged.value for tagged in failures]
-    assert failure.stage == "bigquery" and failure.attributes["insert_id"] == "bad"
+    assert failure.stage.name == "bigquery" and failure.attributes["insert_id"] == "bad"
     assert json.loads(failure.payload) == {"fine_id": "bad"}
     assert failure.reason == (
         "fines: failed after 3 attempts: fines: 500 An internal error occurred"

@@ -1,18 +1,26 @@
 """EnrichFine with injected fake clients: photo, plate and stored evidence, failures routed."""
 
+import functools
 import io
 from dataclasses import replace
 from typing import ClassVar
 
 import apache_beam as beam
+import grpc
 import pytest
 import requests
+from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.api_core import exceptions as api_exceptions
 from PIL import Image
 
 from section_speed.clients.cars_api import EvidenceUnavailable, Photo
+from section_speed.clients.cloud_vision import (
+    OVERLOAD_RATIO,
+    TRANSIENT_RETRY,
+    CloudVisionPlateReader,
+)
 from section_speed.clients.evidence_store import (
     EvidenceStoreUnavailable,
     StoredPhoto,
@@ -24,6 +32,7 @@ from section_speed.clients.plate_readers import PlateReaderUnavailable
 from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
 from section_speed.domain.judging import judge_traversal
 from section_speed.domain.plate_reading import PlateReading, unreadable
+from tests.fake_vision import FakeVision
 from tests.helpers import T0_MS, section, track
 from transforms.enrich import EnrichFine
 from transforms.evidence_services import EvidenceServices
@@ -481,3 +490,60 @@ def test_a_dead_letter_keeps_its_stage_as_the_registry_s_and_the_stack_trace():
     letter = to_dead_letter_record(failure)
     assert (letter["stage"], letter["stacktrace"]) == (STORE_PHOTO_STAGE.name, failure.stacktrace)
     assert FailureCoder().decode(FailureCoder().encode(failure)) == failure
+
+
+# --- A plate reader's outage is waited out (docs/evidence.md, Failures) -----------------
+
+
+def test_a_cloud_vision_outage_and_quota_wave_are_waited_out_every_fine_published():
+    """The real Cloud Vision reader on the loopback fake, refusing every call with 429 and
+    503 for longer than the reader's retries and the step's attempts last, then back."""
+    with FakeVision() as vision_server:
+        vision_server.answers = {PHOTO: [("ABC-1234", 0.995)]}
+        reader = functools.partial(
+            CloudVisionPlateReader,
+            0.9,
+            endpoint=vision_server.endpoint,
+            retry=TRANSIENT_RETRY.with_delay(initial=0.05, maximum=0.2).with_timeout(1.0),
+            throttler=AdaptiveThrottler(200, 20, OVERLOAD_RATIO),
+            throttle_delay_s=0.02,
+        )
+        services = fake_services(FakeCarsApi, reader, FakeStore)
+        vision_server.refuse_for(
+            5.0, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
+        )
+        with TestPipeline(runner="DirectRunner") as p:
+            records, failures = (
+                p
+                | beam.Create(fines("q-1", "q-2", "q-3"))
+                | EnrichFine(services, batch_wait_s=None, read_backoff_s=0.0)
+            )
+            assert_that(
+                records | beam.Map(lambda r: (r["vehicle_id"], r["license_plate"])),
+                equal_to([("q-1", "ABC1234"), ("q-2", "ABC1234"), ("q-3", "ABC1234")]),
+                label="EveryFinePublished",
+            )
+            assert_that(failures, equal_to([]), label="NoneDeadLettered")
+        calls = vision_server.log
+        assert calls[-1].started - calls[0].started >= 5.0, "the outage was not waited out"
+
+
+def test_a_reader_down_past_the_wait_fails_the_bundle_and_dead_letters_nothing():
+    class DownReader(FakeReader):
+        def read(self, images):
+            raise PlateReaderUnavailable("Cloud Vision: 503 unavailable")
+
+    clock = [0.0]
+
+    def sleep(seconds):
+        clock[0] += seconds
+
+    services = fake_services(FakeCarsApi, DownReader)
+    (fetched,) = run_fn(FetchPhotoFn(services), fines("down")[0])
+    step = ReadPlatesFn(services, sleep=sleep, outage_wait_s=60.0, monotonic=lambda: clock[0])
+    step.setup()
+    out = []
+    with pytest.raises(PlateReaderUnavailable):
+        out.extend(step.process([fetched]))
+    assert out == []  # nothing dead-lettered, nothing published: the runner retries
+    assert clock[0] == 60.0  # waited, backing off, for as long as the step may

@@ -107,4 +107,6 @@ class EnrichFine(beam.PTransform):
             stored[FAILURES],
             read[FAILURES],
         ) | "EvidenceFailures" >> beam.Flatten()
-        return FinesWithEvidence(records | "ToFineRecord" >> beam.Map(to_fine_record), failures)
+        bucket = services.evidence_store is not None
+        to_record = records | "ToFineRecord" >> beam.Map(to_fine_record, bucket)
+        return FinesWithEvidence(to_record, failures)

@@ -547,3 +547,11 @@ def test_a_reader_down_past_the_wait_fails_the_bundle_and_dead_letters_nothing()
         out.extend(step.process([fetched]))
     assert out == []  # nothing dead-lettered, nothing published: the runner retries
     assert clock[0] == 60.0  # waited, backing off, for as long as the step may
+
+
+def test_with_a_bucket_no_record_is_made_of_a_photo_known_only_by_its_cars_api_url():
+    (fine,) = fines("unstored")
+    fetched = FineEvidence(fine, photo=PHOTO, photo_url="https://cars.example/u.jpg")
+    with pytest.raises(ValueError, match="a photo that was not stored"):
+        to_fine_record(fetched, bucket=True)
+    assert to_fine_record(fetched)["image_url"] == "https://cars.example/u.jpg"  # no bucket

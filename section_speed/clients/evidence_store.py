@@ -10,6 +10,10 @@ naming the photo's sha256, only after it was read from the photo's own bytes, on
 it succeeded, and only once (created the same conditional way), so whoever comes second
 takes the stored reading with the stored photo. Both are created, never changed: workers
 need only to create and read objects.
+
+Failures are told apart here, for the evidence steps to catch what they mean
+(docs/evidence.md, Failures): OUTAGE_ERRORS (down, overloaded, not granted, the bucket
+missing) are waited out by the runner's retries; REFUSED_ERRORS are about one object.
 """
 
 import dataclasses

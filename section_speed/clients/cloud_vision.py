@@ -270,12 +270,17 @@ class CloudVisionPlateReader:
     def _attempt(
         self, request: vision.BatchAnnotateImagesRequest
     ) -> vision.BatchAnnotateImagesResponse:
-        """One call, once the throttler lets it go; a success is reported to it."""
+        """One call, once the throttler lets it go; a success is reported to it.
+
+        Held back for at most `timeout_s`, as long as a call may take: then the attempt
+        fails as a refusal would (429, which `retry` backs off from), so that the retry's
+        time limit bounds a read however long the throttler would hold it.
+        """
         waited = 0.0
         while True:
             with self._throttle_lock:
                 throttled = self._throttler.throttle_request(time.time() * 1000)
-            if not throttled:
+            if not throttled or waited >= self.timeout_s:
                 break
             time.sleep(self.throttle_delay_s)
             waited += self.throttle_delay_s
@@ -283,6 +288,10 @@ class CloudVisionPlateReader:
             with self._throttle_lock:
                 self._throttled_s += waited
                 self.throttle_waits += round(waited / self.throttle_delay_s)
+        if throttled:
+            raise api_exceptions.TooManyRequests(
+                f"held back {waited:.0f} s by the client-side throttler"
+            )
         started_ms = time.time() * 1000
         response = self._client.batch_annotate_images(
             request=request, retry=None, timeout=self.timeout_s

@@ -13,8 +13,9 @@ base64), in a request; its gRPC limit on what it receives is raised above gRPC's
 default, so an oversized request arrives and is measured before it is refused. It can be
 slow (every call, or the calls that carry a given image, are held until the caller gives
 up or the time passes), refuse the next calls with a status (429 is RESOURCE_EXHAUSTED),
-and it records every call: its images, its size as JSON, when it started and ended, and the
-most calls it had under way at once.
+or every call for a while, as in an outage or a quota wave, and it records every call: its
+images, its size as JSON, when it started and ended, and the most calls it had under way at
+once.
 """
 
 import threading
@@ -66,6 +67,8 @@ class FakeVision:
     _in_flight: int = 0
     _failures: list[tuple[grpc.StatusCode, bytes | None]] = field(default_factory=list)
     _slow: dict[bytes, float] = field(default_factory=dict)
+    _refusing: tuple[float, tuple[grpc.StatusCode, ...]] | None = None  # seconds, codes in turn
+    _refusing_until: float | None = None  # set by the first call the refusal meets
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: grpc.Server | None = None
 
@@ -92,6 +95,12 @@ class FakeVision:
         """The next `times` calls (that carry `image`, when given) fail as a whole with `code`."""
         with self._lock:
             self._failures.extend([(code, image)] * times)
+
+    def refuse_for(self, seconds: float, *codes: grpc.StatusCode) -> None:
+        """Every call for `seconds` from the next one fails as a whole, `codes` in turn."""
+        with self._lock:
+            self._refusing = (seconds, codes or (grpc.StatusCode.UNAVAILABLE,))
+            self._refusing_until = None
 
     def slow(self, image: bytes, seconds: float) -> None:
         """Calls that carry `image` are held `seconds`, or until their caller gives up."""
@@ -165,7 +174,14 @@ class FakeVision:
                 call.ended = time.monotonic()
 
     def _next_failure(self, images: tuple[bytes, ...]) -> grpc.StatusCode | None:
-        """The first queued failure meant for a call with these images, taken off the queue."""
+        """The first queued failure meant for a call with these images, taken off the queue;
+        during a refusal, the next of its codes."""
+        if self._refusing is not None:
+            seconds, codes = self._refusing
+            if self._refusing_until is None:
+                self._refusing_until = time.monotonic() + seconds
+            if time.monotonic() < self._refusing_until:
+                return codes[(len(self.calls) - 1) % len(codes)]
         for index, (code, image) in enumerate(self._failures):
             if image is None or image in images:
                 del self._failures[index]

@@ -17,9 +17,11 @@ photo URL.
 
 A failed plate reading is not evidence: it is read again (PLATE_READ_ATTEMPTS in all),
 and a fine still unread then is dead-lettered, not published; a later revision reads the
-stored photo afresh. A fetch or store that fails (after its client's bounded retries)
-does not stop the fine: it goes on with `evidence_error` saying what is missing, and a
-Failure names the stage.
+stored photo afresh. With a bucket, a photo that was not stored is neither read nor
+published. An outage (storage or plate reader down, over quota, not granted) is waited
+for briefly and then raised, so that the runner retries the bundle; a refusal about one
+photo is its fine's Failure; a photo the cars API cannot give leaves the fine to go on
+with `evidence_error` (docs/evidence.md, Failures).
 """
 
 from typing import Any, NamedTuple
@@ -105,4 +107,6 @@ class EnrichFine(beam.PTransform):
             stored[FAILURES],
             read[FAILURES],
         ) | "EvidenceFailures" >> beam.Flatten()
-        return FinesWithEvidence(records | "ToFineRecord" >> beam.Map(to_fine_record), failures)
+        bucket = services.evidence_store is not None
+        to_record = records | "ToFineRecord" >> beam.Map(to_fine_record, bucket)
+        return FinesWithEvidence(to_record, failures)

@@ -2,6 +2,11 @@
 
 FetchPhotoFn -> StorePhotoFn -> (batched) ReadPlatesFn -> RecordReadingFn; why in this
 order is told in transforms/enrich.py and docs/evidence.md.
+
+Each step catches what it means (docs/evidence.md, Failures): a service that is down, over
+quota or not granted is an outage, waited out or raised so that the runner retries the
+bundle; a refusal about one photo is that fine's dead letter, with its stack trace; any
+other exception is a bug, and raises.
 """
 
 import logging
@@ -15,11 +20,17 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from section_speed.clients.cars_api import CarsApiClient, EvidenceRejected, EvidenceUnavailable
-from section_speed.clients.evidence_store import EvidenceStore, StoredPhoto
+from section_speed.clients.evidence_store import (
+    OUTAGE_ERRORS,
+    REFUSED_ERRORS,
+    EvidenceStore,
+    StoredPhoto,
+    unavailable,
+)
 from section_speed.clients.images import InvalidImage, check_image
 from section_speed.clients.plate_readers import PlateReader
 from section_speed.domain.evidence import sha256_hex
-from section_speed.domain.plate_reading import PlateReading
+from section_speed.domain.plate_reading import PlateReaderUnavailable, PlateReading
 from section_speed.domain.schemas import output_record
 from section_speed.domain.traversal import Traversal
 from transforms.evidence_services import EvidenceServices
@@ -36,10 +47,16 @@ from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
-# A reading that failed (service error, reader crash) is tried again this many times in
-# all, waiting PLATE_READ_BACKOFF_S, then twice that, between tries.
+# A photo the reader gave no reading of (its error is about that photo) is tried again this
+# many times in all, waiting PLATE_READ_BACKOFF_S, then twice that, between tries.
 PLATE_READ_ATTEMPTS = 3
 PLATE_READ_BACKOFF_S = 1.0
+# A reader that cannot read at all (PlateReaderUnavailable) is waited for this long within
+# one call of `process`, polling from READER_POLL_S doubling to READER_POLL_MAX_S; then the
+# bundle fails and the runner retries it (docs/evidence.md, Failures).
+READER_OUTAGE_WAIT_S = 60.0
+READER_POLL_S = 1.0
+READER_POLL_MAX_S = 8.0
 # The output of FetchPhotoFn and StorePhotoFn for a fine whose stored photo already has
 # its recorded reading: complete, it skips the plate reading.
 STORED_WITH_READING = "stored"
@@ -47,24 +64,31 @@ T = TypeVar("T")
 
 
 def _failure(
-    evidence: FineEvidence, stage: DeadLetterStage, reason: str
+    evidence: FineEvidence,
+    stage: DeadLetterStage,
+    reason: str,
+    error: BaseException | None = None,
 ) -> beam.pvalue.TaggedOutput:
     traversal = evidence.traversal
     return failed(
         Failure.of_record(
-            stage.name,
+            stage,
             reason,
             output_record(traversal, int(time.time() * 1000)),
+            error,
             fine_id=traversal.traversal_id,
             vehicle_id=traversal.vehicle_id,
         )
     )
 
 
-def _stage_failed(evidence: FineEvidence, stage: DeadLetterStage, reason: str) -> Iterator[Any]:
-    """A fetch or store that failed: its dead letter, and the fine going on with the error."""
-    yield _failure(evidence, stage, reason)
-    yield evidence.failed(stage.local_name, reason)
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:1000]
+
+
+def _store_unavailable(store: EvidenceStore, error: Exception) -> Exception:
+    """What a step raises for a storage outage: the runner retries the bundle."""
+    return unavailable(error, getattr(store, "bucket_name", "BUCKET"))
 
 
 def _acquire(handler: ClientHandler[T] | None) -> T | None:
@@ -107,6 +131,7 @@ class FetchPhotoFn(beam.DoFn):
         self.reused = Metrics.counter(self.__class__, "evidence_reused")
         self.failed = Metrics.counter(self.__class__, "photo_failures")
         self.lookup_failures = Metrics.counter(self.__class__, "evidence_lookup_failures")
+        self.unavailable = Metrics.counter(self.__class__, "evidence_store_unavailable")
 
     def setup(self) -> None:
         self.cars_api = self.services.cars_api.acquire()
@@ -120,7 +145,8 @@ class FetchPhotoFn(beam.DoFn):
         evidence = FineEvidence(traversal)
         try:
             stored = self.store.find(evidence.object_name) if self.store else None
-        except Exception as error:  # storage down: fetch as usual; the store step retries
+        except (*OUTAGE_ERRORS, *REFUSED_ERRORS) as error:
+            # Only a shortcut: the photo is fetched as usual; StorePhoto stores it or waits.
             stored = None
             self.lookup_failures.inc()
             _log.warning("stored evidence lookup failed, fetching: %s", str(error)[:300])
@@ -137,9 +163,11 @@ class FetchPhotoFn(beam.DoFn):
             photo = self.cars_api.fetch(traversal.vehicle_id)
             info = check_image(photo.data, self.cars_api.max_image_bytes)
         except (EvidenceUnavailable, EvidenceRejected, InvalidImage) as error:
+            # No photo at all: the fine goes on with the error (nothing unstored is read).
             self.failed.inc()
-            reason = f"{type(error).__name__}: {error}"
-            yield from _stage_failed(evidence, FETCH_PHOTO_STAGE, reason)
+            reason = _reason(error)
+            yield _failure(evidence, FETCH_PHOTO_STAGE, reason, error)
+            yield evidence.failed(FETCH_PHOTO_STAGE.local_name, reason)
             return
         self.fetched.inc()
         yield replace(
@@ -149,10 +177,14 @@ class FetchPhotoFn(beam.DoFn):
     def _stored_bytes(self, evidence: FineEvidence, stored: StoredPhoto) -> Iterator[Any]:
         try:
             photo = self.store.read(evidence.object_name)
-        except Exception as error:  # after the library's retries: no photo to read
+        except OUTAGE_ERRORS as error:
+            self.unavailable.inc()
+            raise _store_unavailable(self.store, error) from error
+        except REFUSED_ERRORS as error:  # the stored photo is gone: no evidence to read
             self.failed.inc()
-            reason = f"{type(error).__name__}: {error}"[:1000]
-            yield from _stage_failed(replace(evidence, stored=stored), FETCH_PHOTO_STAGE, reason)
+            yield _failure(
+                replace(evidence, stored=stored), FETCH_PHOTO_STAGE, _reason(error), error
+            )
             return
         self.reused.inc()
         yield _with_stored_bytes(evidence, stored, photo)
@@ -162,7 +194,10 @@ class StorePhotoFn(beam.DoFn):
     """Store the photo at gs://BUCKET/fines/RADAR/DATE/FINE_ID.jpg unless one is stored.
 
     When another attempt stored first, its photo is the evidence: its recorded reading is
-    taken (complete, tagged STORED_WITH_READING), or its bytes go on to be read.
+    taken (complete, tagged STORED_WITH_READING), or its bytes go on to be read. A photo
+    that could not be stored goes no further: storage down or not granted raises
+    (EvidenceStoreUnavailable, for the runner to retry); a refusal of this object is its
+    dead letter.
     """
 
     def __init__(self, services: EvidenceServices) -> None:
@@ -171,6 +206,7 @@ class StorePhotoFn(beam.DoFn):
         self.stored = Metrics.counter(self.__class__, "photos_stored")
         self.found = Metrics.counter(self.__class__, "photos_already_stored")
         self.failed = Metrics.counter(self.__class__, "store_failures")
+        self.unavailable = Metrics.counter(self.__class__, "evidence_store_unavailable")
 
     def setup(self) -> None:
         self.store = _acquire(self.services.evidence_store)
@@ -188,11 +224,13 @@ class StorePhotoFn(beam.DoFn):
             )
             if not stored.created and stored.reading is None:
                 photo = self.store.read(evidence.object_name)
-        except Exception as error:  # after the storage library's own retries
+        except OUTAGE_ERRORS as error:  # after the storage library's own retries
+            # Never read nor published unstored: the bundle fails, the runner retries it.
+            self.unavailable.inc()
+            raise _store_unavailable(self.store, error) from error
+        except REFUSED_ERRORS as error:  # this object refused: the fine's dead letter
             self.failed.inc()
-            # The fine goes on to be read as fetched, known by its cars API URL.
-            reason = f"{type(error).__name__}: {error}"[:1000]
-            yield from _stage_failed(evidence, STORE_PHOTO_STAGE, reason)
+            yield _failure(evidence, STORE_PHOTO_STAGE, _reason(error), error)
             return
         if stored.created:
             self.stored.inc()
@@ -209,8 +247,12 @@ class StorePhotoFn(beam.DoFn):
 class ReadPlatesFn(beam.DoFn):
     """A batch of FineEvidence -> each with its PlateReading (one reader call per try).
 
-    A reading that failed is tried again; a fine with no reading after PLATE_READ_ATTEMPTS
-    is dead-lettered (read_plate), never published with a guessed or missing plate.
+    A photo the reader gave no reading of is tried again; one with no reading after
+    PLATE_READ_ATTEMPTS is dead-lettered (read_plate), never published with a guessed or
+    missing plate. A reader that cannot read at all (PlateReaderUnavailable: down, over
+    quota, not granted) is no photo's fault: it is waited for, up to
+    READER_OUTAGE_WAIT_S, and then the exception fails the bundle, so that the runner
+    retries the batch, which its batching state still holds, until the reader is back.
     """
 
     def __init__(
@@ -219,16 +261,21 @@ class ReadPlatesFn(beam.DoFn):
         attempts: int = PLATE_READ_ATTEMPTS,
         backoff_s: float = PLATE_READ_BACKOFF_S,
         sleep: Callable[[float], None] = time.sleep,
+        outage_wait_s: float = READER_OUTAGE_WAIT_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.services = services
         self.reader: PlateReader | None = None
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.sleep = sleep
+        self.outage_wait_s = outage_wait_s
+        self.monotonic = monotonic
         self.read = Metrics.counter(self.__class__, "plates_read")
         self.unreadable = Metrics.counter(self.__class__, "plates_unreadable")
         self.retried = Metrics.counter(self.__class__, "plate_reads_retried")
         self.dead_lettered = Metrics.counter(self.__class__, "plate_reads_exhausted")
+        self.outages = Metrics.counter(self.__class__, "plate_reader_outages_waited")
         self.batch_sizes = Metrics.distribution(self.__class__, "plate_batch_size")
 
     def setup(self) -> None:
@@ -265,21 +312,34 @@ class ReadPlatesFn(beam.DoFn):
             if attempt:
                 self.retried.inc(len(pending))
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
-            crash = "the reader gave no reading"
-            try:
-                readings = list(self.reader.read([photos[i] for i in pending]))
-            except Exception as error:  # a reader bug must not lose the fines: try again
-                readings = [None] * len(pending)
-                crash = f"{type(error).__name__}: {error}"
+            readings = self._read_when_the_reader_reads([photos[i] for i in pending])
             failed = []
             for index, reading in zip(pending, readings, strict=True):
-                if reading is not None and reading.error is None:
+                if reading.error is None:
                     results[index] = (reading, None)
                 else:
                     failed.append(index)
-                    results[index] = (None, reading.error if reading is not None else crash)
+                    results[index] = (None, reading.error)
             pending = failed
         return results
+
+    def _read_when_the_reader_reads(self, photos: list[bytes | None]) -> list[PlateReading]:
+        """The reader's readings; PlateReaderUnavailable once it has not read for
+        `outage_wait_s` (the runner then retries the bundle)."""
+        deadline, poll_s = None, READER_POLL_S
+        while True:
+            try:
+                return list(self.reader.read(photos))
+            except PlateReaderUnavailable as error:
+                now = self.monotonic()
+                if deadline is None:
+                    deadline = now + self.outage_wait_s
+                    self.outages.inc()
+                    _log.warning("the plate reader cannot read (%s): the photos wait", error)
+                if now >= deadline:
+                    raise
+                self.sleep(min(poll_s, deadline - now))
+                poll_s = min(2 * poll_s, READER_POLL_MAX_S)
 
 
 class RecordReadingFn(beam.DoFn):
@@ -304,7 +364,8 @@ class RecordReadingFn(beam.DoFn):
             recorded = self.store.record_reading(
                 evidence.object_name, evidence.reading, evidence.stored.sha256
             )
-        except Exception as error:  # the reading is of these bytes; a later revision records
+        except (*OUTAGE_ERRORS, *REFUSED_ERRORS) as error:
+            # The reading is of these bytes all the same; a later revision records one.
             self.record_failures.inc()
             _log.warning("plate reading not recorded on %s: %s", evidence.stored.url, error)
             yield evidence

@@ -8,14 +8,17 @@ detection, the detections (JSON lines) for a traversal, the record for a fine or
 The `expand` of such a composite, and of one that takes a NamedTuple (`TraversalOutputs`),
 is annotated `Any` and its docstring names the NamedTuple: Beam reads an `expand`'s
 annotations as type hints and logs a warning at every start for any but a PCollection.
-`DEAD_LETTER_STAGES` names every stage a failure can come from; docs/reference.md's table
-of them is generated from it. `to_dead_letter_record` is the one function that formats
+`DEAD_LETTER_STAGES` names every stage a failure can come from, and a `Failure`'s stage is
+one of them, never a bare string; docs/reference.md's table of them is generated from it.
+A failure caused by an exception keeps its stack trace, as DataflowTemplates'
+`FailsafeElement` does. `to_dead_letter_record` is the one function that formats
 failures, for the dead-letter topic, table and files alike; each sink calls it as it writes.
 """
 
 import base64
 import json
 import time
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -94,8 +97,9 @@ PARTIAL_STAGE = DeadLetterStage(
 FETCH_PHOTO_STAGE = DeadLetterStage(
     "enrich_fine/fetch_photo",
     "EnrichFines/FetchPhoto",
-    "the photo, after the cars API client's retries; the fine is still published, with "
-    "`evidence_error`",
+    "the photo, after the cars API client's retries (the fine is still published, with "
+    "`evidence_error`), or its stored copy refused by Cloud Storage (the fine is not "
+    "published)",
     "the fine record",
     "`fine_id`, `vehicle_id`",
     replayable=False,
@@ -103,8 +107,8 @@ FETCH_PHOTO_STAGE = DeadLetterStage(
 STORE_PHOTO_STAGE = DeadLetterStage(
     "enrich_fine/store_photo",
     "EnrichFines/StorePhoto",
-    "the evidence copy, after the storage library's retries; the fine is still published, "
-    "with `evidence_error`",
+    "the evidence copy, refused by Cloud Storage for this object; the fine is **not** "
+    "published (storage down or not granted: the bundle fails and is retried instead)",
     "the fine record",
     "`fine_id`, `vehicle_id`",
     replayable=False,
@@ -112,8 +116,8 @@ STORE_PHOTO_STAGE = DeadLetterStage(
 READ_PLATE_STAGE = DeadLetterStage(
     "enrich_fine/read_plate",
     "EnrichFines/ReadPlates",
-    "no plate reading after every attempt; the fine is **not** published (a later revision "
-    "reads its stored photo again)",
+    "no plate reading of this photo after every attempt (the reader refused the image); the "
+    "fine is **not** published (a reader that is down or over quota is waited for instead)",
     "the fine record",
     "`fine_id`, `vehicle_id`",
     replayable=False,
@@ -163,17 +167,23 @@ class SinkResult(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What failed where, why, and the input to replay it."""
+    """What failed where, why, and the input to replay it; the stack trace of the exception
+    that caused it, if one did."""
 
-    stage: str
+    stage: DeadLetterStage
     reason: str
     payload: bytes
     attributes: Mapping[str, str] = field(default_factory=dict)
     timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    stacktrace: str | None = None
 
     @classmethod
     def of_detections(
-        cls, stage: str, reason: str, detections: Iterable[CameraEvent], **attributes: str
+        cls,
+        stage: DeadLetterStage,
+        reason: str,
+        detections: Iterable[CameraEvent],
+        **attributes: str,
     ) -> "Failure":
         """A traversal-level failure: every detection, one camera-event JSON per line."""
         lines = [json.dumps(event.to_json(), separators=(",", ":")) for event in detections]
@@ -181,11 +191,24 @@ class Failure:
 
     @classmethod
     def of_record(
-        cls, stage: str, reason: str, record: Mapping[str, Any], **attributes: str
+        cls,
+        stage: DeadLetterStage,
+        reason: str,
+        record: Mapping[str, Any],
+        error: BaseException | None = None,
+        **attributes: str,
     ) -> "Failure":
-        """A failure downstream of the measurement: the output record, as JSON."""
+        """A failure downstream of the measurement: the output record, as JSON; with the
+        stack trace of `error` when an exception caused it."""
         payload = json.dumps(record, separators=(",", ":"), sort_keys=True, default=str)
-        return cls(stage, reason, payload.encode(), attributes)
+        return cls(
+            stage, reason, payload.encode(), attributes, stacktrace=error and stack_trace(error)
+        )
+
+
+def stack_trace(error: BaseException) -> str:
+    """The exception's traceback as Python prints it."""
+    return "".join(traceback.format_exception(error))
 
 
 class FailureCoder(beam.coders.Coder):
@@ -193,17 +216,26 @@ class FailureCoder(beam.coders.Coder):
 
     def encode(self, failure: Failure) -> bytes:
         value = [
-            failure.stage,
+            failure.stage.name,
             failure.reason,
             base64.b64encode(failure.payload).decode("ascii"),
             dict(failure.attributes),
             failure.timestamp_ms,
+            failure.stacktrace,
         ]
         return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
     def decode(self, encoded: bytes) -> Failure:
-        stage, reason, payload, attributes, timestamp_ms = json.loads(encoded)
-        return Failure(stage, reason, base64.b64decode(payload), attributes, timestamp_ms)
+        # Five fields: encoded before failures kept their stack trace (an update's backlog).
+        stage, reason, payload, attributes, timestamp_ms, *stacktrace = json.loads(encoded)
+        return Failure(
+            STAGES_BY_NAME[stage],
+            reason,
+            base64.b64decode(payload),
+            attributes,
+            timestamp_ms,
+            stacktrace[0] if stacktrace else None,
+        )
 
     def is_deterministic(self) -> bool:
         return True
@@ -221,9 +253,10 @@ def failed(failure: Failure) -> beam.pvalue.TaggedOutput:
 
 def to_dead_letter_record(failure: Failure) -> dict[str, Any]:
     return dead_letter_record(
-        stage=failure.stage,
+        stage=failure.stage.name,
         error=failure.reason,
         payload=failure.payload,
         attributes=failure.attributes,
         timestamp_ms=failure.timestamp_ms,
+        stacktrace=failure.stacktrace,
     )

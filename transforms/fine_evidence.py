@@ -102,8 +102,12 @@ def _reading(value: dict[str, Any] | None) -> PlateReading | None:
 beam.coders.registry.register_coder(FineEvidence, FineEvidenceCoder)
 
 
-def to_fine_record(evidence: FineEvidence) -> dict[str, Any]:
+def to_fine_record(evidence: FineEvidence, bucket: bool = False) -> dict[str, Any]:
+    """The fine's record. With a bucket (`bucket`), a photo goes out only as the stored
+    object, with its digest: never the cars API's URL (docs/evidence.md, Failures)."""
     stored = evidence.stored
+    if bucket and stored is None and evidence.photo_url is not None:
+        raise ValueError(f"fine {evidence.traversal.traversal_id}: a photo that was not stored")
     fields = evidence_fields(
         evidence.reading,
         stored.url if stored else evidence.photo_url,

@@ -23,7 +23,14 @@ from section_speed.domain.events import (
     vehicle_key,
 )
 from section_speed.domain.lateness import LatenessRule
-from transforms.failures import FAILURES, PARSE_STAGE, TOO_LATE_STAGE, Failure, failed
+from transforms.failures import (
+    FAILURES,
+    PARSE_STAGE,
+    TOO_LATE_STAGE,
+    Failure,
+    failed,
+    stack_trace,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -66,7 +73,7 @@ class ParseEventFn(beam.DoFn):
             )
         except InvalidEvent as error:
             self.events_invalid.inc()
-            yield failed(Failure(PARSE_STAGE.name, str(error), data, attributes, now_ms))
+            yield failed(Failure(PARSE_STAGE, str(error), data, attributes, now_ms))
             return
         except Exception as error:
             # A parser bug must not fail the bundle: a streaming runner would retry the same
@@ -74,14 +81,14 @@ class ParseEventFn(beam.DoFn):
             _log.exception("parser error on message %s", message.message_id)
             self.parser_errors.inc()
             reason = f"parser error: {type(error).__name__}: {str(error)[:200]}"
-            yield failed(Failure(PARSE_STAGE.name, reason, data, attributes, now_ms))
+            yield failed(Failure(PARSE_STAGE, reason, data, attributes, now_ms, stack_trace(error)))
             return
         late = self.lateness and self.lateness.lateness_reason(
             event.event_time_ms, publish_time_ms, now_ms
         )
         if late:
             self.events_too_late.inc()
-            yield failed(Failure(TOO_LATE_STAGE.name, late, data, attributes, now_ms))
+            yield failed(Failure(TOO_LATE_STAGE, late, data, attributes, now_ms))
             return
         self.events_parsed.inc()
         # Keyed here, not in a step of its own (docs/architecture.md, Runners).

@@ -158,7 +158,7 @@ class LogDeadLetters(beam.PTransform):
 
 
 def _log_dead_letter(failure: Failure) -> None:
-    _log.warning("dead letter at %s: %s", failure.stage, failure.reason)
+    _log.warning("dead letter at %s: %s", failure.stage.name, failure.reason)
 
 
 class TraversalRows(beam.PTransform):

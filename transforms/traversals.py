@@ -41,13 +41,28 @@ from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
-from transforms.failures import FAILURES, Failure, failed
+from transforms.failures import FAILURES, STAGES_BY_NAME, Failure, failed
 
 FINED = "fined"
 NOT_FINED = "not_fined"
 WITHDRAWN_FINES = "withdrawn_fines"  # published fines taken back (also in not_fined)
 
 _log = logging.getLogger(__name__)
+
+# Event time the identity state outlives the last pane that can still come, for the late
+# pane's trigger delay (LATE_FIRING_DELAY_SECONDS of processing time) and its way through a
+# shuffle to IdentifyTraversals, even where the watermark runs ahead of the clock.
+LATE_PANE_MARGIN_SECONDS = 60
+
+
+def identity_keep_seconds(gap_seconds: int, allowed_lateness_seconds: int) -> int:
+    """How long after a vehicle's last published exit its identity state is kept.
+
+    A detection up to one gap after that exit still joins the session, and is taken until
+    its own time + gap + allowed lateness; its late pane fires a few seconds of processing
+    time later (docs/architecture.md, One traversal, one identity).
+    """
+    return 2 * gap_seconds + allowed_lateness_seconds + LATE_PANE_MARGIN_SECONDS
 
 
 class WindowIntoTraversals(beam.PTransform):
@@ -111,7 +126,7 @@ class JudgeTraversalFn(beam.DoFn):
             yield key, SessionVerdict(rejected=RejectedSession.of(verdict))
             yield failed(
                 Failure.of_detections(
-                    verdict.kind,
+                    STAGES_BY_NAME[verdict.kind],
                     verdict.reason,
                     verdict.detections,
                     radar_id=radar_id,
@@ -129,8 +144,8 @@ class IdentifyTraversalsFn(beam.DoFn):
     """Per vehicle: a correction keeps its traversal's id, a repeat is dropped, and a
     published traversal whose session a late detection made unjudgeable is withdrawn.
 
-    State lives as long as a late pane can still come (gap + lateness past the last exit),
-    cleared by an event-time timer, which holds no watermark back.
+    State lives as long as a late pane can still come (`identity_keep_seconds` past the
+    last exit), cleared by an event-time timer, which holds no watermark back.
     """
 
     # "issued" is the id running jobs keep this state under: an update must not change it.
@@ -261,7 +276,7 @@ class MeasureTraversals(beam.PTransform):
                 FINED, NOT_FINED, WITHDRAWN_FINES
             )
         else:
-            keep_seconds = self.gap_seconds + self.allowed_lateness_seconds
+            keep_seconds = identity_keep_seconds(self.gap_seconds, self.allowed_lateness_seconds)
             verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
                 IdentifyTraversalsFn(keep_seconds)
             ).with_outputs(FINED, NOT_FINED, WITHDRAWN_FINES)

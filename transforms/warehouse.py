@@ -7,7 +7,8 @@ Tables are created at deploy time (`python -m pipeline.provision`); workers only
 that they exist, which needs no project-level permission.
 
 An outage of the warehouse is not waited out inside `process` beyond a short, bounded wait:
-the bundle fails and the runner retries it (docs/warehouse.md, Failures).
+the bundle fails and the runner retries it (docs/warehouse.md, An outage). A warehouse that
+refuses the workers themselves (401, 403, 404) is an outage too, raised at once.
 """
 
 import functools
@@ -21,7 +22,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from section_speed.clients.warehouse import BatchRefused, TransientWarehouseError, Warehouse
+from section_speed.clients.warehouse import (
+    BatchRefused,
+    TransientWarehouseError,
+    Warehouse,
+    WarehouseNotGranted,
+)
 from section_speed.domain.schemas import (
     TABLES,
     VEHICLE_SPEEDS,
@@ -113,6 +119,7 @@ class InsertRowsFn(beam.DoFn):
         self.rows_rejected = Metrics.counter(self.__class__, "warehouse_rows_rejected")
         self.retries = Metrics.counter(self.__class__, "warehouse_retries")
         self.outages = Metrics.counter(self.__class__, "warehouse_outages_waited")
+        self.not_granted = Metrics.counter(self.__class__, "warehouse_not_granted")
         self._outage_until: float | None = None
         self.batch_sizes = Metrics.distribution(self.__class__, "warehouse_batch_size")
 
@@ -136,7 +143,7 @@ class InsertRowsFn(beam.DoFn):
                 self.rows_rejected.inc()
                 yield failed(
                     Failure.of_record(
-                        WAREHOUSE_STAGE.name,
+                        WAREHOUSE_STAGE,
                         f"{name}: {reason}",
                         row.row,
                         table=name,
@@ -170,6 +177,13 @@ class InsertRowsFn(beam.DoFn):
                 except BatchRefused as error:  # permanent for this batch: split it at once
                     refused, last_error = True, str(error)
                     break
+                except WarehouseNotGranted as error:
+                    # No row is at fault and no retry here can help: the bundle fails, the
+                    # runner retries it with every row until someone grants the access.
+                    self.not_granted.inc()
+                    raise WarehouseNotGranted(
+                        f"{error}; its {len(rows)} rows are kept, none is dead-lettered"
+                    ) from error
                 self.rows_inserted.inc(len(rows) - len(rejected))
                 return [(rows[r.index], r.reason) for r in rejected]
             if refused or not self._answers_again(len(rows), last_error):

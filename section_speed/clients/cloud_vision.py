@@ -14,9 +14,23 @@ exponential back-off and jitter, on quota refusals (429, RESOURCE_EXHAUSTED), 5x
 UNAVAILABLE and a missed deadline, for at most `RETRY_TIMEOUT_S` in all: a photo's reading
 is back within about `timeout_s + RETRY_TIMEOUT_S` whatever the service does.
 
-Failures never raise out of `read`: an image the service could not annotate, or a request
-whose calls kept failing, becomes an unreadable reading that carries the error, so one bad
-photo or a short outage costs photos, not the bundle.
+Failures: an image the service could not annotate, or a request it refused as such (an
+invalid argument, one stuck call among calls that were answered), becomes an unreadable
+reading that carries the error: that photo's, for the caller to try again and in the end
+dead-letter. A service that cannot read at all for now raises `PlateReaderUnavailable`
+once the retries are spent, so that no photo is blamed for it: quota refusals (429,
+RESOURCE_EXHAUSTED) or 5xx from any request, missed deadlines on every request, and
+permission errors (the project or the workers not granted Vision; logged once with what to
+grant). The caller waits and tries again (transforms/evidence_steps.py).
+
+Throttling: every attempt first asks Beam's `AdaptiveThrottler`
+(apache_beam/io/components/adaptive_throttler.py, Google SRE's client-side throttling),
+which delays attempts with a probability that grows as attempts outnumber successes
+`OVERLOAD_RATIO` to one over the last minute, the span of Vision's per-minute quotas. A
+quota wave, or a backlog caught up after a relaunch, then slows each worker's calls down
+instead of spending the quota on refusals; the seconds waited go to Beam's
+`cumulativeThrottlingSeconds` counter, which Dataflow's autoscaler reads as "throttled,
+do not add workers".
 
 Confidence: TEXT_DETECTION returns confidences only when the request sets
 `TextDetectionParams.enable_text_detection_confidence_score` (otherwise only
@@ -37,11 +51,14 @@ in view is told from the nearest one.
 import itertools
 import logging
 import math
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler, ThrottlingSignaler
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
@@ -56,6 +73,7 @@ from section_speed.domain.plate_formats import normalise_plate
 from section_speed.domain.plate_gates import choose_plate
 from section_speed.domain.plate_reading import (
     CLOUD_VISION_READER,
+    PlateReaderUnavailable,
     PlateReading,
     TextLine,
     unreadable,
@@ -83,6 +101,31 @@ TRANSIENT_ERRORS = (
     api_exceptions.Unknown,
     auth_exceptions.TransportError,  # the token refresh could not reach the auth server
 )
+
+
+# The service refuses every request alike: a wave of these is an outage, not the photos'.
+OUTAGE_ERRORS = tuple(
+    error for error in TRANSIENT_ERRORS if error is not api_exceptions.DeadlineExceeded
+)
+NOT_GRANTED_ERRORS = (
+    api_exceptions.PermissionDenied,  # 403: the API not enabled, or the account not granted
+    api_exceptions.Unauthenticated,  # 401
+    auth_exceptions.DefaultCredentialsError,
+)
+GRANT = (
+    "enable the Cloud Vision API (vision.googleapis.com) in the project and grant the "
+    "workers' service account roles/serviceusage.serviceUsageConsumer"
+)
+# Client-side throttling (module docstring): attempts over the last minute, in 1 s buckets;
+# a throttled attempt waits THROTTLE_DELAY_S and asks again.
+THROTTLE_WINDOW_MS = 60_000
+THROTTLE_BUCKET_MS = 1_000
+OVERLOAD_RATIO = 2.0  # Beam's RemoteModelHandler default, the SRE book's K
+THROTTLE_DELAY_S = 1.0
+
+
+def default_throttler() -> AdaptiveThrottler:
+    return AdaptiveThrottler(THROTTLE_WINDOW_MS, THROTTLE_BUCKET_MS, OVERLOAD_RATIO)
 
 
 def _log_retry(error: Exception) -> None:
@@ -137,22 +180,36 @@ class CloudVisionPlateReader:
         batch_size: int = MAX_BATCH_SIZE,
         *,
         retry: Retry = TRANSIENT_RETRY,
+        throttler: AdaptiveThrottler | None = None,
+        throttle_delay_s: float = THROTTLE_DELAY_S,
     ) -> None:
         """`endpoint` ("host:port") is a plaintext local server for tests; None means Google
         with Application Default Credentials. `timeout_s` is each call's deadline; `retry`
-        says which failures are tried again, how long to wait and for how long in all."""
+        says which failures are tried again, how long to wait and for how long in all;
+        `throttler` (default_throttler()) delays attempts while too few succeed."""
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}, got {batch_size}")
         self.min_confidence = min_confidence
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self._retry = retry
+        self._throttler = throttler or default_throttler()
+        self.throttle_delay_s = throttle_delay_s
+        self._throttle_lock = threading.Lock()  # the throttler's sums are not thread-safe
+        self._throttled_s = 0.0  # waited by the request threads, not yet counted
+        self.throttle_waits = 0  # attempts held back by the throttler, in all
+        self._throttling = ThrottlingSignaler(namespace=__name__)
+        self._told_what_to_grant = False
         self._owns_client = client is None
         self._client = client or _new_client(endpoint)
         self._calls = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="cloud-vision")
 
     def read(self, images: Sequence[bytes]) -> list[PlateReading]:
-        """One reading per image, in order; errors become unreadable readings."""
+        """One reading per image, in order; errors about images become unreadable readings.
+
+        Raises PlateReaderUnavailable when the service refused for reasons of its own
+        (module docstring).
+        """
         readings: dict[int, PlateReading] = {}
         requests: list[list[int]] = []  # indexes of the images each request carries
         size = 0
@@ -174,8 +231,17 @@ class CloudVisionPlateReader:
             self._calls.submit(self._read_batch, [images[index] for index in request])
             for request in requests
         ]
-        for request, call in zip(requests, calls, strict=True):
-            for index, reading in zip(request, call.result(), strict=True):
+        answers = [call.result() for call in calls]
+        self._count_throttled_seconds()  # here, on the caller's thread: its metrics
+        failures = [answer for answer in answers if isinstance(answer, Exception)]
+        if any(_is_outage(error) for error in failures) or (
+            failures and len(failures) == len(answers)
+        ):
+            raise PlateReaderUnavailable(f"Cloud Vision: {self._outage_text(failures)}")
+        for request, answer in zip(requests, answers, strict=True):
+            if isinstance(answer, Exception):
+                answer = [unreadable(self.name, _error_text(answer)) for _ in request]
+            for index, reading in zip(request, answer, strict=True):
                 readings[index] = reading
         return [readings[index] for index in range(len(images))]
 
@@ -186,23 +252,72 @@ class CloudVisionPlateReader:
         if self._owns_client:
             self._client.transport.close()
 
-    def _read_batch(self, images: Sequence[bytes]) -> list[PlateReading]:
+    def _read_batch(self, images: Sequence[bytes]) -> list[PlateReading] | Exception:
+        """The readings of one request, or the error its attempts ended with."""
         request = vision.BatchAnnotateImagesRequest(requests=[_request(image) for image in images])
         try:
-            # The GAPIC method runs each attempt under `retry` with `timeout` as its deadline
-            # (what is left of it since the first attempt, all of it again when under 1 s
-            # is left), so no attempt waits longer than `timeout_s`.
-            response = self._client.batch_annotate_images(
-                request=request, retry=self._retry, timeout=self.timeout_s
-            )
+            # `retry` calls each attempt again on transient errors, each with its own
+            # deadline, `timeout_s`, and starts none after its timeout.
+            response = self._retry(self._attempt)(request)
         except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
-            error = _error_text(exc)
-            _log.warning("Cloud Vision failed for %d images: %s", len(images), error)
-            return [unreadable(self.name, error) for _ in images]
+            _log.warning("Cloud Vision failed for %d images: %s", len(images), _error_text(exc))
+            return exc
         if len(response.responses) != len(images):
             error = f"asked about {len(images)} images, got {len(response.responses)} answers"
             return [unreadable(self.name, error) for _ in images]
         return [self._reading(answer) for answer in response.responses]
+
+    def _attempt(
+        self, request: vision.BatchAnnotateImagesRequest
+    ) -> vision.BatchAnnotateImagesResponse:
+        """One call, once the throttler lets it go; a success is reported to it.
+
+        Held back for at most `timeout_s`, as long as a call may take: then the attempt
+        fails as a refusal would (429, which `retry` backs off from), so that the retry's
+        time limit bounds a read however long the throttler would hold it.
+        """
+        waited = 0.0
+        while True:
+            with self._throttle_lock:
+                throttled = self._throttler.throttle_request(time.time() * 1000)
+            if not throttled or waited >= self.timeout_s:
+                break
+            time.sleep(self.throttle_delay_s)
+            waited += self.throttle_delay_s
+        if waited:
+            with self._throttle_lock:
+                self._throttled_s += waited
+                self.throttle_waits += round(waited / self.throttle_delay_s)
+        if throttled:
+            raise api_exceptions.TooManyRequests(
+                f"held back {waited:.0f} s by the client-side throttler"
+            )
+        started_ms = time.time() * 1000
+        response = self._client.batch_annotate_images(
+            request=request, retry=None, timeout=self.timeout_s
+        )
+        with self._throttle_lock:
+            self._throttler.successful_request(started_ms)
+        return response
+
+    def _count_throttled_seconds(self) -> None:
+        with self._throttle_lock:
+            whole = int(self._throttled_s)
+            self._throttled_s -= whole
+        if whole:
+            self._throttling.signal_throttled(whole)
+
+    def _outage_text(self, failures: list[Exception]) -> str:
+        """The first failure's text; for a refusal of the account, what to grant (logged
+        once per reader)."""
+        refusal = next((e for e in failures if isinstance(e, NOT_GRANTED_ERRORS)), None)
+        if refusal is None:
+            return _error_text(failures[0])
+        text = f"{_error_text(refusal)}: {GRANT}"
+        if not self._told_what_to_grant:
+            self._told_what_to_grant = True
+            _log.error("Cloud Vision refuses this project or account: %s", text)
+        return text
 
     def _reading(self, answer: vision.AnnotateImageResponse) -> PlateReading:
         if answer.error.code != code_pb2.OK:
@@ -224,6 +339,13 @@ def _too_big(image: bytes, cost: int) -> str:
         f"photo of {len(image)} bytes is {cost} bytes in a request, over Cloud Vision's "
         f"{MAX_REQUEST_BYTES}-byte request limit"
     )
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Whether the service refused for reasons of its own (after retries: their cause)."""
+    if isinstance(exc, api_exceptions.RetryError) and exc.cause is not None:
+        exc = exc.cause
+    return isinstance(exc, (*OUTAGE_ERRORS, *NOT_GRANTED_ERRORS))
 
 
 def _error_text(exc: Exception) -> str:

@@ -10,6 +10,10 @@ naming the photo's sha256, only after it was read from the photo's own bytes, on
 it succeeded, and only once (created the same conditional way), so whoever comes second
 takes the stored reading with the stored photo. Both are created, never changed: workers
 need only to create and read objects.
+
+Failures are told apart here, for the evidence steps to catch what they mean
+(docs/evidence.md, Failures): OUTAGE_ERRORS (down, overloaded, not granted, the bucket
+missing) are waited out by the runner's retries; REFUSED_ERRORS are about one object.
 """
 
 import dataclasses
@@ -17,7 +21,9 @@ import json
 import logging
 from dataclasses import dataclass
 
+import requests
 from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -36,13 +42,50 @@ FIND_RETRY = DEFAULT_RETRY.with_deadline(5.0).with_delay(initial=0.2, maximum=1.
 FIND_TIMEOUT_S = 3.0
 
 # Worth retrying later: the store is down or overloaded (the library already retried).
+# requests' ConnectionError and Timeout are no builtin ConnectionError or TimeoutError.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     api_exceptions.ServerError,
     api_exceptions.TooManyRequests,
     api_exceptions.RetryError,
+    requests.ConnectionError,
+    requests.Timeout,
+    auth_exceptions.TransportError,
     ConnectionError,
     TimeoutError,
 )
+# Every photo fails alike until someone grants the workers the bucket: an outage too.
+NOT_GRANTED_ERRORS: tuple[type[Exception], ...] = (
+    api_exceptions.Unauthorized,
+    api_exceptions.Forbidden,
+)
+GRANT = "roles/storage.objectCreator and roles/storage.objectViewer"
+
+
+class EvidenceStoreUnavailable(RuntimeError):
+    """Cloud Storage did not take or give the evidence this time (down, overloaded, not
+    granted, the bucket missing); the same call may succeed later. Never one photo's
+    fault: the caller raises it, so the runner retries (docs/evidence.md, Failures)."""
+
+
+# What the steps wait out, raising; checked before REFUSED_ERRORS, which holds some of them.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    EvidenceStoreUnavailable,
+    *TRANSIENT_ERRORS,
+    *NOT_GRANTED_ERRORS,
+)
+# Refused for this one object (400, 404 of an object, 412, ...): the photo's dead letter.
+REFUSED_ERRORS: tuple[type[Exception], ...] = (api_exceptions.ClientError,)
+
+
+def unavailable(error: Exception, bucket: str) -> EvidenceStoreUnavailable:
+    """The outage `error` (one of OUTAGE_ERRORS) as EvidenceStoreUnavailable, saying what
+    to grant when it is a refusal of the workers' account."""
+    if isinstance(error, EvidenceStoreUnavailable):
+        return error
+    message = f"Cloud Storage unavailable: {type(error).__name__}: {error}"
+    if isinstance(error, NOT_GRANTED_ERRORS):
+        message += f"; grant the workers' service account {GRANT} on gs://{bucket} (docs/deploy.md)"
+    return EvidenceStoreUnavailable(message[:1000])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +147,8 @@ class EvidenceStore:
             blob.upload_from_string(
                 data, content_type=content_type, if_generation_match=0, timeout=UPLOAD_TIMEOUT_S
             )
+        except api_exceptions.NotFound as error:  # an upload's 404 is the bucket's
+            raise EvidenceStoreUnavailable(f"bucket gs://{self.bucket_name}: {error}") from error
         except api_exceptions.PreconditionFailed:
             found = self._bucket.get_blob(object_name, timeout=UPLOAD_TIMEOUT_S)
             if found is None:  # deleted in between: nothing stored is evidence

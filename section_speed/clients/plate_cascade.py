@@ -15,7 +15,8 @@ for. The cascade therefore (docs/plates.md, The cascade):
 - keeps a failure a failure: when the fallback could not read a photo (`error`), the
   reading carries the error and the read-plate step tries it again or dead-letters it
   (transforms/evidence_steps.py), as it does for Cloud Vision alone. An exception from a
-  reader goes up unchanged.
+  reader goes up unchanged, and a fallback that cannot be opened is
+  `PlateReaderUnavailable`: the step waits for it, as for an outage.
 
 `PlateReading.reader` names the reader whose reading it is: the embedded engine's name for a
 plate it accepted, `cloud-vision` for everything Cloud Vision was asked about.
@@ -31,8 +32,8 @@ from section_speed.domain.plate_reading import (
     CASCADE_READER,
     CLOUD_VISION_READER,
     PlateCandidate,
+    PlateReaderUnavailable,
     PlateReading,
-    unreadable,
 )
 
 if TYPE_CHECKING:  # plate_readers builds the cascade: importing it here would be a cycle
@@ -54,8 +55,8 @@ class CascadePlateReader:
     ) -> None:
         """`open_fallback` builds the fallback reader when a photo first needs it: a process
         whose photos the first reader all accepts never opens a Cloud Vision client. When
-        it cannot be opened (no credentials), the photos that needed it are failed readings
-        of `fallback_name`, and the next photo tries again."""
+        it cannot be opened (no credentials), the read raises `PlateReaderUnavailable` and the
+        next read tries again."""
         self._first = first
         self._open_fallback = open_fallback
         self._fallback_name = fallback_name
@@ -90,9 +91,12 @@ class CascadePlateReader:
     def _read_on_fallback(self, images: list[bytes]) -> list[PlateReading]:
         try:
             fallback = self._fallback_reader()
-        except Exception as error:  # the reader contract: a failed reading, not an exception
-            why = f"could not open {self._fallback_name}: {type(error).__name__}: {error}"
-            return [unreadable(self._fallback_name, why[:1000]) for _ in images]
+        except Exception as error:
+            # No photo is to blame for a client that cannot be opened (no credentials, the
+            # library missing): the batch waits as for an outage, and none is dead-lettered.
+            raise PlateReaderUnavailable(
+                f"could not open {self._fallback_name}: {type(error).__name__}: {error}"
+            ) from error
         return _one_each(fallback, images)
 
     def _fallback_reader(self) -> "PlateReader":

@@ -5,7 +5,9 @@ Google Cloud Vision's text detection (clients/cloud_vision.py); `cascade` is the
 reader first and Cloud Vision only for the photos it cannot accept (clients/plate_cascade.py).
 Each takes a batch of photo bytes and returns one `PlateReading` per photo, in order; a
 photo that cannot be read becomes an unreadable reading with its error, never an exception
-for the batch.
+for the batch. A reader that cannot read at all for now (a service down, over quota, not
+granted) raises `PlateReaderUnavailable`: no photo is to blame, so none is dead-lettered
+for it.
 """
 
 import functools

@@ -2,7 +2,10 @@
 
 Rows are sent with `insert_rows_json` and an insertId per row. Every failure is
 classified here, once: a row BigQuery refuses is *rejected* (permanent, with the
-warehouse's reason) and anything else is *transient* (retry later).
+warehouse's reason); a refusal of the workers themselves (401, 403, 404: not granted, over
+a quota, the dataset or table missing) is *not granted* (an outage: raised, logged once
+per process with what to grant, no row blamed); anything else is *transient* (retry
+later).
 """
 
 import logging
@@ -32,6 +35,15 @@ TRANSIENT_ERRORS = (
 )
 
 
+# BigQuery refuses the workers themselves, every row alike, until someone grants or creates
+# what is missing (a 403 is also BigQuery's answer to a rate or quota exceeded).
+NOT_GRANTED_ERRORS = (
+    api_exceptions.Unauthorized,  # 401
+    api_exceptions.Forbidden,  # 403
+    api_exceptions.NotFound,  # 404: the dataset or table
+)
+GRANT = "roles/bigquery.dataEditor"
+
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -57,6 +69,11 @@ SETUP_RETRY = bigquery.DEFAULT_RETRY.with_delay(initial=0.5, maximum=4.0)
 
 class TransientWarehouseError(RuntimeError):
     """The warehouse did not take the rows this time; the same rows may succeed later."""
+
+
+class WarehouseNotGranted(RuntimeError):
+    """BigQuery refused the workers (401, 403, 404), not a row: retrying the same rows
+    later, once it is granted or provisioned, writes them."""
 
 
 class TablesMissing(RuntimeError):
@@ -88,6 +105,7 @@ class Warehouse:
         self.dataset = dataset
         self._owns_client = client is None
         self.client = client or self._new_client(project)
+        self._told_what_to_grant = False
 
     def close(self) -> None:
         """Close the connections of the client this warehouse made; a given one is left open."""
@@ -228,6 +246,8 @@ class Warehouse:
             )
         except TRANSIENT_ERRORS as error:
             raise TransientWarehouseError(f"{table.name}: {error}") from error
+        except NOT_GRANTED_ERRORS as error:  # before ClientError, which holds them
+            raise self._not_granted(table, error) from error
         except api_exceptions.ClientError as error:  # 4xx for the whole request
             if len(rows) == 1:
                 return [RejectedRow(0, f"{error.code} {error.message}")]
@@ -247,6 +267,20 @@ class Warehouse:
             for again in self.insert(table, [rows[index]], [row_ids[index]]):
                 rejected.append(RejectedRow(index, again.reason))
         return rejected
+
+    def _not_granted(self, table: Table, error: api_exceptions.ClientError) -> WarehouseNotGranted:
+        """The refusal, saying what to grant or create; logged once per process."""
+        advice = (
+            f"grant the workers' service account {GRANT} on dataset "
+            f"{self.project}.{self.dataset}, or create its tables with `python -m "
+            f"pipeline.provision --project {self.project} --bq_dataset {self.dataset}` "
+            "(docs/warehouse.md, An outage)"
+        )
+        if not self._told_what_to_grant:
+            self._told_what_to_grant = True
+            _log.error("BigQuery refuses this pipeline's writes to %s: %s; %s",
+                       self.table_id(table), error, advice)  # fmt: skip
+        return WarehouseNotGranted(f"{table.name}: {error.code} {error.message}; {advice}")
 
     def existing_insert_ids(self, table: Table, rows: Sequence[dict[str, Any]]) -> set[str]:
         """Insert ids of those `rows` the table already holds (same id, same content).

@@ -17,6 +17,10 @@ CASCADE_READER = "cascade"
 PLATE_READERS = (EMBEDDED_READER, CLOUD_VISION_READER, CASCADE_READER)
 
 
+class PlateReaderUnavailable(RuntimeError):
+    """The reader could not read this time, for every photo alike; later it may."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlateCandidate:
     """A plate the officer may pick: its characters, each one's confidence, its rank's score.

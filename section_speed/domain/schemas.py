@@ -158,6 +158,12 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
     _required("error", "STRING", "why it was rejected"),
     _nullable("payload", "STRING", "original payload: UTF-8 text, or base64: + base64 of bytes"),
     _nullable("attributes", "STRING", "Pub/Sub attributes as a JSON object"),
+    _nullable(
+        "stacktrace",
+        "STRING",
+        "the stack trace of the exception that caused it, if one did (as DataflowTemplates' "
+        "FailsafeElement keeps it)",
+    ),
 )
 
 
@@ -280,6 +286,7 @@ def dead_letter_record(
     payload: bytes | str | None,
     attributes: Mapping[str, str] | None,
     timestamp_ms: int,
+    stacktrace: str | None = None,
 ) -> dict[str, Any]:
     """A `dead_letter` row: where it failed, why, and the original input to replay it."""
     if isinstance(payload, bytes):
@@ -290,6 +297,7 @@ def dead_letter_record(
         "error": error,
         "payload": payload,
         "attributes": json.dumps(dict(attributes), sort_keys=True) if attributes else None,
+        "stacktrace": stacktrace,
     }
     return {column.name: values[column.name] for column in DEAD_LETTER_COLUMNS}
 

@@ -182,6 +182,9 @@ def test_a_service_always_failing_still_publishes_the_fine_and_dead_letters_it(r
     assert letter["stage"] == "enrich_fine/fetch_photo"
     assert "500" in letter["error"]
     assert fine["fine_id"] in letter["payload"]
+    # What failed where: the stack trace of the exception, as FailsafeElement keeps it.
+    assert "Traceback (most recent call last):" in letter["stacktrace"]
+    assert "in fetch" in letter["stacktrace"] and "EvidenceUnavailable" in letter["stacktrace"]
 
 
 def test_a_body_that_is_not_an_image_is_rejected_with_a_reason(run):

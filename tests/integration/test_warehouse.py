@@ -35,7 +35,7 @@ def test_a_row_the_warehouse_refuses_reaches_dead_letter_and_the_rest_is_written
             | "WriteFines" >> WriteToWarehouse(tables, batch_wait_s=None)
         ).failures
         assert_that(
-            refused | beam.Map(lambda f: (f.stage, json.loads(f.payload)["vehicle_id"])),
+            refused | beam.Map(lambda f: (f.stage.name, json.loads(f.payload)["vehicle_id"])),
             equal_to([("bigquery", "bad")]),
         )
         _ = refused | "WriteDeadLetters" >> WriteToWarehouse(

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
 from google.api_core import exceptions as api_exceptions
 from google.cloud import vision
 from google.cloud.vision_v1.services.image_annotator.transports import (
@@ -20,17 +21,28 @@ from google.cloud.vision_v1.services.image_annotator.transports import (
 from section_speed.clients.cloud_vision import (
     MAX_IN_FLIGHT,
     MAX_REQUEST_BYTES,
+    OVERLOAD_RATIO,
     RETRY_TIMEOUT_S,
+    THROTTLE_WINDOW_MS,
     TRANSIENT_RETRY,
     CloudVisionPlateReader,
+    default_throttler,
 )
 from section_speed.clients.plate_readers import open_plate_reader
 from section_speed.domain.plate_formats import display_plate, plate_for_vehicle
-from section_speed.domain.plate_reading import CLOUD_VISION_READER
+from section_speed.domain.plate_reading import CLOUD_VISION_READER, PlateReaderUnavailable
 from tests.fake_vision import FakeVision, ImageError
 
 # The reader's own retry policy, with waits of hundredths of a second and 1 s in all.
 FAST_RETRY = TRANSIENT_RETRY.with_delay(initial=0.01, maximum=0.05).with_timeout(1.0)
+
+
+def fast_throttler(window_ms: int = 200) -> AdaptiveThrottler:
+    """The reader's throttling over a fraction of a second instead of a minute, so that
+    tests of other things recover at once."""
+    return AdaptiveThrottler(window_ms, window_ms // 10, overload_ratio=OVERLOAD_RATIO)
+
+
 MiB = 1024 * 1024
 
 
@@ -47,6 +59,8 @@ def reader(fake):
 
     def make(**kwargs):
         kwargs.setdefault("retry", FAST_RETRY)
+        kwargs.setdefault("throttler", fast_throttler())
+        kwargs.setdefault("throttle_delay_s", 0.02)
         readers.append(CloudVisionPlateReader(endpoint=fake.endpoint, **kwargs))
         return readers[-1]
 
@@ -275,19 +289,51 @@ def test_the_retry_backs_off_exponentially_on_quota_and_5xx_only():
     assert TRANSIENT_RETRY._timeout == RETRY_TIMEOUT_S
 
 
-def test_outage_makes_every_image_unreadable_within_the_retry_time(fake, reader):
+def test_an_outage_past_the_retry_time_raises_it_blames_no_photo(fake, reader):
     fake.fail(10_000, grpc.StatusCode.UNAVAILABLE)
 
     started = time.monotonic()
-    readings = reader().read([photo(0), photo(1)])
+    with pytest.raises(PlateReaderUnavailable) as raised:
+        reader().read([photo(0), photo(1)])
     elapsed = time.monotonic() - started
 
-    assert [r.license_plate for r in readings] == [None, None]
-    assert {r.error for r in readings} == {
-        "ServiceUnavailable: 503 fake unavailable; retries stopped: Timeout of 1.0s exceeded"
-    }
+    assert str(raised.value) == (
+        "Cloud Vision: ServiceUnavailable: 503 fake unavailable; retries stopped: "
+        "Timeout of 1.0s exceeded"
+    )
     assert len(fake.calls) >= 2 and set(fake.calls) == {2}
     assert elapsed < 1.0 + 2.0  # the 1 s of retries, and room for a loaded machine
+
+
+def test_a_quota_refusal_of_one_request_among_several_is_an_outage_too(fake, reader):
+    fake.answers = {photo(n): [(f"ABC-123{n}", SURE)] for n in range(2)}
+    fake.fail(10_000, grpc.StatusCode.RESOURCE_EXHAUSTED, image=photo(1))
+
+    with pytest.raises(PlateReaderUnavailable, match="ResourceExhausted: 429"):
+        reader(batch_size=1).read([photo(0), photo(1)])
+
+
+def test_attempts_are_throttled_while_too_few_succeed_and_not_once_they_do(fake, reader):
+    """Beam's AdaptiveThrottler: after a wave of refusals, attempts wait their turn."""
+    fake.answers = {photo(0): [("ABC-1234", SURE)]}
+    fake.fail(4, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    throttler = fast_throttler(window_ms=500)
+    throttler._random.seed(7)  # the throttler's draws, fixed
+    throttled = reader(throttler=throttler, retry=FAST_RETRY.with_timeout(30.0))
+
+    (reading,) = throttled.read([photo(0)])
+
+    assert reading.license_plate == "ABC1234"
+    assert len(fake.calls) == 5  # every attempt reached the service, in its turn
+    assert throttled.throttle_waits > 0
+    # Where attempts succeed, none is held back.
+    fake.answers = {photo(n): [(f"ABC-123{n}", SURE)] for n in range(8)}
+    calm = reader(throttler=fast_throttler(window_ms=2_000))
+    for n in range(8):
+        assert calm.read([photo(n)])[0].license_plate == f"ABC123{n}"
+    assert calm.throttle_waits == 0
+    default = default_throttler()
+    assert (default._overload_ratio, THROTTLE_WINDOW_MS) == (OVERLOAD_RATIO, 60_000)
 
 
 def test_quota_and_deadline_errors_are_transient_too(fake, reader):
@@ -301,13 +347,18 @@ def test_quota_and_deadline_errors_are_transient_too(fake, reader):
     assert fake.calls == [1, 1, 1]
 
 
-def test_permanent_failure_is_not_retried(fake, reader):
-    fake.fail(1, grpc.StatusCode.PERMISSION_DENIED)
+def test_a_refused_account_is_an_outage_logged_once_with_what_to_grant(fake, reader, caplog):
+    fake.fail(2, grpc.StatusCode.PERMISSION_DENIED)
+    refused = reader()
 
-    readings = reader().read([photo(0), photo(1)])
+    for _ in range(2):
+        with pytest.raises(PlateReaderUnavailable, match="PermissionDenied: 403") as raised:
+            refused.read([photo(0), photo(1)])
 
-    assert [r.error for r in readings] == ["PermissionDenied: 403 fake permission_denied"] * 2
-    assert fake.calls == [2]
+    assert "roles/serviceusage.serviceUsageConsumer" in str(raised.value)
+    assert fake.calls == [2, 2]  # not retried: it would not help
+    told = [r for r in caplog.records if "refuses this project" in r.getMessage()]
+    assert len(told) == 1
 
 
 def test_failed_batch_does_not_spoil_the_next(fake, reader):

@@ -12,7 +12,7 @@ from section_speed.domain.judging import judge_traversal
 from section_speed.domain.plate_reading import PlateReading
 from section_speed.domain.traversal import Traversal
 from tests.helpers import section, track
-from transforms.failures import Failure
+from transforms.failures import PARSE_STAGE, Failure
 from transforms.fine_evidence import FineEvidence
 from transforms.warehouse import WarehouseRow
 
@@ -24,7 +24,8 @@ ELEMENTS = [
     (CameraEvent, EVENT),
     (CameraEvent, replace(EVENT, speed_kmh=None, timed=False, event_id="m-" + "0" * 32)),
     (Traversal, TRAVERSAL),
-    (Failure, Failure("parse", "not JSON", b"\x00\xff raw", {"ts": "1"}, 1_700_000_000_000)),
+    (Failure, Failure(PARSE_STAGE, "not JSON", b"\x00\xff raw", {"ts": "1"}, 1_700_000_000_000)),
+    (Failure, Failure(PARSE_STAGE, "bug", b"{}", {}, 1, "Traceback (most recent call last):")),
     (Traversal, replace(TRAVERSAL, is_speeding=False, withdrawn_reason="implausible: why")),
     (SessionVerdict, SessionVerdict(traversal=TRAVERSAL)),
     (SessionVerdict, SessionVerdict(rejected=RejectedSession("partial", "why", 1, 2))),

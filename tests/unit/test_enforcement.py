@@ -68,7 +68,7 @@ def verdict(traversal):
 
 
 def failure(f):
-    return (f.stage, f.attributes.get("vehicle_id"))
+    return (f.stage.name, f.attributes.get("vehicle_id"))
 
 
 def run(stream: TestStream, cfg: EnforcementConfig, fined, not_fined, failures, ids=None):
@@ -281,7 +281,10 @@ def test_an_impossible_speed_is_never_fined_but_dead_lettered_with_every_detecti
     result = p | stream | SectionSpeedEnforcement(config(T0_MS / 1000 + 5))
     assert_that(result.fined, equal_to([]), label="NeverFined")
     payloads = result.failures | beam.Map(
-        lambda f: (f.stage, sorted(json.loads(line)["event_id"] for line in f.payload.split(b"\n")))
+        lambda f: (
+            f.stage.name,
+            sorted(json.loads(line)["event_id"] for line in f.payload.split(b"\n")),
+        )
     )
     assert_that(payloads, equal_to([("implausible", [e.event_id for e in events])]), label="Failed")
     p.run()

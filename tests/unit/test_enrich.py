@@ -1,16 +1,28 @@
 """EnrichFine with injected fake clients: photo, plate and stored evidence, failures routed."""
 
+import functools
 import io
 from dataclasses import replace
 from typing import ClassVar
 
 import apache_beam as beam
+import grpc
+import pytest
+import requests
+from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from google.api_core import exceptions as api_exceptions
 from PIL import Image
 
 from section_speed.clients.cars_api import EvidenceUnavailable, Photo
+from section_speed.clients.cloud_vision import (
+    OVERLOAD_RATIO,
+    TRANSIENT_RETRY,
+    CloudVisionPlateReader,
+)
 from section_speed.clients.evidence_store import (
+    EvidenceStoreUnavailable,
     StoredPhoto,
     reading_from_text,
     reading_object_name,
@@ -18,12 +30,14 @@ from section_speed.clients.evidence_store import (
 )
 from section_speed.domain.evidence import gs_url, photo_object_name, sha256_hex
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.plate_reading import PlateReading
+from section_speed.domain.plate_reading import PlateReaderUnavailable, PlateReading, unreadable
+from tests.fake_vision import FakeVision
 from tests.helpers import T0_MS, section, track
 from transforms.enrich import EnrichFine
 from transforms.evidence_services import EvidenceServices
 from transforms.evidence_steps import FetchPhotoFn, ReadPlatesFn, RecordReadingFn, StorePhotoFn
-from transforms.fine_evidence import to_fine_record
+from transforms.failures import STORE_PHOTO_STAGE, FailureCoder, to_dead_letter_record
+from transforms.fine_evidence import FineEvidence, to_fine_record
 from transforms.worker_clients import ClientHandler
 
 
@@ -185,7 +199,7 @@ def test_fines_get_photo_plate_and_stored_image_and_failures_are_routed():
             label="Records",
         )  # fmt: skip
         assert_that(
-            failures | beam.Map(lambda f: (f.stage, f.attributes["vehicle_id"])),
+            failures | beam.Map(lambda f: (f.stage.name, f.attributes["vehicle_id"])),
             equal_to([("enrich_fine/fetch_photo", "offline")]),
             label="Failures",
         )
@@ -205,16 +219,12 @@ def test_without_a_bucket_the_fine_keeps_the_cars_api_photo_url():
         assert_that(failures, equal_to([]), label="NoFailures")
 
 
-def test_every_failed_stage_is_a_failure_and_an_unread_fine_is_dead_lettered():
-    class BrokenReader(FakeReader):
+def test_a_photo_the_reader_refuses_every_time_is_dead_lettered_unpublished():
+    class RefusingReader(FakeReader):
         def read(self, images):
-            raise RuntimeError("model crashed")
+            return [unreadable(self.name, "INVALID_ARGUMENT: bad image data") for _ in images]
 
-    class FullStore(FakeStore):
-        def store(self, name, data, content_type):
-            raise OSError("bucket full")
-
-    services = fake_services(FakeCarsApi, BrokenReader, FullStore)
+    services = fake_services(FakeCarsApi, RefusingReader, FakeStore)
     (fine,) = fines("car-3")
     with TestPipeline(runner="DirectRunner") as p:
         records, failures = (
@@ -223,11 +233,10 @@ def test_every_failed_stage_is_a_failure_and_an_unread_fine_is_dead_lettered():
         # No reading after every attempt: no fine goes out with a missing or guessed plate.
         assert_that(records, equal_to([]), label="Records")
         assert_that(
-            failures | beam.Map(lambda f: (f.stage, f.reason, f.attributes["fine_id"])),
+            failures | beam.Map(lambda f: (f.stage.name, f.reason, f.attributes["fine_id"])),
             equal_to([
-                ("enrich_fine/store_photo", "OSError: bucket full", fine.traversal_id),
                 ("enrich_fine/read_plate", "no plate reading after 3 attempts: "
-                 "RuntimeError: model crashed", fine.traversal_id),
+                 "INVALID_ARGUMENT: bad image data", fine.traversal_id),
             ]),
             label="Failures",
         )  # fmt: skip
@@ -284,7 +293,7 @@ def test_a_failed_reading_is_never_recorded_and_is_read_again_from_the_stored_ph
     reader = ReadPlatesFn(failing, sleep=waits.append)
     reader.setup()
     (dead,) = reader.process([stored])
-    assert (dead.tag, dead.value.stage) == ("failures", "enrich_fine/read_plate")
+    assert (dead.tag, dead.value.stage.name) == ("failures", "enrich_fine/read_plate")
     assert dead.value.reason == "no plate reading after 3 attempts: 503 unavailable"
     assert waits == [1.0, 2.0]  # tried three times, backing off
     name = STORE_NAME_OF(fine)
@@ -308,14 +317,14 @@ def test_a_failed_reading_is_never_recorded_and_is_read_again_from_the_stored_ph
     )
 
 
-def test_a_reading_that_fails_once_is_read_again_and_published():
+def test_a_reader_that_cannot_read_for_a_moment_is_waited_for_and_the_fine_published():
     class FlakyReader(PhotoReader):
         calls = 0
 
         def read(self, images):
             FlakyReader.calls += 1
             if FlakyReader.calls == 1:
-                raise ConnectionError("reset by peer")
+                raise PlateReaderUnavailable("Cloud Vision: 503 unavailable")
             return super().read(images)
 
     BucketStore.objects = {}
@@ -361,3 +370,187 @@ def test_teardown_closes_the_clients_setup_loaded_once_no_instance_uses_them():
     assert getattr(evidence_store, "closed", False) is False  # StorePhoto still uses it
     store.teardown()
     assert getattr(evidence_store, "closed", False) is True
+
+
+# --- Stored evidence or nothing (docs/evidence.md, Failures) ----------------------------
+
+
+class CountingReader(FakeReader):
+    """Counts the photos it was asked to read."""
+
+    photos: ClassVar[list[bytes]] = []
+
+    def read(self, images):
+        CountingReader.photos.extend(images)
+        return super().read(images)
+
+
+def bundle_retrying_pipeline() -> TestPipeline:
+    """A runner that retries a failed bundle, as Dataflow does (the local runner 4 times)."""
+    return TestPipeline(runner="BundleBasedDirectRunner")
+
+
+def test_with_a_bucket_a_photo_that_could_not_be_stored_is_neither_read_nor_published():
+    class RefusingStore(FakeStore):
+        def store(self, name, data, content_type):
+            raise api_exceptions.BadRequest("object refused")
+
+    CountingReader.photos = []
+    services = fake_services(FakeCarsApi, CountingReader, RefusingStore)
+    (fine,) = fines("refused")
+    with TestPipeline(runner="DirectRunner") as p:
+        records, failures = p | beam.Create([fine]) | EnrichFine(services, batch_wait_s=None)
+        # Never the cars API's URL without a digest: no fine goes out on unstored evidence.
+        assert_that(records, equal_to([]), label="Records")
+        assert_that(
+            failures | beam.Map(lambda f: (f.stage, f.reason, f.attributes["fine_id"])),
+            equal_to([(STORE_PHOTO_STAGE, "BadRequest: 400 object refused", fine.traversal_id)]),
+            label="Failures",
+        )
+    assert CountingReader.photos == []
+
+
+class FlakyBucketStore(BucketStore):
+    """Cloud Storage down for its first `down_for` writes (after the library's retries)."""
+
+    down_for = 2
+    refused = 0
+
+    def store(self, name, data, content_type):
+        if FlakyBucketStore.refused < self.down_for:
+            FlakyBucketStore.refused += 1
+            raise api_exceptions.ServiceUnavailable("storage down")
+        return super().store(name, data, content_type)
+
+
+def test_storage_down_while_storing_fails_the_bundle_and_the_runner_s_retry_publishes_it():
+    BucketStore.objects, FlakyBucketStore.refused = {}, 0
+    services = fake_services(FakeCarsApi, FakeReader, FlakyBucketStore)
+    (fine,) = fines("patient")
+    with bundle_retrying_pipeline() as p:
+        records, failures = p | beam.Create([fine]) | EnrichFine(services, batch_wait_s=None)
+        assert_that(
+            records | beam.Map(lambda r: (r["license_plate"], r["image_url"], r["image_sha256"])),
+            equal_to([
+                ("ABC1234", gs_url("evidence", STORE_NAME_OF(fine)), sha256_hex(PHOTO)),
+            ]),
+            label="Records",
+        )  # fmt: skip
+        assert_that(failures, equal_to([]), label="NoFailures")
+    assert FlakyBucketStore.refused == 2
+
+
+def test_storage_down_raises_out_of_the_step_and_nothing_goes_on():
+    class DownStore(FakeStore):
+        def store(self, name, data, content_type):
+            raise requests.ConnectionError("connection refused")
+
+    services = fake_services(FakeCarsApi, FakeReader, DownStore)
+    (fetched,) = run_fn(FetchPhotoFn(services), fines("waiting")[0])
+    step = StorePhotoFn(services)
+    step.setup()
+    with pytest.raises(EvidenceStoreUnavailable, match="connection refused"):
+        list(step.process(fetched))
+
+
+# --- Catch what is meant (docs/architecture.md, One failure type) -----------------------
+
+
+def test_a_programming_error_in_an_evidence_step_raises_it_is_no_outage():
+    class BuggyStore(FakeStore):
+        def find(self, name):
+            raise TypeError("find() got an unexpected keyword argument")
+
+        def store(self, name, data, content_type):
+            raise AttributeError("'NoneType' object has no attribute 'upload'")
+
+    services = fake_services(FakeCarsApi, FakeReader, BuggyStore)
+    (fine,) = fines("buggy")
+    with pytest.raises(TypeError):
+        run_fn(FetchPhotoFn(services), fine)
+    fetched = replace(FineEvidence(fine), photo=PHOTO, photo_url="https://cars.example/b.jpg")
+    with pytest.raises(AttributeError):
+        run_fn(StorePhotoFn(services), fetched)
+
+
+def test_a_dead_letter_keeps_its_stage_as_the_registry_s_and_the_stack_trace():
+    class RefusingStore(FakeStore):
+        def store(self, name, data, content_type):
+            raise api_exceptions.BadRequest("object refused")
+
+    services = fake_services(FakeCarsApi, FakeReader, RefusingStore)
+    (fetched,) = run_fn(FetchPhotoFn(services), fines("traced")[0])
+    (failure,) = run_fn(StorePhotoFn(services), fetched)
+    assert failure.stage is STORE_PHOTO_STAGE
+    assert failure.stacktrace.startswith("Traceback (most recent call last):")
+    assert "in store" in failure.stacktrace and "BadRequest: 400 object refused" in (
+        failure.stacktrace
+    )
+    letter = to_dead_letter_record(failure)
+    assert (letter["stage"], letter["stacktrace"]) == (STORE_PHOTO_STAGE.name, failure.stacktrace)
+    assert FailureCoder().decode(FailureCoder().encode(failure)) == failure
+
+
+# --- A plate reader's outage is waited out (docs/evidence.md, Failures) -----------------
+
+
+def test_a_cloud_vision_outage_and_quota_wave_are_waited_out_every_fine_published():
+    """The real Cloud Vision reader on the loopback fake, refusing every call with 429 and
+    503 for longer than the reader's retries and the step's attempts last, then back."""
+    with FakeVision() as vision_server:
+        vision_server.answers = {PHOTO: [("ABC-1234", 0.995)]}
+        reader = functools.partial(
+            CloudVisionPlateReader,
+            0.9,
+            endpoint=vision_server.endpoint,
+            retry=TRANSIENT_RETRY.with_delay(initial=0.05, maximum=0.2).with_timeout(1.0),
+            throttler=AdaptiveThrottler(200, 20, OVERLOAD_RATIO),
+            throttle_delay_s=0.02,
+        )
+        services = fake_services(FakeCarsApi, reader, FakeStore)
+        vision_server.refuse_for(
+            5.0, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
+        )
+        with TestPipeline(runner="DirectRunner") as p:
+            records, failures = (
+                p
+                | beam.Create(fines("q-1", "q-2", "q-3"))
+                | EnrichFine(services, batch_wait_s=None, read_backoff_s=0.0)
+            )
+            assert_that(
+                records | beam.Map(lambda r: (r["vehicle_id"], r["license_plate"])),
+                equal_to([("q-1", "ABC1234"), ("q-2", "ABC1234"), ("q-3", "ABC1234")]),
+                label="EveryFinePublished",
+            )
+            assert_that(failures, equal_to([]), label="NoneDeadLettered")
+        calls = vision_server.log
+        assert calls[-1].started - calls[0].started >= 5.0, "the outage was not waited out"
+
+
+def test_a_reader_down_past_the_wait_fails_the_bundle_and_dead_letters_nothing():
+    class DownReader(FakeReader):
+        def read(self, images):
+            raise PlateReaderUnavailable("Cloud Vision: 503 unavailable")
+
+    clock = [0.0]
+
+    def sleep(seconds):
+        clock[0] += seconds
+
+    services = fake_services(FakeCarsApi, DownReader)
+    (fetched,) = run_fn(FetchPhotoFn(services), fines("down")[0])
+    step = ReadPlatesFn(services, sleep=sleep, outage_wait_s=60.0, monotonic=lambda: clock[0])
+    step.setup()
+    out = []
+    with pytest.raises(PlateReaderUnavailable):
+        out.extend(step.process([fetched]))
+    assert out == []  # nothing dead-lettered, nothing published: the runner retries
+    assert clock[0] == 60.0  # waited, backing off, for as long as the step may
+
+
+def test_with_a_bucket_no_record_is_made_of_a_photo_known_only_by_its_cars_api_url():
+    (fine,) = fines("unstored")
+    fetched = FineEvidence(fine, photo=PHOTO, photo_url="https://cars.example/u.jpg")
+    with pytest.raises(ValueError, match="a photo that was not stored"):
+        to_fine_record(fetched, bucket=True)
+    assert to_fine_record(fetched)["image_url"] == "https://cars.example/u.jpg"  # no bucket

@@ -18,6 +18,7 @@ from section_speed.domain.plate_reading import (
     CASCADE_READER,
     CLOUD_VISION_READER,
     PlateCandidate,
+    PlateReaderUnavailable,
     PlateReading,
     unreadable,
 )
@@ -202,7 +203,7 @@ def test_a_reader_that_raises_or_miscounts_is_not_hidden():
     assert reader.read([]) == []
 
 
-def test_a_fallback_that_cannot_be_opened_fails_the_refused_photos_and_is_tried_again():
+def test_a_fallback_that_cannot_be_opened_makes_the_batch_wait_and_is_tried_again():
     attempts = []
 
     def no_credentials():
@@ -211,13 +212,14 @@ def test_a_fallback_that_cannot_be_opened_fails_the_refused_photos_and_is_tried_
 
     first = ScriptedReader(EMBEDDED, {b"a": accepted("ABC1234"), b"b": refused("x")})
     reader = CascadePlateReader(first, no_credentials)
-    a, b = reader.read([b"a", b"b"])
-    assert (a.license_plate, a.error) == ("ABC1234", None)
-    assert (b.license_plate, b.reader) == (None, CLOUD_VISION_READER)
-    assert b.error == (
+    with pytest.raises(PlateReaderUnavailable) as raised:
+        reader.read([b"a", b"b"])
+    assert str(raised.value) == (
         "could not open cloud-vision: RuntimeError: DefaultCredentialsError: no credentials"
     )
-    reader.read([b"b"])
+    assert reader.read([b"a"])[0].license_plate == "ABC1234"  # Vision not needed: read
+    with pytest.raises(PlateReaderUnavailable):
+        reader.read([b"b"])
     assert len(attempts) == 2  # not cached: credentials may come
 
 
@@ -292,10 +294,11 @@ def test_plate_reader_pool_builds_the_cascade_around_an_embedded_pool(monkeypatc
 # --- in the read-plate step: a Vision failure is retried, then dead-lettered ---------------
 
 
-def test_in_the_read_plate_step_a_vision_outage_is_retried_then_dead_lettered():
+def test_in_the_read_plate_step_a_photo_vision_cannot_read_is_retried_then_dead_lettered():
+    # An error about one photo; an outage raises PlateReaderUnavailable and is waited for.
     reader, first, vision, _ = cascade(
         {b"ok": accepted("ABC1234"), b"hard": refused("too few crops sure")},
-        {b"hard": unreadable(CLOUD_VISION_READER, "ServiceUnavailable: 503 unavailable")},
+        {b"hard": unreadable(CLOUD_VISION_READER, "InvalidArgument: 400 bad image data")},
     )
     services = EvidenceServices(ClientHandler(lambda: None), ClientHandler(lambda: reader))
     step = ReadPlatesFn(services, sleep=lambda _: None)
@@ -313,10 +316,10 @@ def test_in_the_read_plate_step_a_vision_outage_is_retried_then_dead_lettered():
     assert [(e.traversal.vehicle_id, e.reading.license_plate) for e in read] == [
         ("v-ok", "ABC1234")
     ]
-    assert [(f.stage, f.reason) for f in dead] == [
+    assert [(f.stage.name, f.reason) for f in dead] == [
         (
             "enrich_fine/read_plate",
-            "no plate reading after 3 attempts: ServiceUnavailable: 503 unavailable",
+            "no plate reading after 3 attempts: InvalidArgument: 400 bad image data",
         )
     ]
     # Each try runs the cascade again on the photos still unread: the accepted one once.

@@ -158,6 +158,38 @@ def test_late_detection_within_lateness_refires_and_beyond_it_is_dropped():
     p.run()
 
 
+def test_a_late_detection_in_the_last_second_of_its_lateness_corrects_the_fine_once():
+    # A detection within a gap after the published exit still joins the session: it is
+    # taken while the watermark is before its own time + gap + allowed lateness, which is
+    # after the published exit + gap + allowed lateness. Its late pane then fires
+    # LATE_FIRING_DELAY_SECONDS of processing time later. The vehicle's identity state must
+    # still be there, or the pane is published afresh: a second revision 0 of one fine
+    # (docs/architecture.md, Time).
+    points = track("v", 45.0, points=25)  # about 1 s apart
+    on_time, late = points[:-1], points[-1]
+    published_exit_s = on_time[-1].event_time_ms / 1000
+    budget_end_s = late.event_time_ms / 1000 + GAP_S + LATENESS_S  # taken until then
+    assert budget_end_s > published_exit_s + GAP_S + LATENESS_S + 0.5
+    stream = (
+        ClockedStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(timestamped(on_time))
+        .advance_watermark_to(published_exit_s + GAP_S + 1)  # the on-time pane: revision 0
+        .advance_watermark_to(budget_end_s - 0.5)  # the last second of the late one's budget
+        .add_elements(timestamped([late]))  # late, and still taken into the session
+        .advance_processing_time(defaults.LATE_FIRING_DELAY_SECONDS)  # its pane fires
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    outputs = p | stream | MeasureTraversals(RULES, GAP_S, LATENESS_S)
+    fine_id = traversal_id("radar-1", "v", points[0].event_time_ms)
+    assert_that(
+        outputs.fined | beam.Map(lambda t: (t.traversal_id, t.revision, t.detections)),
+        equal_to([(fine_id, 0, 24), (fine_id, 1, 25)]),
+    )
+    p.run()
+
+
 def test_late_detections_arriving_together_make_one_late_pane():
     # A backlog the local runner reads after its clock-driven watermark passed, or a camera
     # flushing its buffer: the late pane waits for the rest and measures them all, once.
@@ -198,7 +230,7 @@ def test_single_detection_is_not_a_measurement():
     assert_that(outputs.fined, equal_to([]), label="Fined")
     assert_that(outputs.not_fined, equal_to([]), label="NotFined")
     assert_that(
-        outputs.failures | beam.Map(lambda f: (f.stage, len(f.payload.splitlines()))),
+        outputs.failures | beam.Map(lambda f: (f.stage.name, len(f.payload.splitlines()))),
         equal_to([("unmeasurable", 1)]),
         label="DeadLettered",
     )
@@ -251,7 +283,7 @@ def test_parse_events_routes_good_legacy_and_bad_messages():
             ts.micros,
         )
     )
-    letters = parsed.failures | beam.Map(lambda f: (f.stage, f.reason, f.payload))
+    letters = parsed.failures | beam.Map(lambda f: (f.stage.name, f.reason, f.payload))
     assert_that(
         events,
         equal_to([

@@ -5,16 +5,22 @@ A fake client stands in for the first, which the emulator cannot show; an outage
 fake warehouse that does not answer, with a fake clock that its sleeps advance.
 """
 
+import http.server
 import json
+import threading
 
 import pytest
 from google.api_core import exceptions as api_exceptions
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
 from section_speed.clients.warehouse import (
     BatchRefused,
     RejectedRow,
     TransientWarehouseError,
     Warehouse,
+    WarehouseNotGranted,
 )
 from section_speed.domain.schemas import FINES
 from transforms.warehouse import InsertRowsFn, WarehouseRow, WarehouseUnavailable
@@ -85,7 +91,7 @@ def test_a_failing_batch_is_split_to_isolate_the_bad_row():
     failures = list(fn.process(rows))
     assert fn.warehouse.inserted == ["a", "c"]
     (failure,) = [tagged.value for tagged in failures]
-    assert failure.stage == "bigquery" and failure.attributes["insert_id"] == "bad"
+    assert failure.stage.name == "bigquery" and failure.attributes["insert_id"] == "bad"
     assert json.loads(failure.payload) == {"fine_id": "bad"}
     assert failure.reason == (
         "fines: failed after 3 attempts: fines: 500 An internal error occurred"
@@ -203,3 +209,102 @@ def test_an_outage_met_after_a_split_is_no_reason_to_dead_letter_a_row():
     with pytest.raises(WarehouseUnavailable):
         list(fn.process(rows))
     assert fn.warehouse.inserted == ["a"]
+
+
+# --- The warehouse refusing the workers themselves (docs/warehouse.md, An outage) -------
+
+
+# BigQuery's answers to an account without the grant, or for a table that is not there.
+BIGQUERY_REFUSALS: dict[int, tuple[str, str, str]] = {
+    403: (
+        "PERMISSION_DENIED",
+        "accessDenied",
+        "Access Denied: Table p:d.fines: Permission bigquery.tables.updateData denied "
+        "on table p:d.fines (or it may not exist).",
+    ),
+    404: ("NOT_FOUND", "notFound", "Not found: Table p:d.fines"),
+}
+
+
+class RefusingBigQuery:
+    """A loopback HTTP server speaking BigQuery's REST API as BigQuery does to a service
+    account without the grant: every call answered `status` with BigQuery's error body.
+    Records the requests, so a test sees what the real client library sent."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.requests: list[tuple[str, str]] = []
+        refusing = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _refuse(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                refusing.requests.append((self.command, self.path.partition("?")[0]))
+                state, reason, message = BIGQUERY_REFUSALS[refusing.status]
+                body = json.dumps({
+                    "error": {
+                        "code": refusing.status, "message": message, "status": state,
+                        "errors": [{"message": message, "domain": "global", "reason": reason}],
+                    }
+                }).encode()  # fmt: skip
+                self.send_response(refusing.status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _refuse
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "RefusingBigQuery":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def client(self) -> bigquery.Client:
+        """The real client library, pointed at this server."""
+        endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return bigquery.Client(
+            project="p",
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=endpoint),
+        )
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_warehouse_refusing_the_workers_is_an_outage_the_rows_are_kept(status, caplog):
+    with RefusingBigQuery(status) as bigquery_server:
+        client = bigquery_server.client()
+        fn = InsertRowsFn(ClientHandler(lambda: Warehouse("p", "d", client=client)))
+        fn.setup()
+        clock = Clock()
+        fn.sleep, fn.monotonic = clock.sleep, clock.monotonic
+        rows = [WarehouseRow("fines", i, {"fine_id": i}) for i in ("a", "b", "c")]
+        for _ in range(2):  # the runner retries the bundle: the same rows again
+            with pytest.raises(WarehouseNotGranted, match=f"{status} .*3 rows are kept") as raised:
+                list(fn.process(rows))  # nothing dead-lettered: no row is at fault
+        fn.teardown()
+        client.close()
+    inserts = [path for method, path in bigquery_server.requests if path.endswith("/insertAll")]
+    assert inserts == ["/bigquery/v2/projects/p/datasets/d/tables/fines/insertAll"] * 2
+    assert clock.sleeps == []  # no retry can help: raised at once
+    told = [r for r in caplog.records if "roles/bigquery.dataEditor" in r.getMessage()]
+    assert len(told) == 1, "what to grant is logged once per process"
+    assert "python -m pipeline.provision" in str(raised.value)
+
+
+def test_an_unauthenticated_worker_is_not_granted_either():
+    # A 401 (over the wire, google-auth refreshes the token and asks again first).
+    refused = warehouse(api_exceptions.Unauthorized("Request had invalid credentials"))
+    with pytest.raises(WarehouseNotGranted, match="401 Request had invalid credentials"):
+        refused.insert(FINES, [{}, {}], ["a", "b"])

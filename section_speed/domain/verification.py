@@ -192,11 +192,11 @@ def validate_typed_plate(text: str) -> str:
     """An officer's typed plate, normalised as the readers' plates are; ValueError if none.
 
     What was typed is checked first, then folded: only ASCII letters, digits and the
-    plates' separators are accepted, because `str.upper()` would turn "ı", "ſ" and "ß"
-    into the ASCII letters I, S and SS and let them pass as a plate. Then upper-cased (a
-    person types "abc 1234"; an OCR reading is never case-folded) and the readers' rule
-    applies: 5-8 letters and digits, at least one of each, separators dropped. Each
-    refusal says what was wrong.
+    plates' separators are accepted, because `str.upper()` would turn the dotless i
+    (U+0131), the long s (U+017F) and "ß" into the ASCII letters I, S and SS, and let them
+    pass as a plate. Then upper-cased (a person types "abc 1234"; an OCR reading is never
+    case-folded) and the readers' rule applies: 5-8 letters and digits, at least one of
+    each, separators dropped. Each refusal says what was wrong.
     """
     typed = text.strip()
     if not typed:

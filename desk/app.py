@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 
+from desk import presentation
 from desk.config import DeskConfig, DeskState
 from desk.security import IapVerifier, KeySet, SessionSigner
 from desk.services import Services
@@ -63,6 +64,7 @@ def templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
     )
     environment.globals["reject_reasons"] = REJECT_REASONS
+    presentation.install(environment)
     return Jinja2Templates(env=environment)
 
 

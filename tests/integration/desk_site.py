@@ -100,11 +100,12 @@ def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
         yield DeskSite(base, stack, dataset)
 
 
-def sign_in(browser: Any, site: DeskSite, name: str) -> tuple[Any, Any]:
-    """A new browser context signed in as `name`, 1366x900 (an office screen), on /queue."""
+def sign_in(browser: Any, site: DeskSite, name: str, **options: Any) -> tuple[Any, Any]:
+    """A new browser context signed in as `name`, 1366x900 (an office screen), on /queue;
+    `options` go to `new_context`."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, **options)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto(f"{site.base}/login?token={TOKEN}")

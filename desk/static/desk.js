@@ -126,6 +126,8 @@
     requestAnimationFrame(function () {
       requestAnimationFrame(function () { // painted, not only decoded
         shownAt = performance.now();
+        // The photo is on screen (a benchmark of key press -> next fine shown waits on it).
+        document.documentElement.dataset.photo = photo ? "shown" : "none";
         setTimeout(function () { looked = true; form.dataset.look = "done"; ready(); }, minLook);
       });
     });

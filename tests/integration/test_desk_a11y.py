@@ -7,6 +7,7 @@
 - Focus is clearly visible on every control: a 3 px ring, not the browser's thin default.
 - One-key shortcuts can be turned off and remapped (success criterion 2.1.4), and the
   setting is kept.
+- What an officer decides with is above the fold, and the late plate crop moves nothing.
 """
 
 import pytest
@@ -166,3 +167,35 @@ def test_one_key_shortcuts_can_be_turned_off_and_remapped(desk_site, chromium):
     context.close()
     (review,) = desk_site.reviews(fines)
     assert (review["fine_id"], review["reason"]) == (fines[0]["fine_id"], "wrong_vehicle")
+
+
+def bottom(page, selector: str) -> float:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box["y"] + box["height"]
+
+
+def test_what_an_officer_decides_with_is_above_the_fold_and_stays_put(desk_site, chromium):
+    """At 1366x900: the reject buttons, the note and the key hints are on screen without
+    scrolling, and the enlarged plate arriving late moves none of them."""
+    from playwright.sync_api import expect
+
+    (fine,) = desk_site.seed("a11y-fold", ["veh-fold"])
+    context, page = sign_in(chromium, desk_site, "flo")
+    page.goto(f"{desk_site.base}/queue?radar_id=a11y-fold")
+    held = []  # the plate region, answered only when the test lets it through
+    page.route("**/fines/*/plate", lambda route: held.append(route))
+    page.locator("#start-button").click()
+    on_fine(page, fine)
+    expect(page.locator("#hint")).to_be_visible()
+    controls = ["#reject-1", "#reject-4", "#note", "#hint", "#submit-plate", "#plate"]
+    before = {selector: bottom(page, selector) for selector in controls}
+    if held:  # the fines table has the plate's region: let the crop arrive now
+        held[0].continue_()
+        page.wait_for_function("() => document.getElementById('plate-crop').naturalWidth > 0")
+    page.unroute("**/fines/*/plate")
+    after = {selector: bottom(page, selector) for selector in controls}
+    fold = page.viewport_size["height"]
+    context.close()
+    assert all(edge <= fold for edge in after.values()), (after, fold)
+    assert after == before  # the crop's space was kept for it

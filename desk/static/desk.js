@@ -1,4 +1,4 @@
-// The desk's keyboard (docs/desk.md, "Keys"): Enter confirms, typing corrects, 1-4 reject,
+// The desk's keyboard (docs/desk.md, "An officer's screen"): Enter confirms, typing corrects, 1-4 reject,
 // Shift+N picks a candidate. Loaded from /static (no inline script), so the page runs under
 // CSP default-src 'self'.
 //
@@ -157,7 +157,8 @@
     var action = e.submitter ? e.submitter.value : "plate";
     if (sent || !looked || (action === "plate" && !photoShown)) {
       e.preventDefault();
-      if (!sent) { notYet(); }
+      if (!sent && looked) { say("The photo did not load: reload the page, or reject the fine."); }
+      else if (!sent) { notYet(); }
       return;
     }
     if (shownMs && shownAt !== null) { shownMs.value = String(Math.round(performance.now() - shownAt)); }
@@ -168,8 +169,9 @@
     if (!plain(e)) { return; }
     var target = e.target;
     if (e.repeat) {
-      // A held key is one press: its repeats decide nothing (nor click a focused button).
-      if (e.key === "Enter" || e.key === " " || reasonFor(e.key)) { e.preventDefault(); }
+      // A held key is one press: its repeats decide nothing (nor click a focused button);
+      // in a text field a held character still types.
+      if (e.key === "Enter" || (!inField(target) && (e.key === " " || reasonFor(e.key)))) { e.preventDefault(); }
       return;
     }
     if (target === note) {

@@ -1,4 +1,4 @@
-"""The desk's keys decide only what the officer meant (docs/desk.md, "Keys"), in Chromium.
+"""The desk's keys decide only what the officer meant (docs/desk.md), in Chromium.
 
 - A focused control does what it says: Tab to "2: wrong vehicle in the photo" and Enter
   rejects (it confirmed, and issued a notice); on the queue, Enter on a fine's link opens

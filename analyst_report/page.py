@@ -73,6 +73,7 @@ def _verification_html(verification: Verification) -> str:
         "reads corrected",
         "unread, typed",
         "rejected: unreadable",
+        "rejected: wrong vehicle",
         "rejected: other",
         "accuracy",
     )
@@ -85,6 +86,7 @@ def _verification_html(verification: Verification) -> str:
             reader.reads_corrected,
             reader.unread_typed,
             reader.rejected_unreadable,
+            reader.rejected_wrong_vehicle,
             reader.rejected_other,
             "-" if accuracy is None else f"{100 * accuracy:.0f} %",
         )

@@ -178,7 +178,8 @@ class ReaderAccuracy:
     reads_corrected: int  # the reader read a plate; the officer typed another
     unread_typed: int  # the reader read none; the officer typed it
     rejected_unreadable: int
-    rejected_other: int
+    rejected_wrong_vehicle: int  # the photo shows another vehicle: the measurement's fault
+    rejected_other: int  # an implausible measurement, or another reason
     read_accuracy: float | None  # confirmed / (confirmed + corrected); None without either
 
     @classmethod

@@ -49,6 +49,11 @@ fi
 # Playwright's own browser download is not used.
 if [ ! -x /usr/bin/chromium ]; then need_root_apt chromium; fi
 
+# The desk's accessibility audit injects axe-core (npm, pinned by tests/browser/package-lock.json)
+# into its pages; node_modules stays out of git.
+if ! command -v npm >/dev/null; then need_root_apt nodejs npm; fi
+(cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --silent)
+
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from section_speed.domain.plate_formats import MAX_PLATE_CHARACTERS, normalise_plate
+from section_speed.domain.plate_formats import MAX_PLATE_CHARACTERS, SEPARATORS, normalise_plate
 from section_speed.domain.schemas import Column, Table
 
 CONFIRMED, CORRECTED, REJECTED = "confirmed", "corrected", "rejected"
@@ -191,14 +191,25 @@ def notice_record(fine: Mapping[str, Any], review: Mapping[str, Any]) -> dict[st
 def validate_typed_plate(text: str) -> str:
     """An officer's typed plate, normalised as the readers' plates are; ValueError if none.
 
-    Upper-cased first (a person types "abc 1234"; an OCR reading is never case-folded),
-    then the readers' rule: 5-8 letters and digits, at least one of each, separators dropped.
+    What was typed is checked first, then folded: only ASCII letters, digits and the
+    plates' separators are accepted, because `str.upper()` would turn the dotless i
+    (U+0131), the long s (U+017F) and "ß" into the ASCII letters I, S and SS, and let them
+    pass as a plate. Then upper-cased (a person types "abc 1234"; an OCR reading is never
+    case-folded) and the readers' rule applies: 5-8 letters and digits, at least one of
+    each, separators dropped. Each refusal says what was wrong.
     """
     typed = text.strip()
     if not typed:
         raise ValueError("type the plate, or reject the fine")
     if len(typed) > MAX_TYPED_PLATE_CHARACTERS:
-        raise ValueError(f"a plate has at most {MAX_PLATE_CHARACTERS} letters and digits")
+        raise ValueError(
+            f"too long: {len(typed)} characters; a plate has at most "
+            f"{MAX_PLATE_CHARACTERS} letters and digits"
+        )
+    foreign = sorted({char for char in typed if not _typeable(char)})
+    if foreign:
+        shown = ", ".join(repr(char) for char in foreign)
+        raise ValueError(f"not a plate: {shown}; type letters A-Z, digits 0-9, spaces, dashes")
     plate = normalise_plate(typed.upper())
     if plate is None:
         raise ValueError(
@@ -206,6 +217,11 @@ def validate_typed_plate(text: str) -> str:
             "(spaces and dashes are dropped)"
         )
     return plate
+
+
+def _typeable(char: str) -> bool:
+    """An ASCII letter of either case, an ASCII digit, or a plate's separator."""
+    return (char.isascii() and char.isalnum()) or char in SEPARATORS
 
 
 def winning_claim(claims: Iterable[Mapping[str, Any]], now_text: str) -> Mapping[str, Any] | None:

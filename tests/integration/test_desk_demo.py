@@ -142,11 +142,12 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     ) == (0, len(issued), 1, len(issued), len(fines))
     assert 0 < verification.decision_ms_median <= verification.decision_ms_p90
     (reader,) = verification.readers
-    assert (reader.reads_confirmed, reader.reads_corrected, reader.rejected_other) == (
-        len(fines) - 2,
-        1,
-        1,
-    )
+    assert (
+        reader.reads_confirmed,
+        reader.reads_corrected,
+        reader.rejected_wrong_vehicle,  # its own heading, not "other"
+        reader.rejected_other,
+    ) == (len(fines) - 2, 1, 1, 0)
     assert reader.read_accuracy == pytest.approx((len(fines) - 2) / (len(fines) - 1))
     page = render_html(built)
     assert f"Verified: {len(issued)} issued ({len(issued)} notices), 1 rejected, 0 pending" in page

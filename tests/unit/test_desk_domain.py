@@ -81,6 +81,37 @@ def test_text_that_is_no_plate_is_refused(typed):
         validate_typed_plate(typed)
 
 
+@pytest.mark.parametrize(
+    ("typed", "folds_to"),
+    [
+        ("\u0131bc1234", "IBC1234"),
+        ("\u017fbc1234", "SBC1234"),
+        ("aßc123", "ASSC123"),
+        ("\uff21BC1234", "\uff21BC1234"),  # fullwidth A,
+    ],
+)
+def test_a_letter_that_only_folds_to_ascii_is_refused_before_folding(typed, folds_to):
+    assert typed.upper() == folds_to  # what folding first would have let through
+    with pytest.raises(ValueError, match=r"^not a plate: '.'; type letters A-Z"):
+        validate_typed_plate(typed)
+
+
+def test_a_typed_plate_too_long_says_how_long_and_what_a_plate_is():
+    with pytest.raises(ValueError) as refused:
+        validate_typed_plate("ABC 1234 " + "X" * 14)
+    assert str(refused.value) == (
+        "too long: 23 characters; a plate has at most 8 letters and digits"
+    )
+
+
+def test_every_foreign_character_is_named_once():
+    with pytest.raises(ValueError) as refused:
+        validate_typed_plate("Äbc<1234<")
+    assert str(refused.value) == (
+        "not a plate: '<', 'Ä'; type letters A-Z, digits 0-9, spaces, dashes"
+    )
+
+
 def claim(claim_id, reviewer, claimed_at, expires_at="2026-11-18T09:05:00.000Z"):
     return {
         "claim_id": claim_id,

@@ -112,6 +112,15 @@ def test_reader_accuracy_is_reads_confirmed_over_reads_confirmed_or_corrected():
         "'corrected') AND reader_plate IS NOT NULL) ) AS read_accuracy" in text
     )
     assert "COUNTIF(decision = 'corrected' AND reader_plate IS NULL) AS unread_typed" in text
+    # A wrong vehicle in the photo is its own heading, not "other".
+    assert (
+        "COUNTIF(decision = 'rejected' AND reason = 'wrong_vehicle') AS rejected_wrong_vehicle"
+        in text
+    )
+    assert (
+        "COUNTIF(decision = 'rejected' AND reason NOT IN ('plate_unreadable', 'wrong_vehicle')) "
+        "AS rejected_other" in text
+    )
 
 
 # -- one snapshot, the page ---------------------------------------------------------------
@@ -132,6 +141,7 @@ READERS = [
         "reads_corrected": 1,
         "unread_typed": 0,
         "rejected_unreadable": 1,
+        "rejected_wrong_vehicle": 2,
         "rejected_other": 0,
         "read_accuracy": 5 / 6,
     }
@@ -215,7 +225,8 @@ def test_the_page_shows_the_counts_the_times_and_each_reader_as_text():
         "officers decide in 2.1 s (median), 4.9 s (90th percentile) over 8 decisions."
     ) in section
     cells = re.findall(r"<td>(.*?)</td>", section)
-    assert cells == ["&lt;b&gt;reader&lt;/b&gt;", "5", "1", "0", "1", "0", "83 %"]
+    assert cells == ["&lt;b&gt;reader&lt;/b&gt;", "5", "1", "0", "1", "2", "0", "83 %"]
+    assert "<th>rejected: wrong vehicle</th><th>rejected: other</th>" in section
 
 
 def test_the_line_leaves_out_times_before_any_decision():

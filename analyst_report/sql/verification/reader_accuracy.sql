@@ -1,6 +1,7 @@
 -- The plate readers' accuracy as officers measured it, one row per reader: reads
 -- confirmed against reads corrected, unread plates an officer typed, and rejections
--- (the plate unreadable, or another reason). The production plate accuracy.
+-- (the plate unreadable, the wrong vehicle in the photo, or another reason). The
+-- production plate accuracy.
 -- The desk's decisions (docs/desk.md), as of one moment: the query parameter as_of
 -- (TIMESTAMP). Fines count as the desk queues them: the latest revision per fine_id,
 -- ticketed, not withdrawn, not merged into another traversal (docs/report.md). In the
@@ -70,7 +71,9 @@ SELECT
   COUNTIF(decision = 'corrected' AND reader_plate IS NOT NULL) AS reads_corrected,
   COUNTIF(decision = 'corrected' AND reader_plate IS NULL) AS unread_typed,
   COUNTIF(decision = 'rejected' AND reason = 'plate_unreadable') AS rejected_unreadable,
-  COUNTIF(decision = 'rejected' AND reason != 'plate_unreadable') AS rejected_other,
+  COUNTIF(decision = 'rejected' AND reason = 'wrong_vehicle') AS rejected_wrong_vehicle,
+  COUNTIF(decision = 'rejected' AND reason NOT IN ('plate_unreadable', 'wrong_vehicle'))
+    AS rejected_other,
   SAFE_DIVIDE(
     COUNTIF(decision = 'confirmed'),
     COUNTIF(decision IN ('confirmed', 'corrected') AND reader_plate IS NOT NULL)

@@ -60,3 +60,21 @@ def test_a_stage_that_is_not_replayable_has_no_messages():
     )
     with pytest.raises(ValueError, match="not replayable"):
         replay_messages(DeadLetter(**row))
+
+
+def test_the_procedure_subscribes_to_the_dead_letter_topic_before_the_job_starts(tmp_path):
+    """Pub/Sub delivers only to subscriptions that exist at publish time: without one the
+    dead-letter topic's messages are gone (docs/deploy.md, Replay dead letters)."""
+    from tests.unit.test_smoke_script import DEPLOY_DOC, dry_run, parse
+
+    commands = parse(dry_run(tmp_path))
+    creates = [
+        i
+        for i, argv in enumerate(commands)
+        if argv[:4] == ["gcloud", "pubsub", "subscriptions", "create"]
+        and argv[argv.index("--topic") + 1] == "dead-letter"
+    ]
+    run = ["gcloud", "dataflow", "flex-template", "run"]
+    (launch,) = [i for i, argv in enumerate(commands) if argv[:4] == run]
+    assert creates and creates[0] < launch
+    assert "python -m pipeline.replay" in DEPLOY_DOC.read_text()

@@ -11,12 +11,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from google.cloud import bigquery
 
 from analyst_report.queries import VERIFICATION_SQL_DIR, run_query
 from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.events import format_rfc3339_ms
 from section_speed.domain.schemas import (
+    COUNTED_TRAVERSALS,
     DEAD_LETTER,
     FINES,
     VEHICLE_SPEEDS,
@@ -91,7 +93,10 @@ def counted_as_of(warehouse, view, id_column, minutes):
         f".{view}` WHERE valid_from <= TIMESTAMP '{moment(minutes).isoformat()}' AND "
         f"(valid_until IS NULL OR TIMESTAMP '{moment(minutes).isoformat()}' < valid_until)"
     )
-    return sorted((row["id"], row["revision"]) for row in warehouse.query(sql))
+    # No cached answer: the same text must see a view defined again.
+    config = bigquery.QueryJobConfig(use_query_cache=False)
+    rows = warehouse.client.query(sql, job_config=config).result()
+    return sorted((row["id"], row["revision"]) for row in rows)
 
 
 def test_the_views_count_each_traversal_once_as_of_any_moment_and_no_retried_copy(stack):
@@ -164,3 +169,13 @@ def test_the_views_count_each_traversal_once_as_of_any_moment_and_no_retried_cop
     assert queue(2.5) == (2, 0, 0, 1, 1)  # a rejected; b pending
     assert queue(3.5) == (2, 1, 0, 0, 1)  # a corrected since: pending again, decided before
     assert queue(5.5) == (1, 0, 1, 0, 2)  # a confirmed; m (b merged) pending
+
+    # Provision again: nothing changes; a release that changes a rule redefines its view.
+    assert warehouse.ensure_views() == [view.name for view in VIEWS]
+    assert counted_as_of(warehouse, "counted_traversals", "traversal_id", 4.5) == expected[4.5]
+    changed = dataclasses.replace(
+        COUNTED_TRAVERSALS,
+        query=f"SELECT * FROM ({COUNTED_TRAVERSALS.query})\nWHERE radar_id = 'elsewhere'",
+    )
+    assert warehouse.ensure_views([changed]) == [changed.name]
+    assert counted_as_of(warehouse, "counted_traversals", "traversal_id", 4.5) == []

@@ -156,6 +156,8 @@ METHOD_NEEDS: dict[str, list[Need]] = {
     "create_dataset": [Need("bigquery.datasets.create", THE_PROJECT, "bigquery.googleapis.com")],
     "create_table": [Need("bigquery.tables.create", WAREHOUSE, "bigquery.googleapis.com")],
     "update_table": [Need("bigquery.tables.update", WAREHOUSE, "bigquery.googleapis.com")],
+    # Deploy time only: a view whose rule changed is deleted and created again.
+    "delete_table": [Need("bigquery.tables.delete", WAREHOUSE, "bigquery.googleapis.com")],
     "get_dataset": [Need("bigquery.datasets.get", WAREHOUSE, "bigquery.googleapis.com")],
     "update_dataset": [Need("bigquery.datasets.update", WAREHOUSE, "bigquery.googleapis.com")],
     # Cloud Storage (the evidence bucket)
@@ -814,6 +816,9 @@ class StrictFakeBigQuery:
         self.calls.append(f"get_table {table_id}")
         if table_id not in self.tables:
             raise api_exceptions.NotFound(table_id)
+        view = self.created.get(table_id.rpartition(".")[2])
+        if view is not None and view.view_query:  # a view: as it was defined
+            return view
         partitioning = self.partitioning.get(table_id) or bigquery.TimePartitioning()
         return FoundTable(self.tables[table_id], table_id, partitioning)
 

@@ -154,14 +154,16 @@ class ReplayReport:
     """What one run did: dead letters sent, skipped (sent before) and expired."""
 
     replay_id: str
+    dry_run: bool = False  # then `sent` lists what a run would send
     sent: list[str] = field(default_factory=list)  # dead letter ids
     already_sent: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     messages: int = 0
 
     def summary(self) -> str:
+        verb = "would be sent (dry run)" if self.dry_run else "sent"
         return (
-            f"replay {self.replay_id}: {len(self.sent)} dead letters sent "
+            f"replay {self.replay_id}: {len(self.sent)} dead letters {verb} "
             f"({self.messages} messages), {len(self.already_sent)} sent before, "
             f"{len(self.expired)} expired (too late for the pipeline: judge them in a "
             "bounded run, docs/deploy.md)"
@@ -261,7 +263,7 @@ def replay(
             f"not replayable: {', '.join(refused)}; replayable stages: "
             f"{', '.join(sorted(REPLAY_FORMS))} (docs/reference.md, dead-letter stages)"
         )
-    report = ReplayReport(replay_id=uuid.uuid4().hex)
+    report = ReplayReport(replay_id=uuid.uuid4().hex, dry_run=dry_run)
     letters = select_dead_letters(warehouse, stages, since, until)
     states = replay_states(warehouse, (letter.id for letter in letters))
     for letter in letters:

@@ -130,6 +130,12 @@ def test_a_crash_and_a_rerun_send_each_dead_letter_once_and_record_it(stack, aft
     window = replay_window(now_ms)
     stages = [PARTIAL_STAGE.name, PARSE_STAGE.name, UNMEASURABLE_STAGE.name]
 
+    # A dry run lists what would go, and sends and records nothing.
+    dry = replay.replay(warehouse, None, topic_path, stages, operator="ops-0", dry_run=True,
+                        **window)  # fmt: skip
+    assert (len(dry.sent), dry.messages, len(dry.expired)) == (2, 4, 1)
+    assert sent_rows(warehouse) == []
+
     # Run 1 dies after the partial traversal's `sending` row: before its first publish, or
     # once Pub/Sub has its first two detections.
     with pytest.raises(Crash):

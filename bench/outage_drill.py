@@ -37,6 +37,8 @@ from generator.simulate import simulate_traffic
 from local_stack.processes import wait_until
 from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack
+from pipeline.provision import PROVISIONED_TABLES
+from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.plate_formats import plate_for_vehicle
 from tests.fake_vision import FakeVision
 
@@ -101,6 +103,9 @@ def main() -> None:
         )  # fmt: skip
         local.vision_endpoint = vision.endpoint
         local.start()
+        # What python -m pipeline.provision adds to the local stack's tables: the replay
+        # command's record, should the drill need it.
+        Warehouse(stack.project_id, DATASET).ensure_tables(PROVISIONED_TABLES)
         outputs = OutputCollector(stack, topics.output_subscription, producer=local.process)
         dead = OutputCollector(stack, topics.dead_letter_subscription)
         heartbeat = Heartbeat([local.input_topic_path()]).start()

@@ -24,7 +24,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from google.api_core.exceptions import GoogleAPIError
+from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.auth.exceptions import GoogleAuthError
 
 from analyst_report.contents import DEFAULT_LATEST, Report, build_report, verification_line
@@ -101,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = Warehouse(args.project_id, args.bq_dataset)
     try:
         path, report = generate_report(warehouse, args.out, args.latest, args.as_of)
+    except NotFound as error:  # no dataset, or one provisioned before its views
+        print(
+            f"report: the warehouse query failed: {error}; the report reads the views "
+            f"python -m pipeline.provision --project {args.project_id} --bq_dataset "
+            f"{args.bq_dataset} creates (docs/warehouse.md, Views)",
+            file=sys.stderr,
+        )
+        return 1
     except (GoogleAPIError, GoogleAuthError) as error:
         print(f"report: the warehouse query failed: {error}", file=sys.stderr)
         return 1

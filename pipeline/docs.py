@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.graph import DEAD_LETTER_SINKS, TRAVERSAL_SINKS
 from pipeline.options import OPTION_SPECS
-from section_speed.domain.schemas import TABLES, Table, markdown_table
+from section_speed.domain.schemas import REPLAYS, TABLES, VIEWS, Table, markdown_table
 from transforms.failures import stages_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -39,6 +39,13 @@ def sinks_table() -> str:
     return "\n".join([header, "| --- | --- | --- | --- |", *rows])
 
 
+def views_table() -> str:
+    """The views provision creates beside the tables (docs/warehouse.md, Views)."""
+    rows = [f"| `{v.name}` | {', '.join(f'`{r}`' for r in v.reads)} | {v.description} |"
+            for v in VIEWS]  # fmt: skip
+    return "\n".join(["| view | reads | holds |", "| --- | --- | --- |", *rows])
+
+
 def _schema(table: Table) -> Callable[[], str]:
     return lambda: markdown_table(table.columns)
 
@@ -48,6 +55,8 @@ PAGES: dict[Path, dict[str, Callable[[], str]]] = {
     REFERENCE: {
         "options": options_table,
         **{f"{table.name.replace('_', '-')}-schema": _schema(table) for table in TABLES},
+        "replays-schema": _schema(REPLAYS),
+        "views": views_table,
         "dead-letter-stages": stages_table,
     },
     ARCHITECTURE: {"sinks": sinks_table},

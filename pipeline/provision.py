@@ -6,7 +6,9 @@
 
 Run once by whoever deploys (docs/deploy.md), before the pipeline starts: it creates the
 dataset and the fines, vehicle_speeds, dead_letter and vehicle_identities tables from the
-schema definition (`Warehouse.ensure_tables`) if they are missing, sets the partition
+schema definition (`Warehouse.ensure_tables`) if they are missing, with the views every
+reader reads (`VIEWS`, docs/warehouse.md, Views: the latest revision of a traversal, what
+counts, the desk's queue state; defined again when a release changes one), sets the partition
 expiry of the two that hold personal data only for a while (`set_partition_expiry`;
 docs/warehouse.md, Retention), and with --worker_service_account grants that account
 BigQuery Data Editor on this dataset alone. The workers then only read the
@@ -26,11 +28,20 @@ from google.cloud import bigquery
 from pipeline.options import OPTION_SPECS
 from section_speed.clients.warehouse import SETUP_RETRY, Warehouse
 from section_speed.domain import defaults
-from section_speed.domain.schemas import DAY_MS, DEAD_LETTER, TABLES, VEHICLE_IDENTITIES, Table
+from section_speed.domain.schemas import (
+    DAY_MS,
+    DEAD_LETTER,
+    REPLAYS,
+    TABLES,
+    VEHICLE_IDENTITIES,
+    VIEWS,
+    Table,
+)
 from section_speed.domain.verification import VERIFICATION_TABLES
 
-# The pipeline's tables and the verification desk's (docs/desk.md): one provisioning step.
-PROVISIONED_TABLES = (*TABLES, *VERIFICATION_TABLES)
+# The pipeline's tables, the verification desk's (docs/desk.md) and the replay command's
+# record (docs/deploy.md, Replay dead letters): one provisioning step.
+PROVISIONED_TABLES = (*TABLES, *VERIFICATION_TABLES, REPLAYS)
 
 _log = logging.getLogger(__name__)
 
@@ -95,6 +106,7 @@ def provision(
     warehouse.check_tables(PROVISIONED_TABLES)  # what the workers will check: fail here
     names = ", ".join(table.name for table in PROVISIONED_TABLES)
     _log.info("dataset %s.%s holds %s", warehouse.project, warehouse.dataset, names)
+    _log.info("views: %s", ", ".join(view.name for view in VIEWS))
     expiry = partition_expiry_days(non_offender_retention_days, dead_letter_retention_days)
     for table, days in expiry.items():
         changed = set_partition_expiry(warehouse, table, days)

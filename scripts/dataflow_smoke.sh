@@ -60,6 +60,9 @@ INPUT_TOPIC=camera-events
 SUBSCRIPTION=camera-events-sub
 OUTPUT_TOPIC=fines
 DEAD_LETTER_TOPIC=dead-letter
+# Pub/Sub delivers only to subscriptions that exist when a message is published: without
+# this one the dead-letter topic's messages are lost (docs/deploy.md, Replay dead letters).
+DEAD_LETTER_SUBSCRIPTION=dead-letter-sub
 TAP=fines-smoke  # a subscription of ours on the output topic, to see the fines
 # The package version tags the image: a new release, a new tag (docs/deploy.md, Update).
 IMAGE_TAG=${IMAGE_TAG:-$(sed -n 's/^ *version="\(.*\)",$/\1/p' setup.py)}
@@ -148,7 +151,8 @@ cleanup() {
   CLEANED=true
   if [ "$KEEP_RESOURCES" = 1 ]; then echo "smoke: KEEP_RESOURCES=1, nothing deleted" >&2; return 0; fi
   step "Clean up: everything this script created but the custom role"
-  run gcloud pubsub subscriptions delete "$TAP" "$SUBSCRIPTION" --project "$PROJECT" || true
+  run gcloud pubsub subscriptions delete "$TAP" "$SUBSCRIPTION" "$DEAD_LETTER_SUBSCRIPTION" \
+    --project "$PROJECT" || true
   run gcloud pubsub topics delete "$INPUT_TOPIC" "$OUTPUT_TOPIC" "$DEAD_LETTER_TOPIC" \
     --project "$PROJECT" || true
   run bq rm -r -f -d "$PROJECT:$DATASET" || true
@@ -210,6 +214,8 @@ run gcloud pubsub topics create "$INPUT_TOPIC" "$OUTPUT_TOPIC" "$DEAD_LETTER_TOP
 run gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic "$INPUT_TOPIC" \
   --retain-acked-messages --message-retention-duration 7d --project "$PROJECT"
 run gcloud pubsub subscriptions create "$TAP" --topic "$OUTPUT_TOPIC" --project "$PROJECT"
+run gcloud pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic "$DEAD_LETTER_TOPIC" \
+  --message-retention-duration 7d --project "$PROJECT"
 
 step "Artifact Registry repository for the image"
 run gcloud artifacts repositories create "$REPOSITORY" --repository-format docker \

@@ -1,36 +1,20 @@
 -- The report's totals, one row: measured traversals, fines, fines whose evidence row
 -- is not in the warehouse yet, plates read and their share of fines (NULL without fines).
--- Each traversal once, as of one moment (docs/report.md). The moment is the query
+-- Each traversal once, as of one moment (docs/report.md): the views counted_traversals
+-- and fine_revisions hold the rule (docs/warehouse.md, Views). The moment is the query
 -- parameter as_of (TIMESTAMP): rows the pipeline processed after it are left out. In the
 -- BigQuery console put CURRENT_TIMESTAMP() in its place, or run
 -- `bq query --parameter=as_of:TIMESTAMP:'2026-11-18 12:00:00+00'`.
-WITH speed_rows AS (
+WITH traversals AS (
   SELECT *
-  FROM `{project}.{dataset}.vehicle_speeds`
-  WHERE processed_at <= @as_of
+  FROM `{project}.{dataset}.counted_traversals`
+  WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)
 ),
--- A late detection re-fires its traversal with the same id: keep the latest row per id.
-latest_speeds AS (
-  SELECT *
-  FROM speed_rows
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id ORDER BY revision DESC, processed_at DESC) = 1
-),
--- A session merge lists in supersedes the ids it replaces: drop those ids. A traversal
--- withdrawn by a late detection (withdrawn_reason) is no measurement: drop it too.
-traversals AS (
-  SELECT *
-  FROM latest_speeds
-  WHERE traversal_id NOT IN (
-    SELECT superseded_id FROM latest_speeds, UNNEST(supersedes) AS superseded_id
-  )
-  AND withdrawn_reason IS NULL
-),
--- A fine's evidence (plate, photo) is the latest fines row of its id.
+-- A fine's evidence (plate, photo) is its latest revision as of that moment.
 evidence AS (
   SELECT fine_id, license_plate, plate_confidence, image_url
-  FROM `{project}.{dataset}.fines`
-  WHERE processed_at <= @as_of
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
+  FROM `{project}.{dataset}.fine_revisions`
+  WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)
 ),
 -- A fine is a traversal whose kept row is over the limit; evidence may still be on its way.
 fines AS (

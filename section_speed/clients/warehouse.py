@@ -22,7 +22,7 @@ from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from section_speed.domain.events import format_rfc3339_ms
-from section_speed.domain.schemas import TABLES, Table, insert_id
+from section_speed.domain.schemas import TABLES, VIEWS, Table, View, insert_id
 
 _log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class Warehouse:
         Tables are day-partitioned and clustered. Deploy-time only (pipeline/provision.py,
         the local stack): creating a dataset needs the project-level
         bigquery.datasets.create, which workers are not granted. An unreachable warehouse
-        is polled every few seconds (SETUP_RETRY) until it is back.
+        is polled every few seconds (SETUP_RETRY) until it is back. Then the views over
+        the tables that exist (`ensure_views`).
         """
         dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
         if location:  # None would be sent as null, which the local emulator refuses
@@ -195,6 +196,49 @@ class Warehouse:
             definition.clustering_fields = list(table.cluster_columns)
             found = self.client.create_table(definition, exists_ok=True, retry=SETUP_RETRY)
             self._add_missing_columns(table, found)
+        self.ensure_views()  # every reader reads the views: they come with the tables
+
+    def ensure_views(self, views: Sequence[View] = VIEWS) -> list[str]:
+        """Create or redefine the views (docs/warehouse.md, Views) whose tables exist.
+
+        A view is defined again when its query differs, so a release that changes a rule
+        changes it for every reader at once (deleted and created: for that moment a
+        reader finds no view, and fails rather than count by another rule). A view whose
+        tables the dataset lacks (the desk's, before the desk is provisioned) is left
+        out. Returns the views defined. Deploy time only, as ensure_tables.
+        """
+        present: dict[str, bool] = {}
+
+        def exists(name: str) -> bool:
+            if name not in present:
+                try:
+                    self.client.get_table(f"{self.project}.{self.dataset}.{name}")
+                    present[name] = True
+                except api_exceptions.NotFound:
+                    present[name] = False
+            return present[name]
+
+        defined = []
+        for view in views:
+            if not all(exists(name) for name in view.reads):
+                continue
+            view_id = f"{self.project}.{self.dataset}.{view.name}"
+            definition = bigquery.Table(view_id)
+            definition.view_query = view.sql(self.project, self.dataset)
+            definition.description = view.description
+            try:
+                found = self.client.get_table(view_id, retry=SETUP_RETRY)
+            except api_exceptions.NotFound:
+                found = None
+            if found is None or found.view_query != definition.view_query:
+                if found is not None:  # a rule changed (the emulator never says: None)
+                    # Delete, then create: the local emulator ignores a patched query and
+                    # refuses CREATE OR REPLACE VIEW on a view made through the API.
+                    self.client.delete_table(view_id, not_found_ok=True, retry=SETUP_RETRY)
+                self.client.create_table(definition, exists_ok=True, retry=SETUP_RETRY)
+            present[view.name] = True
+            defined.append(view.name)
+        return defined
 
     def _add_missing_columns(self, table: Table, found: bigquery.Table) -> None:
         present = {field.name for field in found.schema}

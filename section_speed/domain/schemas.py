@@ -347,3 +347,221 @@ def insert_id(table: Table, row: Mapping[str, Any]) -> str:
     content = {k: v for k, v in row.items() if k != table.volatile_column}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return f"{row[table.id_column]}-{digest}" if table.id_column else digest
+
+
+# -- views: each reading rule written once ---------------------------------------------
+# Every reader of the warehouse (the analyst report, the verification queries, an analyst
+# in the console) reads these views, never the tables' rows: the rules "the latest
+# revision of a traversal", "counted: not withdrawn, not merged away" and "the desk's
+# queue state" live here alone (docs/warehouse.md, Views). Each view gives every row the
+# span of processing time it holds, [valid_from, valid_until) (valid_until NULL: still
+# holds), so one rule answers both "now" (`valid_until IS NULL`) and "as of a moment"
+# (`valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)`). A row written
+# twice by a retried insert ties with its copy: one of the two holds for an empty span,
+# so a copy is never counted (insertId deduplication is best effort).
+@dataclass(frozen=True, slots=True)
+class View:
+    """A BigQuery view `python -m pipeline.provision` creates beside the tables."""
+
+    name: str
+    reads: tuple[str, ...]  # the tables and views it selects from, created before it
+    description: str
+    query: str  # BigQuery SQL with `{project}` and `{dataset}` filled in when created
+
+    def sql(self, project: str, dataset: str) -> str:
+        return self.query.format(project=project, dataset=dataset)
+
+
+# The end of an open span where LEAST needs a value (NULL would make the LEAST NULL).
+_OPEN = "TIMESTAMP '9999-12-31 00:00:00+00'"
+
+
+def _columns(columns: tuple[Column, ...], alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return ",\n  ".join(f"{prefix}{c.name}" for c in columns)
+
+
+def _revisions_view(name: str, table: Table) -> View:
+    """Every row of `table`, with the span in which it is its id's latest revision."""
+    return View(
+        name,
+        (table.name,),
+        f"every {table.name} row with [valid_from, valid_until): the span of processing "
+        f"time in which it is the latest revision of its {table.id_column} (highest "
+        "revision, then latest processed_at); a retried row's copy holds for no time",
+        f"""SELECT
+  {_columns(table.columns)},
+  processed_at AS valid_from,
+  MIN(processed_at) OVER (
+    PARTITION BY {table.id_column} ORDER BY revision, processed_at
+    ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+  ) AS valid_until
+FROM `{{project}}.{{dataset}}.{table.name}`""",
+    )
+
+
+def _counted_view(name: str, revisions: View, table: Table) -> View:
+    """The latest revisions that count: not withdrawn, not merged into another traversal."""
+    return View(
+        name,
+        (table.name, revisions.name),
+        f"the {table.name} rows that count, each over the span it counts: its id's latest "
+        "revision, not withdrawn (withdrawn_reason), and only until a session merge first "
+        "names its id in another row's supersedes (a merge is for good)",
+        f"""WITH merges AS (
+  SELECT superseded_id, MIN(processed_at) AS merged_at
+  FROM `{{project}}.{{dataset}}.{table.name}`, UNNEST(supersedes) AS superseded_id
+  GROUP BY superseded_id
+),
+spans AS (
+  SELECT
+    {_columns(table.columns, "revisions")},
+    revisions.valid_from,
+    NULLIF(
+      LEAST(
+        COALESCE(revisions.valid_until, {_OPEN}), COALESCE(merges.merged_at, {_OPEN})
+      ),
+      {_OPEN}
+    ) AS valid_until
+  FROM `{{project}}.{{dataset}}.{revisions.name}` AS revisions
+  LEFT JOIN merges ON merges.superseded_id = revisions.{table.id_column}
+  WHERE revisions.withdrawn_reason IS NULL
+)
+SELECT *
+FROM spans
+WHERE valid_until IS NULL OR valid_from < valid_until""",
+    )
+
+
+TRAVERSAL_REVISIONS = _revisions_view("traversal_revisions", VEHICLE_SPEEDS)
+FINE_REVISIONS = _revisions_view("fine_revisions", FINES)
+COUNTED_TRAVERSALS = _counted_view("counted_traversals", TRAVERSAL_REVISIONS, VEHICLE_SPEEDS)
+COUNTED_FINES = _counted_view("counted_fines", FINE_REVISIONS, FINES)
+
+# The verification desk's tables (section_speed/domain/verification.py) by name: the
+# desk's decisions, one row per decision, append-only.
+_FINE_REVIEWS = "fine_reviews"
+FINE_DECISIONS = View(
+    "fine_decisions",
+    (_FINE_REVIEWS,),
+    "every decision once (one row per review_id, however often it was written), with "
+    "[stands_from, stands_until): the span in which it is the decision that stands on its "
+    "fine (highest revision, then latest decided_at, then review_id)",
+    f"""WITH decisions AS (
+  SELECT *
+  FROM `{{project}}.{{dataset}}.{_FINE_REVIEWS}`
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY review_id ORDER BY decided_at) = 1
+)
+SELECT
+  *,
+  decided_at AS stands_from,
+  MIN(decided_at) OVER (
+    PARTITION BY fine_id ORDER BY revision, decided_at, review_id
+    ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+  ) AS stands_until
+FROM decisions""",
+)
+FINE_QUEUE = View(
+    "fine_queue",
+    (COUNTED_FINES.name, FINE_DECISIONS.name),
+    "the desk's queue state of every counted fine (ticketed), each over the span "
+    "[valid_from, valid_until) it holds: decision is that standing on the fine's current "
+    "revision, NULL while pending (never decided, or decided on an earlier revision: "
+    "decided_before)",
+    f"""WITH fines AS (
+  SELECT fine_id, revision, valid_from, valid_until
+  FROM `{{project}}.{{dataset}}.{COUNTED_FINES.name}`
+  WHERE is_ticketed
+),
+decisions AS (
+  SELECT fine_id, revision, decision, stands_from, stands_until
+  FROM `{{project}}.{{dataset}}.{FINE_DECISIONS.name}`
+  WHERE stands_until IS NULL OR stands_from < stands_until
+),
+first_decisions AS (
+  SELECT fine_id, MIN(stands_from) AS first_decided_at
+  FROM decisions
+  GROUP BY fine_id
+),
+-- While a decision stands: the fine's state is that decision if it is on this revision.
+decided AS (
+  SELECT
+    fines.fine_id,
+    fines.revision,
+    IF(decisions.revision = fines.revision, decisions.decision, NULL) AS decision,
+    TRUE AS decided_before,
+    GREATEST(fines.valid_from, decisions.stands_from) AS valid_from,
+    NULLIF(
+      LEAST(
+        COALESCE(fines.valid_until, {_OPEN}), COALESCE(decisions.stands_until, {_OPEN})
+      ),
+      {_OPEN}
+    ) AS valid_until
+  FROM fines
+  JOIN decisions ON decisions.fine_id = fines.fine_id
+  WHERE decisions.stands_from < COALESCE(fines.valid_until, {_OPEN})
+  AND fines.valid_from < COALESCE(decisions.stands_until, {_OPEN})
+),
+-- Before the fine's first decision: pending.
+undecided AS (
+  SELECT
+    fines.fine_id,
+    fines.revision,
+    CAST(NULL AS STRING) AS decision,
+    FALSE AS decided_before,
+    fines.valid_from,
+    NULLIF(
+      LEAST(
+        COALESCE(fines.valid_until, {_OPEN}),
+        COALESCE(first_decisions.first_decided_at, {_OPEN})
+      ),
+      {_OPEN}
+    ) AS valid_until
+  FROM fines
+  LEFT JOIN first_decisions ON first_decisions.fine_id = fines.fine_id
+  WHERE first_decisions.first_decided_at IS NULL
+  OR fines.valid_from < first_decisions.first_decided_at
+)
+SELECT * FROM decided
+UNION ALL
+SELECT * FROM undecided""",
+)
+# In creation order: a view after what it reads.
+VIEWS: tuple[View, ...] = (
+    TRAVERSAL_REVISIONS,
+    FINE_REVISIONS,
+    COUNTED_TRAVERSALS,
+    COUNTED_FINES,
+    FINE_DECISIONS,
+    FINE_QUEUE,
+)
+
+
+# -- replays: what `python -m pipeline.replay` sent again ------------------------------
+REPLAY_COLUMNS: tuple[Column, ...] = (
+    _required(
+        "dead_letter_id",
+        "STRING",
+        "hex sha256 of the dead_letter row (timestamp, stage, error, payload, attributes): "
+        "a copy of the row has the same id, so it is replayed once",
+    ),
+    _required("replay_id", "STRING", "the run of the command that wrote this row"),
+    _required(
+        "state",
+        "STRING",
+        "sending (written before publishing) or sent (after Pub/Sub accepted every message)",
+    ),
+    _required("stage", "STRING", "the dead letter's stage"),
+    _required("dead_letter_time", "TIMESTAMP", "the dead letter's timestamp"),
+    _required("topic", "STRING", "where it was sent: projects/P/topics/T"),
+    _required("messages", "INTEGER", "messages published for it (one per detection)"),
+    _repeated("message_ids", "STRING", "Pub/Sub's ids of those messages (state sent)"),
+    _required("operator", "STRING", "who ran the command (--operator, else the login name)"),
+    _required("replayed_at", "TIMESTAMP", "when this row was written"),
+)
+# Provisioned with the tables (pipeline/provision.py); written only by the command, never
+# by the workers, so not in TABLES.
+REPLAYS = Table(
+    "replays", REPLAY_COLUMNS, "dead_letter_id", "replayed_at", ("stage",), "replayed_at"
+)

@@ -507,7 +507,9 @@ def test_the_demo_hook_writes_the_same_report_and_a_missing_dataset_fails_cleanl
 
     missing = ["--project_id", stack.project_id, "--bq_dataset", "it_report_missing"]
     assert report.main([*missing, "--out", str(tmp_path / "missing")]) == 1
-    assert "report: the warehouse query failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "report: the warehouse query failed" in err
+    assert "python -m pipeline.provision --project" in err  # what creates the views
 
 
 def test_without_chromium_nor_root_the_test_fails_saying_how_to_install_it(monkeypatch):

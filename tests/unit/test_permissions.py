@@ -36,7 +36,7 @@ from google.cloud import bigquery, pubsub_v1, storage, vision
 
 from pipeline import provision
 from section_speed.clients.warehouse import TablesMissing, Warehouse
-from section_speed.domain.schemas import TABLES
+from section_speed.domain.schemas import TABLES, VIEWS
 
 REPO = Path(__file__).resolve().parents[2]
 # The packages setup.py ships to the workers.
@@ -158,6 +158,8 @@ METHOD_NEEDS: dict[str, list[Need]] = {
     "create_dataset": [Need("bigquery.datasets.create", THE_PROJECT, "bigquery.googleapis.com")],
     "create_table": [Need("bigquery.tables.create", WAREHOUSE, "bigquery.googleapis.com")],
     "update_table": [Need("bigquery.tables.update", WAREHOUSE, "bigquery.googleapis.com")],
+    # Deploy time only: a view whose rule changed is deleted and created again.
+    "delete_table": [Need("bigquery.tables.delete", WAREHOUSE, "bigquery.googleapis.com")],
     "get_dataset": [Need("bigquery.datasets.get", WAREHOUSE, "bigquery.googleapis.com")],
     "update_dataset": [Need("bigquery.datasets.update", WAREHOUSE, "bigquery.googleapis.com")],
     # Cloud Storage (the evidence bucket)
@@ -172,6 +174,9 @@ METHOD_NEEDS: dict[str, list[Need]] = {
     "create_bucket": [Need("storage.buckets.create", THE_PROJECT, "storage.googleapis.com")],
     # testIamPermissions answers which of the asked permissions the caller has: it needs none.
     "test_iam_permissions": [Need(None, THE_PROJECT, "storage.googleapis.com")],
+    # Pub/Sub: the replay command (an operator's credentials: pipeline.replay is not on
+    # the workers) publishes to the input topic.
+    "publish": [Need("pubsub.topics.publish", "input topic", "pubsub.googleapis.com")],
     # Pub/Sub (start-up checks)
     "get_subscription": [
         Need("pubsub.subscriptions.get", INPUT_SUBSCRIPTION, "pubsub.googleapis.com")
@@ -225,8 +230,10 @@ PROCEDURE_APIS = {"cloudbuild.googleapis.com"}
 # worker or the launcher, unless worker code calls them (the call graph checks).
 NOT_ON_WORKERS = {
     "pipeline.provision": "deploy time: `python -m pipeline.provision` (the whole module)",
+    "pipeline.replay": "an operator's command: `python -m pipeline.replay` (the whole module)",
     "section_speed.clients.warehouse.Warehouse.ensure_tables": "deploy time, and the local stack",
     "section_speed.clients.warehouse.Warehouse._add_missing_columns": "only ensure_tables calls it",
+    "section_speed.clients.warehouse.Warehouse.ensure_views": "only ensure_tables calls it",
     "section_speed.clients.warehouse.Warehouse.existing_insert_ids": "tests",
     "section_speed.clients.warehouse.Warehouse.count": "tests",
     "section_speed.clients.warehouse.Warehouse.query": "tests and the analyst report",
@@ -835,6 +842,9 @@ class StrictFakeBigQuery:
         self.calls.append(f"get_table {table_id}")
         if table_id not in self.tables:
             raise api_exceptions.NotFound(table_id)
+        view = self.created.get(table_id.rpartition(".")[2])
+        if view is not None and view.view_query:  # a view: as it was defined
+            return view
         partitioning = self.partitioning.get(table_id) or bigquery.TimePartitioning()
         return FoundTable(self.tables[table_id], table_id, partitioning)
 
@@ -849,6 +859,8 @@ class StrictFakeBigQuery:
         assert exists_ok
         self.calls.append(f"create_table {table.table_id}")
         table_id = f"p.d.{table.table_id}"
+        if table_id in self.tables and table.view_query:  # a view: as it was defined
+            return self.created[table.table_id]
         if table_id in self.tables:  # exists: BigQuery's client answers with the table
             return FoundTable(self.tables[table_id], table_id)
         self.created[table.table_id] = table
@@ -921,7 +933,7 @@ def test_provision_adds_a_nullable_column_an_earlier_version_lacked_and_keeps_th
     ]
     provisioned = {
         f"p.d.{t.name}": {c.name for c in t.columns} for t in provision.PROVISIONED_TABLES
-    }
+    } | {f"p.d.{view.name}": set() for view in VIEWS}  # the views, beside the tables
     assert {t: set(c) for t, c in client.tables.items()} == provisioned
     # and check_tables, which provision runs last, passed
 
@@ -940,7 +952,9 @@ def test_provision_creates_dataset_and_tables_and_grants_the_workers_once():
     warehouse = Warehouse("p", "d", client=client)
     provision.provision(warehouse, location="us-central1", worker_service_account="sa@p.iam")
     assert client.dataset_location == "us-central1"
-    assert set(client.created) == {t.name for t in provision.PROVISIONED_TABLES}
+    assert set(client.created) == {t.name for t in provision.PROVISIONED_TABLES} | {
+        view.name for view in VIEWS
+    }
     for table in provision.PROVISIONED_TABLES:
         created = client.created[table.name]
         assert created.time_partitioning.field == table.partition_column

@@ -105,27 +105,23 @@ def prelude(name: str) -> str:
 
 
 def test_every_query_shares_one_prelude_that_counts_each_traversal_once():
-    """The same CTEs, word for word, in every file: the files cannot drift apart."""
+    """The same CTEs, word for word, in every file, reading the views alone: the rule of
+    what counts is the views' (section_speed/domain/schemas.py), never the files'."""
     shared = {prelude(name) for name in QUERIES}
     assert len(shared) == 1
     code = " ".join(without_comments(shared.pop()).split())
     for clause in (
-        # one moment: every table read up to as_of
-        "FROM `p-1.d.vehicle_speeds` WHERE processed_at <= @as_of",
-        "FROM `p-1.d.fines` WHERE processed_at <= @as_of",
-        # a late correction: the latest revision per id
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY traversal_id "
-        "ORDER BY revision DESC, processed_at DESC) = 1",
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id "
-        "ORDER BY revision DESC, processed_at DESC) = 1",
-        # a session merge: drop the ids a kept row supersedes
-        "WHERE traversal_id NOT IN ( SELECT superseded_id FROM latest_speeds, "
-        "UNNEST(supersedes) AS superseded_id )",
-        # a fine is a kept traversal over the limit, its evidence joined on
+        # one moment, read through the views that hold the rules (docs/warehouse.md, Views)
+        "FROM `p-1.d.counted_traversals` "
+        "WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)",
+        "FROM `p-1.d.fine_revisions` "
+        "WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)",
+        # a fine is a counted traversal over the limit, its evidence joined on
         "LEFT JOIN evidence ON evidence.fine_id = traversals.traversal_id "
         "WHERE traversals.is_ticketed",
     ):
         assert clause in code
+    assert "ROW_NUMBER" not in code and "supersedes" not in code
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
@@ -155,7 +151,7 @@ def test_identifiers_that_are_not_names_are_refused(project, dataset):
 
 def test_a_domain_scoped_project_is_accepted():
     sql = load_sql("fines_per_hour", "example.com:my-project", "d")
-    assert "`example.com:my-project.d.fines`" in sql
+    assert "`example.com:my-project.d.fine_revisions`" in sql
 
 
 # -- charts ------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_the_package_ships_the_desk_queries_apart_from_the_traversal_queries():
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_each_query_formats_aliases_and_names_no_parameter_in_comments(name):
     text = sql(name)
-    assert "`p-1.d.fine_reviews`" in text and "{" not in text and "}" not in text
+    assert "`p-1.d.fine_decisions`" in text and "{" not in text and "}" not in text
     assert base.unaliased_aggregates(text) == []
     comments = [line.split("--", 1)[1] for line in text.splitlines() if "--" in line]
     assert not any("@" in comment for comment in comments)
@@ -60,20 +60,12 @@ def test_both_queries_share_one_prelude_that_counts_fines_as_the_desk_queues_the
     assert len(shared) == 1
     text = code(shared.pop())
     for clause in (
-        # one moment: every table up to as_of
-        "FROM `p-1.d.fines` WHERE processed_at <= @as_of",
-        "FROM `p-1.d.fine_reviews` WHERE decided_at <= @as_of",
+        # one moment, through the views that hold the queue's rules (docs/warehouse.md)
+        "FROM `p-1.d.fine_queue` "
+        "WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)",
+        "FROM `p-1.d.fine_decisions` WHERE decided_at <= @as_of",
+        "FROM decisions WHERE stands_until IS NULL OR @as_of < stands_until",
         "FROM `p-1.d.notices` WHERE decided_at <= @as_of",
-        # a fine once: its latest revision, merged ids dropped, live (desk/store.py's rule)
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id "
-        "ORDER BY revision DESC, processed_at DESC) = 1",
-        "WHERE fine_id NOT IN ( SELECT superseded_id FROM latest_fines, "
-        "UNNEST(supersedes) AS superseded_id ) AND is_ticketed AND withdrawn_reason IS NULL",
-        # the decision that stands: the latest, and only on the fine's current revision
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id "
-        "ORDER BY revision DESC, decided_at DESC, review_id DESC) = 1",
-        "IF(last_decisions.revision = live_fines.revision, last_decisions.decision, NULL) "
-        "AS decision",
         # a read judged is the plate of the revision decided on; closing a withdrawn fine
         # judges no plate
         "ON read_by.fine_id = last_decisions.fine_id "
@@ -81,6 +73,7 @@ def test_both_queries_share_one_prelude_that_counts_fines_as_the_desk_queues_the
         "WHERE last_decisions.decision != 'acknowledged'",
     ):
         assert clause in text, clause
+    assert "fine_reviews" not in text and "`p-1.d.fines`" not in text  # only the views
 
 
 def own_part(name: str) -> str:

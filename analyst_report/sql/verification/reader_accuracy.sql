@@ -3,48 +3,25 @@
 -- (the plate unreadable, the wrong vehicle in the photo, or another reason). The
 -- production plate accuracy.
 -- The desk's decisions (docs/desk.md), as of one moment: the query parameter as_of
--- (TIMESTAMP). Fines count as the desk queues them: the latest revision per fine_id,
--- ticketed, not withdrawn, not merged into another traversal (docs/report.md). In the
--- BigQuery console put CURRENT_TIMESTAMP() in its place.
-WITH fine_rows AS (
-  SELECT *
-  FROM `{project}.{dataset}.fines`
-  WHERE processed_at <= @as_of
+-- (TIMESTAMP). Fines count as the desk queues them: the view fine_queue holds that rule,
+-- fine_decisions the decision that stands (docs/warehouse.md, Views). In the BigQuery
+-- console put CURRENT_TIMESTAMP() in its place.
+WITH verified AS (
+  SELECT fine_id, decision, decided_before
+  FROM `{project}.{dataset}.fine_queue`
+  WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)
 ),
-latest_fines AS (
-  SELECT *
-  FROM fine_rows
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
-),
-live_fines AS (
-  SELECT *
-  FROM latest_fines
-  WHERE fine_id NOT IN (
-    SELECT superseded_id FROM latest_fines, UNNEST(supersedes) AS superseded_id
-  )
-  AND is_ticketed AND withdrawn_reason IS NULL
-),
--- Every decision recorded up to as_of (fine_reviews is append-only).
+-- Every decision recorded up to as_of, each once (fine_reviews is append-only).
 decisions AS (
   SELECT *
-  FROM `{project}.{dataset}.fine_reviews`
+  FROM `{project}.{dataset}.fine_decisions`
   WHERE decided_at <= @as_of
 ),
--- The decision that stands on each fine: its latest.
+-- The decision that stands on each fine at as_of.
 last_decisions AS (
   SELECT *
   FROM decisions
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id ORDER BY revision DESC, decided_at DESC, review_id DESC) = 1
-),
--- Each live fine with the decision on its current revision (NULL: pending); a decision
--- on an older revision means the fine changed since and awaits the desk again.
-verified AS (
-  SELECT
-    live_fines.fine_id,
-    IF(last_decisions.revision = live_fines.revision, last_decisions.decision, NULL) AS decision,
-    last_decisions.fine_id IS NOT NULL AS decided_before
-  FROM live_fines
-  LEFT JOIN last_decisions ON last_decisions.fine_id = live_fines.fine_id
+  WHERE stands_until IS NULL OR @as_of < stands_until
 ),
 -- Each standing decision on a plate (not the closing of a withdrawn fine), with the
 -- reader that read the plate of the revision decided on.
@@ -53,8 +30,9 @@ judged_reads AS (
   FROM last_decisions
   LEFT JOIN (
     SELECT fine_id, revision, plate_reader
-    FROM fine_rows
-    QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id, revision ORDER BY processed_at DESC) = 1
+    FROM `{project}.{dataset}.fine_revisions`
+    WHERE valid_from <= @as_of
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY fine_id, revision ORDER BY valid_from DESC) = 1
   ) AS read_by
     ON read_by.fine_id = last_decisions.fine_id AND read_by.revision = last_decisions.revision
   WHERE last_decisions.decision != 'acknowledged'

@@ -90,17 +90,26 @@ class DeadLetter:
     error: str
     payload: str | None
     attributes: str | None  # JSON object, as stored
+    stacktrace: str | None = None  # where it failed; not part of what is sent again
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "DeadLetter":
         moment = row["timestamp"]
         if isinstance(moment, datetime):
             moment = format_rfc3339_ms(round(moment.timestamp() * 1000))
-        return cls(moment, row["stage"], row["error"], row["payload"], row["attributes"])
+        return cls(
+            moment,
+            row["stage"],
+            row["error"],
+            row["payload"],
+            row["attributes"],
+            row.get("stacktrace"),
+        )
 
     @property
     def id(self) -> str:
-        """Digest of the row's five fields: the same for a copy of the row."""
+        """Digest of the row's five fields that say what failed and with which input: the
+        same for a copy of the row."""
         canonical = json.dumps(
             [self.timestamp, self.stage, self.error, self.payload, self.attributes],
             separators=(",", ":"),

@@ -7,7 +7,14 @@ import pytest
 from pipeline.replay import REPLAY_ATTRIBUTE, REPLAY_FORMS, DeadLetter, replay_messages
 from section_speed.domain.schemas import dead_letter_record
 from tests.helpers import T0_MS, track
-from transforms.failures import DEAD_LETTER_STAGES, Failure, to_dead_letter_record
+from transforms.failures import (
+    DEAD_LETTER_STAGES,
+    PARSE_STAGE,
+    PARTIAL_STAGE,
+    TOO_LATE_STAGE,
+    Failure,
+    to_dead_letter_record,
+)
 
 
 def letter(failure: Failure) -> DeadLetter:
@@ -22,32 +29,34 @@ def test_every_stage_marked_replayable_has_a_way_to_be_sent_again():
 
 
 def test_a_copy_of_a_row_is_the_same_dead_letter_and_any_other_field_is_another():
-    failure = Failure("parse", "not JSON", b"{", {"event_id": "e1"}, T0_MS)
+    failure = Failure(PARSE_STAGE, "not JSON", b"{", {"event_id": "e1"}, T0_MS)
     assert letter(failure).id == letter(failure).id
     for changed in (
-        Failure("parse", "not JSON", b"{", {"event_id": "e1"}, T0_MS + 1),
-        Failure("parse", "not JSON", b"[", {"event_id": "e1"}, T0_MS),
-        Failure("parse", "other", b"{", {"event_id": "e1"}, T0_MS),
-        Failure("too_late", "not JSON", b"{", {"event_id": "e1"}, T0_MS),
+        Failure(PARSE_STAGE, "not JSON", b"{", {"event_id": "e1"}, T0_MS + 1),
+        Failure(PARSE_STAGE, "not JSON", b"[", {"event_id": "e1"}, T0_MS),
+        Failure(PARSE_STAGE, "other", b"{", {"event_id": "e1"}, T0_MS),
+        Failure(TOO_LATE_STAGE, "not JSON", b"{", {"event_id": "e1"}, T0_MS),
     ):
         assert letter(changed).id != letter(failure).id
 
 
 def test_a_message_goes_again_as_it_arrived_bytes_and_attributes():
     raw = b"\xff\x00 not text"
-    (sent,) = replay_messages(letter(Failure("parse", "bad", raw, {"event_id": "e", "ts": "1"})))
+    (sent,) = replay_messages(
+        letter(Failure(PARSE_STAGE, "bad", raw, {"event_id": "e", "ts": "1"}))
+    )
     data, attributes = sent
     assert data == raw  # stored base64: in the table, sent as the bytes
     assert attributes == {
         "event_id": "e",
         "ts": "1",
-        REPLAY_ATTRIBUTE: letter(Failure("parse", "bad", raw, {"event_id": "e", "ts": "1"})).id,
+        REPLAY_ATTRIBUTE: letter(Failure(PARSE_STAGE, "bad", raw, {"event_id": "e", "ts": "1"})).id,
     }
 
 
 def test_a_traversal_goes_again_as_its_detections_each_with_its_camera_attributes():
     events = track("v", 70.0)
-    failure = Failure.of_detections("partial", "left", events, radar_id="radar-1")
+    failure = Failure.of_detections(PARTIAL_STAGE, "left", events, radar_id="radar-1")
     messages = replay_messages(letter(failure))
     assert [json.loads(data) for data, _ in messages] == [e.to_json() for e in events]
     assert [a["event_id"] for _, a in messages] == [e.event_id for e in events]

@@ -17,7 +17,10 @@ from typing import Any
 from desk.store import DeskStore, Fine, Ingested
 
 _log = logging.getLogger(__name__)
-MAX_OUTSTANDING = 200  # messages the subscriber holds at once
+MAX_OUTSTANDING = 50  # messages the subscriber holds at once
+# Each lease is extended by at most this: the messages a crashed desk held come again to
+# another within seconds (the client's default, 60 s, would hold them a minute).
+LEASE_EXTENSION_S = 10
 
 
 class NotAFine(ValueError):
@@ -67,7 +70,9 @@ class FinesSubscriber:
         self._future = self._client.subscribe(
             self.subscription_path,
             self._receive,
-            flow_control=pubsub_v1.types.FlowControl(max_messages=MAX_OUTSTANDING),
+            flow_control=pubsub_v1.types.FlowControl(
+                max_messages=MAX_OUTSTANDING, max_duration_per_lease_extension=LEASE_EXTENSION_S
+            ),
         )
         _log.info("ingesting fines from %s", self.subscription_path)
 

@@ -23,11 +23,13 @@ live_fines AS (
   )
   AND is_ticketed AND withdrawn_reason IS NULL
 ),
--- Every decision recorded up to as_of (fine_reviews is append-only).
+-- Every decision recorded up to as_of, each once: the desk's export to fine_reviews is
+-- at-least-once (docs/desk.md, Decisions, notices and the outbox).
 decisions AS (
   SELECT *
   FROM `{project}.{dataset}.fine_reviews`
   WHERE decided_at <= @as_of
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY review_id ORDER BY decided_at) = 1
 ),
 -- The decision that stands on each fine: its latest.
 last_decisions AS (

@@ -9,7 +9,7 @@ from tests.pg import fresh_database
 from tests.unit.desk_fakes import add_and_decide_one, new_store
 
 
-def test_an_empty_database_is_migrated_to_the_latest_version_by_one_command(capsys):
+def test_an_empty_database_is_migrated_to_the_latest_version_by_one_command(postgres, capsys):
     config = fresh_database(migrated=False)
     login = db.engine(config, role=None)
     try:

@@ -356,3 +356,30 @@ def test_a_null_origin_passes_only_with_the_browsers_same_origin_word(desk):
     same = {"origin": "null", "sec-fetch-site": "same-origin"}
     assert client.post("/next", data={"csrf": csrf}, headers=same).status_code == 303
     assert len(store.claims_) == 1
+
+
+def test_two_identical_posts_record_once_and_a_different_one_is_409_with_what_was(desk):
+    client, store, photos, publisher = desk
+    signed_in(client)
+    fine_id, page = open_first(client, store, photos)
+    form = {
+        "csrf": csrf_of(page),
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate",
+        "plate": "ABC1234",
+    }
+    url = f"/fines/{fine_id}/decision"
+    first, again = client.post(url, data=form), client.post(url, data=form)
+    assert first.status_code == again.status_code == 303
+    conflict = client.post(url, data={**form, "action": "wrong_vehicle"})
+    assert conflict.status_code == 409
+    assert "already confirmed as ABC1234 by alice at 2026-11-18T09:00:00.000Z" in conflict.text
+    wait_until(lambda: publisher.published, timeout_s=10, what="the notice on the topic")
+    assert len(store.reviews_) == 1 and len(store.notices) == 1
+    assert [kind for kind, _ in store_outbox(store)] == ["review", "notice"]
+    assert len(publisher.published) == 1
+
+
+def store_outbox(store) -> list[tuple[str, str]]:
+    return [(r["kind"], r["key"]) for r in store.rows("SELECT kind, key FROM outbox ORDER BY id")]

@@ -61,3 +61,21 @@ def test_the_database_refuses_a_second_decision_or_notice_on_a_revision():
                         "SELECT 'x', fine_id, revision, review_id, record FROM notices")
             )  # fmt: skip
     store.engine.dispose()
+
+
+def test_the_desk_needs_one_database_and_no_password_on_cloud_sql():
+    from desk.__main__ import build_parser, config_from
+
+    base = ["--project", "p", "--bucket", "b", "--notices_topic", "n"]
+    local = config_from(
+        build_parser().parse_args([*base, "--database_url", "postgresql+pg8000://desk@h/desk"])
+    )
+    assert local.database.check() is None
+    cloud = ["--cloudsql_instance", "p:europe-west1:desk", "--database_user", "desk@p.iam"]
+    assert config_from(build_parser().parse_args([*base, *cloud])).database.check() is None
+    assert "give --database_url" in config_from(build_parser().parse_args(base)).database.check()
+    both = [*base, *cloud, "--database_url", "postgresql+pg8000://desk@h/desk"]
+    assert config_from(build_parser().parse_args(both)).database.check() is not None
+    no_user = [*base, "--cloudsql_instance", "p:europe-west1:desk"]
+    assert "--database_user" in config_from(build_parser().parse_args(no_user)).database.check()
+    assert not any("password" in action.dest for action in build_parser()._actions)

@@ -3,7 +3,8 @@
     .venv/bin/python bench/desk_speed.py [--fines 100000] [--samples 200]
         [--old_commit 98eee0a] [--old_fines 1000] [--old_samples 40]
 
-(1) This desk: `python -m desk` on a local PostgreSQL server holding `--fines` pending
+(1) This desk: `python -m desk` on a local PostgreSQL server (fsync and synchronous
+commit on, as a real server runs) holding `--fines` pending
 fines (100,000: loaded with one INSERT ... SELECT generate_series into `fines` and
 `fine_heads`, the rows ingest writes), photos in the storage emulator for the fines the
 run decides, notices to the Pub/Sub emulator.
@@ -205,7 +206,9 @@ def report(what: str, times: dict[str, list[float]], targets: dict[str, int]) ->
 
 
 def run_new(stack: LocalStack, work: Path, fines: int, samples: int) -> None:
-    with PostgresServer() as postgres:  # its own folder: PostgreSQL's user must reach it
+    # Durable (fsync and synchronous commit on), as a real server; its own folder, which
+    # PostgreSQL's user can reach.
+    with PostgresServer(durable=True) as postgres:
         config = db.DatabaseConfig(postgres.url)
         login = db.engine(config, role=None)
         migrate.upgrade(login)

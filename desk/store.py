@@ -254,10 +254,6 @@ class Ingested:
     recalls: list[str]  # ids of the notices recalled by this revision
 
 
-class StoreError(RuntimeError):
-    """The database refused a write the workflow expected to succeed."""
-
-
 _COLUMNS = ", ".join(FINE_FIELDS)
 _VALUES = ", ".join(f":{name}" for name in FINE_FIELDS)
 _HEAD_UPSERT = sa.text("""

@@ -53,7 +53,9 @@ def postgres_bin() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster; `url` is its SQLAlchemy URL (pg8000, user and database desk)."""
 
-    def __init__(self, work_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, work_dir: Path | None = None, port: int | None = None, durable: bool = False
+    ) -> None:
         self.bin = postgres_bin()
         self._own_dir = work_dir is None
         base = Path(work_dir or tempfile.mkdtemp(prefix="section-speed-postgres-")).resolve()
@@ -61,6 +63,9 @@ class PostgresServer:
         self.data_dir = base / "data"
         self.port = port or free_port()
         self._runas = "postgres" if os.geteuid() == 0 else getpass.getuser()
+        # Tests and the demo throw the cluster away: no need to wait for the disk at each
+        # commit. A benchmark passes durable=True, as a real server runs.
+        self.durable = durable
         self._started = False
 
     @property
@@ -111,9 +116,10 @@ class PostgresServer:
         self._run("initdb", "-D", str(self.data_dir), "-A", "trust", "-U", DATABASE,
                   "--no-sync", "-E", "UTF8", "--locale", "C")  # fmt: skip
         options = (
-            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200 -c synchronous_commit=off"
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off"
         log = self.base / "postgres.log"
         self._run("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(log), "-w",
                   "-t", "60", "start", timeout_s=90)  # fmt: skip

@@ -177,7 +177,13 @@ class Officer:
     def post(self, path: str, data: dict) -> requests.Response:
         return self.request("POST", path, data={**data, "csrf": self.csrf})
 
-    def run(self, done: threading.Event) -> None:
+    def run(self, done: threading.Event, errors: list[BaseException]) -> None:
+        try:
+            self._run(done)
+        except BaseException as error:
+            errors.append(error)
+
+    def _run(self, done: threading.Event) -> None:
         self.sign_in()
         location = self.post("/next", {}).headers["location"]
         while not done.is_set():
@@ -245,8 +251,12 @@ def pull_all(stack: LocalStack, expected: set[str]) -> list[tuple[dict, dict]]:
         return {a.get("recall_id") or a["notice_id"] for _, a in messages}
 
     with subscriber:
-        wait_until(lambda: pull(10) >= 0 and expected <= seen(), timeout_s=60,
-                   what=f"{len(expected)} notices and recalls on the topic")  # fmt: skip
+        try:
+            wait_until(lambda: pull(10) >= 0 and expected <= seen(), timeout_s=60,
+                       what=f"{len(expected)} notices and recalls on the topic")  # fmt: skip
+        except TimeoutError as error:
+            missing = sorted(expected - seen())
+            raise AssertionError(f"{len(missing)} never on the topic: {missing[:5]}") from error
         while pull(2):
             pass
     return messages
@@ -268,7 +278,8 @@ def test_officers_racing_over_killed_desks_issue_each_notice_once(race, stack):
 
     done = threading.Event()
     officers = [Officer(f"officer-{n}", desks, n % DESKS, n) for n in range(OFFICERS)]
-    threads = [threading.Thread(target=o.run, args=(done,), daemon=True) for o in officers]
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=o.run, args=(done, errors), daemon=True) for o in officers]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -315,6 +326,7 @@ def test_officers_racing_over_killed_desks_issue_each_notice_once(race, stack):
         heads = query("SELECT fine_id, revision, decided_revision, state, live FROM fine_heads")
     engine.dispose()
 
+    assert errors == []  # every answer a 303 or a 409
     assert desks.kills == KILLS and sum(o.decided for o in officers) >= FINES - WITHDRAWN
     # One decision per fine revision; one issuing decision per issued revision.
     per_revision = defaultdict(list)

@@ -199,30 +199,33 @@ class Desk:
         transaction. The same decision again (same claim, revision and outcome) records
         nothing and returns the first; a different one on a revision already decided is a
         DecisionConflict naming what was recorded."""
-        record = self._record(decision.fine_id)
-        seen = next((f for f in record.revisions if f.revision == decision.revision), None)
-        if seen is None:
-            raise DecisionConflict(f"this fine has no revision {decision.revision}")
-        outcome = _outcome(seen, decision)
-        if outcome.decision in ISSUING_DECISIONS and not self.photo(seen).verified:
-            raise InvalidDecision(NOT_OWN_PHOTO)
-        rid = review_id(
-            decision.claim_id, decision.fine_id, decision.revision, outcome.decision,
-            outcome.detail(),
-        )  # fmt: skip
+        if not is_hex32(decision.fine_id):
+            raise FineNotFound(decision.fine_id)
         now = self.now()
+        rid = ""
         try:
             with self.store.deciding(decision.fine_id, now) as tx:
                 if tx.record is None:
                     raise FineNotFound(decision.fine_id)
+                revisions = tx.record.revisions
+                seen = next((f for f in revisions if f.revision == decision.revision), None)
+                if seen is None:
+                    raise DecisionConflict(f"this fine has no revision {decision.revision}")
+                outcome = _outcome(seen, decision)
+                rid = review_id(
+                    decision.claim_id, decision.fine_id, decision.revision, outcome.decision,
+                    outcome.detail(),
+                )  # fmt: skip
                 earlier = tx.decision_at(decision.revision)
                 if earlier is not None:
                     return _same_or_conflict(earlier, rid)
                 review = self._checked(tx.record, reviewer, decision, outcome, rid, now)
-                fine = tx.record.fine
+                # Usually in this process's cache (its page showed it): rarely a read under lock.
+                if review.decision in ISSUING_DECISIONS and not self.photo(seen).verified:
+                    raise InvalidDecision(NOT_OWN_PHOTO)
                 notice = None
                 if review.decision in ISSUING_DECISIONS:
-                    notice = notice_record(fine.record(), review.record())
+                    notice = notice_record(tx.record.fine.record(), review.record())
                 tx.add(review, notice)
         except sa.exc.IntegrityError as error:
             # decisions_one_per_revision: another desk committed first (the row lock makes

@@ -48,7 +48,7 @@ KILLS = 3
 BUCKET = "race-evidence"
 NOTICES_TOPIC, NOTICES_SUB = "race-notices", "race-notices-sub"
 FINES_TOPIC, FINES_SUB = "race-fines", "race-fines-sub"
-SECRET = "race-test-shared-secret"
+SESSION_KEY = "race-test-shared-session-key"  # DESK_SECRET, shared by both desks
 PHOTO = jpeg(size=(64, 48))
 _FIELD = r'name="{}" value="([^"]*)"'
 
@@ -75,7 +75,7 @@ class Desks:
 
     def start(self, index: int) -> None:
         port = self.ports[index]
-        env = self.stack.child_env({"DESK_SECRET": SECRET})
+        env = self.stack.child_env({"DESK_SECRET": SESSION_KEY})
         from pathlib import Path
 
         process = ManagedProcess(f"desk-{index}", self.argv(port), Path(self.work_dir) /

@@ -4,11 +4,12 @@ Plain Python, no Beam and no client: the verification desk (`desk/`), the provis
 step and anyone checking a notice use these, so the tables, the ids and the notice's
 digest are defined once (docs/desk.md).
 
-- `fine_reviews` and `fine_claims` are append-only: a decision or a claim is a new row,
-  never an update, so the audit trail cannot be rewritten by the desk.
+- The BigQuery tables here are the analysts' copy: the desk's PostgreSQL store exports its
+  decisions (`fine_reviews`) and notices to them; `fine_claims` is no longer written.
 - A notice's id is derived from the fine and the revision decided on, so a retried decision
   finds the notice it already issued; its `record_sha256` covers the record's canonical JSON
-  and `verify_notice` recomputes it.
+  and `verify_notice` recomputes it. A review's id names claim, fine, revision and
+  outcome; a recall's, the notice it recalls.
 """
 
 import hashlib

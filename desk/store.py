@@ -33,6 +33,7 @@ WITHDRAWN = "withdrawn"  # decided, then withdrawn or no longer over the limit: 
 # Outbox kinds: a notice or a recall goes to the notices topic (and a notice to BigQuery's
 # notices table), a review to BigQuery's fine_reviews table.
 NOTICE, RECALL, REVIEW = "notice", "recall", "review"
+CLAIM_ATTEMPTS = 3  # "next" statements per request before answering that none is free
 
 
 def text_time(value: datetime) -> str:
@@ -493,7 +494,13 @@ class DeskStore:
             )
             {_CLAIM_UPSERT.format(source="SELECT fine_id, revision FROM candidate")}
         """
-        return self._take(sql, reviewer, now, lease_s, params)
+        # A lease committed by another officer between this statement's snapshot and its
+        # lock makes the upsert's WHERE fail: a new statement sees it and skips that fine.
+        for _ in range(CLAIM_ATTEMPTS):
+            taken = self._take(sql, reviewer, now, lease_s, params)
+            if taken is not None:
+                return taken
+        return None
 
     def claim(self, fine_id: str, reviewer: str, now: str, lease_s: float) -> Claim | None:
         """Claim (or renew) one fine awaiting a decision; then who holds it, if anyone."""

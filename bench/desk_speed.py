@@ -1,181 +1,286 @@
-"""The verification desk's speed: time to the next fine after a decision, and decisions per
-minute for a scripted officer in the browser.
+"""The verification desk's speed at city scale, beside the previous desk in the same run.
 
-    .venv/bin/python bench/desk_speed.py [--vehicles 100] [--browser_fines 12]
+    .venv/bin/python bench/desk_speed.py [--fines 100000] [--samples 200]
+        [--old_commit 98eee0a] [--old_fines 1000] [--old_samples 40]
 
-Fines: `make desk`'s own (local_stack.desk_demo.seed_demo_fines: the demo's traffic, here
-with more vehicles, through the bounded pipeline with the cars API, embedded OCR, the
-storage and BigQuery emulators). The desk runs in this process under uvicorn.
+(1) This desk: `python -m desk` on a local PostgreSQL server (fsync and synchronous
+commit on, as a real server runs) holding `--fines` pending
+fines (100,000: loaded with one INSERT ... SELECT generate_series into `fines` and
+`fine_heads`, the rows ingest writes), photos in the storage emulator for the fines the
+run decides, notices to the Pub/Sub emulator.
+(2) The previous desk: `--old_commit` (the BigQuery store) checked out with `git worktree
+add` into a temporary folder and started as `python -m desk` from there, on the BigQuery
+emulator holding `--old_fines` fines (what it can serve: its queue is a query over every
+fine), photos in the storage emulator.
 
-(a) An officer over HTTP (requests, no browser): each decision is the POST of the
-decision form, answered 303 to the next fine (claimed), and the GET of that fine's page;
-"time to the next fine" is from sending the POST to having the next page's body. The
-desk's store calls are timed too, to show where the time goes.
-(b) A scripted officer in Chromium (Playwright, Debian's /usr/bin/chromium): Enter on
-each fine as soon as its keys are live, until the queue is empty; decisions per minute
-over the whole run. A person needs more than the page's time to look at a photo: this is
-the desk's ceiling, not an officer's pace. Last, the analyst report's verification line.
+On each, over HTTP with requests (the officer's session from the login form):
+- next fine: POST /next by an officer holding nothing, to its 303 (the claim of the
+  oldest fine nobody holds, in front of it the fines others hold: each sample is another
+  officer, so claims pile up ahead);
+- decision: one officer confirming fine after fine, the POST of the decision form to its
+  303 (the decision, its notice and outbox rows, and the claim of the next fine); the
+  fine's page is fetched between decisions, untimed.
 
 A benchmark, not a test: it prints figures and asserts nothing.
 """
 
 import argparse
+import hashlib
 import re
-import statistics
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import requests
+import sqlalchemy as sa
 from lib.harness import load_note, percentile, stop_on_sigterm
 
-from analyst_report.contents import build_report, verification_line
-from desk.app import DeskConfig, create_app
-from desk.services import Services, cloud_services
-from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
-from local_stack.desk_demo import seed_demo_fines
+from desk import db, migrate
+from local_stack.postgres import PostgresServer
+from local_stack.processes import ManagedProcess, free_port, wait_until
 from local_stack.services import LocalStack
+from pipeline.provision import PROVISIONED_TABLES
+from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.schemas import FINES
+from section_speed.domain.verification import HEX32
 
-DATASET, BUCKET, TOPIC = "bench_desk", "bench-desk-evidence", "bench-desk-notices"
-TOKEN, OFFICER = "bench-desk-token", "bench-officer"
+REPO = Path(__file__).resolve().parents[1]
+BUCKET, TOPIC, DATASET = "bench-desk-evidence", "bench-desk-notices", "bench_desk"
 HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 PLATE = re.compile(r'<input id="plate" name="plate" value="([^"]*)"')
-FINE_PAGE = re.compile(r"/fines/([0-9a-f]{32})")
+FINE_PAGE = re.compile(rf"/fines/({HEX32})")
+T0 = "2026-11-18T06:00:00+00:00"
+PHOTO = b""  # set in main: one small JPEG, stored under every decided fine's name
 
 
-class TimedStore:
-    """The desk's store with each call's duration kept per method name."""
+def jpeg() -> bytes:
+    import io
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.calls: dict[str, list[float]] = defaultdict(list)
+    from PIL import Image
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if not callable(attribute):
-            return attribute
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return attribute(*args, **kwargs)
-            finally:
-                self.calls[name].append(time.perf_counter() - started)
-
-        return timed
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue()
 
 
-def desk_app(stack: LocalStack, timed: list[TimedStore]) -> Any:
-    """The desk on this stack, its store calls timed."""
-    real = cloud_services(stack.project_id, DATASET, BUCKET, TOPIC)
-
-    def store() -> TimedStore:
-        timed.append(TimedStore(real.store()))
-        return timed[-1]
-
-    services = Services(store=store, photos=real.photos, notices=real.notices)
-    config = DeskConfig(
-        project=stack.project_id,
-        bq_dataset=DATASET,
-        bucket=BUCKET,
-        notices_topic=TOPIC,
-        token=TOKEN,
-        reviewer=OFFICER,
-    )
-    return create_app(config, services)
+def fine_id(i: int) -> str:
+    return hashlib.md5(f"fine-{i}".encode()).hexdigest()
 
 
-def decide_over_http(base: str, decisions: int, store: TimedStore) -> list[float]:
-    """Confirm `decisions` fines as a browser would post them; the seconds to each next."""
+def photo_name(i: int) -> str:
+    """The object name the pipeline gives fine i's photo (section_speed/domain/evidence)."""
+    return f"fines/radar-{i % 20}/2026-11-18/{fine_id(i)}.jpg"
+
+
+# Fine i: section radar-(i mod 20), entering 2 s after fine i-1 (so queue order is i order).
+BULK_FINES = f"""
+INSERT INTO fines (fine_id, revision, radar_id, vehicle_id, license_plate, plate_confidence,
+    plate_reader, plate_box, avg_speed_kmh, avg_speed_mph, speed_limit_mph, tolerance_mph,
+    distance_m, duration_s, entry_time, exit_time, entry_location, exit_location,
+    speed_method, image_url, image_sha256, is_ticketed, processed_at)
+SELECT md5('fine-' || i), 0, 'radar-' || mod(i, 20), 'veh-' || i,
+    'ABC' || lpad(mod(i, 10000)::text, 4, '0'), 0.5 + mod(i, 50) / 100.0, 'embedded',
+    '200,300,440,360', 130.0, 80.78, 60.0, 2.0, 1000.0, 27.7,
+    TIMESTAMPTZ '{T0}' + i * INTERVAL '2 seconds',
+    TIMESTAMPTZ '{T0}' + i * INTERVAL '2 seconds' + INTERVAL '28 seconds',
+    '51.5,-0.1', '51.51,-0.1', 'section_average',
+    'gs://{BUCKET}/fines/radar-' || mod(i, 20) || '/2026-11-18/' || md5('fine-' || i) || '.jpg',
+    :sha, true, now()
+FROM generate_series(0, :n - 1) AS i
+"""
+BULK_HEADS = """
+INSERT INTO fine_heads (fine_id, revision, exit_time, radar_id, plate_confidence, live)
+SELECT fine_id, revision, exit_time, radar_id, plate_confidence, true FROM fines
+"""
+
+
+def old_fine(i: int, sha: str) -> dict:
+    """Fine i as a `fines` row for the previous desk's BigQuery table."""
+    from datetime import datetime, timedelta
+
+    from section_speed.domain.events import format_rfc3339_ms
+
+    entry = datetime.fromisoformat(T0) + timedelta(seconds=2 * i)
+
+    def text(moment: datetime) -> str:
+        return format_rfc3339_ms(round(moment.timestamp() * 1000))
+
+    values = {
+        "fine_id": fine_id(i), "revision": 0, "radar_id": f"radar-{i % 20}",
+        "vehicle_id": f"veh-{i}", "license_plate": f"ABC{i % 10000:04d}",
+        "plate_confidence": 0.5 + (i % 50) / 100, "plate_reader": "embedded",
+        "plate_box": "200,300,440,360", "avg_speed_kmh": 130.0, "avg_speed_mph": 80.78,
+        "speed_limit_mph": 60.0, "tolerance_mph": 2.0, "distance_m": 1000.0,
+        "duration_s": 27.7, "entry_time": text(entry),
+        "exit_time": text(entry + timedelta(seconds=28)), "entry_location": "51.5,-0.1",
+        "exit_location": "51.51,-0.1", "speed_method": "section_average",
+        "image_url": f"gs://{BUCKET}/{photo_name(i)}", "image_sha256": sha,
+        "is_ticketed": True, "processed_at": text(entry + timedelta(seconds=30)),
+    }  # fmt: skip
+    return {c.name: values.get(c.name, [] if c.mode == "REPEATED" else None) for c in FINES.columns}
+
+
+def store_photos(stack: LocalStack, count: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = EvidenceStore(BUCKET, stack.project_id)
+    store.ensure_bucket()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.store(photo_name(i), PHOTO, "image/jpeg"), range(count)))
+
+
+@contextmanager
+def desk_process(name: str, argv: list[str], env: dict[str, str], work: Path) -> Iterator[str]:
+    """`python -P -m desk ...` on a free port; yields its base URL once it answers. (-P: the
+    desk's code comes from PYTHONPATH, this checkout's or the old commit's, not the cwd.)"""
+    port = free_port()
+    process = ManagedProcess(name, [*argv, "--port", str(port)], work / f"{name}.log", env)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/queue", timeout=5).status_code == 401
+        except requests.RequestException:
+            if not process.running():
+                raise RuntimeError(f"{name} stopped:\n{process.log_tail()}") from None
+            return False
+
+    try:
+        wait_until(up, timeout_s=180, what=f"{name} to answer")
+        yield base
+    finally:
+        process.stop()
+
+
+def officer(base: str, log: Path, name: str) -> tuple[requests.Session, str]:
+    """A signed-in officer (the login form) and the session's CSRF token."""
+    token = re.findall(r"login\?token=(\S+)", log.read_text())[-1]
     session = requests.Session()
     session.headers.update({"Origin": base, "Sec-Fetch-Site": "same-origin"})
-    queue = session.get(f"{base}/login?token={TOKEN}", timeout=30)
-    csrf = dict(HIDDEN.findall(queue.text))["csrf"]
-    page = session.post(f"{base}/next", data={"csrf": csrf}, timeout=30)
-    times: list[float] = []
-    store.calls.clear()
-    for _ in range(decisions):
+    answer = session.post(f"{base}/login", data={"token": token, "reviewer": name}, timeout=60)
+    if answer.status_code != 200 or "/queue" not in answer.url:
+        raise RuntimeError(f"login failed: {answer.status_code} {answer.text[:200]}")
+    return session, dict(HIDDEN.findall(answer.text))["csrf"]
+
+
+def measure(base: str, log: Path, samples: int) -> dict[str, list[float]]:
+    """Milliseconds of `samples` next-fine claims (each a new officer) and decisions."""
+    times: dict[str, list[float]] = {"next": [], "decision": []}
+    for n in range(samples):
+        session, csrf = officer(base, log, f"claimer-{n}")
+        started = time.perf_counter()
+        answer = session.post(f"{base}/next", data={"csrf": csrf}, allow_redirects=False,
+                              timeout=60)  # fmt: skip
+        times["next"].append(1000 * (time.perf_counter() - started))
+        if answer.status_code != 303 or "/fines/" not in answer.headers["location"]:
+            raise RuntimeError(f"no fine for claimer-{n}: {answer.status_code}")
+    session, csrf = officer(base, log, "decider")
+    page = session.post(f"{base}/next", data={"csrf": csrf}, timeout=60)
+    for _ in range(samples):
         found = FINE_PAGE.search(page.url)
         if found is None:
-            break  # the queue is empty
+            break
         form = dict(HIDDEN.findall(page.text.split('id="decision"', 1)[1]))
-        plate = PLATE.search(page.text)
-        data = {**form, "action": "plate", "plate": plate[1] if plate else ""}
+        data = {**form, "action": "plate", "plate": PLATE.search(page.text)[1]}
         started = time.perf_counter()
-        page = session.post(f"{base}/fines/{found[1]}/decision", data=data, timeout=30)
-        times.append(time.perf_counter() - started)
-        if page.status_code != 200:
-            raise RuntimeError(f"decision refused: {page.status_code} {page.text[:300]}")
+        answer = session.post(f"{base}/fines/{found[1]}/decision", data=data,
+                              allow_redirects=False, timeout=60)  # fmt: skip
+        times["decision"].append(1000 * (time.perf_counter() - started))
+        if answer.status_code != 303:
+            raise RuntimeError(f"decision refused: {answer.status_code} {answer.text[:300]}")
+        page = session.get(base + answer.headers["location"], timeout=60)
     return times
 
 
-def decide_in_browser(base: str) -> tuple[int, float]:
-    """Enter on every fine of the queue in Chromium; (decisions, seconds)."""
-    from playwright.sync_api import expect, sync_playwright
+def report(what: str, times: dict[str, list[float]], targets: dict[str, int]) -> None:
+    for kind, ms in times.items():
+        print(f"{what}: {kind:<8} n={len(ms):<4} p50 {percentile(ms, 50):7.1f} ms  "
+              f"p95 {percentile(ms, 95):7.1f} ms  max {max(ms):7.1f} ms  "
+              f"(target p95 < {targets[kind]} ms)", flush=True)  # fmt: skip
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = chromium.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(f"{base}/login?token={TOKEN}")
-        count = page.locator("#count").inner_text()
-        fines = int(count.split()[0])
-        expect(page.locator("html")).to_have_attribute("data-keys", "ready")
+
+def run_new(stack: LocalStack, work: Path, fines: int, samples: int) -> None:
+    # Durable (fsync and synchronous commit on), as a real server; its own folder, which
+    # PostgreSQL's user can reach.
+    with PostgresServer(durable=True) as postgres:
+        config = db.DatabaseConfig(postgres.url)
+        login = db.engine(config, role=None)
+        migrate.upgrade(login)
         started = time.perf_counter()
-        page.keyboard.press("Enter")
-        for decided in range(fines):
-            page.wait_for_selector("#decision")
-            expect(page.locator("html")).to_have_attribute("data-keys", "ready")
-            page.keyboard.press("Enter")
-            if decided < fines - 1:
-                page.wait_for_url(re.compile(r"/fines/"), wait_until="commit")
-        expect(page.locator("#count")).to_have_text("0 fines awaiting")
-        elapsed = time.perf_counter() - started
-        chromium.close()
-    return fines, elapsed
+        sha = hashlib.sha256(PHOTO).hexdigest()
+        with login.begin() as connection:
+            connection.execute(sa.text(BULK_FINES), {"n": fines, "sha": sha})
+            connection.execute(sa.text(BULK_HEADS))
+        with login.begin() as connection:
+            connection.execute(sa.text("ANALYZE"))
+        login.dispose()
+        print(f"new: {fines} fines loaded in {time.perf_counter() - started:.0f} s", flush=True)
+        store_photos(stack, 2 * samples + 10)
+        argv = [sys.executable, "-P", "-m", "desk", "--project", stack.project_id,
+                "--bucket", BUCKET, "--notices_topic", TOPIC,
+                "--database_url", postgres.url]  # fmt: skip
+        env = stack.child_env({"PYTHONPATH": str(REPO)})
+        with desk_process("desk-new", argv, env, work) as base:
+            times = measure(base, work / "desk-new.log", samples)
+        report(f"new desk, PostgreSQL, {fines} pending", times, {"next": 50, "decision": 100})
+
+
+def run_old(stack: LocalStack, work: Path, commit: str, fines: int, samples: int) -> None:
+    tree = work / "old-desk"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        warehouse = Warehouse(stack.project_id, DATASET)
+        warehouse.ensure_tables(PROVISIONED_TABLES)
+        sha = hashlib.sha256(PHOTO).hexdigest()
+        rows = [old_fine(i, sha) for i in range(fines)]
+        for start in range(0, fines, 500):
+            batch = rows[start : start + 500]
+            assert warehouse.insert(FINES, batch, [r["fine_id"] for r in batch]) == []
+        store_photos(stack, 2 * samples + 10)
+        argv = [sys.executable, "-P", "-m", "desk", "--project", stack.project_id,
+                "--bq_dataset", DATASET, "--bucket", BUCKET, "--notices_topic", TOPIC]  # fmt: skip
+        env = stack.child_env({"PYTHONPATH": str(tree)})
+        with desk_process("desk-old", argv, env, work) as base:
+            times = measure(base, work / "desk-old.log", samples)
+        report(f"old desk ({commit}), BigQuery emulator, {fines} pending", times,
+               {"next": 50, "decision": 100})  # fmt: skip
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)  # fmt: skip
 
 
 def main() -> None:
+    global PHOTO
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vehicles", type=int, default=100, help="demo traffic's vehicles")
-    parser.add_argument("--browser_fines", type=int, default=12, help="left for the browser")
+    parser.add_argument("--fines", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--old_commit", default="98eee0a")
+    parser.add_argument("--old_fines", type=int, default=1000)
+    parser.add_argument("--old_samples", type=int, default=40)
+    parser.add_argument("--skip_old", action="store_true")
     args = parser.parse_args()
     stop_on_sigterm()
     print(load_note(), flush=True)
-    with tempfile.TemporaryDirectory() as work, LocalStack() as stack:
-        stack.apply_env()
-        seeded = time.perf_counter()
-        fines = seed_demo_fines(stack, Path(work), DATASET, BUCKET, vehicles=args.vehicles)
-        stack.create_topics([TOPIC])
-        print(f"{len(fines)} fines seeded in {time.perf_counter() - seeded:.0f} s", flush=True)
-        timed: list[TimedStore] = []
-        with served(desk_app(stack, timed)) as base:
-            http_decisions = max(1, len(fines) - args.browser_fines)
-            times = decide_over_http(base, http_decisions, timed[0])
-            ms = [1000 * t for t in times]
-            print(
-                f"(a) time to the next fine after a decision, {len(ms)} decisions over HTTP: "
-                f"p50 {percentile(ms, 50):.0f} ms, p95 {percentile(ms, 95):.0f} ms, "
-                f"max {max(ms):.0f} ms (target p95 < 200 ms)"
-            )
-            print("    store calls per decision (mean ms each, calls per decision):")
-            for name, spent in sorted(timed[0].calls.items(), key=lambda kv: -sum(kv[1])):
-                print(
-                    f"      {name:<24} {1000 * statistics.mean(spent):6.0f} ms "
-                    f"x {len(spent) / len(ms):.1f}"
-                )
-            decided, seconds = decide_in_browser(base)
-            print(
-                f"(b) scripted officer in Chromium: {decided} decisions in {seconds:.1f} s: "
-                f"{60 * decided / seconds:.0f} decisions/min ({1000 * seconds / decided:.0f} ms "
-                "per fine, Enter to the next fine's keys live)"
-            )
-            built = build_report(Warehouse(stack.project_id, DATASET), photos=lambda _: None)
-            if built.verification is not None:
-                print(f"report: {verification_line(built.verification)}")
+    PHOTO = jpeg()
+    work = Path(tempfile.mkdtemp(prefix="desk-speed-"))
+    try:
+        with LocalStack(
+            work_dir=work / "stack", services=("pubsub", "bigquery", "storage")
+        ) as stack:
+            stack.apply_env()
+            stack.create_topics([TOPIC])
+            run_new(stack, work, args.fines, args.samples)
+            if not args.skip_old:
+                run_old(stack, work, args.old_commit, args.old_fines, args.old_samples)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

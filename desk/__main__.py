@@ -1,8 +1,10 @@
 """`python -m desk`: the verification desk (docs/desk.md).
 
-    python -m desk --project P --bq_dataset D --bucket B --notices_topic T \\
-        [--host 127.0.0.1] [--port 8080] [--auth token|iap] [--claim_seconds 300] \\
-        [--reviewer NAME] [--iap_audience AUD]
+    python -m desk --project P --bucket B --notices_topic T \\
+        (--database_url URL | --cloudsql_instance P:R:I --database_user USER) \\
+        [--fines_subscription S] [--bq_dataset D] [--host 127.0.0.1] [--port 8080] \\
+        [--auth token|iap] [--iap_audience AUD] [--push_audience AUD \\
+         --push_service_account SA] [--claim_seconds 300] [--reviewer NAME]
 
 Against the local stack the clients find the emulators through PUBSUB_EMULATOR_HOST,
 BIGQUERY_EMULATOR_HOST and STORAGE_EMULATOR_HOST, as the pipeline's do.
@@ -15,6 +17,7 @@ import sys
 
 import uvicorn
 
+from desk import db
 from desk.app import DeskConfig, create_app
 from desk.services import cloud_services
 
@@ -26,9 +29,31 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m desk", description="The verification desk: officers confirm fines."
     )
     parser.add_argument("--project", required=True, help="Google Cloud project.")
-    parser.add_argument("--bq_dataset", required=True, help="The pipeline's BigQuery dataset.")
     parser.add_argument("--bucket", required=True, help="The evidence bucket (photos).")
     parser.add_argument("--notices_topic", required=True, help="Pub/Sub topic for notices.")
+    db.add_arguments(parser)
+    parser.add_argument(
+        "--bq_dataset",
+        default="",
+        help="BigQuery dataset the outbox exports decisions and notices to (fine_reviews, "
+        "notices), for the analyst report; empty: no export.",
+    )
+    parser.add_argument(
+        "--fines_subscription",
+        default="",
+        help="A pull subscription on the pipeline's output topic: the desk ingests fines "
+        "from it (local). On Cloud Run use a push subscription to /push/fines instead.",
+    )
+    parser.add_argument(
+        "--push_audience",
+        default="",
+        help="POST /push/fines: the audience of the push subscription's OIDC token.",
+    )
+    parser.add_argument(
+        "--push_service_account",
+        default="",
+        help="POST /push/fines: the service account the push token must name.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
     parser.add_argument("--port", type=int, default=8080, help="Port to listen on.")
     parser.add_argument(
@@ -59,13 +84,17 @@ def config_from(args: argparse.Namespace) -> DeskConfig:
     extra = {"secret": secret.encode("utf-8")} if secret else {}
     return DeskConfig(
         project=args.project,
-        bq_dataset=args.bq_dataset,
         bucket=args.bucket,
         notices_topic=args.notices_topic,
+        database=db.config_from(args),
+        bq_dataset=args.bq_dataset,
         auth=args.auth,
         claim_seconds=args.claim_seconds,
         reviewer=args.reviewer,
         iap_audience=args.iap_audience,
+        fines_subscription=args.fines_subscription,
+        push_audience=args.push_audience,
+        push_service_account=args.push_service_account,
         **extra,
     )
 
@@ -76,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.auth == "iap" and not args.iap_audience:
         parser.error("--auth iap needs --iap_audience")
+    if bool(args.push_audience) != bool(args.push_service_account):
+        parser.error("--push_audience and --push_service_account go together")
     config = config_from(args)
+    problem = config.database.check()
+    if problem:
+        parser.error(problem)
     services = cloud_services(args.project, args.bq_dataset, args.bucket, args.notices_topic)
     app = create_app(config, services)
     if config.auth == "token":

@@ -1,12 +1,15 @@
 """The desk's FastAPI application: configuration, state, security headers, error pages.
 
 `create_app(config, services)` builds it; the routes live in `desk/routes/`, one module per
-concern. Clients come from `services` (factories), so the command line passes the cloud
-clients and tests pass the emulators' or in-memory ones.
+concern. Its lifespan starts what the desk runs on and stops it again: the schema brought
+to the latest version, the database pool, the clients (`services`: the command line passes
+the cloud clients, tests the emulators'), the outbox publisher and, when configured, the
+fines subscriber.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +22,13 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 
-from desk import presentation
+from desk import db, migrate, presentation
 from desk.config import DeskConfig, DeskState
-from desk.security import IapVerifier, KeySet, SessionSigner
-from desk.services import Services
+from desk.ingest import FinesSubscriber
+from desk.outbox import OutboxPublisher
+from desk.security import IapVerifier, KeySet, PushTokenVerifier, SessionSigner
+from desk.services import Services, subscription_path
+from desk.store import DeskStore
 from desk.workflow import Desk
 from section_speed.domain.verification import REJECT_REASONS
 
@@ -73,27 +79,66 @@ def create_app(
     services: Services,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     iap_keys: Callable[[], KeySet] | None = None,
-    complete_pending: bool = True,
+    push_certs: Callable[[], Mapping[str, str]] | None = None,
 ) -> FastAPI:
-    from desk.routes import auth, fines, photos, queue
+    from desk.routes import auth, fines, photos, push, queue
 
-    desk = Desk(services.store(), services.notices(), config.claim_seconds, clock)
-    if complete_pending:
-        pending = desk.complete_pending_notices()
-        if pending:
-            _log.warning("issued %d notices left pending by an earlier run", pending)
-    state = DeskState(
-        config=config,
-        desk=desk,
-        photos=services.photos(),
-        signer=SessionSigner(config.secret, lambda: clock().timestamp()),
-        iap=IapVerifier(config.iap_audience, iap_keys) if config.auth == "iap" else None,
-        templates=templates(),
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.migrate:
+            login = db.engine(config.database, role=None)
+            try:
+                migrate.upgrade(login)
+            finally:
+                login.dispose()
+        engine = db.engine(config.database)
+        store = DeskStore(engine)
+        notices = services.notices()
+        warehouse = services.warehouse()
+        publisher = OutboxPublisher(store, notices, warehouse)
+        desk = Desk(store, services.photos(), config.bucket, config.claim_seconds, clock,
+                    recorded=publisher.wake)  # fmt: skip
+        subscriber = None
+        if config.fines_subscription:
+            path = subscription_path(config.project, config.fines_subscription)
+            subscriber = FinesSubscriber(store, path)
+        push_verifier = None
+        if config.push_audience:
+            extra = {"fetch_certs": push_certs} if push_certs is not None else {}
+            push_verifier = PushTokenVerifier(
+                config.push_audience, config.push_service_account, **extra
+            )
+        app.state.desk = DeskState(
+            config=config,
+            desk=desk,
+            signer=SessionSigner(config.secret, lambda: clock().timestamp()),
+            iap=IapVerifier(config.iap_audience, iap_keys) if config.auth == "iap" else None,
+            push=push_verifier,
+            templates=templates(),
+        )
+        publisher.start()
+        if subscriber is not None:
+            subscriber.start()
+        try:
+            yield
+        finally:
+            if subscriber is not None:
+                subscriber.stop()
+            publisher.stop()
+            notices.close()
+            if warehouse is not None:
+                warehouse.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Verification desk",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
-    app = FastAPI(title="Verification desk", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.desk = state
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth, queue, fines, photos):
+    for module in (auth, queue, fines, photos, push):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -10,21 +10,26 @@ from typing import Literal
 
 from fastapi.templating import Jinja2Templates
 
-from desk.security import IapVerifier, SessionSigner
-from desk.services import PhotoSource
+from desk.db import DatabaseConfig
+from desk.security import IapVerifier, PushTokenVerifier, SessionSigner
 from desk.workflow import Desk
 
 
 @dataclass(frozen=True)
 class DeskConfig:
     project: str
-    bq_dataset: str
     bucket: str
     notices_topic: str
+    database: DatabaseConfig
+    bq_dataset: str = ""  # the outbox's BigQuery export; "" exports nothing
     auth: Literal["token", "iap"] = "token"
     claim_seconds: float = 300.0
     reviewer: str | None = None  # token mode: the reviewer, instead of asking at login
     iap_audience: str = ""
+    fines_subscription: str = ""  # a pull subscription on the fines topic (local ingest)
+    push_audience: str = ""  # POST /push/fines: the push token's audience ...
+    push_service_account: str = ""  # ... and the service account it must name
+    migrate: bool = True  # bring the schema to the latest version at start
     # The login token (token mode) and the key that signs sessions; random per start
     # unless given (several instances behind IAP must share the secret: DESK_SECRET).
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -35,7 +40,7 @@ class DeskConfig:
 class DeskState:
     config: DeskConfig
     desk: Desk
-    photos: PhotoSource
     signer: SessionSigner
     iap: IapVerifier | None
+    push: PushTokenVerifier | None
     templates: Jinja2Templates

@@ -6,7 +6,6 @@ from fastapi import Depends, HTTPException, Request
 
 from desk.config import DeskState
 from desk.security import IAP_HEADER, SESSION_COOKIE, Session, same_origin, tokens_equal
-from desk.services import PhotoSource
 from desk.workflow import Desk
 
 
@@ -19,10 +18,6 @@ State = Annotated[DeskState, Depends(desk_state)]
 
 def get_desk(state: State) -> Desk:
     return state.desk
-
-
-def get_photos(state: State) -> PhotoSource:
-    return state.photos
 
 
 def current_session(request: Request, state: State) -> Session:
@@ -65,4 +60,3 @@ async def checked_post(request: Request, session: CurrentSession) -> Session:
 
 PostSession = Annotated[Session, Depends(checked_post)]
 DeskDep = Annotated[Desk, Depends(get_desk)]
-PhotosDep = Annotated[PhotoSource, Depends(get_photos)]

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from desk.store import QueueFilter
 from desk.workflow import ACKNOWLEDGE, PLATE
 from section_speed.domain.events import ID_PATTERN
-from section_speed.domain.verification import MAX_NOTE_CHARACTERS, REJECT_REASONS
+from section_speed.domain.verification import HEX32, MAX_NOTE_CHARACTERS, REJECT_REASONS
 
-HEX32 = r"^[0-9a-f]{32}$"
+FINE_ID_PATTERN = f"^{HEX32}$"  # fine ids and claim ids alike
 Action = Literal["plate", "acknowledge", "plate_unreadable", "wrong_vehicle",
                  "implausible_measurement", "other"]  # fmt: skip
 assert set(Action.__args__) == {PLATE, ACKNOWLEDGE, *REJECT_REASONS}
@@ -51,7 +51,7 @@ class CsrfForm(QueueParams):
 
 class DecisionForm(CsrfForm):
     revision: Annotated[int, Field(ge=0)]
-    claim_id: Annotated[str, Field(pattern=HEX32)]
+    claim_id: Annotated[str, Field(pattern=FINE_ID_PATTERN)]
     action: Action
     plate: Annotated[str, Field(max_length=64)] = ""
     note: Annotated[str, Field(max_length=MAX_NOTE_CHARACTERS)] = ""

@@ -1,31 +1,196 @@
-"""The desk's data: the fines queue, one fine's revisions, reviews, claims and notices.
+"""The desk's data in PostgreSQL: fines by revision, the queue, claims, decisions, notices,
+recalls and the outbox (schema: desk/migrations/versions/; docs/desk.md, Store).
 
-`DeskStore` is the interface the desk's routes and workflow use; `BigQueryDeskStore` is the
-product's implementation over the pipeline's dataset (the `fines` table the pipeline
-writes, and the verification tables of `section_speed/domain/verification.py`, created by
-`python -m pipeline.provision`). Rows come and go as plain dicts with timestamps as RFC 3339
-text (`2026-11-18T08:00:00.000Z`), the form the pipeline writes and the notice digest
-covers, so every implementation hands the workflow the same values.
+`DeskStore` holds the SQL; `desk/workflow.py` holds the rules. Every read of "a fine's
+latest revision" or "where a fine stands" goes through the `latest_fines` and `queue`
+views, whose `state` is the one queue rule (fine_heads.state). What must happen together
+happens in one transaction: a decision with its notice and outbox rows (`deciding`), a
+new revision with its recalls (`ingest`).
+
+Rows are typed (`Fine`, `Review`, `Claim`); timestamps are RFC 3339 text with
+milliseconds (`2026-11-18T08:00:00.000Z`), the form the pipeline writes and the notice
+digest covers.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, Protocol
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from google.cloud import bigquery
+import sqlalchemy as sa
 
-from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.events import format_rfc3339_ms
-from section_speed.domain.schemas import FINES, Table
-from section_speed.domain.verification import FINE_CLAIMS, FINE_REVIEWS, ISSUING_DECISIONS, NOTICES
+from section_speed.domain.verification import recall_id
 
-Row = dict[str, Any]
-
-# Where a fine in the queue stands (QueueEntry.state).
+# Where a fine in the queue stands (fine_heads.state in the schema: the rule is there).
 NEW = "new"  # never decided
 CHANGED = "changed"  # decided on an older revision: revised since
 WITHDRAWN = "withdrawn"  # decided, then withdrawn or no longer over the limit: close only
+
+# Outbox kinds: a notice or a recall goes to the notices topic (and a notice to BigQuery's
+# notices table), a review to BigQuery's fine_reviews table.
+NOTICE, RECALL, REVIEW = "notice", "recall", "review"
+CLAIM_ATTEMPTS = 3  # "next" statements per request before answering that none is free
+
+
+def text_time(value: datetime) -> str:
+    return format_rfc3339_ms(round(value.timestamp() * 1000))
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def now_text(moment: datetime | None = None) -> str:
+    return text_time(moment or datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Fine:
+    """One revision of a fine: the pipeline's record (docs/reference.md, Outputs)."""
+
+    fine_id: str
+    revision: int
+    radar_id: str
+    vehicle_id: str
+    license_plate: str | None
+    plate_confidence: float | None
+    plate_reader: str | None
+    plate_candidates: tuple[str, ...]
+    plate_candidate_confidences: tuple[str, ...]
+    plate_box: str | None
+    avg_speed_kmh: float
+    avg_speed_mph: float
+    speed_limit_mph: float
+    tolerance_mph: float | None
+    distance_m: float | None
+    duration_s: float | None
+    entry_time: str
+    exit_time: str
+    entry_location: str
+    exit_location: str
+    speed_method: str
+    spot_readings: int | None
+    supersedes: tuple[str, ...]
+    withdrawn_reason: str | None
+    image_url: str | None
+    image_sha256: str | None
+    evidence_error: str | None
+    is_ticketed: bool
+    processed_at: str
+
+    @property
+    def live(self) -> bool:
+        """A fine to decide on: ticketed and not withdrawn."""
+        return self.is_ticketed and not self.withdrawn_reason
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Fine":
+        """From the pipeline's record or topic message (extra keys are ignored); KeyError,
+        TypeError or ValueError when a field the desk needs is missing or malformed."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            value = record.get(field.name)
+            if field.name in ("plate_candidates", "plate_candidate_confidences", "supersedes"):
+                value = tuple(str(v) for v in (value or ()))
+            elif field.name in ("revision", "spot_readings") and value is not None:
+                value = int(value)
+            elif field.name.endswith(("_kmh", "_mph", "_m", "_s", "_confidence")) and (
+                value is not None
+            ):
+                value = float(value)
+            elif field.name.endswith("_time") or field.name == "processed_at":
+                value = text_time(parse_time(str(record[field.name])))
+            elif field.name == "is_ticketed":
+                value = bool(value)
+            values[field.name] = value
+        for required in ("fine_id", "radar_id", "vehicle_id", "speed_method"):
+            if not isinstance(values[required], str) or not values[required]:
+                raise ValueError(f"{required} missing")
+        return cls(**values)
+
+    def record(self) -> dict[str, Any]:
+        """As the pipeline's record: lists for repeated fields, timestamps as text."""
+        values = asdict(self)
+        for name in ("plate_candidates", "plate_candidate_confidences", "supersedes"):
+            values[name] = list(values[name])
+        return values
+
+
+FINE_FIELDS = tuple(f.name for f in fields(Fine))
+_TIME_FIELDS = ("entry_time", "exit_time", "processed_at")
+
+
+def _fine(row: Mapping[str, Any]) -> Fine:
+    values = {name: row[name] for name in FINE_FIELDS}
+    for name in _TIME_FIELDS:
+        values[name] = text_time(values[name])
+    for name in ("plate_candidates", "plate_candidate_confidences", "supersedes"):
+        values[name] = tuple(values[name] or ())
+    return Fine(**values)
+
+
+def _fine_params(fine: Fine) -> dict[str, Any]:
+    values = fine.record()
+    for name in _TIME_FIELDS:
+        values[name] = parse_time(values[name])
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """One decision (the `decisions` table; BigQuery's fine_reviews row)."""
+
+    review_id: str
+    fine_id: str
+    revision: int
+    decision: str
+    license_plate: str | None
+    reader_plate: str | None
+    reason: str | None
+    note: str | None
+    reviewer: str
+    opened_at: str
+    decided_at: str
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+REVIEW_FIELDS = tuple(f.name for f in fields(Review))
+
+
+def _review(row: Mapping[str, Any]) -> Review:
+    values = {name: row[name] for name in REVIEW_FIELDS}
+    values["opened_at"] = text_time(values["opened_at"])
+    values["decided_at"] = text_time(values["decided_at"])
+    return Review(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds a fine until when (a lease, renewed by the holder)."""
+
+    claim_id: str
+    fine_id: str
+    revision: int
+    reviewer: str
+    claimed_at: str
+    expires_at: str
+
+
+def _claim(row: Mapping[str, Any]) -> Claim:
+    return Claim(
+        row["claim_id"],
+        row["fine_id"],
+        row["revision"],
+        row["reviewer"],
+        text_time(row["claimed_at"]),
+        text_time(row["expires_at"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,243 +202,468 @@ class QueueFilter:
     min_confidence: float | None = None  # the reader's confidence, 0..1
     max_confidence: float | None = None  # an unread plate (no confidence) counts as 0
 
+    def sql(self, alias: str) -> tuple[str, dict[str, Any]]:
+        """ " AND ..." conditions on a fine_heads or queue row, and their parameters."""
+        conditions, params = [], {}
+        if self.radar_id is not None:
+            conditions.append(f"{alias}.radar_id = :radar_id")
+            params["radar_id"] = self.radar_id
+        if self.day is not None:
+            conditions.append(f"({alias}.exit_time AT TIME ZONE 'UTC')::date = :day")
+            params["day"] = self.day
+        if self.min_confidence is not None:
+            conditions.append(f"COALESCE({alias}.plate_confidence, 0) >= :min_confidence")
+            params["min_confidence"] = self.min_confidence
+        if self.max_confidence is not None:
+            conditions.append(f"COALESCE({alias}.plate_confidence, 0) <= :max_confidence")
+            params["max_confidence"] = self.max_confidence
+        return "".join(f" AND {c}" for c in conditions), params
+
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
-    fine: Row  # the fine's latest revision
+    fine: Fine  # the fine's latest revision
     state: str  # NEW, CHANGED or WITHDRAWN
-    last_review: Row | None  # the latest decision on an earlier revision, if any
+    last_review: Review | None  # the latest decision on an earlier revision, if any
+    holder: Claim | None  # who holds it now, if anyone
 
 
-def is_live_fine(fine: Mapping[str, Any]) -> bool:
-    """A fine to decide on: ticketed and not withdrawn."""
-    return bool(fine.get("is_ticketed")) and not fine.get("withdrawn_reason")
+@dataclass(frozen=True, slots=True)
+class FineRecord:
+    """Everything the desk knows about one fine, read at one moment."""
+
+    fine: Fine  # latest revision
+    revisions: list[Fine]  # oldest first
+    reviews: list[Review]  # oldest first
+    state: str | None  # queue state; None when nothing is left to decide
+    holder: Claim | None  # the unexpired claim, if any
 
 
-def queue_state(latest: Mapping[str, Any], last_review: Mapping[str, Any] | None) -> str | None:
-    """Whether a fine (its latest revision) awaits the desk, and how; None if it does not.
-
-    The one rule behind both the queue query and the single-fine check of a decision.
-    """
-    if last_review is None:
-        return NEW if is_live_fine(latest) else None
-    if int(last_review["revision"]) >= int(latest["revision"]):
-        return None
-    return CHANGED if is_live_fine(latest) else WITHDRAWN
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    kind: str  # NOTICE, RECALL or REVIEW
+    key: str  # notice_id, recall_id or review_id
+    payload: dict[str, Any]
+    attributes: dict[str, str]
+    attempts: int
 
 
-def latest_revision(revisions: Sequence[Mapping[str, Any]]) -> Row | None:
-    """The fines rule: the highest revision, then the latest processed_at."""
-    if not revisions:
-        return None
-    return dict(max(revisions, key=lambda r: (int(r["revision"]), r.get("processed_at") or "")))
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    inserted: bool  # False: this (fine_id, revision) was already there
+    recalls: list[str]  # ids of the notices recalled by this revision
 
 
-class DeskStore(Protocol):
-    """What the desk reads and appends. Nothing is ever updated or deleted."""
+_COLUMNS = ", ".join(FINE_FIELDS)
+_VALUES = ", ".join(f":{name}" for name in FINE_FIELDS)
+_HEAD_UPSERT = sa.text("""
+    INSERT INTO fine_heads AS h
+        (fine_id, revision, exit_time, radar_id, plate_confidence, live, superseded_by)
+    VALUES (:fine_id, :revision, :exit_time, :radar_id, :plate_confidence, :live,
+            (SELECT f.fine_id FROM fines f
+             WHERE f.supersedes @> ARRAY[CAST(:fine_id AS text)] AND f.fine_id <> :fine_id
+             LIMIT 1))
+    ON CONFLICT (fine_id) DO UPDATE SET
+        revision = excluded.revision, exit_time = excluded.exit_time,
+        radar_id = excluded.radar_id, plate_confidence = excluded.plate_confidence,
+        live = excluded.live
+    WHERE h.revision < excluded.revision
+""")
+# Notices of these fines issued on an older revision than the latest (or of a fine merged
+# into another) and not recalled yet. The revision with its reason is the latest's.
+_TO_RECALL = sa.text("""
+    SELECT n.notice_id, n.fine_id, n.revision, h.revision AS new_revision, h.superseded_by,
+           f.is_ticketed, f.withdrawn_reason
+    FROM notices n
+    JOIN fine_heads h ON h.fine_id = n.fine_id
+    JOIN fines f ON f.fine_id = h.fine_id AND f.revision = h.revision
+    LEFT JOIN recalls r ON r.notice_id = n.notice_id
+    WHERE n.fine_id = ANY(:fine_ids) AND r.notice_id IS NULL
+      AND (n.revision < h.revision OR h.superseded_by IS NOT NULL)
+    ORDER BY n.fine_id, n.revision
+""")
+_INSERT_OUTBOX = sa.text("""
+    INSERT INTO outbox (kind, key, payload, attributes)
+    VALUES (:kind, :key, :payload, :attributes)
+    ON CONFLICT (kind, key) DO NOTHING
+""")
 
-    def queue(self, filters: QueueFilter, limit: int) -> list[QueueEntry]:
+
+def _recall_reason(row: Mapping[str, Any]) -> str:
+    if row["superseded_by"] and row["new_revision"] == row["revision"]:
+        return f"merged into fine {row['superseded_by']}"
+    if row["withdrawn_reason"]:
+        return f"withdrawn: {row['withdrawn_reason']}"
+    if not row["is_ticketed"]:
+        return "no longer over the limit"
+    return "revised"
+
+
+def _add_outbox(
+    connection: sa.Connection,
+    kind: str,
+    key: str,
+    payload: Mapping[str, Any],
+    attributes: Mapping[str, str],
+) -> None:
+    connection.execute(
+        _INSERT_OUTBOX,
+        {
+            "kind": kind,
+            "key": key,
+            "payload": json.dumps(dict(payload), sort_keys=True, ensure_ascii=False),
+            "attributes": json.dumps(dict(attributes), sort_keys=True),
+        },
+    )
+
+
+class DeskStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- ingest ------------------------------------------------------------------------
+    def ingest(self, fine: Fine) -> Ingested:
+        """Store one revision (idempotent on (fine_id, revision), in any order) and, in the
+        same transaction, recall the notices it makes wrong (exactly once per notice:
+        recalls_one_per_notice)."""
+        params = _fine_params(fine)
+        with self.engine.begin() as connection:
+            inserted = connection.execute(
+                sa.text(
+                    f"INSERT INTO fines ({_COLUMNS}) VALUES ({_VALUES}) "
+                    "ON CONFLICT (fine_id, revision) DO NOTHING RETURNING fine_id"
+                ),
+                params,
+            ).first()
+            if inserted is None:
+                return Ingested(False, [])
+            connection.execute(_HEAD_UPSERT, {**params, "live": fine.live})
+            if fine.supersedes:
+                connection.execute(
+                    sa.text(
+                        "UPDATE fine_heads SET superseded_by = :fine_id "
+                        "WHERE fine_id = ANY(:ids) AND superseded_by IS NULL"
+                    ),
+                    {"fine_id": fine.fine_id, "ids": list(fine.supersedes)},
+                )
+            recalled = self._recall(connection, [fine.fine_id, *fine.supersedes])
+        return Ingested(True, recalled)
+
+    def _recall(self, connection: sa.Connection, fine_ids: Sequence[str]) -> list[str]:
+        recalled = []
+        for row in connection.execute(_TO_RECALL, {"fine_ids": list(fine_ids)}).mappings():
+            rid = recall_id(row["notice_id"])
+            record = {
+                "kind": RECALL,
+                "recall_id": rid,
+                "notice_id": row["notice_id"],
+                "fine_id": row["fine_id"],
+                "revision": row["revision"],
+                "new_revision": row["new_revision"],
+                "reason": _recall_reason(row),
+            }
+            added = connection.execute(
+                sa.text(
+                    "INSERT INTO recalls (recall_id, notice_id, fine_id, new_revision, "
+                    "reason, record) VALUES (:rid, :nid, :fid, :rev, :reason, :record) "
+                    "ON CONFLICT (notice_id) DO NOTHING RETURNING recall_id"
+                ),
+                {
+                    "rid": rid,
+                    "nid": row["notice_id"],
+                    "fid": row["fine_id"],
+                    "rev": row["new_revision"],
+                    "reason": record["reason"],
+                    "record": json.dumps(record, sort_keys=True),
+                },
+            ).first()
+            if added is not None:
+                attributes = {"kind": RECALL, "recall_id": rid, "notice_id": row["notice_id"]}
+                _add_outbox(connection, RECALL, rid, record, attributes)
+                recalled.append(row["notice_id"])
+        return recalled
+
+    # -- reads -------------------------------------------------------------------------
+    def queue(self, filters: QueueFilter, limit: int, now: str) -> list[QueueEntry]:
         """Fines awaiting a decision, oldest exit time first (then fine_id)."""
-        ...
-
-    def fine_revisions(self, fine_id: str) -> list[Row]:
-        """Every fines row of one fine, oldest revision first (the revision history)."""
-        ...
-
-    def reviews(self, fine_id: str) -> list[Row]:
-        """Every decision on one fine, oldest first."""
-        ...
-
-    def review(self, review_id: str) -> Row | None: ...
-
-    def add_review(self, review: Row) -> None:
-        """Append one fine_reviews row (insert id: review_id)."""
-        ...
-
-    def claims(self, fine_ids: Sequence[str], now: str) -> list[Row]:
-        """The unexpired claims (expires_at > now) on these fines."""
-        ...
-
-    def add_claim(self, claim: Row) -> None:
-        """Append one fine_claims row (insert id: claim_id)."""
-        ...
-
-    def notice(self, notice_id: str) -> Row | None: ...
-
-    def add_notice(self, notice: Row) -> None:
-        """Append one notices row (insert id: notice_id)."""
-        ...
-
-    def reviews_without_notice(self) -> list[Row]:
-        """Confirmed or corrected decisions whose fine revision has no notices row."""
-        ...
-
-
-class StoreError(RuntimeError):
-    """The warehouse refused a row the desk appends (its reason says why)."""
-
-
-def plain(row: Mapping[str, Any]) -> Row:
-    """A queried row with timestamps as the pipeline's RFC 3339 text."""
-    return {
-        key: format_rfc3339_ms(round(value.timestamp() * 1000))
-        if isinstance(value, datetime)
-        else value
-        for key, value in row.items()
-    }
-
-
-def now_text(moment: datetime | None = None) -> str:
-    moment = moment or datetime.now(UTC)
-    return format_rfc3339_ms(round(moment.timestamp() * 1000))
-
-
-def _param(name: str, type_: str, value: Any) -> bigquery.ScalarQueryParameter:
-    return bigquery.ScalarQueryParameter(name, type_, value)
-
-
-class BigQueryDeskStore:
-    """`DeskStore` over a BigQuery dataset, through the pipeline's warehouse client.
-
-    Reads are queries with parameters (never text from a request inlined); writes are
-    `Warehouse.insert` (streaming inserts with insert ids). On the local stack the client
-    finds the emulator through BIGQUERY_EMULATOR_HOST, as the pipeline's does.
-    """
-
-    def __init__(self, warehouse: Warehouse) -> None:
-        self.warehouse = warehouse
-        self._fines = warehouse.table_id(FINES)
-        self._reviews = warehouse.table_id(FINE_REVIEWS)
-        self._claims = warehouse.table_id(FINE_CLAIMS)
-        self._notices = warehouse.table_id(NOTICES)
-
-    @classmethod
-    def connect(cls, project: str, dataset: str) -> "BigQueryDeskStore":
-        warehouse = Warehouse(project, dataset)
-        warehouse.check_tables((FINES, FINE_REVIEWS, FINE_CLAIMS, NOTICES))
-        return cls(warehouse)
-
-    def _query(self, sql: str, *params: bigquery.ScalarQueryParameter) -> list[Row]:
-        config = bigquery.QueryJobConfig(query_parameters=list(params))
-        # jobs.query: one request for a small result (query() adds a job insert and a
-        # results call); the client falls back to a job when BigQuery needs one.
-        rows = self.warehouse.client.query_and_wait(sql, job_config=config, wait_timeout=60)
-        return [plain(dict(row.items())) for row in rows]
-
-    def _append(self, table: Table, row: Row) -> None:
-        rejected = self.warehouse.insert(table, [row], [str(row[table.id_column])])
-        if rejected:
-            raise StoreError(f"{table.name} refused the row: {rejected[0].reason}")
-
-    def queue(self, filters: QueueFilter, limit: int) -> list[QueueEntry]:
-        conditions, params = [], [_param("row_limit", "INT64", limit)]
-        if filters.radar_id is not None:
-            conditions.append("l.radar_id = @radar_id")
-            params.append(_param("radar_id", "STRING", filters.radar_id))
-        if filters.day is not None:
-            conditions.append("DATE(l.exit_time) = @day")
-            params.append(_param("day", "DATE", filters.day))
-        if filters.min_confidence is not None:
-            conditions.append("COALESCE(l.plate_confidence, 0) >= @min_confidence")
-            params.append(_param("min_confidence", "FLOAT64", filters.min_confidence))
-        if filters.max_confidence is not None:
-            conditions.append("COALESCE(l.plate_confidence, 0) <= @max_confidence")
-            params.append(_param("max_confidence", "FLOAT64", filters.max_confidence))
-        where = "".join(f" AND {c}" for c in conditions)
-        # The queue_state rule in SQL: new live fines, and fines decided on an older revision.
-        sql = f"""
-            WITH latest AS (
-              SELECT * FROM `{self._fines}`
-              QUALIFY ROW_NUMBER() OVER (
-                PARTITION BY fine_id ORDER BY revision DESC, processed_at DESC) = 1
-            ),
-            superseded AS (SELECT DISTINCT s AS fine_id FROM latest, UNNEST(supersedes) AS s),
-            last_review AS (
-              SELECT fine_id, revision AS _review_revision, decision AS _review_decision,
-                     reviewer AS _review_reviewer, decided_at AS _review_decided_at
-              FROM `{self._reviews}`
-              QUALIFY ROW_NUMBER() OVER (
-                PARTITION BY fine_id ORDER BY revision DESC, decided_at DESC) = 1
-            )
-            SELECT l.*, r._review_revision, r._review_decision, r._review_reviewer,
-                   r._review_decided_at
-            FROM latest AS l LEFT JOIN last_review AS r ON r.fine_id = l.fine_id
-            WHERE l.fine_id NOT IN (SELECT fine_id FROM superseded)
-              AND ((r.fine_id IS NULL AND l.is_ticketed AND l.withdrawn_reason IS NULL)
-                   OR r._review_revision < l.revision){where}
-            ORDER BY l.exit_time, l.fine_id
-            LIMIT @row_limit
-        """
+        where, params = filters.sql("q")
+        rows = self._all(
+            f"""
+            SELECT q.*, c.claim_id AS c_claim_id, c.revision AS c_revision,
+                   c.reviewer AS c_reviewer, c.claimed_at AS c_claimed_at,
+                   c.expires_at AS c_expires_at,
+                   {", ".join(f"d.{n} AS d_{n}" for n in REVIEW_FIELDS)}
+            FROM queue q
+            LEFT JOIN claims c ON c.fine_id = q.fine_id AND c.expires_at > :now
+            LEFT JOIN decisions d ON d.review_id = q.last_review_id
+            WHERE TRUE{where}
+            ORDER BY q.exit_time, q.fine_id
+            LIMIT :row_limit
+            """,
+            {**params, "row_limit": limit, "now": parse_time(now)},
+        )
         entries = []
-        for row in self._query(sql, *params):
+        for row in rows:
+            holder = None
+            if row["c_claim_id"] is not None:
+                holder = Claim(
+                    row["c_claim_id"],
+                    row["fine_id"],
+                    row["c_revision"],
+                    row["c_reviewer"],
+                    text_time(row["c_claimed_at"]),
+                    text_time(row["c_expires_at"]),
+                )
             review = None
-            if row.get("_review_revision") is not None:
-                review = {
-                    "fine_id": row["fine_id"],
-                    "revision": row["_review_revision"],
-                    "decision": row["_review_decision"],
-                    "reviewer": row["_review_reviewer"],
-                    "decided_at": row["_review_decided_at"],
-                }
-            fine = {k: v for k, v in row.items() if not k.startswith("_")}
-            state = queue_state(fine, review)
-            if state is not None:
-                entries.append(QueueEntry(fine, state, review))
+            if row["d_review_id"] is not None:
+                review = _review({n: row[f"d_{n}"] for n in REVIEW_FIELDS})
+            entries.append(QueueEntry(_fine(row), row["state"], review, holder))
         return entries
 
-    def fine_revisions(self, fine_id: str) -> list[Row]:
-        sql = (
-            f"SELECT * FROM `{self._fines}` WHERE fine_id = @fine_id "
-            "ORDER BY revision, processed_at"
-        )
-        return self._query(sql, _param("fine_id", "STRING", fine_id))
+    def fine(self, fine_id: str, now: str) -> FineRecord | None:
+        with self.engine.connect() as connection:
+            return self._record(connection, fine_id, now)
 
-    def reviews(self, fine_id: str) -> list[Row]:
-        sql = (
-            f"SELECT * FROM `{self._reviews}` WHERE fine_id = @fine_id "
-            "ORDER BY decided_at, review_id"
-        )
-        return self._query(sql, _param("fine_id", "STRING", fine_id))
-
-    def review(self, review_id: str) -> Row | None:
-        sql = f"SELECT * FROM `{self._reviews}` WHERE review_id = @review_id LIMIT 1"
-        rows = self._query(sql, _param("review_id", "STRING", review_id))
-        return rows[0] if rows else None
-
-    def add_review(self, review: Row) -> None:
-        self._append(FINE_REVIEWS, review)
-
-    def claims(self, fine_ids: Sequence[str], now: str) -> list[Row]:
-        if not fine_ids:
-            return []
-        sql = (
-            f"SELECT * FROM `{self._claims}` WHERE fine_id IN UNNEST(@fine_ids) "
-            "AND expires_at > @now"
-        )
-        params = [
-            bigquery.ArrayQueryParameter("fine_ids", "STRING", list(fine_ids)),
-            _param("now", "TIMESTAMP", datetime.fromisoformat(now.replace("Z", "+00:00"))),
+    def _record(self, connection: sa.Connection, fine_id: str, now: str) -> FineRecord | None:
+        head = connection.execute(
+            sa.text("SELECT revision, state FROM fine_heads WHERE fine_id = :id"),
+            {"id": fine_id},
+        ).first()
+        if head is None:
+            return None
+        revisions = [
+            _fine(row)
+            for row in connection.execute(
+                sa.text("SELECT * FROM fines WHERE fine_id = :id ORDER BY revision"),
+                {"id": fine_id},
+            ).mappings()
         ]
-        return self._query(sql, *params)
+        reviews = [
+            _review(row)
+            for row in connection.execute(
+                sa.text(
+                    "SELECT * FROM decisions WHERE fine_id = :id ORDER BY decided_at, review_id"
+                ),
+                {"id": fine_id},
+            ).mappings()
+        ]
+        holder = (
+            connection.execute(
+                sa.text("SELECT * FROM claims WHERE fine_id = :id AND expires_at > :now"),
+                {"id": fine_id, "now": parse_time(now)},
+            )
+            .mappings()
+            .first()
+        )
+        latest = next(f for f in revisions if f.revision == head.revision)
+        return FineRecord(
+            latest, revisions, reviews, head.state, _claim(holder) if holder else None
+        )
 
-    def add_claim(self, claim: Row) -> None:
-        self._append(FINE_CLAIMS, claim)
+    def review(self, review_id: str) -> Review | None:
+        rows = self._all("SELECT * FROM decisions WHERE review_id = :id", {"id": review_id})
+        return _review(rows[0]) if rows else None
 
-    def notice(self, notice_id: str) -> Row | None:
-        sql = f"SELECT * FROM `{self._notices}` WHERE notice_id = @notice_id LIMIT 1"
-        rows = self._query(sql, _param("notice_id", "STRING", notice_id))
-        return rows[0] if rows else None
+    def notice(self, notice_id: str) -> dict[str, Any] | None:
+        rows = self._all("SELECT record FROM notices WHERE notice_id = :id", {"id": notice_id})
+        return _json(rows[0]["record"]) if rows else None
 
-    def add_notice(self, notice: Row) -> None:
-        self._append(NOTICES, notice)
+    def _all(self, sql: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(sa.text(sql), dict(params)).mappings())
 
-    def reviews_without_notice(self) -> list[Row]:
-        decisions = ", ".join(f"'{d}'" for d in ISSUING_DECISIONS)  # constants, not input
+    # -- claims ------------------------------------------------------------------------
+    def next_claim(
+        self, reviewer: str, filters: QueueFilter, now: str, lease_s: float
+    ) -> Claim | None:
+        """Claim the oldest awaiting fine that nobody else holds, in one statement: the
+        queue row is locked with SKIP LOCKED (two officers never get the same one), the
+        lease taken or, for the reviewer's own, renewed. None when none is free."""
+        where, params = filters.sql("h")
         sql = f"""
-            SELECT r.* FROM `{self._reviews}` AS r
-            LEFT JOIN `{self._notices}` AS n
-              ON n.fine_id = r.fine_id AND n.revision = r.revision
-            WHERE r.decision IN ({decisions}) AND n.notice_id IS NULL
-            ORDER BY r.decided_at, r.review_id
+            WITH candidate AS (
+                SELECT h.fine_id, h.revision FROM fine_heads h
+                LEFT JOIN claims c ON c.fine_id = h.fine_id
+                WHERE h.state IS NOT NULL
+                  AND (c.fine_id IS NULL OR c.expires_at <= :now OR c.reviewer = :reviewer)
+                  {where}
+                ORDER BY h.exit_time, h.fine_id
+                LIMIT 1
+                FOR UPDATE OF h SKIP LOCKED
+            )
+            {_CLAIM_UPSERT.format(source="SELECT fine_id, revision FROM candidate")}
         """
-        return self._query(sql)
+        # A lease committed by another officer between this statement's snapshot and its
+        # lock makes the upsert's WHERE fail: a new statement sees it and skips that fine.
+        for _ in range(CLAIM_ATTEMPTS):
+            taken = self._take(sql, reviewer, now, lease_s, params)
+            if taken is not None:
+                return taken
+        return None
+
+    def claim(self, fine_id: str, reviewer: str, now: str, lease_s: float) -> Claim | None:
+        """Claim (or renew) one fine awaiting a decision; then who holds it, if anyone."""
+        source = (
+            "SELECT fine_id, revision FROM fine_heads "
+            "WHERE fine_id = :fine_id AND state IS NOT NULL"
+        )
+        taken = self._take(
+            _CLAIM_UPSERT.format(source=source), reviewer, now, lease_s, {"fine_id": fine_id}
+        )
+        if taken is not None:
+            return taken
+        record = self.fine(fine_id, now)
+        return record.holder if record else None
+
+    def _take(
+        self, sql: str, reviewer: str, now: str, lease_s: float, params: Mapping[str, Any]
+    ) -> Claim | None:
+        moment = parse_time(now)
+        values = {
+            **params,
+            "reviewer": reviewer,
+            "now": moment,
+            "expires": moment + timedelta(seconds=lease_s),
+            "claim_id": uuid.uuid4().hex,
+        }
+        with self.engine.begin() as connection:
+            row = connection.execute(sa.text(sql), values).mappings().first()
+        return _claim(row) if row else None
+
+    # -- decisions ---------------------------------------------------------------------
+    @contextmanager
+    def deciding(self, fine_id: str, now: str) -> Iterator["Deciding"]:
+        """One transaction on one fine, its queue row locked: read, check, then record."""
+        with self.engine.begin() as connection:
+            locked = connection.execute(
+                sa.text("SELECT 1 FROM fine_heads WHERE fine_id = :id FOR UPDATE"),
+                {"id": fine_id},
+            ).first()
+            record = self._record(connection, fine_id, now) if locked else None
+            yield Deciding(connection, record)
+
+    # -- outbox ------------------------------------------------------------------------
+    @contextmanager
+    def outbox_batch(self, limit: int) -> Iterator[tuple[list[OutboxItem], "OutboxMarks"]]:
+        """Due outbox rows, locked (SKIP LOCKED: two publishers never send the same row at
+        once) until the block ends; the marks say which were sent."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT id, kind, key, payload, attributes, attempts FROM outbox "
+                    "WHERE sent_at IS NULL AND publish_after <= now() "
+                    "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"n": limit},
+            ).mappings()
+            items = [
+                OutboxItem(r["id"], r["kind"], r["key"], _json(r["payload"]),
+                           _json(r["attributes"]), r["attempts"])
+                for r in rows
+            ]  # fmt: skip
+            marks = OutboxMarks()
+            yield items, marks
+            if marks.sent:
+                connection.execute(
+                    sa.text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)"),
+                    {"ids": marks.sent},
+                )
+            for item_id, error in marks.failed.items():
+                # Back off: a failing row waits longer each time, others go ahead.
+                connection.execute(
+                    sa.text(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = :error, "
+                        "publish_after = now() + make_interval(secs => "
+                        "LEAST(60, power(2, attempts)::int)) WHERE id = :id"
+                    ),
+                    {"id": item_id, "error": error[:1000]},
+                )
+
+    def outbox_pending(self) -> int:
+        rows = self._all("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL", {})
+        return int(rows[0]["n"])
+
+
+_CLAIM_UPSERT = """
+    INSERT INTO claims AS c (fine_id, claim_id, revision, reviewer, claimed_at, expires_at)
+    SELECT fine_id, :claim_id, revision, :reviewer, :now, :expires FROM ({source}) AS s
+    ON CONFLICT (fine_id) DO UPDATE SET
+        claim_id = CASE WHEN c.reviewer = excluded.reviewer AND c.expires_at > excluded.claimed_at
+                        THEN c.claim_id ELSE excluded.claim_id END,
+        claimed_at = CASE WHEN c.reviewer = excluded.reviewer
+                               AND c.expires_at > excluded.claimed_at
+                          THEN c.claimed_at ELSE excluded.claimed_at END,
+        revision = excluded.revision,
+        reviewer = excluded.reviewer,
+        expires_at = excluded.expires_at
+    WHERE c.expires_at <= excluded.claimed_at OR c.reviewer = excluded.reviewer
+    RETURNING c.*
+"""
+
+
+@dataclass
+class OutboxMarks:
+    sent: list[int]
+    failed: dict[int, str]
+
+    def __init__(self) -> None:
+        self.sent, self.failed = [], {}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class Deciding:
+    """A decision in progress: the fine as locked, and what to record (all or nothing)."""
+
+    def __init__(self, connection: sa.Connection, record: FineRecord | None) -> None:
+        self._connection = connection
+        self.record = record
+
+    def decision_at(self, revision: int) -> Review | None:
+        assert self.record is not None
+        return next((r for r in self.record.reviews if r.revision == revision), None)
+
+    def add(self, review: Review, notice: Mapping[str, Any] | None) -> None:
+        """The decision, its notice (if any) and their outbox rows, in this transaction."""
+        connection = self._connection
+        values = review.record()
+        values["opened_at"] = parse_time(review.opened_at)
+        values["decided_at"] = parse_time(review.decided_at)
+        connection.execute(
+            sa.text(
+                f"INSERT INTO decisions ({', '.join(REVIEW_FIELDS)}) "
+                f"VALUES ({', '.join(f':{n}' for n in REVIEW_FIELDS)})"
+            ),
+            values,
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE fine_heads SET decided_revision = :revision, last_review_id = :rid "
+                "WHERE fine_id = :fine_id"
+            ),
+            {"revision": review.revision, "rid": review.review_id, "fine_id": review.fine_id},
+        )
+        connection.execute(
+            sa.text("UPDATE claims SET expires_at = :at WHERE fine_id = :fine_id"),
+            {"at": values["decided_at"], "fine_id": review.fine_id},
+        )
+        _add_outbox(connection, REVIEW, review.review_id, review.record(), {})
+        if notice is not None:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO notices (notice_id, fine_id, revision, review_id, record) "
+                    "VALUES (:nid, :fid, :rev, :rid, :record)"
+                ),
+                {
+                    "nid": notice["notice_id"],
+                    "fid": notice["fine_id"],
+                    "rev": notice["revision"],
+                    "rid": review.review_id,
+                    "record": json.dumps(dict(notice), sort_keys=True, ensure_ascii=False),
+                },
+            )
+            attributes = {"kind": NOTICE, "notice_id": notice["notice_id"]}
+            _add_outbox(connection, NOTICE, notice["notice_id"], notice, attributes)

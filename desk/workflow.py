@@ -1,26 +1,30 @@
-"""What the desk does, over its interfaces: claim the next fine, decide, issue the notice.
+"""What the desk does: hand out the next fine, show one, decide, issue the notice.
 
 No web framework here: the routes translate requests into these calls and the exceptions
-below into status codes (404, 409, 422). Every check is made on the server from the
-warehouse's rows; nothing the browser sends is trusted beyond the ids and text it types.
+below into status codes (404, 409, 422). Every rule is checked on the server, inside the
+transaction that records the decision (desk/store.py `deciding`); the database's
+constraints back each one (docs/desk.md, Store).
 """
 
-import uuid
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from threading import Lock
 
-from desk.services import NoticePublisher, is_fine_id
+import sqlalchemy as sa
+
+from desk.services import PhotoSource, photo_matches_record, stored_photo
 from desk.store import (
     WITHDRAWN,
+    Claim,
     DeskStore,
+    Fine,
+    FineRecord,
+    QueueEntry,
     QueueFilter,
-    Row,
-    latest_revision,
+    Review,
     now_text,
-    queue_state,
 )
 from section_speed.domain.verification import (
     ACKNOWLEDGED,
@@ -30,20 +34,17 @@ from section_speed.domain.verification import (
     MAX_NOTE_CHARACTERS,
     REJECT_REASONS,
     REJECTED,
-    notice_id,
+    is_hex32,
     notice_record,
     review_id,
     validate_typed_plate,
-    winning_claim,
 )
 
-QUEUE_SCAN = 50  # fines looked at per "next": enough to skip those others hold
-# First look at a few: the queue's rows are whole fines, and with few officers the oldest
-# free fine is among the first. Only when others hold them all is QUEUE_SCAN read.
-QUEUE_FIRST = 5
 # What an officer's keys submit (the form's `action`): the plate field (confirm or
 # correct), a reject reason, or closing a fine withdrawn after a decision.
 PLATE, ACKNOWLEDGE = "plate", "acknowledge"
+PHOTO_CACHE = 64  # photos kept per desk process: the page, /photo, /plate and the decision
+NOT_OWN_PHOTO = "a plate is confirmed only against the record's own photo: reject this fine"
 
 
 class FineNotFound(LookupError):
@@ -55,7 +56,8 @@ class DecisionConflict(RuntimeError):
 
 
 class InvalidDecision(ValueError):
-    """The decision itself is wrong (no plate, bad plate, reason without its note)."""
+    """The decision itself is wrong (no plate, bad plate, reason without its note, a plate
+    without the record's own photo)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,197 +71,254 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Photo:
+    """A fine's stored photo: its bytes (None when missing) and whether they are the ones
+    its record's image_sha256 names."""
+
+    data: bytes | None
+    verified: bool
+
+    @property
+    def mismatch(self) -> bool:
+        return self.data is not None and not self.verified
+
+
+@dataclass(frozen=True, slots=True)
 class FineView:
     """One fine as the desk shows it."""
 
-    fine: Row  # latest revision
-    revisions: list[Row]  # oldest first
-    reviews: list[Row]  # oldest first
-    state: str | None  # queue state; None when nothing is left to decide
-    holder: Mapping[str, Any] | None  # the winning claim, if any
+    record: FineRecord
+    photo: Photo
+
+    @property
+    def fine(self) -> Fine:
+        return self.record.fine
+
+    @property
+    def state(self) -> str | None:
+        return self.record.state
+
+    @property
+    def holder(self) -> Claim | None:
+        return self.record.holder
+
+    @property
+    def revisions(self) -> list[Fine]:
+        return self.record.revisions
+
+    @property
+    def reviews(self) -> list[Review]:
+        return self.record.reviews
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: str
+    license_plate: str | None = None
+    reason: str | None = None
+
+    def detail(self) -> str:
+        return self.license_plate or self.reason or ""
 
 
 class Desk:
     def __init__(
         self,
         store: DeskStore,
-        notices: NoticePublisher,
+        photos: PhotoSource,
+        bucket: str,
         claim_seconds: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
-        self.notices = notices
+        self.photos = photos
+        self.bucket = bucket
         self.claim_seconds = claim_seconds
         self.clock = clock
+        self.recorded = recorded  # told after each decision: the publisher wakes up
+        self._photos: OrderedDict[tuple[str, str | None], bytes | None] = OrderedDict()
+        self._photos_lock = Lock()
 
-    def _now(self) -> str:
+    def now(self) -> str:
         return now_text(self.clock())
 
-    # -- claims ------------------------------------------------------------------------
-    def holder(self, fine_id: str) -> Mapping[str, Any] | None:
-        now = self._now()
-        return winning_claim(self.store.claims([fine_id], now), now)
-
-    def claim(self, fine: Mapping[str, Any], reviewer: str) -> Mapping[str, Any] | None:
-        """Append a claim, then read who holds the fine: this reviewer or an earlier one."""
-        moment = self.clock()
-        self.store.add_claim(
-            {
-                "claim_id": uuid.uuid4().hex,
-                "fine_id": fine["fine_id"],
-                "revision": int(fine["revision"]),
-                "reviewer": reviewer,
-                "claimed_at": now_text(moment),
-                "expires_at": now_text(moment + timedelta(seconds=self.claim_seconds)),
-            }
-        )
-        return self.holder(fine["fine_id"])
+    # -- the queue and claims ----------------------------------------------------------
+    def queue(self, filters: QueueFilter, limit: int) -> list[QueueEntry]:
+        return self.store.queue(filters, limit, self.now())
 
     def next_fine(self, reviewer: str, filters: QueueFilter) -> str | None:
-        """The oldest fine awaiting a decision that this reviewer now holds, claimed; None
-        when every awaiting fine is held by someone else (or none awaits)."""
-        found, page_full = self._next_among(reviewer, filters, QUEUE_FIRST)
-        if found is None and page_full:  # others hold the first few: look further
-            found, _ = self._next_among(reviewer, filters, QUEUE_SCAN)
-        return found
+        """The oldest awaiting fine nobody else holds, now claimed by this reviewer."""
+        claim = self.store.next_claim(reviewer, filters, self.now(), self.claim_seconds)
+        return claim.fine_id if claim else None
 
-    def _next_among(
-        self, reviewer: str, filters: QueueFilter, limit: int
-    ) -> tuple[str | None, bool]:
-        """The next fine among the queue's first `limit`, and whether the page was full."""
-        entries = self.store.queue(filters, limit)
-        now = self._now()
-        claims: dict[str, list[Row]] = defaultdict(list)
-        for claim in self.store.claims([e.fine["fine_id"] for e in entries], now):
-            claims[claim["fine_id"]].append(claim)
-        for entry in entries:
-            fine_id = entry.fine["fine_id"]
-            held = winning_claim(claims[fine_id], now)
-            if held is not None and held["reviewer"] != reviewer:
-                continue  # taken by someone else
-            if held is None:
-                held = self.claim(entry.fine, reviewer)
-            if held is not None and held["reviewer"] == reviewer:
-                return fine_id, len(entries) == limit
-        return None, len(entries) == limit
+    def claim(self, fine_id: str, reviewer: str) -> Claim:
+        """Claim (or renew) one fine; DecisionConflict when another holds it or it awaits
+        nothing."""
+        record = self._record(fine_id)
+        if record.state is None:
+            raise DecisionConflict("this fine awaits no decision")
+        holder = self.store.claim(fine_id, reviewer, self.now(), self.claim_seconds)
+        if holder is None:
+            raise DecisionConflict("this fine awaits no decision")
+        if holder.reviewer != reviewer:
+            raise DecisionConflict(f"taken by {holder.reviewer}")
+        return holder
 
     # -- one fine ----------------------------------------------------------------------
-    def view(self, fine_id: str) -> FineView:
-        if not is_fine_id(fine_id):
+    def _record(self, fine_id: str) -> FineRecord:
+        record = self.store.fine(fine_id, self.now()) if is_hex32(fine_id) else None
+        if record is None:
             raise FineNotFound(fine_id)
-        revisions = self.store.fine_revisions(fine_id)
-        latest = latest_revision(revisions)
-        if latest is None:
-            raise FineNotFound(fine_id)
-        reviews = self.store.reviews(fine_id)
-        state = queue_state(latest, _last_review(reviews))
-        return FineView(latest, revisions, reviews, state, self.holder(fine_id))
-
-    # -- decisions ---------------------------------------------------------------------
-    def decide(self, reviewer: str, decision: Decision) -> Row:
-        """Record the decision (one fine_reviews row) and, for a confirmed or corrected
-        fine, its notice. A retry of the same decision (same claim and revision) records
-        nothing twice and completes a notice a failure left unissued."""
-        if not is_fine_id(decision.fine_id):
-            raise FineNotFound(decision.fine_id)
-        rid = review_id(decision.claim_id, decision.fine_id, decision.revision)
-        view = self.view(decision.fine_id)
-        # A retry finds its decision among the fine's (review ids name the fine).
-        earlier = next((r for r in view.reviews if r["review_id"] == rid), None)
-        if earlier is not None and earlier["reviewer"] == reviewer:
-            self._issue_for(earlier, view.revisions)
-            return earlier
-        latest = view.fine
-        if int(latest["revision"]) != decision.revision:
-            raise DecisionConflict(
-                f"the fine changed while you looked at it (now revision {latest['revision']})"
-            )
-        holder = view.holder
-        if holder is None or holder["claim_id"] != decision.claim_id:
-            who = f"is held by {holder['reviewer']}" if holder else "has expired"
-            raise DecisionConflict(f"your claim on this fine {who}")
-        if holder["reviewer"] != reviewer:
-            raise DecisionConflict(f"this fine is held by {holder['reviewer']}")
-        if view.state is None:
-            raise DecisionConflict("this fine has been decided already")
-        values = self._decision_values(latest, view.state, decision)
-        review = {
-            "review_id": rid,
-            "fine_id": decision.fine_id,
-            "revision": decision.revision,
-            **values,
-            "reader_plate": latest.get("license_plate"),
-            "reviewer": reviewer,
-            "opened_at": holder["claimed_at"],
-            "decided_at": self._now(),
-        }
-        self.store.add_review(review)
-        if review["decision"] in ISSUING_DECISIONS:
-            self.issue_notice(latest, review)
-        return review
-
-    @staticmethod
-    def _decision_values(latest: Mapping[str, Any], state: str, decision: Decision) -> Row:
-        note = decision.note.strip()[:MAX_NOTE_CHARACTERS] or None
-        values: Row = {"license_plate": None, "reason": None, "note": note}
-        if state == WITHDRAWN:
-            if decision.action != ACKNOWLEDGE:
-                raise InvalidDecision(
-                    "this fine was withdrawn after your decision: it can only be closed"
-                )
-            return {**values, "decision": ACKNOWLEDGED}
-        if decision.action == PLATE:
-            try:
-                plate = validate_typed_plate(decision.plate)
-            except ValueError as error:
-                raise InvalidDecision(str(error)) from error
-            same = plate == latest.get("license_plate")
-            return {**values, "decision": CONFIRMED if same else CORRECTED, "license_plate": plate}
-        if decision.action in REJECT_REASONS:
-            if decision.action == "other" and note is None:
-                raise InvalidDecision("a rejection for another reason needs a note")
-            return {**values, "decision": REJECTED, "reason": decision.action}
-        raise InvalidDecision(f"unknown action {decision.action[:32]!r}")
-
-    # -- notices -----------------------------------------------------------------------
-    def issue_notice(self, fine: Mapping[str, Any], review: Mapping[str, Any]) -> Row:
-        """The notice of a confirmed or corrected fine, issued once.
-
-        Topic first, table second: the table row is what says "issued", so a crash between
-        the two republishes (consumers dedupe on the notice_id attribute) and never leaves
-        a table row without a message.
-        """
-        nid = notice_id(str(fine["fine_id"]), int(fine["revision"]))
-        existing = self.store.notice(nid)
-        if existing is not None:
-            return existing
-        record = notice_record(fine, review)
-        self.notices.publish(record, nid)
-        self.store.add_notice(record)
         return record
 
-    def _issue_for(
-        self, review: Mapping[str, Any], revisions: Sequence[Mapping[str, Any]] | None = None
-    ) -> None:
-        if review["decision"] not in ISSUING_DECISIONS:
-            return
-        if revisions is None:
-            revisions = self.store.fine_revisions(review["fine_id"])
-        at_revision = [r for r in revisions if int(r["revision"]) == int(review["revision"])]
-        fine = latest_revision(at_revision)
-        if fine is not None:
-            self.issue_notice(fine, review)
+    def view(self, fine_id: str) -> FineView:
+        record = self._record(fine_id)
+        return FineView(record, self.photo(record.fine))
 
-    def complete_pending_notices(self) -> int:
-        """Issue the notices of decisions recorded without one (a crash between the review
-        row and the notice); run when the desk starts. Returns how many were pending."""
-        pending = self.store.reviews_without_notice()
-        for review in pending:
-            self._issue_for(review)
-        return len(pending)
+    def photo(self, fine: Fine) -> Photo:
+        """The fine's photo, read from the bucket once per (fine, digest) and kept."""
+        key = (fine.fine_id, fine.image_sha256)
+        with self._photos_lock:
+            known = key in self._photos
+            data = self._photos.get(key)
+            if known:
+                self._photos.move_to_end(key)
+        if not known:
+            data = stored_photo(fine, self.bucket, self.photos)
+            if data is not None:  # a missing photo may yet arrive: ask again next time
+                with self._photos_lock:
+                    self._photos[key] = data
+                    while len(self._photos) > PHOTO_CACHE:
+                        self._photos.popitem(last=False)
+        return Photo(data, data is not None and photo_matches_record(fine, data))
+
+    # -- decisions ---------------------------------------------------------------------
+    def decide(self, reviewer: str, decision: Decision) -> Review:
+        """Record the decision and, for a confirmed or corrected fine, its notice, in one
+        transaction. The same decision again (same claim, revision and outcome) records
+        nothing and returns the first; a different one on a revision already decided is a
+        DecisionConflict naming what was recorded."""
+        if not is_hex32(decision.fine_id):
+            raise FineNotFound(decision.fine_id)
+        now = self.now()
+        rid = ""
+        try:
+            with self.store.deciding(decision.fine_id, now) as tx:
+                if tx.record is None:
+                    raise FineNotFound(decision.fine_id)
+                revisions = tx.record.revisions
+                seen = next((f for f in revisions if f.revision == decision.revision), None)
+                if seen is None:
+                    raise DecisionConflict(f"this fine has no revision {decision.revision}")
+                outcome = _outcome(seen, decision)
+                rid = review_id(
+                    decision.claim_id, decision.fine_id, decision.revision, outcome.decision,
+                    outcome.detail(),
+                )  # fmt: skip
+                earlier = tx.decision_at(decision.revision)
+                if earlier is not None:
+                    return _same_or_conflict(earlier, rid)
+                review = self._checked(tx.record, reviewer, decision, outcome, rid, now)
+                # Usually in this process's cache (its page showed it): rarely a read under lock.
+                if review.decision in ISSUING_DECISIONS and not self.photo(seen).verified:
+                    raise InvalidDecision(NOT_OWN_PHOTO)
+                notice = None
+                if review.decision in ISSUING_DECISIONS:
+                    notice = notice_record(tx.record.fine.record(), review.record())
+                tx.add(review, notice)
+        except sa.exc.IntegrityError as error:
+            # decisions_one_per_revision: another desk committed first (the row lock makes
+            # this rare; the constraint makes it harmless).
+            earlier = self.store.fine(decision.fine_id, self.now())
+            found = earlier and next(
+                (r for r in earlier.reviews if r.revision == decision.revision), None
+            )
+            if found:
+                return _same_or_conflict(found, rid)
+            raise DecisionConflict("the decision could not be recorded: try again") from error
+        self.recorded()
+        return review
+
+    def _checked(
+        self,
+        record: FineRecord,
+        reviewer: str,
+        decision: Decision,
+        outcome: Outcome,
+        rid: str,
+        now: str,
+    ) -> Review:
+        latest = record.fine
+        if latest.revision != decision.revision:
+            raise DecisionConflict(
+                f"the fine changed while you looked at it (now revision {latest.revision})"
+            )
+        if record.state is None:
+            raise DecisionConflict("this fine awaits no decision")
+        holder = record.holder
+        if holder is None or holder.claim_id != decision.claim_id:
+            who = f"is held by {holder.reviewer}" if holder else "has expired"
+            raise DecisionConflict(f"your claim on this fine {who}")
+        if holder.reviewer != reviewer:
+            raise DecisionConflict(f"this fine is held by {holder.reviewer}")
+        if (record.state == WITHDRAWN) != (outcome.decision == ACKNOWLEDGED):
+            raise InvalidDecision(
+                "this fine was withdrawn after your decision: it can only be closed"
+                if record.state == WITHDRAWN
+                else "only a fine withdrawn after a decision is closed"
+            )
+        note = decision.note.strip()[:MAX_NOTE_CHARACTERS] or None
+        if outcome.reason == "other" and note is None:
+            raise InvalidDecision("a rejection for another reason needs a note")
+        return Review(
+            review_id=rid,
+            fine_id=decision.fine_id,
+            revision=decision.revision,
+            decision=outcome.decision,
+            license_plate=outcome.license_plate,
+            reader_plate=latest.license_plate,
+            reason=outcome.reason,
+            note=note,
+            reviewer=reviewer,
+            opened_at=holder.claimed_at,
+            decided_at=now,
+        )
 
 
-def _last_review(reviews: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    return max(
-        reviews, key=lambda r: (int(r["revision"]), r["decided_at"], r["review_id"]), default=None
-    )
+def _outcome(fine: Fine, decision: Decision) -> Outcome:
+    """What the officer's action means on this revision; InvalidDecision if nothing."""
+    if decision.action == ACKNOWLEDGE:
+        return Outcome(ACKNOWLEDGED)
+    if decision.action == PLATE:
+        try:
+            plate = validate_typed_plate(decision.plate)
+        except ValueError as error:
+            raise InvalidDecision(str(error)) from error
+        return Outcome(CONFIRMED if plate == fine.license_plate else CORRECTED, plate)
+    if decision.action in REJECT_REASONS:
+        return Outcome(REJECTED, reason=decision.action)
+    raise InvalidDecision(f"unknown action {decision.action[:32]!r}")
+
+
+def _same_or_conflict(earlier: Review, rid: str) -> Review:
+    if earlier.review_id == rid:
+        return earlier  # a retried POST: recorded once, answered alike
+    what = earlier.decision
+    if earlier.license_plate:
+        what += f" as {earlier.license_plate}"
+    elif earlier.reason:
+        what += f" ({REJECT_REASONS.get(earlier.reason, earlier.reason)})"
+    raise DecisionConflict(f"already {what} by {earlier.reviewer} at {earlier.decided_at}")
+
+
+__all__ = [
+    "ACKNOWLEDGE",
+    "PLATE",
+    "Decision",
+    "DecisionConflict",
+    "Desk",
+    "FineNotFound",
+    "FineView",
+    "InvalidDecision",
+]

@@ -1,14 +1,16 @@
 """`make desk`: the verification desk on the demo's fines (docs/desk.md).
 
-Starts the local stack (Pub/Sub, BigQuery and Cloud Storage emulators, the cars API),
-records the demo's traffic (the same generator arguments and seed as `make demo`), runs
-the real pipeline over it as a bounded run (`python -m pipeline --input_file ...` with the
-cars API, the evidence bucket and the warehouse), creates the notices topic, then serves
-the desk and prints its login link. Ctrl-C stops the desk and every service (by process
-group, as `LocalStack` does).
+Starts the local stack (Pub/Sub, BigQuery and Cloud Storage emulators, the cars API) and
+a PostgreSQL server (local_stack/postgres.py), records the demo's traffic (the same
+generator arguments and seed as `make demo`), runs the real pipeline over it as a bounded
+run (`python -m pipeline --input_file ...` with the cars API, the evidence bucket and the
+warehouse), publishes its output records to the fines topic as the streaming pipeline
+does, then serves the desk, which pulls them from its subscription, and prints its login
+link. Ctrl-C stops the desk, PostgreSQL and every service (by process group, as
+`LocalStack` does).
 
-The bounded run writes the same fines rows as the streaming demo (same composite, same
-evidence stage, same warehouse sink) in seconds instead of the live replay's minutes.
+The bounded run writes the same records as the streaming demo (same composite, same
+evidence stage, same sinks) in seconds instead of the live replay's minutes.
 """
 
 import argparse
@@ -21,20 +23,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from generator import cli as generator_cli
 from local_stack.demo import DEMO_DATASET, DEMO_FINAL, DEMO_GAP_SECONDS
-from local_stack.services import LocalStack
+from local_stack.desk_hints import reading_notices
+from local_stack.postgres import PostgresServer
+from local_stack.processes import wait_until
+from local_stack.services import LocalStack, pubsub_clients
 from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.geometry import format_location
 from section_speed.domain.schemas import FINES
 
+if TYPE_CHECKING:
+    from desk.app import DeskConfig
+
 _log = logging.getLogger("desk_demo")
 
 DEMO_VEHICLES, DEMO_SEED = 24, 7  # make demo's defaults (local_stack/demo.py)
 NOTICES_TOPIC, NOTICES_SUBSCRIPTION = "notices", "notices-reader"
+FINES_TOPIC, FINES_SUBSCRIPTION = "fines", "desk-fines"  # the pipeline's output topic
 PIPELINE_TIMEOUT_S = 300.0
 
 
@@ -136,45 +146,115 @@ def seed_demo_fines(
     return fines
 
 
+def output_records(out_dir: Path) -> list[bytes]:
+    """The bounded run's output records (`--output_path`'s traversal files): what the
+    streaming pipeline publishes to its output topic, one message each."""
+    lines = []
+    for path in sorted(out_dir.glob("bounded-traversals*")):
+        lines += [line.encode("utf-8") for line in path.read_text().splitlines() if line]
+    return lines
+
+
+def publish_fines(stack: LocalStack, topic: str, messages: list[bytes]) -> None:
+    """Publish the records to the fines topic, as the streaming pipeline does."""
+    publisher, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
+    with subscriber:
+        path = stack.topic_path(topic)
+        for future in [publisher.publish(path, message) for message in messages]:
+            future.result(timeout=30)
+    publisher.transport.close()
+
+
+def desk_config(
+    stack: LocalStack,
+    database_url: str,
+    dataset: str,
+    bucket: str,
+    notices_topic: str,
+    fines_subscription: str,
+    **options: object,
+) -> "DeskConfig":
+    """The desk on this stack: PostgreSQL at `database_url`, fines from the subscription,
+    notices to the topic, decisions and notices exported to the dataset."""
+    from desk.app import DeskConfig
+    from desk.db import DatabaseConfig
+
+    return DeskConfig(
+        project=stack.project_id,
+        bucket=bucket,
+        notices_topic=notices_topic,
+        database=DatabaseConfig(database_url),
+        bq_dataset=dataset,
+        fines_subscription=fines_subscription,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def wait_for_queue(database_url: str, expected: int, timeout_s: float = 60.0) -> None:
+    """Until the desk has ingested `expected` awaiting fines."""
+    import sqlalchemy as sa
+
+    from desk.db import DatabaseConfig, engine
+
+    made = engine(DatabaseConfig(database_url))
+
+    def ingested() -> bool:
+        with made.connect() as connection:
+            return connection.execute(sa.text("SELECT count(*) FROM queue")).scalar() >= expected
+
+    try:
+        wait_until(ingested, timeout_s=timeout_s, what=f"{expected} fines in the desk's queue")
+    finally:
+        made.dispose()
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def serve(stack: LocalStack, dataset: str, bucket: str, port: int, reviewer: str | None) -> None:
+def serve(
+    stack: LocalStack, database_url: str, port: int, reviewer: str | None, started: float
+) -> None:
     """The desk on this stack until Ctrl-C (uvicorn returns on SIGINT and SIGTERM)."""
     import uvicorn
 
-    from desk.app import DeskConfig, create_app
+    from desk.app import create_app
     from desk.services import cloud_services
 
-    config = DeskConfig(
-        project=stack.project_id,
-        bq_dataset=dataset,
-        bucket=bucket,
-        notices_topic=NOTICES_TOPIC,
-        reviewer=reviewer,
-    )
-    services = cloud_services(stack.project_id, dataset, bucket, NOTICES_TOPIC)
-    app = create_app(config, services)
-    print(f"desk: open http://127.0.0.1:{port}/login?token={config.token}", flush=True)
-    print("desk: Ctrl-C stops the desk and the local stack", flush=True)
+    bucket = defaults.EVIDENCE_BUCKET
+    config = desk_config(stack, database_url, DEMO_DATASET, bucket, NOTICES_TOPIC,
+                         FINES_SUBSCRIPTION, reviewer=reviewer)  # fmt: skip
+    services = cloud_services(stack.project_id, DEMO_DATASET, bucket, NOTICES_TOPIC)
+    app = create_app(config, services)  # its lifespan migrates the database and starts ingest
+    print(f"desk: open http://127.0.0.1:{port}/login?token={config.token} "
+          f"(after {time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+    print("desk: Ctrl-C stops the desk, PostgreSQL and the local stack", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def run(out_dir: Path, port: int, reviewer: str | None, vehicles: int, seed: int) -> int:
     started = time.monotonic()
-    with LocalStack(work_dir=out_dir / "logs") as stack:
-        print("desk: local stack up; running the pipeline over the demo's traffic", flush=True)
+    with LocalStack(work_dir=out_dir / "logs") as stack, PostgresServer() as postgres:
+        print("desk: local stack and PostgreSQL up; running the pipeline over the demo's "
+              "traffic", flush=True)  # fmt: skip
         fines = seed_demo_fines(stack, out_dir, vehicles=vehicles, seed=seed)
-        stack.create_topics([NOTICES_TOPIC], {NOTICES_SUBSCRIPTION: NOTICES_TOPIC})
+        stack.create_topics(
+            [NOTICES_TOPIC, FINES_TOPIC],
+            {NOTICES_SUBSCRIPTION: NOTICES_TOPIC, FINES_SUBSCRIPTION: FINES_TOPIC},
+        )
+        publish_fines(stack, FINES_TOPIC, output_records(out_dir))
         read = sum(1 for f in fines if f["license_plate"])
         print(
-            f"desk: {len(fines)} fines to verify ({read} with a plate read) in "
-            f"{stack.project_id}.{DEMO_DATASET}, after {time.monotonic() - started:.0f} s; "
-            f"notices go to topic {NOTICES_TOPIC} (subscription {NOTICES_SUBSCRIPTION})",
+            f"desk: {len(fines)} fines to verify ({read} with a plate read), published to "
+            f"topic {FINES_TOPIC} for the desk (PostgreSQL {postgres.url}); notices go to "
+            f"topic {NOTICES_TOPIC} (subscription {NOTICES_SUBSCRIPTION})",
             flush=True,
         )
-        serve(stack, DEMO_DATASET, defaults.EVIDENCE_BUCKET, port, reviewer)
+        for line in reading_notices(
+            stack.env, stack.project_id, DEMO_DATASET, NOTICES_SUBSCRIPTION
+        ):
+            print(line, flush=True)
+        serve(stack, postgres.url, port, reviewer, started)
     print("desk: stopped; everything it started is stopped", flush=True)
     return 0
 

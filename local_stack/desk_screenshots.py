@@ -18,12 +18,23 @@ from pathlib import Path
 
 from PIL import Image
 
-from desk.app import DeskConfig, create_app
+from desk.app import create_app
 from desk.services import cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
 from local_stack.demo import DEMO_DATASET
-from local_stack.desk_demo import NOTICES_SUBSCRIPTION, NOTICES_TOPIC, seed_demo_fines
+from local_stack.desk_demo import (
+    FINES_SUBSCRIPTION,
+    FINES_TOPIC,
+    NOTICES_SUBSCRIPTION,
+    NOTICES_TOPIC,
+    desk_config,
+    output_records,
+    publish_fines,
+    seed_demo_fines,
+    wait_for_queue,
+)
 from local_stack.desk_hints import reading_notices
+from local_stack.postgres import PostgresServer
 from local_stack.services import LocalStack
 from section_speed.domain import defaults
 
@@ -88,19 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the PNGs")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work, LocalStack(work_dir=Path(work) / "logs") as stack:
-        seed_demo_fines(stack, Path(work))
-        stack.create_topics([NOTICES_TOPIC], {NOTICES_SUBSCRIPTION: NOTICES_TOPIC})
-        bucket = defaults.EVIDENCE_BUCKET
-        config = DeskConfig(
-            project=stack.project_id,
-            bq_dataset=DEMO_DATASET,
-            bucket=bucket,
-            notices_topic=NOTICES_TOPIC,
-            token=TOKEN,
+    with (
+        tempfile.TemporaryDirectory() as work,
+        LocalStack(work_dir=Path(work) / "logs") as stack,
+        PostgresServer() as postgres,
+    ):
+        fines = seed_demo_fines(stack, Path(work))
+        stack.create_topics(
+            [NOTICES_TOPIC, FINES_TOPIC],
+            {NOTICES_SUBSCRIPTION: NOTICES_TOPIC, FINES_SUBSCRIPTION: FINES_TOPIC},
         )
+        publish_fines(stack, FINES_TOPIC, output_records(Path(work)))
+        bucket = defaults.EVIDENCE_BUCKET
+        config = desk_config(stack, postgres.url, DEMO_DATASET, bucket, NOTICES_TOPIC,
+                             FINES_SUBSCRIPTION, token=TOKEN)  # fmt: skip
         services = cloud_services(stack.project_id, DEMO_DATASET, bucket, NOTICES_TOPIC)
         with served(create_app(config, services)) as base:
+            wait_for_queue(postgres.url, len(fines))
             taken = shoot(base, args.out)
         for line in reading_notices(
             stack.env, stack.project_id, DEMO_DATASET, NOTICES_SUBSCRIPTION

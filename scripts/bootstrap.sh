@@ -54,6 +54,12 @@ if [ ! -x /usr/bin/chromium ]; then need_root_apt chromium; fi
 if ! command -v npm >/dev/null; then need_root_apt nodejs npm; fi
 (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --silent)
 
+# The desk's store: a throwaway PostgreSQL cluster per run (local_stack/postgres.py), from
+# Debian's server package (any version under /usr/lib/postgresql/*/bin).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  need_root_apt postgresql
+fi
+
 # The Pub/Sub emulator is a gcloud component (Java 17+); Java comes from Debian if missing.
 if ! command -v java >/dev/null; then need_root_apt openjdk-17-jre-headless; fi
 "$VENV/bin/python" - <<'PY'

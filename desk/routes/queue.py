@@ -7,8 +7,6 @@ from fastapi.responses import RedirectResponse
 
 from desk.deps import CurrentSession, DeskDep, PostSession, State
 from desk.forms import CsrfForm, QueueParams
-from desk.store import now_text
-from section_speed.domain.verification import winning_claim
 
 router = APIRouter()
 QUEUE_PAGE = 200
@@ -27,17 +25,12 @@ def queue_page(
     session: CurrentSession,
     params: Annotated[QueueParams, Query()],
 ) -> Response:
-    entries = desk.store.queue(params.queue_filter(), QUEUE_PAGE)
-    now = now_text(desk.clock())
-    claims: dict[str, list[dict]] = {}
-    for claim in desk.store.claims([e.fine["fine_id"] for e in entries], now):
-        claims.setdefault(claim["fine_id"], []).append(claim)
-    rows = [(e, winning_claim(claims.get(e.fine["fine_id"], []), now)) for e in entries]
+    entries = desk.queue(params.queue_filter(), QUEUE_PAGE)
     return state.templates.TemplateResponse(
         request,
         "queue.html",
         {
-            "rows": rows,
+            "rows": [(entry, entry.holder) for entry in entries],
             "params": params,
             "reviewer": session.reviewer,
             "csrf": session.csrf,

@@ -12,8 +12,9 @@ from typing import Any
 
 from section_speed.domain.events import is_valid_id
 from section_speed.domain.plate_reading import PlateReading
+from section_speed.domain.verification import HEX32
 
-_FINE_ID = re.compile(r"^[0-9a-f]{32}$")
+_FINE_ID = re.compile(rf"^{HEX32}$")
 IMAGE_PREFIX = "fines"
 
 

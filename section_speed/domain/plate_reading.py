@@ -46,6 +46,27 @@ class PlateCandidate:
         return ",".join(f"{value:.2f}" for value in self.char_confidences)
 
 
+def parse_confidences_text(text: object) -> list[float]:
+    """`PlateCandidate.confidences_text` read back; [] for anything else."""
+    if not isinstance(text, str) or not text:
+        return []
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        return []
+
+
+def parse_plate_box_text(text: object) -> tuple[float, float, float, float] | None:
+    """`PlateReading.plate_box_text` read back: (x0, y0, x1, y1), None unless a real box."""
+    if not isinstance(text, str):
+        return None
+    try:
+        x0, y0, x1, y1 = (float(part) for part in text.split(","))
+    except ValueError:
+        return None
+    return (x0, y0, x1, y1) if x1 > x0 >= 0 and y1 > y0 >= 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class PlateReading:
     """What a plate reader made of one image.

@@ -4,16 +4,18 @@ Plain Python, no Beam and no client: the verification desk (`desk/`), the provis
 step and anyone checking a notice use these, so the tables, the ids and the notice's
 digest are defined once (docs/desk.md).
 
-- `fine_reviews` and `fine_claims` are append-only: a decision or a claim is a new row,
-  never an update, so the audit trail cannot be rewritten by the desk.
+- The BigQuery tables here are the analysts' copy: the desk's PostgreSQL store exports its
+  decisions (`fine_reviews`) and notices to them; `fine_claims` is no longer written.
 - A notice's id is derived from the fine and the revision decided on, so a retried decision
   finds the notice it already issued; its `record_sha256` covers the record's canonical JSON
-  and `verify_notice` recomputes it.
+  and `verify_notice` recomputes it. A review's id names claim, fine, revision and
+  outcome; a recall's, the notice it recalls.
 """
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from section_speed.domain.plate_formats import MAX_PLATE_CHARACTERS, SEPARATORS, normalise_plate
@@ -41,7 +43,9 @@ def _column(name: str, type_: str, mode: str, description: str) -> Column:
 
 
 FINE_REVIEW_COLUMNS: tuple[Column, ...] = (
-    _column("review_id", "STRING", "REQUIRED", "id of the decision (claim, fine, revision)"),
+    _column(
+        "review_id", "STRING", "REQUIRED", "id of the decision (claim, fine, revision, outcome)"
+    ),
     _column("fine_id", "STRING", "REQUIRED", "the fine decided on"),
     _column("revision", "INTEGER", "REQUIRED", "the fine's revision the officer saw"),
     _column(
@@ -123,6 +127,17 @@ NOTICES = Table("notices", NOTICE_COLUMNS, "notice_id", "decided_at", ("radar_id
 VERIFICATION_TABLES: tuple[Table, ...] = (FINE_REVIEWS, FINE_CLAIMS, NOTICES)
 
 
+# Fine ids (deterministic, section_speed/domain/identity.py) and the desk's claim ids are
+# 32 lower-case hex digits: the one pattern routes, forms, the photo names and the
+# database's CHECK use.
+HEX32 = "[0-9a-f]{32}"
+_HEX32 = re.compile(HEX32)
+
+
+def is_hex32(value: object) -> bool:
+    return isinstance(value, str) and _HEX32.fullmatch(value) is not None
+
+
 def _hex32(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -132,9 +147,16 @@ def notice_id(fine_id: str, revision: int) -> str:
     return _hex32(f"{fine_id}:{revision}")
 
 
-def review_id(claim_id: str, fine_id: str, revision: int) -> str:
-    """A decision's id: a retried POST (same claim, same revision) names the same row."""
-    return _hex32(f"{claim_id}:{fine_id}:{revision}")
+def review_id(claim_id: str, fine_id: str, revision: int, decision: str, detail: str = "") -> str:
+    """A decision's id: a retried POST (same claim, revision and decision) names the same
+    row, while a different decision on the same claim (a confirm racing a reject, another
+    plate) gets another id, so the database keeps the first and refuses the second."""
+    return _hex32(f"{claim_id}:{fine_id}:{revision}:{decision}:{detail}")
+
+
+def recall_id(notice_id_: str) -> str:
+    """A recall's id: one recall per notice, whatever later revision caused it."""
+    return _hex32(f"recall:{notice_id_}")
 
 
 def canonical_json(record: Mapping[str, Any]) -> bytes:
@@ -222,14 +244,3 @@ def validate_typed_plate(text: str) -> str:
 def _typeable(char: str) -> bool:
     """An ASCII letter of either case, an ASCII digit, or a plate's separator."""
     return (char.isascii() and char.isalnum()) or char in SEPARATORS
-
-
-def winning_claim(claims: Iterable[Mapping[str, Any]], now_text: str) -> Mapping[str, Any] | None:
-    """The claim that holds a fine: the earliest unexpired by (claimed_at, claim_id).
-
-    Every desk reads the same rows and applies the same order, so two desks agree on who
-    holds a fine without a transaction. Timestamps are RFC 3339 text of one form (UTC,
-    milliseconds), which sorts as time does.
-    """
-    live = [c for c in claims if c["expires_at"] > now_text]
-    return min(live, key=lambda c: (c["claimed_at"], c["claim_id"]), default=None)

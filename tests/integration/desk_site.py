@@ -4,10 +4,11 @@ One place builds it, so the key and accessibility tests (test_desk_keys.py,
 test_desk_a11y.py) switch stores together: `serve_desk` and `DeskSite.seed` /
 `DeskSite.reviews` are all that know where the desk keeps its rows. Fines are seeded as the
 pipeline writes them (measured traversals, the cars API's photos in the storage emulator,
-`output_record` rows through the warehouse client), each test on its own section so its
-queue holds only its own fines.
+`output_record` records published to the fines topic the desk pulls), each test on its own
+section so its queue holds only its own fines.
 """
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desk.app import DeskConfig, create_app
+import sqlalchemy as sa
+
+from desk import db
+from desk.app import create_app
 from desk.services import cloud_services
 from generator.car_images import render_car_photo
 from local_stack.browser import CHROMIUM, served
+from local_stack.desk_demo import desk_config, publish_fines
+from local_stack.processes import wait_until
 from local_stack.services import LocalStack
 from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.evidence_store import EvidenceStore
@@ -26,9 +32,9 @@ from section_speed.clients.warehouse import Warehouse
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.plate_formats import plate_for_vehicle
 from section_speed.domain.rules import SectionRule
-from section_speed.domain.schemas import FINE_COLUMNS, FINES, insert_id, output_record
-from section_speed.domain.verification import FINE_REVIEWS
+from section_speed.domain.schemas import FINE_COLUMNS, output_record
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
+from tests.pg import fresh_database
 
 TOKEN = "desk-site-token"
 BUCKET = "desk-site-evidence"
@@ -44,6 +50,16 @@ class DeskSite:
     base: str
     stack: LocalStack
     dataset: str
+    database: db.DatabaseConfig  # the desk's PostgreSQL database
+    fines_topic: str  # the pipeline's output topic, as the desk pulls it
+
+    def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        made = db.engine(self.database, role=None)
+        try:
+            with made.connect() as connection:
+                return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
+        finally:
+            made.dispose()
 
     def seed(self, radar: str, vehicles: list[str], photo: bool = True) -> list[dict[str, Any]]:
         """One fine per vehicle on section `radar`, a minute apart, oldest first."""
@@ -67,16 +83,23 @@ class DeskSite:
             if HAS_PLATE_BOX:
                 evidence["plate_box"] = "200,300,440,360"
             rows.append(output_record(found, found.exit_time_ms + 2_000, evidence))
-        warehouse = Warehouse(self.stack.project_id, self.dataset)
-        assert warehouse.insert(FINES, rows, [insert_id(FINES, row) for row in rows]) == []
+        publish_fines(self.stack, self.fines_topic, [json.dumps(row).encode() for row in rows])
+        ids = [row["fine_id"] for row in rows]
+
+        def ingested() -> bool:
+            found = self._rows("SELECT fine_id FROM queue WHERE fine_id = ANY(:ids)", ids=ids)
+            return len(found) == len(ids)
+
+        wait_until(ingested, timeout_s=60, what=f"{len(ids)} fines in the desk's queue")
         return rows
 
     def reviews(self, fines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The decisions recorded on these fines, oldest first."""
-        warehouse = Warehouse(self.stack.project_id, self.dataset)
-        ids = {fine["fine_id"] for fine in fines}
-        rows = warehouse.query(f"SELECT * FROM `{warehouse.table_id(FINE_REVIEWS)}`")
-        return sorted((r for r in rows if r["fine_id"] in ids), key=lambda r: r["decided_at"])
+        ids = [fine["fine_id"] for fine in fines]
+        return self._rows(
+            "SELECT * FROM decisions WHERE fine_id = ANY(:ids) ORDER BY decided_at, review_id",
+            ids=ids,
+        )
 
 
 @contextmanager
@@ -86,18 +109,14 @@ def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
         raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium (bootstrap.sh)")
     Warehouse(stack.project_id, dataset).ensure_tables(PROVISIONED_TABLES)
     EvidenceStore(BUCKET, stack.project_id).ensure_bucket()
-    stack.create_topics([f"{TOPIC}-{dataset}"])
-    config = DeskConfig(
-        project=stack.project_id,
-        bq_dataset=dataset,
-        bucket=BUCKET,
-        notices_topic=f"{TOPIC}-{dataset}",
-        claim_seconds=300,
-        token=TOKEN,
-    )
-    services = cloud_services(stack.project_id, dataset, BUCKET, f"{TOPIC}-{dataset}")
+    notices, fines = f"{TOPIC}-{dataset}", f"desk-site-fines-{dataset}"
+    stack.create_topics([notices, fines], {f"{fines}-sub": fines})
+    database = fresh_database()
+    config = desk_config(stack, database.url, dataset, BUCKET, notices, f"{fines}-sub",
+                         claim_seconds=300, token=TOKEN)  # fmt: skip
+    services = cloud_services(stack.project_id, dataset, BUCKET, notices)
     with served(create_app(config, services)) as base:
-        yield DeskSite(base, stack, dataset)
+        yield DeskSite(base, stack, dataset, database, fines)
 
 
 def sign_in(browser: Any, site: DeskSite, name: str, **options: Any) -> tuple[Any, Any]:

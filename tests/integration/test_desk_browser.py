@@ -1,13 +1,14 @@
 """The verification desk in a real browser: Playwright driving Debian's Chromium against
-the desk served by uvicorn on the local stack's emulators (BigQuery, Cloud Storage,
-Pub/Sub).
+the desk served by uvicorn on PostgreSQL and the local stack's emulators (BigQuery, Cloud
+Storage, Pub/Sub).
 
-Fines are seeded as the pipeline writes them: measured traversals, `output_record` rows with
-the cars API's rendered photos stored in the storage emulator, written with the pipeline's
-warehouse client. Two officers clear the queue by keyboard only (confirm, correct, two
-rejections, a script payload, a missing photo), one fine is revised after its decision and
-comes back marked, and a wrong or absent token is refused. At the end the notices table and
-topic hold exactly the confirmed and corrected fine revisions, once each, each verifiable.
+Fines are seeded as the pipeline publishes them: measured traversals, `output_record`
+records with the cars API's rendered photos stored in the storage emulator, published to
+the fines topic the desk pulls. Two officers clear the queue by keyboard only (confirm,
+correct, two rejections, a script payload, a missing photo), one fine is revised after its
+decision, its notice recalled once and the fine back marked, and a wrong or absent token is
+refused. At the end BigQuery's notices table and the topic hold exactly the confirmed and
+corrected fine revisions, once each, each verifiable.
 """
 
 import dataclasses
@@ -18,27 +19,31 @@ from dataclasses import dataclass
 
 import pytest
 
-from desk.app import DeskConfig, create_app
+from desk.app import create_app
 from desk.services import cloud_services
 from generator.car_images import render_car_photo
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
+from local_stack.desk_demo import desk_config, publish_fines, wait_for_queue
 from local_stack.processes import wait_until
 from local_stack.services import LocalStack, pubsub_clients
 from pipeline.provision import PROVISIONED_TABLES
 from section_speed.clients.evidence_store import EvidenceStore
 from section_speed.clients.warehouse import Warehouse, as_record
+from section_speed.domain import verification
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.plate_formats import plate_for_vehicle
 from section_speed.domain.rules import SectionRule
-from section_speed.domain.schemas import FINE_COLUMNS, FINES, insert_id, output_record
+from section_speed.domain.schemas import FINE_COLUMNS, Table, output_record
 from section_speed.domain.traversal import Traversal
 from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
 DATASET, BUCKET = "it_desk", "desk-evidence"
 TOPIC, SUBSCRIPTION = "desk-notices", "desk-notices-sub"
+FINES_TOPIC, FINES_SUBSCRIPTION = "desk-fines", "desk-fines-sub"
 TOKEN = "browser-test-token"
 EVIL = "<script>document.title='owned'</script>"
 RULE = SectionRule(entry=ENTRY, exit=EXIT)
@@ -63,8 +68,13 @@ def traversal(vehicle: str, minute: int, radar: str = "radar-1") -> Traversal:
     return found
 
 
-def write_fines(warehouse: Warehouse, rows: list[dict]) -> None:
-    assert warehouse.insert(FINES, rows, [insert_id(FINES, row) for row in rows]) == []
+def write_fines(stack: LocalStack, rows: list[dict]) -> None:
+    """The records on the fines topic, as the streaming pipeline publishes them."""
+    publish_fines(stack, FINES_TOPIC, [json.dumps(row).encode("utf-8") for row in rows])
+
+
+def warehouse_rows(warehouse: Warehouse, table: Table) -> list[dict]:
+    return warehouse.query(f"SELECT * FROM `{warehouse.table_id(table)}`")
 
 
 def seed(stack: LocalStack) -> Seeded:
@@ -105,7 +115,7 @@ def seed(stack: LocalStack) -> Seeded:
         missing=fine("veh-missing", 5, photo=False),
         revise=fine("veh-revise", 6),
     )
-    write_fines(warehouse, list(dataclasses.asdict(seeded).values()))
+    write_fines(stack, list(dataclasses.asdict(seeded).values()))
     return seeded
 
 
@@ -113,18 +123,16 @@ def seed(stack: LocalStack) -> Seeded:
 def desk(stack: LocalStack) -> Iterator[tuple[str, Seeded]]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
-    stack.create_topics([TOPIC], {SUBSCRIPTION: TOPIC})
-    seeded = seed(stack)
-    config = DeskConfig(
-        project=stack.project_id,
-        bq_dataset=DATASET,
-        bucket=BUCKET,
-        notices_topic=TOPIC,
-        claim_seconds=300,
-        token=TOKEN,
+    stack.create_topics(
+        [TOPIC, FINES_TOPIC], {SUBSCRIPTION: TOPIC, FINES_SUBSCRIPTION: FINES_TOPIC}
     )
+    seeded = seed(stack)
+    database = fresh_database()
+    config = desk_config(stack, database.url, DATASET, BUCKET, TOPIC, FINES_SUBSCRIPTION,
+                         claim_seconds=300, token=TOKEN)  # fmt: skip
     app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
     with served(app) as base:
+        wait_for_queue(database.url, len(dataclasses.asdict(seeded)))
         yield base, seeded
 
 
@@ -221,10 +229,14 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
 
     # The last fine is revised after its decision: it comes back marked, and is decided again.
     revised = {**fines.revise, "revision": 1, "avg_speed_mph": fines.revise["avg_speed_mph"] + 3}
-    write_fines(Warehouse(stack.project_id, DATASET), [revised])
-    alice.reload()
+    write_fines(stack, [revised])
+
+    def back_marked() -> bool:
+        alice.reload()
+        return alice.locator("#queue .state").all_text_contents() == ["changed since your decision"]
+
+    wait_until(back_marked, timeout_s=30, what="the revised fine back in the queue")
     keys_ready(alice)
-    expect(alice.locator("#queue .state")).to_have_text(["changed since your decision"])
     alice.keyboard.press("Enter")
     on_fine(alice, fines.revise)
     expect(alice.locator("#state")).to_contain_text("Changed since your decision")
@@ -236,10 +248,11 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
 
     # The audit trail, and exactly one notice per confirmed or corrected fine revision.
     warehouse = Warehouse(stack.project_id, DATASET)
-    reviews = {
-        (r["fine_id"], r["revision"]): r
-        for r in warehouse.query(f"SELECT * FROM `{warehouse.table_id(FINE_REVIEWS)}`")
-    }
+    # The outbox exports decisions and notices to BigQuery just after they commit.
+    wait_until(lambda: len(warehouse_rows(warehouse, FINE_REVIEWS)) == 7
+               and len(warehouse_rows(warehouse, NOTICES)) == 4, timeout_s=30,
+               what="7 decisions and 4 notices in BigQuery")  # fmt: skip
+    reviews = {(r["fine_id"], r["revision"]): r for r in warehouse_rows(warehouse, FINE_REVIEWS)}
     assert {key: (r["decision"], r["reason"], r["reviewer"]) for key, r in reviews.items()} == {
         (fines.confirm["fine_id"], 0): ("confirmed", None, "alice"),
         (fines.correct["fine_id"], 0): ("corrected", None, "bob"),
@@ -253,10 +266,7 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
     assert reviews[(fines.evil["fine_id"], 0)]["note"] == "plate covered by a bike rack"
     issuing = {k for k, r in reviews.items() if r["decision"] in ("confirmed", "corrected")}
 
-    rows = [
-        as_record(NOTICES, row)
-        for row in warehouse.query(f"SELECT * FROM `{warehouse.table_id(NOTICES)}`")
-    ]
+    rows = [as_record(NOTICES, row) for row in warehouse_rows(warehouse, NOTICES)]
     assert sorted((r["fine_id"], r["revision"]) for r in rows) == sorted(issuing)
     assert all(verify_notice(row) for row in rows)
     by_fine = {(r["fine_id"], r["revision"]): r for r in rows}
@@ -267,38 +277,47 @@ def test_officers_clear_the_queue_by_keyboard(desk, browser, stack):
     )
     assert corrected["image_sha256"] == fines.correct["image_sha256"]
 
-    messages = pull_notices(stack, len(issuing))
+    messages, recalls = pull_notices(stack, len(issuing), recalls=1)
     assert sorted(m["notice_id"] for m in messages) == sorted(r["notice_id"] for r in rows)
     for message in messages:
         assert (
             verify_notice(message) and message == by_fine[(message["fine_id"], message["revision"])]
         )
+    # The first notice of the revised fine is recalled, once, naming the new revision.
+    (recall,) = recalls
+    first = verification.notice_id(fines.revise["fine_id"], 0)
+    assert (recall["notice_id"], recall["new_revision"], recall["reason"]) == (first, 1, "revised")
 
 
-def pull_notices(stack: LocalStack, expected: int, subscription: str = SUBSCRIPTION) -> list[dict]:
-    """Every message on the notices topic, acknowledged; each notice_id exactly once."""
+def pull_notices(
+    stack: LocalStack, expected: int, subscription: str = SUBSCRIPTION, recalls: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Every message on the notices topic, acknowledged: the notices, each notice_id
+    exactly once, and the recalls, each recall_id exactly once."""
     _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
     path = stack.subscription_path(subscription)
-    messages: dict[str, dict] = {}
-    seen: list[str] = []
+    seen: dict[str, list[tuple[str, dict]]] = {"notice": [], "recall": []}
 
     def pulled_all() -> bool:
         response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
         for received in response.received_messages:
-            body = json.loads(received.message.data)
-            assert received.message.attributes["notice_id"] == body["notice_id"]
-            seen.append(body["notice_id"])
-            messages[body["notice_id"]] = body
+            body, attributes = json.loads(received.message.data), received.message.attributes
+            kind = attributes["kind"]
+            assert attributes["notice_id"] == body["notice_id"]
+            key = body["notice_id"] if kind == "notice" else attributes["recall_id"]
+            seen[kind].append((key, body))
         if response.received_messages:
             subscriber.acknowledge(
                 subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
             )
-        return len(seen) >= expected
+        return len(seen["notice"]) >= expected and len(seen["recall"]) >= recalls
 
     with subscriber:
         wait_until(pulled_all, timeout_s=30, what=f"{expected} notices on the topic")
-    assert len(seen) == len(set(seen)) == expected, seen  # each once
-    return list(messages.values())
+    for kind, count in (("notice", expected), ("recall", recalls)):
+        keys = [key for key, _ in seen[kind]]
+        assert len(keys) == len(set(keys)) == count, (kind, keys)  # each once
+    return [body for _, body in seen["notice"]], [body for _, body in seen["recall"]]
 
 
 def test_a_wrong_or_absent_token_gets_no_desk(desk, browser):

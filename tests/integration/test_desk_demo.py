@@ -20,10 +20,17 @@ import pytest
 
 from analyst_report.contents import build_report
 from analyst_report.page import render_html
-from desk.app import DeskConfig, create_app
+from desk.app import create_app
 from desk.services import cloud_services
 from local_stack.browser import CHROMIUM, CHROMIUM_ARGS, served
-from local_stack.desk_demo import seed_demo_fines
+from local_stack.desk_demo import (
+    desk_config,
+    output_records,
+    publish_fines,
+    seed_demo_fines,
+    wait_for_queue,
+)
+from local_stack.processes import wait_until
 from local_stack.services import LocalStack
 from section_speed.clients.warehouse import Warehouse, as_record
 from section_speed.domain.verification import FINE_REVIEWS, NOTICES, verify_notice
@@ -32,12 +39,15 @@ from tests.integration.test_desk_browser import (
     keys_ready,
     on_fine,
     pull_notices,
+    warehouse_rows,
 )
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
 DATASET, BUCKET = "it_desk_demo", "desk-demo-evidence"
 TOPIC, SUBSCRIPTION = "desk-demo-notices", "desk-demo-notices-sub"
+FINES_TOPIC, FINES_SUBSCRIPTION = "desk-demo-fines", "desk-demo-fines-sub"
 TOKEN = "desk-demo-token"
 OFFICER = "dana"
 
@@ -48,18 +58,18 @@ def demo_desk(
 ) -> Iterator[tuple[str, list[dict]]]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
-    fines = seed_demo_fines(stack, tmp_path_factory.mktemp("desk-demo"), DATASET, BUCKET)
-    stack.create_topics([TOPIC], {SUBSCRIPTION: TOPIC})
-    config = DeskConfig(
-        project=stack.project_id,
-        bq_dataset=DATASET,
-        bucket=BUCKET,
-        notices_topic=TOPIC,
-        token=TOKEN,
-        reviewer=OFFICER,
+    out_dir = tmp_path_factory.mktemp("desk-demo")
+    fines = seed_demo_fines(stack, out_dir, DATASET, BUCKET)
+    stack.create_topics(
+        [TOPIC, FINES_TOPIC], {SUBSCRIPTION: TOPIC, FINES_SUBSCRIPTION: FINES_TOPIC}
     )
+    publish_fines(stack, FINES_TOPIC, output_records(out_dir))  # as make desk does
+    database = fresh_database()
+    config = desk_config(stack, database.url, DATASET, BUCKET, TOPIC, FINES_SUBSCRIPTION,
+                         token=TOKEN, reviewer=OFFICER)  # fmt: skip
     app = create_app(config, cloud_services(stack.project_id, DATASET, BUCKET, TOPIC))
     with served(app) as base:
+        wait_for_queue(database.url, len(fines))
         yield base, fines
 
 
@@ -100,7 +110,17 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
         chromium.close()
 
     warehouse = Warehouse(stack.project_id, DATASET)
-    reviews = warehouse.query(f"SELECT * FROM `{warehouse.table_id(FINE_REVIEWS)}`")
+    issued = len(fines) - 1
+    # The outbox exports decisions and notices to BigQuery just after they commit.
+    wait_until(
+        lambda: (
+            len(warehouse_rows(warehouse, NOTICES)) == issued
+            and len(warehouse_rows(warehouse, FINE_REVIEWS)) == len(fines)
+        ),
+        timeout_s=30,
+        what="the decisions and notices in BigQuery",
+    )
+    reviews = warehouse_rows(warehouse, FINE_REVIEWS)
     decided = {r["fine_id"]: (r["decision"], r["license_plate"], r["reason"]) for r in reviews}
     assert len(reviews) == len(fines)
     expected = {
@@ -113,10 +133,7 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     assert decided == expected
 
     issued = {fine_id for fine_id, (decision, _, _) in expected.items() if decision != "rejected"}
-    rows = [
-        as_record(NOTICES, row)
-        for row in warehouse.query(f"SELECT * FROM `{warehouse.table_id(NOTICES)}`")
-    ]
+    rows = [as_record(NOTICES, row) for row in warehouse_rows(warehouse, NOTICES)]
     assert sorted(r["fine_id"] for r in rows) == sorted(issued)  # each once
     assert all(verify_notice(row) for row in rows)
     by_fine = {r["fine_id"]: r for r in rows}
@@ -124,7 +141,8 @@ def test_an_officer_reviews_every_demo_fine(demo_desk, stack):
     assert (notice["license_plate"], notice["reader_plate"]) == (typed, corrected["license_plate"])
     assert notice["image_sha256"] == corrected["image_sha256"]
 
-    messages = pull_notices(stack, len(issued), SUBSCRIPTION)
+    messages, recalls = pull_notices(stack, len(issued), SUBSCRIPTION)
+    assert recalls == []
     assert sorted(m["fine_id"] for m in messages) == sorted(issued)
     assert all(verify_notice(m) and m == by_fine[m["fine_id"]] for m in messages)
 

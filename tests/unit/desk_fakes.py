@@ -1,89 +1,73 @@
-"""An in-memory DeskStore, photo source and publisher for the desk's unit tests only.
-
-The interface is small; the browser test runs the BigQuery store on the emulator.
+"""The desk's unit tests: the real store on a fresh PostgreSQL database (tests/pg.py), an
+in-memory photo source and topic, and helpers to look at what the desk recorded.
+The browser and demo tests run the same desk on the emulators.
 """
 
 import dataclasses
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import sqlalchemy as sa
+
+from desk import db
 from desk.app import DeskConfig, create_app
 from desk.services import Services
-from desk.store import QueueEntry, QueueFilter, latest_revision, queue_state
+from desk.store import DeskStore, Fine
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.schemas import output_record
 from tests.helpers import ENTRY, EXIT, T0_MS, measured, track
+from tests.pg import fresh_database
 
 BUCKET = "evidence"
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.fines: list[dict] = []
-        self.reviews_: list[dict] = []
-        self.claims_: list[dict] = []
-        self.notices: list[dict] = []
+class _Fines:
+    """`store.fines.append(row)`: a fines record arriving (ingested as from the topic)."""
 
-    def queue(self, filters: QueueFilter, limit: int) -> list[QueueEntry]:
-        by_id: dict[str, list[dict]] = {}
-        for row in self.fines:
-            by_id.setdefault(row["fine_id"], []).append(row)
-        latest = [latest_revision(rows) for rows in by_id.values()]
-        superseded = {s for row in latest for s in row.get("supersedes") or []}
-        entries = []
-        for fine in sorted(latest, key=lambda r: (r["exit_time"], r["fine_id"])):
-            confidence = fine.get("plate_confidence") or 0.0
-            if fine["fine_id"] in superseded:
-                continue
-            if filters.radar_id is not None and fine["radar_id"] != filters.radar_id:
-                continue
-            if filters.day is not None and fine["exit_time"][:10] != filters.day.isoformat():
-                continue
-            if filters.min_confidence is not None and confidence < filters.min_confidence:
-                continue
-            if filters.max_confidence is not None and confidence > filters.max_confidence:
-                continue
-            reviews = [r for r in self.reviews_ if r["fine_id"] == fine["fine_id"]]
-            last = max(reviews, key=lambda r: (r["revision"], r["decided_at"]), default=None)
-            state = queue_state(fine, last)
-            if state is not None:
-                entries.append(QueueEntry(fine, state, last))
-        return entries[:limit]
+    def __init__(self, store: DeskStore) -> None:
+        self._store = store
 
-    def fine_revisions(self, fine_id: str) -> list[dict]:
-        rows = [r for r in self.fines if r["fine_id"] == fine_id]
-        return sorted(rows, key=lambda r: (r["revision"], r["processed_at"]))
+    def append(self, row: dict) -> None:
+        self._store.ingest(Fine.from_record(row))
 
-    def reviews(self, fine_id: str) -> list[dict]:
-        return [r for r in self.reviews_ if r["fine_id"] == fine_id]
+    def __iadd__(self, rows: list[dict]) -> "_Fines":
+        for row in rows:
+            self.append(row)
+        return self
 
-    def review(self, review_id: str) -> dict | None:
-        return next((r for r in self.reviews_ if r["review_id"] == review_id), None)
 
-    def add_review(self, review: dict) -> None:
-        self.reviews_.append(dict(review))
+class StoreProbe(DeskStore):
+    """The desk's store on its own database, plus what tests read back (as the owner)."""
 
-    def claims(self, fine_ids, now: str) -> list[dict]:
-        return [c for c in self.claims_ if c["fine_id"] in fine_ids and c["expires_at"] > now]
+    def __init__(self, config: db.DatabaseConfig) -> None:
+        super().__init__(db.engine(config))
+        self.config = config
+        self.fines = _Fines(self)
 
-    def add_claim(self, claim: dict) -> None:
-        self.claims_.append(dict(claim))
+    def rows(self, sql: str, **params: Any) -> list[dict]:
+        with self.engine.connect() as connection:
+            return [dict(r) for r in connection.execute(sa.text(sql), params).mappings()]
 
-    def notice(self, notice_id: str) -> dict | None:
-        return next((n for n in self.notices if n["notice_id"] == notice_id), None)
+    @property
+    def reviews_(self) -> list[dict]:
+        return self.rows("SELECT * FROM decisions ORDER BY decided_at, review_id")
 
-    def add_notice(self, notice: dict) -> None:
-        self.notices.append(dict(notice))
+    @property
+    def notices(self) -> list[dict]:
+        rows = self.rows("SELECT record FROM notices ORDER BY issued_at, notice_id")
+        return [json.loads(r["record"]) if isinstance(r["record"], str) else r["record"]
+                for r in rows]  # fmt: skip
 
-    def reviews_without_notice(self) -> list[dict]:
-        issued = {(n["fine_id"], n["revision"]) for n in self.notices}
-        return [
-            r
-            for r in self.reviews_
-            if r["decision"] in ("confirmed", "corrected")
-            and (r["fine_id"], r["revision"]) not in issued
-        ]
+    @property
+    def claims_(self) -> list[dict]:
+        return self.rows("SELECT * FROM claims ORDER BY claimed_at")
+
+
+def new_store() -> StoreProbe:
+    return StoreProbe(fresh_database())
 
 
 class MemoryPhotos:
@@ -97,11 +81,21 @@ class MemoryPhotos:
 
 
 class MemoryPublisher:
-    def __init__(self) -> None:
-        self.published: list[tuple[dict, str]] = []
+    """The notices topic: every message with its attributes, in publishing order."""
 
-    def publish(self, record, notice_id: str) -> None:
-        self.published.append((dict(record), notice_id))
+    def __init__(self) -> None:
+        self.messages: list[tuple[dict, dict]] = []
+
+    def publish(self, record, attributes) -> None:
+        self.messages.append((dict(record), dict(attributes)))
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def published(self) -> list[tuple[dict, str]]:
+        """The notices (record, notice_id) published so far."""
+        return [(r, a["notice_id"]) for r, a in self.messages if a.get("kind") == "notice"]
 
 
 class Clock:
@@ -139,13 +133,58 @@ def fine_row(
     return output_record(traversal, start + 60_000 + revision, {**values, **evidence})
 
 
-def make_app(store=None, photos=None, publisher=None, clock=None, iap_keys=None, **config):
-    store = store or MemoryStore()
+def make_app(
+    store=None, photos=None, publisher=None, clock=None, iap_keys=None, push_certs=None, **config
+):
+    """The desk app on `store`'s database (a fresh one by default). Enter its lifespan
+    (`with TestClient(app) as client`) before requests."""
+    store = store or new_store()
     photos = photos or MemoryPhotos()
     publisher = publisher or MemoryPublisher()
     clock = clock or Clock()
-    settings = {"project": "p", "bq_dataset": "d", "bucket": BUCKET, "notices_topic": "notices"}
-    settings |= {"token": "secret-token", **config}
-    services = Services(lambda: store, lambda: photos, lambda: publisher)
-    app = create_app(DeskConfig(**settings), services, clock=clock, iap_keys=iap_keys)
+    settings = {"project": "p", "bucket": BUCKET, "notices_topic": "notices"}
+    settings |= {"token": "secret-token", "database": store.config, **config}
+    services = Services(lambda: photos, lambda: publisher, lambda: None)
+    app = create_app(
+        DeskConfig(**settings), services, clock=clock, iap_keys=iap_keys, push_certs=push_certs
+    )
     return app, store, photos, publisher, clock
+
+
+def jpeg(size=(640, 480), colour=(200, 30, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def with_photo(row: dict, photos: MemoryPhotos, data: bytes | None = None) -> dict:
+    """The row with its photo stored in `photos` under the name the pipeline gives it."""
+    import hashlib
+
+    from section_speed.domain.events import parse_rfc3339_ms
+    from section_speed.domain.evidence import photo_object_name
+
+    name = photo_object_name(row["radar_id"], parse_rfc3339_ms(row["entry_time"]), row["fine_id"])
+    photos.objects[name] = data or jpeg()
+    return {
+        **row,
+        "image_url": f"gs://{BUCKET}/{name}",
+        "image_sha256": hashlib.sha256(photos.objects[name]).hexdigest(),
+    }
+
+
+def add_and_decide_one(store: StoreProbe):
+    """One fine with its photo, claimed and confirmed by alice: its Review."""
+    from desk.store import QueueFilter
+    from desk.workflow import Decision, Desk
+
+    desk = Desk(store, MemoryPhotos(), BUCKET, clock=Clock())
+    store.fines.append(with_photo(fine_row(), desk.photos))
+    fine_id = desk.next_fine("alice", QueueFilter())
+    view = desk.view(fine_id)
+    decision = Decision(fine_id, 0, view.holder.claim_id, "plate", view.fine.license_plate or "")
+    return desk.decide("alice", decision)

@@ -1,5 +1,5 @@
-"""The desk over HTTP (FastAPI's TestClient, in-memory store): login, CSRF, escaping,
-photos, headers, and the decision flow's status codes."""
+"""The desk over HTTP (FastAPI's TestClient, the PostgreSQL store, in-memory photos and
+topic): login, CSRF, escaping, photos, headers, and the decision flow's status codes."""
 
 import hashlib
 import io
@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from desk.security import SESSION_COOKIE
+from local_stack.processes import wait_until
 from section_speed.domain.events import parse_rfc3339_ms
 from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.verification import verify_notice
@@ -35,8 +36,8 @@ def with_photo(row: dict, photos, data: bytes | None = None) -> dict:
 @pytest.fixture
 def desk():
     app, store, photos, publisher, _clock = make_app(reviewer="alice")
-    client = TestClient(app, follow_redirects=False)
-    return client, store, photos, publisher
+    with TestClient(app, follow_redirects=False) as client:
+        yield client, store, photos, publisher
 
 
 def signed_in(client: TestClient) -> TestClient:
@@ -80,15 +81,20 @@ def test_a_tampered_or_foreign_cookie_is_refused(desk):
     payload, mac = value.split(".")
     client.cookies.set(SESSION_COOKIE, payload + "x." + mac)
     assert client.get("/queue").status_code == 401
-    other_app = make_app(reviewer="mallory")[0]  # another desk's secret
-    other = signed_in(TestClient(other_app, follow_redirects=False))
-    client.cookies.set(SESSION_COOKIE, other.cookies[SESSION_COOKIE])
+    other_app = make_app(store=desk[1], reviewer="mallory")[0]  # another desk's secret
+    with TestClient(other_app, follow_redirects=False) as other:
+        signed_in(other)
+        client.cookies.set(SESSION_COOKIE, other.cookies[SESSION_COOKIE])
     assert client.get("/queue").status_code == 401
 
 
 def test_the_reviewer_name_is_asked_at_login_when_not_given():
     app = make_app()[0]
-    client = TestClient(app, follow_redirects=False)
+    with TestClient(app, follow_redirects=False) as client:
+        _login_asks_the_name(client)
+
+
+def _login_asks_the_name(client: TestClient) -> None:
     page = client.get(f"/login?token={TOKEN}")
     assert page.status_code == 200 and 'name="reviewer"' in page.text
     bad = client.post("/login", data={"token": TOKEN, "reviewer": "<b>x</b>"})
@@ -113,8 +119,8 @@ def test_every_page_carries_the_security_headers(desk):
     assert "<script>" not in page and " on" + "click=" not in page  # no inline script
 
 
-def open_first(client, store, photos, **row) -> tuple[str, str]:
-    fine = with_photo(fine_row(**row), photos)
+def open_first(client, store, photos, fine: dict | None = None, **row) -> tuple[str, str]:
+    fine = fine or with_photo(fine_row(**row), photos)
     store.fines.append(fine)
     csrf = csrf_of(client.get("/queue").text)
     response = client.post("/next", data={"csrf": csrf})
@@ -146,14 +152,17 @@ def test_csrf_missing_or_wrong_is_403_and_records_nothing(desk):
     )
     assert ok.status_code == 303 and ok.headers["location"] == "/queue"
     assert [r["decision"] for r in store.reviews_] == ["confirmed"]
-    ((record, _notice_id),) = publisher.published
+    wait_until(lambda: publisher.published, timeout_s=10, what="the notice on the topic")
+    ((record, notice_id),) = publisher.published
     assert verify_notice(record) and store.notices == [record]
+    assert notice_id == record["notice_id"]
 
 
 def test_a_decision_on_an_old_revision_is_409_and_a_bad_plate_422(desk):
     client, store, photos, _publisher = desk
     signed_in(client)
-    fine_id, page = open_first(client, store, photos)
+    row = with_photo(fine_row(), photos)
+    fine_id, page = open_first(client, store, photos, row)
     form = {
         "csrf": csrf_of(page),
         "revision": "0",
@@ -164,9 +173,7 @@ def test_a_decision_on_an_old_revision_is_409_and_a_bad_plate_422(desk):
     bad = client.post(f"/fines/{fine_id}/decision", data=form)
     assert bad.status_code == 422 and "not a plate" in bad.text
     assert 'value="NOT A PLATE"' in bad.text  # what was typed stays in the field
-    store.fines.append(
-        {**store.fines[0], "revision": 1, "processed_at": "2026-11-18T12:00:00.000Z"}
-    )
+    store.fines.append({**row, "revision": 1, "processed_at": "2026-11-18T12:00:00.000Z"})
     stale = client.post(f"/fines/{fine_id}/decision", data={**form, "plate": "ABC1234"})
     assert stale.status_code == 409 and "changed while you looked" in stale.text
     assert store.reviews_ == []
@@ -179,11 +186,14 @@ def test_a_second_officer_sees_the_fine_taken(desk):
     signed_in(client)
     fine_id, _ = open_first(client, store, photos)
     app = make_app(store=store, photos=photos, reviewer="bob")[0]
-    bob = signed_in(TestClient(app, follow_redirects=False))
-    page = bob.get(f"/fines/{fine_id}")
-    assert "Taken by alice" in page.text and 'id="decision"' not in page.text
-    nothing = bob.post("/next", data={"csrf": csrf_of(bob.get("/queue").text)})
-    assert nothing.headers["location"] == "/queue"
+    with TestClient(app, follow_redirects=False) as bob:
+        signed_in(bob)
+        page = bob.get(f"/fines/{fine_id}")
+        assert "Taken by alice" in page.text and 'id="decision"' not in page.text
+        nothing = bob.post("/next", data={"csrf": csrf_of(bob.get("/queue").text)})
+        assert nothing.headers["location"] == "/queue"
+        taken = bob.post(f"/fines/{fine_id}/claim", data={"csrf": csrf_of(page.text)})
+        assert taken.status_code == 409 and "taken by alice" in taken.text
 
 
 def test_html_in_a_vehicle_id_or_plate_renders_as_text(desk):
@@ -247,8 +257,9 @@ def test_photos_are_served_by_fine_id_from_the_configured_bucket_only(desk):
     }
     for what, url in elsewhere.items():
         photos.reads.clear()
-        store.fines[:] = [{**fine, "image_url": url}]
-        assert client.get(f"/fines/{fine['fine_id']}/photo").status_code == 404, what
+        other = fine_row()
+        store.fines.append({**other, "image_url": url.replace(fine["fine_id"], other["fine_id"])})
+        assert client.get(f"/fines/{other['fine_id']}/photo").status_code == 404, what
         assert photos.reads == [], what
     for fine_id in ("../../etc/passwd", "A" * 32, "a" * 31, "a" * 33):
         assert client.get(f"/fines/{fine_id}/photo").status_code in (404, 422), fine_id
@@ -285,9 +296,9 @@ def test_a_photo_other_than_the_one_the_record_names_is_never_shown(desk):
 def test_a_missing_photo_shows_and_the_fine_can_still_be_rejected(desk):
     client, store, photos, publisher = desk
     signed_in(client)
-    fine_id, page = open_first(client, store, photos)
-    photos.objects.clear()
-    page = client.get(f"/fines/{fine_id}").text
+    row = with_photo(fine_row(), photos)
+    photos.objects.clear()  # the fine names a photo the bucket does not hold
+    fine_id, page = open_first(client, store, photos, row)
     assert 'id="photo-missing"' in page and 'id="photo"' not in page
     assert client.get(f"/fines/{fine_id}/photo").status_code == 404
     form = {
@@ -300,7 +311,7 @@ def test_a_missing_photo_shows_and_the_fine_can_still_be_rejected(desk):
     assert [(r["decision"], r["reason"]) for r in store.reviews_] == [
         ("rejected", "plate_unreadable")
     ]
-    assert publisher.published == []
+    assert store.notices == [] and publisher.published == []
 
 
 def test_the_queue_filters_by_section_day_and_confidence(desk):
@@ -345,3 +356,30 @@ def test_a_null_origin_passes_only_with_the_browsers_same_origin_word(desk):
     same = {"origin": "null", "sec-fetch-site": "same-origin"}
     assert client.post("/next", data={"csrf": csrf}, headers=same).status_code == 303
     assert len(store.claims_) == 1
+
+
+def test_two_identical_posts_record_once_and_a_different_one_is_409_with_what_was(desk):
+    client, store, photos, publisher = desk
+    signed_in(client)
+    fine_id, page = open_first(client, store, photos)
+    form = {
+        "csrf": csrf_of(page),
+        "revision": "0",
+        "claim_id": hidden(page, "claim_id"),
+        "action": "plate",
+        "plate": "ABC1234",
+    }
+    url = f"/fines/{fine_id}/decision"
+    first, again = client.post(url, data=form), client.post(url, data=form)
+    assert first.status_code == again.status_code == 303
+    conflict = client.post(url, data={**form, "action": "wrong_vehicle"})
+    assert conflict.status_code == 409
+    assert "already confirmed as ABC1234 by alice at 2026-11-18T09:00:00.000Z" in conflict.text
+    wait_until(lambda: publisher.published, timeout_s=10, what="the notice on the topic")
+    assert len(store.reviews_) == 1 and len(store.notices) == 1
+    assert [kind for kind, _ in store_outbox(store)] == ["review", "notice"]
+    assert len(publisher.published) == 1
+
+
+def store_outbox(store) -> list[tuple[str, str]]:
+    return [(r["kind"], r["key"]) for r in store.rows("SELECT kind, key FROM outbox ORDER BY id")]

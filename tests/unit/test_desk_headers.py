@@ -35,14 +35,20 @@ def test_hsts_is_sent_only_when_the_request_came_over_tls(scheme, headers, hsts)
 
 def test_every_response_is_same_origin_only_and_hsts_follows_the_scheme():
     app = make_app(reviewer="alice")[0]
-    plain = TestClient(app, follow_redirects=False)
-    behind_tls = TestClient(app, base_url="https://desk.example", follow_redirects=False)
-    # A photo's URL refused or not, a static file, a page: each response carries them.
-    for path in ("/login", "/static/desk.js", "/fines/" + "0" * 32 + "/photo"):
-        for client, hsts in ((plain, None), (behind_tls, TLS_HEADERS["Strict-Transport-Security"])):
-            headers = client.get(path).headers
-            assert headers["cross-origin-resource-policy"] == "same-origin", path
-            assert headers["cross-origin-opener-policy"] == "same-origin", path
-            assert headers.get(HSTS) == hsts, (path, client.base_url)
+    # The desk's state is made in the app's lifespan, which TestClient runs inside `with`.
+    with (
+        TestClient(app, follow_redirects=False) as plain,
+        TestClient(app, base_url="https://desk.example", follow_redirects=False) as behind_tls,
+    ):
+        # A photo's URL refused or not, a static file, a page: each response carries them.
+        for path in ("/login", "/static/desk.js", "/fines/" + "0" * 32 + "/photo"):
+            for client, hsts in (
+                (plain, None),
+                (behind_tls, TLS_HEADERS["Strict-Transport-Security"]),
+            ):
+                headers = client.get(path).headers
+                assert headers["cross-origin-resource-policy"] == "same-origin", path
+                assert headers["cross-origin-opener-policy"] == "same-origin", path
+                assert headers.get(HSTS) == hsts, (path, client.base_url)
     assert TLS_HEADERS["Strict-Transport-Security"].startswith("max-age=")
     assert int(TLS_HEADERS["Strict-Transport-Security"].split("=")[1]) >= 31_536_000  # a year

@@ -126,24 +126,25 @@ def test_an_unknown_key_id_is_refused():
 def test_the_desk_behind_iap_answers_401_without_a_valid_assertion():
     app, store, *_ = make_app(auth="iap", iap_audience=AUDIENCE, iap_keys=lambda: KEYS)
     store.fines.append(fine_row())
-    client = TestClient(app, follow_redirects=False)
-    assert client.get("/queue").status_code == 401
-    assert (
-        client.get("/queue", headers={IAP_HEADER: assertion(signer=OTHER_SIGNER)}).status_code
-        == 401
-    )
-    assert client.get(f"/login?token={'x'}").status_code == 404  # no token login behind IAP
-    page = client.get("/queue", headers={IAP_HEADER: assertion()})
-    assert page.status_code == 200 and ">ana@city.gov<" in page.text
-    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-    started = client.post("/next", data={"csrf": csrf}, headers={IAP_HEADER: assertion()})
-    assert started.status_code == 303 and started.headers["location"].startswith("/fines/")
-    assert store.claims_[0]["reviewer"] == "ana@city.gov"
-    # Another reviewer's page token is not Ana's.
-    bob = client.get("/queue", headers={IAP_HEADER: assertion(email="bob@city.gov")}).text
-    bob_csrf = bob.split('name="csrf" value="')[1].split('"')[0]
-    refused = client.post("/next", data={"csrf": bob_csrf}, headers={IAP_HEADER: assertion()})
-    assert bob_csrf != csrf and refused.status_code == 403
+    # The desk's state is made in the app's lifespan, which TestClient runs inside `with`.
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.get("/queue").status_code == 401
+        assert (
+            client.get("/queue", headers={IAP_HEADER: assertion(signer=OTHER_SIGNER)}).status_code
+            == 401
+        )
+        assert client.get(f"/login?token={'x'}").status_code == 404  # no token login behind IAP
+        page = client.get("/queue", headers={IAP_HEADER: assertion()})
+        assert page.status_code == 200 and ">ana@city.gov<" in page.text
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        started = client.post("/next", data={"csrf": csrf}, headers={IAP_HEADER: assertion()})
+        assert started.status_code == 303 and started.headers["location"].startswith("/fines/")
+        assert store.claims_[0]["reviewer"] == "ana@city.gov"
+        # Another reviewer's page token is not Ana's.
+        bob = client.get("/queue", headers={IAP_HEADER: assertion(email="bob@city.gov")}).text
+        bob_csrf = bob.split('name="csrf" value="')[1].split('"')[0]
+        refused = client.post("/next", data={"csrf": bob_csrf}, headers={IAP_HEADER: assertion()})
+        assert bob_csrf != csrf and refused.status_code == 403
 
 
 def test_iap_needs_an_audience():

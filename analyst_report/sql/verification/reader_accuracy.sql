@@ -11,7 +11,8 @@ WITH verified AS (
   FROM `{project}.{dataset}.fine_queue`
   WHERE valid_from <= @as_of AND (valid_until IS NULL OR @as_of < valid_until)
 ),
--- Every decision recorded up to as_of, each once (fine_reviews is append-only).
+-- Every decision recorded up to as_of, each once: fine_decisions keeps one row per
+-- review_id, and the desk's export to fine_reviews is at-least-once (docs/desk.md).
 decisions AS (
   SELECT *
   FROM `{project}.{dataset}.fine_decisions`

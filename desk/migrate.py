@@ -54,6 +54,9 @@ def upgrade(engine: sa.Engine, target: str = "head") -> str | None:
             command.upgrade(_config(connection), target)
             connection.commit()
         finally:
+            # A failed migration leaves its transaction aborted: end it first, so the unlock
+            # runs and the migration's own error is the one raised.
+            connection.rollback()
             connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             connection.commit()
     return current(engine)

@@ -204,8 +204,10 @@ if ! exists gcloud sql users describe "$DB_USER" --instance "$SQL_INSTANCE" \
     --type cloud_iam_service_account
 fi
 # A new IAM user may not create tables; the desk applies its migrations at start, so it
-# needs CREATE on its database and schema. Cloud SQL runs this as postgres during an import
-# (no password is set or sent); GRANT is idempotent.
+# needs CREATE on its database and schema. The role the desk's code runs as (desk_app, no
+# UPDATE or DELETE on decisions and notices) is made here, granted with ADMIN OPTION so
+# the migration can grant its rights, and the IAM user gets no CREATEROLE. Cloud SQL runs
+# this as postgres during an import (no password is set or sent); each line is idempotent.
 if ! exists gcloud storage buckets describe "$DEPLOY_BUCKET" --project "$PROJECT"; then
   run gcloud storage buckets create "$DEPLOY_BUCKET" --project "$PROJECT" \
     --location "$REGION" --uniform-bucket-level-access --public-access-prevention
@@ -216,6 +218,10 @@ retrying gcloud storage buckets add-iam-policy-binding "$DEPLOY_BUCKET" \
   --member "serviceAccount:$SQL_AGENT" --role roles/storage.objectViewer
 GRANTS="GRANT CONNECT, CREATE ON DATABASE $DATABASE TO \"$DB_USER\";"
 GRANTS+=" GRANT USAGE, CREATE ON SCHEMA public TO \"$DB_USER\";"
+# shellcheck disable=SC2016  # $$ quotes the DO block's body in SQL, not a shell variable
+GRANTS+=' DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '"'desk_app'"')'
+GRANTS+=' THEN CREATE ROLE desk_app NOLOGIN; END IF; END $$;'
+GRANTS+=" GRANT desk_app TO \"$DB_USER\" WITH ADMIN OPTION;"
 piped "$GRANTS" gcloud storage cp - "$GRANTS_OBJECT" --project "$PROJECT"
 # retrying: the instance's agent may not read the bucket for a few seconds after the grant
 retrying gcloud sql import sql "$SQL_INSTANCE" "$GRANTS_OBJECT" --database "$DATABASE" \

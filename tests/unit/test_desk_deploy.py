@@ -23,11 +23,13 @@
   run verbatim.
 """
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -181,6 +183,57 @@ def test_the_cloud_sql_roles_hold_on_the_desks_instance_only(commands):
     assert flags(build_logs)["--condition"] == "None"
 
 
+def grants_sql(listing: str) -> str:
+    """The SQL the deploy imports as postgres (desk-grants.sql)."""
+    (upload,) = [line for line in listing.splitlines() if "desk-grants.sql --project" in line]
+    (text,) = shlex.split(upload.split(" | ")[0])[2:]
+    return text
+
+
+def test_the_deploys_grants_let_its_iam_user_migrate_without_createrole(postgres, listing):
+    """On a real server: a login like Cloud SQL's IAM user (no CREATEROLE, no superuser),
+    given only the deploy's grants, migrates the desk's schema to the latest version and
+    runs as the desk's role; without them it cannot."""
+    import pg8000.native
+    import sqlalchemy as sa
+
+    from desk import db, migrate
+    from tests.pg import fresh_database
+
+    user = f"iam{os.getpid()}@my-project.iam"
+    config = fresh_database(migrated=False)
+    database = config.url.rsplit("/", 1)[-1]
+    admin = pg8000.native.Connection(
+        "desk", host="127.0.0.1", port=postgres.port, database=database
+    )
+    try:
+        admin.run(f'CREATE ROLE "{user}" LOGIN NOCREATEROLE NOSUPERUSER')
+        as_user = db.DatabaseConfig(config.url.replace("://desk@", f"://{quote(user)}@", 1))
+        login = db.engine(as_user, role=None)
+        try:
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                migrate.upgrade(login)  # no grants: no tables, no role
+            sql = grants_sql(listing).replace("section-speed-desk@my-project.iam", user)
+            sql = sql.replace("DATABASE desk", f'DATABASE "{database}"')
+            # One statement at a time, as psql would send the file: "; " outside $$ bodies.
+            for statement in re.split(r";\s+(?=(?:[^$]*\$\$[^$]*\$\$)*[^$]*$)", sql):
+                admin.run(statement.rstrip(";"))
+            migrate.upgrade(login)
+            assert migrate.current(login) == migrate.head()
+        finally:
+            login.dispose()
+        app = db.engine(as_user)
+        try:
+            with app.connect() as connection:
+                assert connection.execute(sa.text("SELECT current_user")).scalar() == db.APP_ROLE
+                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                    connection.execute(sa.text("DELETE FROM decisions"))
+        finally:
+            app.dispose()
+    finally:
+        admin.close()
+
+
 def test_the_database_is_the_smallest_postgresql_with_iam_login_only(commands, listing):
     create = one(commands, "gcloud", "sql", "instances", "create")
     assert create[4] == "section-speed-desk"
@@ -212,10 +265,12 @@ def test_the_database_is_the_smallest_postgresql_with_iam_login_only(commands, l
     assert flags(imported)["--user"] == "postgres" and flags(imported)["--database"] == "desk"
     (upload,) = [line for line in listing.splitlines() if "desk-grants.sql --project" in line]
     (text,) = shlex.split(upload.split(" | ")[0])[2:]
-    assert text == (
+    assert text == grants_sql(listing)
+    assert text.startswith(
         'GRANT CONNECT, CREATE ON DATABASE desk TO "section-speed-desk@my-project.iam"; '
         'GRANT USAGE, CREATE ON SCHEMA public TO "section-speed-desk@my-project.iam";'
     )
+    assert "CREATEROLE" not in text and "SUPERUSER" not in text
     order = [
         position(commands, "gcloud", "sql", "instances", "create"),
         position(commands, "gcloud", "sql", "databases", "create"),

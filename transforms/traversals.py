@@ -100,7 +100,7 @@ class JudgeTraversalFn(beam.DoFn):
     def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
         key, events = element
         radar_id, vehicle_id = key
-        verdict = judge_traversal(events, self.rules.for_radar(radar_id))
+        verdict = judge_traversal(events, self.rules.for_radar(radar_id), self.rules.version)
         warning = self.monitor.observe(verdict)
         if warning:
             _log.warning(warning)

@@ -86,6 +86,14 @@ def measurement_digest(traversal: Traversal) -> str:
     del content["traversal_id"], content["supersedes"], content["revision"]
     if content["withdrawn_reason"] is None:  # as digested before withdrawals existed
         del content["withdrawn_reason"]
+    # A pane judged again under a new rules version with the same limit is a repeat; the
+    # limit's fields at their former values digest as before they existed (state kept by a
+    # running job across an update).
+    del content["rules_version"]
+    for key, former in (("limit_source", "default"), ("limit_reference", None),
+                        ("vehicle_class", None)):  # fmt: skip
+        if content[key] == former:
+            del content[key]
     text = json.dumps(content, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -1,11 +1,12 @@
 """SectionSpeedEnforcement: the whole enforcement logic, without I/O.
 
     messages (PubsubMessage: bytes + attributes, stamped with their publish time)
-      -> ParseEvents -> MeasureTraversals
+      -> ParseEvents -> MeasureTraversals (side input: the sections file's snapshots)
       -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)
 
-The graph attaches sources (Pub/Sub, or files for a bounded run) and sinks (evidence,
-topics, warehouse) around it; the tests run it whole on TestStream.
+The graph attaches sources (Pub/Sub, or files for a bounded run; the sections file's
+snapshots, transforms/rules_updates.py) and sinks (evidence, topics, warehouse) around it;
+the tests run it whole on TestStream, with the snapshots from Create.
 """
 
 import time
@@ -23,7 +24,9 @@ from transforms.traversals import MeasureTraversals
 
 @dataclass(frozen=True)
 class EnforcementConfig:
-    """The rules and the time model. `lateness=None`: bounded input, nothing is late."""
+    """The rules and the time model. `lateness=None`: bounded input, nothing is late.
+
+    `rules`: as read at start; judged under until a snapshot of the file says otherwise."""
 
     default_radar_id: str
     rules: SectionCatalog
@@ -43,11 +46,18 @@ class EnforcementResult(NamedTuple):
 
 
 class SectionSpeedEnforcement(beam.PTransform):
-    """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)."""
+    """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures).
 
-    def __init__(self, config: EnforcementConfig) -> None:
+    `rules_updates`: RulesSnapshots of the sections file, in fixed windows (streaming) or
+    the global window; None: `config.rules` all along.
+    """
+
+    def __init__(
+        self, config: EnforcementConfig, rules_updates: beam.PCollection | None = None
+    ) -> None:
         super().__init__()
         self.config = config
+        self.rules_updates = rules_updates
 
     def expand(self, messages: beam.PCollection) -> Any:
         config = self.config
@@ -56,7 +66,7 @@ class SectionSpeedEnforcement(beam.PTransform):
             config.default_radar_id, config.lateness, config.clock
         )
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
-            config.rules, config.gap_seconds, lateness_s
+            config.rules, config.gap_seconds, lateness_s, self.rules_updates
         )
         failures = (parsed.failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(

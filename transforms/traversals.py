@@ -37,11 +37,12 @@ from section_speed.domain.identity import (
     withdraw,
 )
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.rules import SectionCatalog
+from section_speed.domain.rules import RulesSnapshot, SectionCatalog, newest_rules
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
 from transforms.failures import FAILURES, Failure, failed
+from transforms.rules_updates import AsRulesInForce
 
 FINED = "fined"
 NOT_FINED = "not_fined"
@@ -82,7 +83,11 @@ class WindowIntoTraversals(beam.PTransform):
 
 
 class JudgeTraversalFn(beam.DoFn):
-    """A session's detections -> its Traversal (still keyed), or a Failure naming why not."""
+    """A session's detections -> its Traversal (still keyed), or a Failure naming why not.
+
+    The rules are the newest snapshot of the sections file for the session's interval
+    (side input `snapshots`, transforms/rules_updates.py), else those read at start.
+    """
 
     def __init__(self, rules: SectionCatalog, gap_seconds: int) -> None:
         self.rules = rules
@@ -97,10 +102,15 @@ class JudgeTraversalFn(beam.DoFn):
     def setup(self) -> None:
         self.monitor = SingleDetectionMonitor(gap_seconds=self.gap_seconds)
 
-    def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
+    def process(
+        self,
+        element: tuple[VehicleKey, Iterable[CameraEvent]],
+        snapshots: Iterable[RulesSnapshot] = (),
+    ) -> Iterator[Any]:
         key, events = element
         radar_id, vehicle_id = key
-        verdict = judge_traversal(events, self.rules.for_radar(radar_id), self.rules.version)
+        rules = newest_rules(snapshots, self.rules)
+        verdict = judge_traversal(events, rules.for_radar(radar_id), rules.version)
         warning = self.monitor.observe(verdict)
         if warning:
             _log.warning(warning)
@@ -218,16 +228,22 @@ class MeasureTraversals(beam.PTransform):
     """CameraEvents keyed by vehicle -> MeasuredTraversals(fined, not_fined, ..., failures).
 
     `allowed_lateness_seconds=None` declares input without late data (bounded files):
-    one firing per session, so no identity state is needed.
+    one firing per session, so no identity state is needed. `rules_updates`: snapshots of
+    the sections file (transforms/rules_updates.py); None: `rules` all along.
     """
 
     def __init__(
-        self, rules: SectionCatalog, gap_seconds: int, allowed_lateness_seconds: int | None
+        self,
+        rules: SectionCatalog,
+        gap_seconds: int,
+        allowed_lateness_seconds: int | None,
+        rules_updates: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.rules_updates = rules_updates
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -243,9 +259,12 @@ class MeasureTraversals(beam.PTransform):
                 >> WindowIntoTraversals(self.gap_seconds, self.allowed_lateness_seconds)
                 | "GroupDetections" >> beam.GroupByKey()
             )
+        side_inputs = {}
+        if self.rules_updates is not None:
+            side_inputs["snapshots"] = AsRulesInForce(self.rules_updates)
         # Typed keys get the deterministic coder that the identity step's state needs.
         judged = sessions | "JudgeTraversal" >> beam.ParDo(
-            JudgeTraversalFn(self.rules, self.gap_seconds)
+            JudgeTraversalFn(self.rules, self.gap_seconds), **side_inputs
         ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
             FAILURES, main="verdicts"
         )

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from section_speed.domain import defaults
@@ -236,3 +236,17 @@ def _lat_lon(value: object, name: str) -> LatLon:
     if problem is not None:
         raise ValueError(f"{name} {problem}")
     return (float(value[0]), float(value[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSnapshot:
+    """The sections file as read at one instant (the side input's element)."""
+
+    read_at_ms: int
+    catalog: SectionCatalog
+
+
+def newest_rules(snapshots: Iterable[RulesSnapshot], fallback: SectionCatalog) -> SectionCatalog:
+    """The most recently read of `snapshots`; `fallback` (the rules read at start) when none."""
+    newest = max(snapshots, key=lambda snapshot: snapshot.read_at_ms, default=None)
+    return fallback if newest is None else newest.catalog

@@ -178,7 +178,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     messages = read_files(pipeline, options) if bounded(options) else read_pubsub(pipeline, options)
     enforced: EnforcementResult = messages | "SectionSpeedEnforcement" >> (
         SectionSpeedEnforcement(
-            enforcement_config(options), rules_updates(pipeline, messages, options)
+            enforcement_config(options),
+            rules_updates(pipeline, messages, options),
+            read_limit_signals(pipeline, options),
         )
     )
     failures = [enforced.failures]
@@ -251,6 +253,20 @@ def read_pubsub(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.P
         # No timestamp_attribute: elements carry their publish time, which the watermark
         # follows and lateness is judged against, and a malformed `ts` attribute cannot
         # fail Beam's reader. ParseEvents stamps each detection with its body's time.
+        with_attributes=True,
+    )
+
+
+def read_limit_signals(
+    pipeline: beam.Pipeline, options: SectionSpeedOptions
+) -> beam.PCollection | None:
+    """Signalled limits (streaming, --limit_signals_subscription), applied by event time."""
+    if bounded(options) or not options.limit_signals_subscription:
+        return None
+    return pipeline | "ReadLimitSignals" >> beam.io.ReadFromPubSub(
+        subscription=resource_path(
+            options.project_id, "subscriptions", options.limit_signals_subscription
+        ),
         with_attributes=True,
     )
 

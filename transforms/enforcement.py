@@ -3,6 +3,7 @@
     messages (PubsubMessage: bytes + attributes, stamped with their publish time)
       -> ParseEvents -> MeasureTraversals (side input: the sections file's snapshots)
       -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)
+    signal messages (optional) -> ParseLimitSignals -> MeasureTraversals
 
 The graph attaches sources (Pub/Sub, or files for a bounded run; the sections file's
 snapshots, transforms/rules_updates.py) and sinks (evidence, topics, warehouse) around it;
@@ -18,6 +19,8 @@ import apache_beam as beam
 
 from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog
+from transforms.failures import FAILURES
+from transforms.limit_signals import ParseLimitSignals
 from transforms.parse import ParseEvents
 from transforms.traversals import MeasureTraversals
 
@@ -49,15 +52,20 @@ class SectionSpeedEnforcement(beam.PTransform):
     """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures).
 
     `rules_updates`: RulesSnapshots of the sections file, in fixed windows (streaming) or
-    the global window; None: `config.rules` all along.
+    the global window; None: `config.rules` all along. `limit_signals`: PubsubMessages of
+    signalled limits (streaming only); None: no signals.
     """
 
     def __init__(
-        self, config: EnforcementConfig, rules_updates: beam.PCollection | None = None
+        self,
+        config: EnforcementConfig,
+        rules_updates: beam.PCollection | None = None,
+        limit_signals: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.rules_updates = rules_updates
+        self.limit_signals = limit_signals
 
     def expand(self, messages: beam.PCollection) -> Any:
         config = self.config
@@ -65,10 +73,16 @@ class SectionSpeedEnforcement(beam.PTransform):
         parsed = messages | "ParseEvents" >> ParseEvents(
             config.default_radar_id, config.lateness, config.clock
         )
+        failures = [parsed.failures]
+        signals = None
+        if self.limit_signals is not None:
+            parsed_signals = self.limit_signals | "ParseLimitSignals" >> ParseLimitSignals()
+            signals = parsed_signals.signals
+            failures.append(parsed_signals[FAILURES])
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
-            config.rules, config.gap_seconds, lateness_s, self.rules_updates
+            config.rules, config.gap_seconds, lateness_s, self.rules_updates, signals
         )
-        failures = (parsed.failures, measured.failures) | "AllFailures" >> beam.Flatten()
+        failures = (*failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(
             measured.fined, measured.not_fined, measured.withdrawn_fines, failures
         )

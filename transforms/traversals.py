@@ -42,6 +42,7 @@ from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
 from transforms.failures import FAILURES, Failure, failed
+from transforms.limit_signals import ApplyLimitSignals
 from transforms.rules_updates import AsRulesInForce
 
 FINED = "fined"
@@ -89,9 +90,10 @@ class JudgeTraversalFn(beam.DoFn):
     (side input `snapshots`, transforms/rules_updates.py), else those read at start.
     """
 
-    def __init__(self, rules: SectionCatalog, gap_seconds: int) -> None:
+    def __init__(self, rules: SectionCatalog, gap_seconds: int, keep_rule: bool = False) -> None:
         self.rules = rules
         self.gap_seconds = gap_seconds
+        self.keep_rule = keep_rule  # for the signals step, which judges the limit again
         self.traversals = Metrics.counter(self.__class__, "traversals")
         self.fines = Metrics.counter(self.__class__, "fines")
         self.rejected = {
@@ -132,7 +134,8 @@ class JudgeTraversalFn(beam.DoFn):
         self.traversals.inc()
         if verdict.is_speeding:
             self.fines.inc()
-        yield key, SessionVerdict(traversal=verdict)
+        rule = rules.for_radar(radar_id) if self.keep_rule else None
+        yield key, SessionVerdict(traversal=verdict, rule=rule)
 
 
 class IdentifyTraversalsFn(beam.DoFn):
@@ -230,6 +233,7 @@ class MeasureTraversals(beam.PTransform):
     `allowed_lateness_seconds=None` declares input without late data (bounded files):
     one firing per session, so no identity state is needed. `rules_updates`: snapshots of
     the sections file (transforms/rules_updates.py); None: `rules` all along.
+    `limit_signals`: LimitSignals (streaming only, transforms/limit_signals.py).
     """
 
     def __init__(
@@ -238,12 +242,16 @@ class MeasureTraversals(beam.PTransform):
         gap_seconds: int,
         allowed_lateness_seconds: int | None,
         rules_updates: beam.PCollection | None = None,
+        limit_signals: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
+        if limit_signals is not None and allowed_lateness_seconds is None:
+            raise ValueError("limit signals come from a subscription: streaming only")
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.rules_updates = rules_updates
+        self.limit_signals = limit_signals
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -264,7 +272,8 @@ class MeasureTraversals(beam.PTransform):
             side_inputs["snapshots"] = AsRulesInForce(self.rules_updates)
         # Typed keys get the deterministic coder that the identity step's state needs.
         judged = sessions | "JudgeTraversal" >> beam.ParDo(
-            JudgeTraversalFn(self.rules, self.gap_seconds), **side_inputs
+            JudgeTraversalFn(self.rules, self.gap_seconds, self.limit_signals is not None),
+            **side_inputs,
         ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
             FAILURES, main="verdicts"
         )
@@ -281,6 +290,10 @@ class MeasureTraversals(beam.PTransform):
             )
         else:
             keep_seconds = self.gap_seconds + self.allowed_lateness_seconds
+            if self.limit_signals is not None:
+                traversals = (traversals, self.limit_signals) | "ApplyLimitSignals" >> (
+                    ApplyLimitSignals(keep_seconds)
+                )
             verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
                 IdentifyTraversalsFn(keep_seconds)
             ).with_outputs(FINED, NOT_FINED, WITHDRAWN_FINES)

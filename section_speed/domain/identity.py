@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.traversal import (
     Rejection,
     Traversal,
@@ -61,6 +62,8 @@ class SessionVerdict:
 
     traversal: Traversal | None = None
     rejected: RejectedSession | None = None
+    # The section's rule it was judged under, for the signals step (transforms/limit_signals.py)
+    rule: SectionRule | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ included) and the section's rule give either a `Traversal` (measured, fined or n
 method calls the gates (`gates.py`) in the order docs/enforcement.md gives them.
 """
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from section_speed.domain import gates
 from section_speed.domain.events import CameraEvent, format_rfc3339_ms
 from section_speed.domain.geometry import LatLon, format_location, haversine_m
-from section_speed.domain.limits import AppliedLimit
+from section_speed.domain.limits import AppliedLimit, LimitSignal
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.traversal import (
     IMPLAUSIBLE,
@@ -213,6 +214,28 @@ def _traversal(
         limit_reference=limit.reference,
         vehicle_class=vehicle_class,
         rules_version=rules_version,
+    )
+
+
+def with_signals(
+    traversal: Traversal, rule: SectionRule, signals: Sequence[LimitSignal]
+) -> Traversal:
+    """The traversal judged again with its section's signalled limits (any order); the same
+    traversal when they change nothing. Only for sections whose ends are known (gate 9:
+    over the limit with the ends unknown is partial, which signals do not change)."""
+    limit = rule.applied_limit(
+        traversal.entry_time_ms, traversal.exit_time_ms, traversal.vehicle_class, signals
+    )
+    if (limit.speed_limit_mph, limit.source, limit.reference) == (
+        traversal.speed_limit_mph, traversal.limit_source, traversal.limit_reference
+    ):  # fmt: skip
+        return traversal
+    return dataclasses.replace(
+        traversal,
+        speed_limit_mph=limit.speed_limit_mph,
+        limit_source=limit.source,
+        limit_reference=limit.reference,
+        is_speeding=rule.is_speeding(traversal.avg_speed_mph, limit.speed_limit_mph),
     )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from section_speed.domain.events import ID_PATTERN, InvalidEvent, is_valid_id, parse_rfc3339_ms
+
 # Where the limit applied came from (`limit_source` of every record).
 DEFAULT = "default"  # the section's limit (or the pipeline's --speed_limit_mph)
 WINDOW = "window"  # a weekly window, e.g. school hours; reference: the window's name
@@ -99,6 +101,33 @@ class LimitSignal:
             "in_force_from_ms": self.in_force_from_ms,
             "speed_limit_mph": self.speed_limit_mph,
         }
+
+    @classmethod
+    def parse(cls, data: bytes) -> "LimitSignal":
+        """A signal message (docs/enforcement.md, Signalled limits); ValueError says why not."""
+        try:
+            body = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise ValueError(f"signal is not UTF-8 JSON: {error}") from error
+        keys = frozenset({"signal_id", "radar_id", "speed_limit_mph", "in_force_from"})
+        body = _object(body, "signal", keys, sorted(keys))
+        for key in ("signal_id", "radar_id"):
+            if not isinstance(body[key], str) or not is_valid_id(body[key]):
+                raise ValueError(f"signal: {key} must match {ID_PATTERN.pattern}, got "
+                                 f"{json.dumps(body[key])[:80]}")  # fmt: skip
+        if not isinstance(body["in_force_from"], str):
+            raise ValueError("signal: in_force_from must be an RFC 3339 string")
+        try:
+            in_force_from_ms = parse_rfc3339_ms(body["in_force_from"])
+        except InvalidEvent as error:
+            raise ValueError(f"signal: in_force_from {error}") from error
+        limit = body["speed_limit_mph"]
+        return cls(
+            body["signal_id"],
+            body["radar_id"],
+            in_force_from_ms,
+            None if limit is None else _limit(limit, "signal"),
+        )
 
     @classmethod
     def from_json(cls, value: Mapping[str, object]) -> "LimitSignal":

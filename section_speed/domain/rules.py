@@ -238,6 +238,11 @@ def _lat_lon(value: object, name: str) -> LatLon:
     return (float(value[0]), float(value[1]))
 
 
+def rule_from_json(section: Mapping[str, object]) -> SectionRule:
+    """A rule from its `SectionRule.to_json` form (what the signals step keeps in state)."""
+    return SectionCatalog._rule(section, SectionRule())
+
+
 @dataclass(frozen=True, slots=True)
 class RulesSnapshot:
     """The sections file as read at one instant (the side input's element)."""

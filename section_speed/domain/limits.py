@@ -8,6 +8,7 @@ lower of that and the road's limit. Over a traversal the driver gets the benefit
 highest limit in force at any moment between its first and its last detection applies.
 """
 
+import functools
 import json
 import math
 import re
@@ -242,11 +243,18 @@ def _moments(
     moments.update(signal.in_force_from_ms for signal in signals)
     if limits.windows:
         zone = _zone(limits)
-        first = datetime.fromtimestamp(entry_ms / 1000, zone).date() - timedelta(days=1)
-        last = datetime.fromtimestamp(exit_ms / 1000, zone).date() + timedelta(days=1)
-        for window in limits.windows:
-            moments.update(window.boundaries_ms(zone, first, last))
+        day = datetime.fromtimestamp(entry_ms / 1000, zone).date()
+        last = datetime.fromtimestamp(exit_ms / 1000, zone).date()
+        while day <= last:  # a boundary within the traversal lies on one of its local days
+            moments.update(_day_boundaries(limits.windows, zone, day))
+            day += timedelta(days=1)
     return sorted(m for m in moments if entry_ms <= m <= exit_ms)
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_boundaries(windows: tuple[WeeklyWindow, ...], zone: ZoneInfo, day: date) -> list[int]:
+    """Where the windows start and end on one local day (cached: traversals share days)."""
+    return [ms for window in windows for ms in window.boundaries_ms(zone, day, day)]
 
 
 def _signal_at(ordered: Sequence[LimitSignal], at_ms: int) -> LimitSignal | None:

@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import apache_beam as beam
@@ -208,5 +209,47 @@ def test_the_local_runner_ticks_with_the_detections(tmp_path: Path, refresh_s: i
         snapshots
         | beam.Map(lambda s, w=beam.DoFn.WindowParam: (w.start.micros // 1000, s.catalog.version)),
         equal_to([(BASE_MS, V1.version), (BASE_MS + 2 * INTERVAL_MS, V1.version)]),
+    )
+    p.run()
+
+
+def test_a_heavy_goods_vehicle_is_fined_under_its_class_limit_through_the_composite():
+    """The class goes from the camera's message to the record: hgv at 23 mph on a 25 mph
+    section with a 20 mph hgv limit is fined (source class); a car at 23 mph is not."""
+    text = json.dumps({"radar-1": {"speed_limit_mph": 25, "entry": list(ENTRY),
+                                   "exit": list(EXIT), "classes": {"hgv": 20}}})  # fmt: skip
+    rules = SectionCatalog.from_json(text, SectionRule())
+    lorry = [replace(e, vehicle_class="hgv") for e in track("lorry", mph_to_kmh(23))]
+    car = track("car", mph_to_kmh(23), start_ms=T0_MS + 1_000)
+    stream = (
+        ClockedStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements([message(e) for e in [*lorry, *car]])
+        .advance_watermark_to_infinity()
+    )
+    config = EnforcementConfig("radar-1", rules, GAP_S,
+                               LatenessRule(GAP_S, LATENESS_S, PUBLISH_TIME),
+                               clock=lambda: T0_MS / 1000 + 30)  # fmt: skip
+    p = streaming_pipeline()
+    result = p | stream | SectionSpeedEnforcement(config)
+    judged = (result.fined, result.not_fined) | beam.Flatten()
+    assert_that(
+        judged
+        | beam.Map(
+            lambda t: (
+                t.vehicle_id,
+                t.vehicle_class,
+                t.speed_limit_mph,
+                t.limit_source,
+                t.is_speeding,
+                t.rules_version,
+            )
+        ),
+        equal_to(
+            [
+                ("lorry", "hgv", 20.0, "class", True, rules.version),
+                ("car", None, 25.0, "default", False, rules.version),
+            ]
+        ),
     )
     p.run()

@@ -20,6 +20,12 @@ from section_speed.domain.lateness import PUBLISH_TIME, LatenessRule
 from section_speed.domain.rules import RulesSnapshot, SectionCatalog, SectionRule
 from section_speed.domain.traversal import mph_to_kmh
 from tests.helpers import ENTRY, EXIT, T0_MS, track
+from tests.unit.test_deploy import (
+    DATAFLOW_ARGS,
+    built_pipeline,
+    no_network,  # noqa: F401 (a fixture: no connection made)
+    transform_names,
+)
 from tests.unit.test_enforcement import message
 from tests.unit.test_transforms import ClockedStream, streaming_pipeline
 from transforms.enforcement import EnforcementConfig, SectionSpeedEnforcement
@@ -253,3 +259,29 @@ def test_a_heavy_goods_vehicle_is_fined_under_its_class_limit_through_the_compos
         ),
     )
     p.run()
+
+
+def test_the_graph_reads_the_file_with_periodic_impulse_on_dataflow_and_ticks_locally(
+    tmp_path: Path,
+    no_network,  # noqa: F811 (the fixture imported above)
+):
+    """Dataflow gets Beam's PeriodicImpulse and the signals' subscription; the local runner,
+    which cannot run PeriodicImpulse, the detections' ticks. Built offline (a dry run)."""
+    path = tmp_path / "sections.json"
+    path.write_text(sections(25))
+    own = [f"--sections_file={path}", "--limit_signals_subscription=limit-signals-sub"]
+    dataflow = transform_names(built_pipeline([*DATAFLOW_ARGS, *own]).run().job.proto_pipeline)
+    local = transform_names(
+        built_pipeline(["--runner=BundleBasedDirectRunner", *own]).to_runner_api()
+    )
+    measure = "SectionSpeedEnforcement/MeasureTraversals"
+    for names in (dataflow, local):
+        assert "ReadLimitSignals" in names
+        assert "SectionSpeedEnforcement/ParseLimitSignals" in names
+        assert f"{measure}/ApplyLimitSignals/ApplySignals" in names
+        assert f"{measure}/IdentifyTraversals" in names  # the identity state's step: unchanged
+    assert "SectionsFileUpdates/Ticks" in dataflow
+    assert "SectionsFileUpdates/TicksAtEventTime" not in dataflow
+    assert "SectionsFileUpdates/TicksAtEventTime" in local
+    assert "SectionsFileUpdates/Ticks" not in local
+    assert no_network == []

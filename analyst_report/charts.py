@@ -127,6 +127,32 @@ def fines_per_radar_section(rows: Sequence[Row]) -> Section:
     return Section("fines-per-radar", "Fines per radar", explanation, _png(figure))
 
 
+def fines_per_limit_source_section(rows: Sequence[Row]) -> Section:
+    """Bars of fines per limit source, most first (fines_per_limit_source.sql)."""
+    figure, axes = _figure(max(2.4, 0.45 * len(rows) + 1.3))
+    axes.set_xlabel("fines (count)")
+    axes.set_ylabel("limit source")
+    if not rows:
+        _no_data(axes, "no fines in the warehouse yet")
+        explanation = "No fines in the warehouse yet."
+    else:
+        shown = list(reversed(rows))  # the most common on top
+        bars = axes.barh([str(row["limit_source"]) for row in shown],
+                         [row["fines"] for row in shown], color=BAR_COLOUR)  # fmt: skip
+        labels = [f"{row['fines']}  (mean limit {row['mean_limit_mph']:.1f} mph)" for row in shown]
+        axes.bar_label(bars, labels=labels, padding=4, fontsize=9)
+        axes.set_xlim(0, max(row["fines"] for row in rows) * 1.45)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        explanation = (
+            "Fines per source of the limit applied: the section's default, a weekly window "
+            "(school hours), a temporary limit (roadworks), a signal, or the vehicle class's "
+            "own limit; where the limit changed during a traversal, the highest applied. "
+            + ", ".join(f"{row['limit_source']}: {row['fines']}" for row in rows)
+            + "."
+        )
+    return Section("fines-per-limit-source", "Fines per limit source", explanation, _png(figure))
+
+
 @dataclass(frozen=True)
 class SpeedLimits:
     """The limits in force according to the data: the most common one is marked."""

@@ -8,6 +8,7 @@ from analyst_report.charts import (
     Section,
     count_phrase,
     fines_per_hour_section,
+    fines_per_limit_source_section,
     fines_per_radar_section,
     plate_read_section,
     speed_distribution_section,
@@ -100,6 +101,7 @@ def build_report(
         sections=(
             fines_per_hour_section(rows.per_hour),
             fines_per_radar_section(rows.per_radar),
+            fines_per_limit_source_section(rows.per_limit_source),
             speed_distribution_section(rows.speeds),
             plate_read_section(rows.totals),
         ),

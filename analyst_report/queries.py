@@ -9,7 +9,7 @@ while rows processed before as_of still arrive, so every section describes the s
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -132,6 +132,7 @@ class SectionRows:
     per_radar: list[Row]
     speeds: list[Row]
     latest: list[Row]
+    per_limit_source: list[Row] = field(default_factory=list)
 
 
 def read_sections(warehouse: Warehouse, as_of: datetime, latest: int) -> SectionRows:
@@ -143,6 +144,7 @@ def read_sections(warehouse: Warehouse, as_of: datetime, latest: int) -> Section
         per_radar=run_query(warehouse, "fines_per_radar", as_of),
         speeds=run_query(warehouse, "speed_distribution", as_of),
         latest=run_query(warehouse, "latest_fines", as_of, latest=latest),
+        per_limit_source=run_query(warehouse, "fines_per_limit_source", as_of),
     )
 
 

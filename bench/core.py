@@ -1,6 +1,6 @@
 """The enforcement core on Beam's fused local runner against a plain Python loop.
 
-    .venv/bin/python bench/core.py [--events 20000 100000] [--workers 1]
+    .venv/bin/python bench/core.py [--events 20000 100000] [--workers 1] [--limits fixed]
 
 Same simulated camera events (4 detections per vehicle, one JSON body per line of a file,
 as a bounded run reads them), same process, one run: (1) SectionSpeedEnforcement, bounded,
@@ -9,6 +9,10 @@ FnApiRunner; (2) a plain loop over the same domain functions (parse_camera_event
 grouping into sessions by vehicle, judge_traversal). Prints both rates and the ratio
 (Beam / loop; issue 10's target is >= 0.25). Both must reach the same verdicts: the
 script checks the counts before it prints a ratio. A benchmark, not a test.
+
+`--limits varying` (the default, issue 28): the section has a school window, roadworks
+over part of the traffic and a class limit (docs/enforcement.md, The limit in force), so
+every traversal's limit is the highest in force during it; `fixed`: one limit.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,8 @@ from generator.simulate import TrafficConfig, section_rule, simulate_traffic
 from section_speed.domain import defaults
 from section_speed.domain.events import CameraEvent, InvalidEvent, parse_camera_event
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.rules import SectionCatalog
+from section_speed.domain.limits import limits_from_json
+from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.traversal import Rejection
 from transforms.enforcement import (
@@ -135,15 +141,38 @@ def timed(fn: Callable[..., Counts], *args: Any) -> tuple[Counts, float]:
     return result, time.perf_counter() - start
 
 
+def varying(catalog: SectionCatalog) -> SectionCatalog:
+    """The same section with limits that vary during the simulated traffic."""
+    limits = limits_from_json({
+        "time_zone": "America/New_York",
+        "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "06:15",
+                     "to": "16:00", "speed_limit_mph": 20, "name": "school hours"}],
+        # The traffic starts 06:06:40 local: roadworks over its first ten minutes, the
+        # window from its ninth; traversals cross both boundaries.
+        "temporary": [{"from": "2026-11-18T11:06:40Z", "to": "2026-11-18T11:16:40Z",
+                       "speed_limit_mph": 22, "reference": "RW-BENCH"}],
+        "classes": {"hgv": 20},
+    })  # fmt: skip
+    rule = catalog.for_radar(defaults.RADAR_ID)
+    return SectionCatalog(catalog.default, {defaults.RADAR_ID: replace(rule, limits=limits)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limits", choices=("varying", "fixed"), default="varying")
     args = parser.parse_args()
     # The simulated section's ends: without them every timed speeder is dead-lettered as
     # partial (docs/enforcement.md), and the core would never take its fine path.
-    rules = SectionCatalog(section_rule(defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES))
-    print(f"core benchmark, {os.cpu_count()} cores, Beam DirectRunner (FnApiRunner) vs loop")
+    section = section_rule(defaults.INITIAL_COORDINATES, defaults.FINAL_COORDINATES)
+    rules = SectionCatalog(SectionRule(), {defaults.RADAR_ID: section})
+    if args.limits == "varying":
+        rules = varying(rules)
+    print(
+        f"core benchmark, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+        f"{args.limits} limits, Beam DirectRunner (FnApiRunner) vs loop"
+    )
     for count in args.events:
         lines = camera_messages(count)
         with tempfile.TemporaryDirectory() as folder:

@@ -81,6 +81,11 @@ class Fine:
     evidence_error: str | None
     is_ticketed: bool
     processed_at: str
+    # The limit in force (docs/enforcement.md): null on records judged before it existed.
+    limit_source: str | None = None
+    limit_reference: str | None = None
+    vehicle_class: str | None = None
+    rules_version: str | None = None
 
     @property
     def live(self) -> bool:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.options import (
@@ -46,6 +45,7 @@ from transforms.enforcement import (
 from transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine
 from transforms.evidence_services import EvidenceServices, evidence_services
 from transforms.failures import Failure, to_dead_letter_record
+from transforms.rules_updates import SectionsFileUpdates, read_sections_file
 from transforms.sinks import (
     FormatTraversals,
     LogDeadLetters,
@@ -177,7 +177,11 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     """Apply every step of the section-speed pipeline to `pipeline`."""
     messages = read_files(pipeline, options) if bounded(options) else read_pubsub(pipeline, options)
     enforced: EnforcementResult = messages | "SectionSpeedEnforcement" >> (
-        SectionSpeedEnforcement(enforcement_config(options))
+        SectionSpeedEnforcement(
+            enforcement_config(options),
+            rules_updates(pipeline, messages, options),
+            read_limit_signals(pipeline, options),
+        )
     )
     failures = [enforced.failures]
     if options.cars_api:
@@ -253,6 +257,20 @@ def read_pubsub(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.P
     )
 
 
+def read_limit_signals(
+    pipeline: beam.Pipeline, options: SectionSpeedOptions
+) -> beam.PCollection | None:
+    """Signalled limits (streaming, --limit_signals_subscription), applied by event time."""
+    if bounded(options) or not options.limit_signals_subscription:
+        return None
+    return pipeline | "ReadLimitSignals" >> beam.io.ReadFromPubSub(
+        subscription=resource_path(
+            options.project_id, "subscriptions", options.limit_signals_subscription
+        ),
+        with_attributes=True,
+    )
+
+
 def read_files(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PCollection:
     """Archived camera events, one JSON message body per line, as Pub/Sub would carry them."""
     return (
@@ -260,6 +278,35 @@ def read_files(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> beam.PC
         | "ReadCameraEventFiles" >> beam.io.ReadFromText(options.input_file)
         | "AsMessages" >> beam.Map(lambda line: PubsubMessage(line.encode("utf-8"), {}))
     )
+
+
+def rules_updates(
+    pipeline: beam.Pipeline, messages: beam.PCollection, options: SectionSpeedOptions
+) -> beam.PCollection | None:
+    """Streaming with --sections_file: the file read again every --rules_refresh_seconds.
+
+    PeriodicImpulse ticks, except on the local direct runner, which cannot run it: there
+    the detections tick (transforms/rules_updates.py). A bounded run judges under the file
+    as read at start.
+    """
+    if bounded(options) or not options.sections_file:
+        return None
+    updates = SectionsFileUpdates(
+        options.sections_file,
+        default_rule(options),
+        options.rules_refresh_seconds,
+        default_radar_id=options.radar_id,
+        allowed_lateness_seconds=options.allowed_lateness_seconds,
+    )
+    if runs_periodic_impulse(options):
+        return pipeline | "SectionsFileUpdates" >> updates
+    return messages | "SectionsFileUpdates" >> updates
+
+
+def runs_periodic_impulse(options: PipelineOptions) -> bool:
+    """Whether the runner runs PeriodicImpulse in streaming: not Beam's direct runners."""
+    runner = options.view_as(StandardOptions).runner or ""
+    return runner.rsplit(".", 1)[-1] not in ("DirectRunner", "BundleBasedDirectRunner")
 
 
 def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
@@ -273,11 +320,15 @@ def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
     )
 
 
-def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
-    """The defaults from the flags, overridden per section by --sections_file (local or gs://)."""
-    default = SectionRule(
+def default_rule(options: SectionSpeedOptions) -> SectionRule:
+    return SectionRule(
         options.speed_limit_mph, options.tolerance_mph, max_speed_mph=options.max_speed_mph
     )
+
+
+def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
+    """The defaults from the flags, overridden per section by --sections_file (local or gs://)."""
+    default = default_rule(options)
     if not options.sections_file:
         _log.info(
             "no --sections_file: no section's entry and exit are known, so a timed traversal "
@@ -285,8 +336,7 @@ def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
             "timeless traffic is judged as usual"
         )
         return SectionCatalog(default)
-    with FileSystems.open(options.sections_file) as sections:
-        return SectionCatalog.from_json(sections.read().decode("utf-8"), default)
+    return read_sections_file(options.sections_file, default)
 
 
 def start(argv: list[str] | None = None, save_main_session: bool = True) -> PipelineResult:

@@ -152,8 +152,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "sections_file",
         "Sections file",
         "JSON file (local path or gs://) keyed by radar_id: each section's speed_limit_mph, "
-        "tolerance_mph, length_m, entry and exit ([lat, lon]), end_radius_m, max_speed_mph; "
-        "overrides the defaults per section (docs/enforcement.md).",
+        "tolerance_mph, length_m, entry and exit ([lat, lon]), end_radius_m, max_speed_mph, "
+        "and the limits that vary (time_zone, windows, temporary, classes); overrides the "
+        "defaults per section; read again while streaming (docs/enforcement.md).",
         regex=r"^(gs://)?[^\s]+\.json$",
     ),
     OptionSpec(
@@ -244,6 +245,25 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         type=int,
         default=defaults.NON_OFFENDER_RETENTION_DAYS,
         regex=r"^[0-9]{1,5}$",
+    ),
+    OptionSpec(
+        "rules_refresh_seconds",
+        "Sections file refresh (s)",
+        "Streaming: the sections file is read again every this many seconds, so that a "
+        "change of limits applies without a redeploy; a traversal is judged under the "
+        "version read in the interval it began in (docs/enforcement.md, Changing limits).",
+        type=int,
+        default=defaults.RULES_REFRESH_SECONDS,
+        regex=r"^[1-9][0-9]{0,5}$",
+    ),
+    OptionSpec(
+        "limit_signals_subscription",
+        "Limit signals subscription",
+        "Streaming: Pub/Sub subscription of signalled limits, JSON messages "
+        '{"signal_id", "radar_id", "speed_limit_mph" (null: signalling off), '
+        '"in_force_from" (RFC 3339)}, applied by event time like detections '
+        "(docs/enforcement.md, Signalled limits).",
+        regex=SUBSCRIPTION_REGEX,
     ),
 )
 

@@ -1,11 +1,13 @@
 """SectionSpeedEnforcement: the whole enforcement logic, without I/O.
 
     messages (PubsubMessage: bytes + attributes, stamped with their publish time)
-      -> ParseEvents -> MeasureTraversals
+      -> ParseEvents -> MeasureTraversals (side input: the sections file's snapshots)
       -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)
+    signal messages (optional) -> ParseLimitSignals -> MeasureTraversals
 
-The graph attaches sources (Pub/Sub, or files for a bounded run) and sinks (evidence,
-topics, warehouse) around it; the tests run it whole on TestStream.
+The graph attaches sources (Pub/Sub, or files for a bounded run; the sections file's
+snapshots, transforms/rules_updates.py) and sinks (evidence, topics, warehouse) around it;
+the tests run it whole on TestStream, with the snapshots from Create.
 """
 
 import time
@@ -17,13 +19,17 @@ import apache_beam as beam
 
 from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog
+from transforms.failures import FAILURES
+from transforms.limit_signals import ParseLimitSignals
 from transforms.parse import ParseEvents
 from transforms.traversals import MeasureTraversals
 
 
 @dataclass(frozen=True)
 class EnforcementConfig:
-    """The rules and the time model. `lateness=None`: bounded input, nothing is late."""
+    """The rules and the time model. `lateness=None`: bounded input, nothing is late.
+
+    `rules`: as read at start; judged under until a snapshot of the file says otherwise."""
 
     default_radar_id: str
     rules: SectionCatalog
@@ -43,11 +49,23 @@ class EnforcementResult(NamedTuple):
 
 
 class SectionSpeedEnforcement(beam.PTransform):
-    """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures)."""
+    """PubsubMessage -> EnforcementResult(fined, not_fined, withdrawn_fines, failures).
 
-    def __init__(self, config: EnforcementConfig) -> None:
+    `rules_updates`: RulesSnapshots of the sections file, in fixed windows (streaming) or
+    the global window; None: `config.rules` all along. `limit_signals`: PubsubMessages of
+    signalled limits (streaming only); None: no signals.
+    """
+
+    def __init__(
+        self,
+        config: EnforcementConfig,
+        rules_updates: beam.PCollection | None = None,
+        limit_signals: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.rules_updates = rules_updates
+        self.limit_signals = limit_signals
 
     def expand(self, messages: beam.PCollection) -> Any:
         config = self.config
@@ -55,10 +73,16 @@ class SectionSpeedEnforcement(beam.PTransform):
         parsed = messages | "ParseEvents" >> ParseEvents(
             config.default_radar_id, config.lateness, config.clock
         )
+        failures = [parsed.failures]
+        signals = None
+        if self.limit_signals is not None:
+            parsed_signals = self.limit_signals | "ParseLimitSignals" >> ParseLimitSignals()
+            signals = parsed_signals.signals
+            failures.append(parsed_signals[FAILURES])
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
-            config.rules, config.gap_seconds, lateness_s
+            config.rules, config.gap_seconds, lateness_s, self.rules_updates, signals
         )
-        failures = (parsed.failures, measured.failures) | "AllFailures" >> beam.Flatten()
+        failures = (*failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(
             measured.fined, measured.not_fined, measured.withdrawn_fines, failures
         )

@@ -122,6 +122,15 @@ READ_PLATE_STAGE = DeadLetterStage(
     "`fine_id`, `vehicle_id`",
     replayable=False,
 )
+LIMIT_SIGNAL_STAGE = DeadLetterStage(
+    "limit_signal",
+    "SectionSpeedEnforcement/ParseLimitSignals",
+    "not a limit signal ([enforcement.md](enforcement.md#signalled-limits)): bytes, JSON, "
+    "fields, ranges",
+    _AS_ARRIVED,
+    "the message's",
+    replayable=False,  # to the signals subscription's topic, not the input topic
+)
 WAREHOUSE_STAGE = DeadLetterStage(
     "bigquery",
     "WriteToBigQuery/InsertRows",
@@ -141,6 +150,7 @@ DEAD_LETTER_STAGES: tuple[DeadLetterStage, ...] = (
     STORE_PHOTO_STAGE,
     READ_PLATE_STAGE,
     WAREHOUSE_STAGE,
+    LIMIT_SIGNAL_STAGE,
 )
 STAGES_BY_NAME = {stage.name: stage for stage in DEAD_LETTER_STAGES}
 

@@ -37,11 +37,13 @@ from section_speed.domain.identity import (
     withdraw,
 )
 from section_speed.domain.judging import judge_traversal
-from section_speed.domain.rules import SectionCatalog
+from section_speed.domain.rules import RulesSnapshot, SectionCatalog, newest_rules
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
 from transforms.failures import FAILURES, STAGES_BY_NAME, Failure, failed
+from transforms.limit_signals import ApplyLimitSignals
+from transforms.rules_updates import AsRulesInForce
 
 FINED = "fined"
 NOT_FINED = "not_fined"
@@ -97,11 +99,16 @@ class WindowIntoTraversals(beam.PTransform):
 
 
 class JudgeTraversalFn(beam.DoFn):
-    """A session's detections -> its Traversal (still keyed), or a Failure naming why not."""
+    """A session's detections -> its Traversal (still keyed), or a Failure naming why not.
 
-    def __init__(self, rules: SectionCatalog, gap_seconds: int) -> None:
+    The rules are the newest snapshot of the sections file for the session's interval
+    (side input `snapshots`, transforms/rules_updates.py), else those read at start.
+    """
+
+    def __init__(self, rules: SectionCatalog, gap_seconds: int, keep_rule: bool = False) -> None:
         self.rules = rules
         self.gap_seconds = gap_seconds
+        self.keep_rule = keep_rule  # for the signals step, which judges the limit again
         self.traversals = Metrics.counter(self.__class__, "traversals")
         self.fines = Metrics.counter(self.__class__, "fines")
         self.rejected = {
@@ -112,10 +119,15 @@ class JudgeTraversalFn(beam.DoFn):
     def setup(self) -> None:
         self.monitor = SingleDetectionMonitor(gap_seconds=self.gap_seconds)
 
-    def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
+    def process(
+        self,
+        element: tuple[VehicleKey, Iterable[CameraEvent]],
+        snapshots: Iterable[RulesSnapshot] = (),
+    ) -> Iterator[Any]:
         key, events = element
         radar_id, vehicle_id = key
-        verdict = judge_traversal(events, self.rules.for_radar(radar_id))
+        rules = newest_rules(snapshots, self.rules)
+        verdict = judge_traversal(events, rules.for_radar(radar_id), rules.version)
         warning = self.monitor.observe(verdict)
         if warning:
             _log.warning(warning)
@@ -137,7 +149,8 @@ class JudgeTraversalFn(beam.DoFn):
         self.traversals.inc()
         if verdict.is_speeding:
             self.fines.inc()
-        yield key, SessionVerdict(traversal=verdict)
+        rule = rules.for_radar(radar_id) if self.keep_rule else None
+        yield key, SessionVerdict(traversal=verdict, rule=rule)
 
 
 class IdentifyTraversalsFn(beam.DoFn):
@@ -233,16 +246,27 @@ class MeasureTraversals(beam.PTransform):
     """CameraEvents keyed by vehicle -> MeasuredTraversals(fined, not_fined, ..., failures).
 
     `allowed_lateness_seconds=None` declares input without late data (bounded files):
-    one firing per session, so no identity state is needed.
+    one firing per session, so no identity state is needed. `rules_updates`: snapshots of
+    the sections file (transforms/rules_updates.py); None: `rules` all along.
+    `limit_signals`: LimitSignals (streaming only, transforms/limit_signals.py).
     """
 
     def __init__(
-        self, rules: SectionCatalog, gap_seconds: int, allowed_lateness_seconds: int | None
+        self,
+        rules: SectionCatalog,
+        gap_seconds: int,
+        allowed_lateness_seconds: int | None,
+        rules_updates: beam.PCollection | None = None,
+        limit_signals: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
+        if limit_signals is not None and allowed_lateness_seconds is None:
+            raise ValueError("limit signals come from a subscription: streaming only")
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.rules_updates = rules_updates
+        self.limit_signals = limit_signals
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -258,9 +282,13 @@ class MeasureTraversals(beam.PTransform):
                 >> WindowIntoTraversals(self.gap_seconds, self.allowed_lateness_seconds)
                 | "GroupDetections" >> beam.GroupByKey()
             )
+        side_inputs = {}
+        if self.rules_updates is not None:
+            side_inputs["snapshots"] = AsRulesInForce(self.rules_updates)
         # Typed keys get the deterministic coder that the identity step's state needs.
         judged = sessions | "JudgeTraversal" >> beam.ParDo(
-            JudgeTraversalFn(self.rules, self.gap_seconds)
+            JudgeTraversalFn(self.rules, self.gap_seconds, self.limit_signals is not None),
+            **side_inputs,
         ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
             FAILURES, main="verdicts"
         )
@@ -277,6 +305,10 @@ class MeasureTraversals(beam.PTransform):
             )
         else:
             keep_seconds = identity_keep_seconds(self.gap_seconds, self.allowed_lateness_seconds)
+            if self.limit_signals is not None:
+                traversals = (traversals, self.limit_signals) | "ApplyLimitSignals" >> (
+                    ApplyLimitSignals(keep_seconds)
+                )
             verdicts = traversals | "IdentifyTraversals" >> beam.ParDo(
                 IdentifyTraversalsFn(keep_seconds)
             ).with_outputs(FINED, NOT_FINED, WITHDRAWN_FINES)

@@ -18,6 +18,10 @@ PLATE_MIN_CONFIDENCE: Final = 0.8
 # A traversal is one session: detections of a vehicle closer than the gap belong together.
 SESSION_GAP_SECONDS: Final = 60
 ALLOWED_LATENESS_SECONDS: Final = 120
+# The sections file is read again every this many seconds on a running job; a traversal is
+# judged under the version read in the interval it began in. No longer than the session gap,
+# so that waiting for the version adds nothing (docs/enforcement.md, Changing limits).
+RULES_REFRESH_SECONDS: Final = 60
 # A late pane fires this many seconds (processing time) after the first late detection:
 # a burst of them (a camera flushing its buffer, a backlog the local runner reads after its
 # clock-driven watermark passed) is measured once, whole, not once per bundle on the

@@ -79,6 +79,8 @@ class CameraEvent:
     event_time_ms: int  # for a timeless detection, its publish time (sessions only)
     speed_kmh: float | None = None
     timed: bool = True  # False: no event time of its own (timeless)
+    # The camera's classification, e.g. "hgv", "bus"; None: not classified (docs/reference.md)
+    vehicle_class: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The message body: the contract's form, or the timeless form for a timeless event."""
@@ -93,6 +95,8 @@ class CameraEvent:
         }
         if self.speed_kmh is not None:
             body["speed"] = self.speed_kmh
+        if self.vehicle_class is not None:
+            body["vehicle_class"] = self.vehicle_class
         return body
 
     def to_pubsub(self) -> tuple[bytes, dict[str, str]]:
@@ -209,6 +213,7 @@ def parse_camera_event(
         event_time_ms=event_time_ms,
         speed_kmh=_speed_field(body.get("speed")),
         timed=timed,
+        vehicle_class=_vehicle_class_field(body.get("vehicle_class")),
     )
 
 
@@ -275,6 +280,19 @@ def _location_field(value: object) -> LatLon:
     if not -180 <= lon <= 180:
         raise InvalidEvent(f"longitude {lon} outside [-180, 180]")
     return (lat, lon)
+
+
+_VEHICLE_CLASS = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def _vehicle_class_field(value: object) -> str | None:
+    """A class name, lower-cased ("HGV" is "hgv"); absent or null: not classified."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _VEHICLE_CLASS.fullmatch(value.lower()):
+        shown = _shown(value) if isinstance(value, str) else type(value).__name__
+        raise InvalidEvent(f"vehicle_class must match {_VEHICLE_CLASS.pattern}: {shown}")
+    return value.lower()
 
 
 def _speed_field(value: object) -> float | None:

@@ -194,9 +194,11 @@ def over_limit_with_ends_unknown(
     avg_speed_mph: float,
     rule: SectionRule,
     ordered: Detections,
+    limit_mph: float | None = None,
 ) -> Rejection | None:
-    """Partial: over the limit, but nothing shows that the detections cover the section."""
-    if not rule.is_speeding(avg_speed_mph) or rule.ends_known:
+    """Partial: over the limit applied (`limit_mph`; None: the section's default), but
+    nothing shows that the detections cover the section."""
+    if not rule.is_speeding(avg_speed_mph, limit_mph) or rule.ends_known:
         return None
     return Rejection(
         PARTIAL,

@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
+from section_speed.domain.rules import SectionRule
 from section_speed.domain.traversal import (
     Rejection,
     Traversal,
@@ -61,6 +62,8 @@ class SessionVerdict:
 
     traversal: Traversal | None = None
     rejected: RejectedSession | None = None
+    # The section's rule it was judged under, for the signals step (transforms/limit_signals.py)
+    rule: SectionRule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,14 @@ def measurement_digest(traversal: Traversal) -> str:
     del content["traversal_id"], content["supersedes"], content["revision"]
     if content["withdrawn_reason"] is None:  # as digested before withdrawals existed
         del content["withdrawn_reason"]
+    # A pane judged again under a new rules version with the same limit is a repeat; the
+    # limit's fields at their former values digest as before they existed (state kept by a
+    # running job across an update).
+    del content["rules_version"]
+    for key, former in (("limit_source", "default"), ("limit_reference", None),
+                        ("vehicle_class", None)):  # fmt: skip
+        if content[key] == former:
+            del content[key]
     text = json.dumps(content, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -6,6 +6,7 @@ included) and the section's rule give either a `Traversal` (measured, fined or n
 method calls the gates (`gates.py`) in the order docs/enforcement.md gives them.
 """
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from section_speed.domain import gates
 from section_speed.domain.events import CameraEvent, format_rfc3339_ms
 from section_speed.domain.geometry import LatLon, format_location, haversine_m
+from section_speed.domain.limits import AppliedLimit, LimitSignal
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.traversal import (
     IMPLAUSIBLE,
@@ -27,13 +29,17 @@ from section_speed.domain.traversal import (
 )
 
 
-def judge_traversal(events: Iterable[CameraEvent], rule: SectionRule) -> Traversal | Rejection:
+def judge_traversal(
+    events: Iterable[CameraEvent], rule: SectionRule, rules_version: str | None = None
+) -> Traversal | Rejection:
     """Measure one session's detections and judge them against the section's rule.
 
     Detections may come in any order and repeat (same event_id); the result depends only
     on their times, places and speeds, never on arrival order or ids. Timed detections
     are measured by distance / time (SECTION_AVERAGE), timeless ones by the mean of their
-    spot speeds (SPOT_MEAN); a session mixing both is implausible.
+    spot speeds (SPOT_MEAN); a session mixing both is implausible. The limit is the
+    highest in force during the traversal (`SectionRule.applied_limit`); the record names
+    it, its source and `rules_version`.
     """
     unique = _by_event_id(events)
     if not unique:
@@ -48,14 +54,16 @@ def judge_traversal(events: Iterable[CameraEvent], rule: SectionRule) -> Travers
             tuple(sorted(unique, key=_content_key)),
         )
     if timed:
-        return _judge_timed(unique, rule)
-    return _judge_timeless(unique, rule)
+        return _judge_timed(unique, rule, rules_version)
+    return _judge_timeless(unique, rule, rules_version)
 
 
 # --- the two methods -----------------------------------------------------------------------
 
 
-def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal | Rejection:
+def _judge_timed(
+    unique: Sequence[CameraEvent], rule: SectionRule, rules_version: str | None
+) -> Traversal | Rejection:
     """Distance / time, after the gates (docs/enforcement.md, in the order checked here)."""
     by_content = sorted(unique, key=_content_key)
     rejection = gates.several_places_at_once(by_content)
@@ -91,6 +99,8 @@ def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal 
     duration_s = (last.event_time_ms - first.event_time_ms) / 1000
     avg_speed_kmh = distance_m / duration_s * 3.6
     avg_speed_mph = kmh_to_mph(avg_speed_kmh)
+    vehicle_class = _vehicle_class(points)
+    limit = rule.applied_limit(first.event_time_ms, last.event_time_ms, vehicle_class)
     rejection = (
         gates.impossible_speed(
             avg_speed_mph,
@@ -103,17 +113,21 @@ def _judge_timed(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal 
         )
         or gates.partial(points, rule, ordered)
         or gates.quicker_than_possible(first, last, duration_s, section_m, rule, ordered)
-        or gates.over_limit_with_ends_unknown(first, avg_speed_kmh, avg_speed_mph, rule, ordered)
+        or gates.over_limit_with_ends_unknown(
+            first, avg_speed_kmh, avg_speed_mph, rule, ordered, limit.speed_limit_mph
+        )
     )
     if rejection is not None:
         return rejection
     return _traversal(
         first, last, len(points), avg_speed_kmh, SECTION_AVERAGE, rule,
-        distance_m=distance_m, duration_s=duration_s,
+        (limit, vehicle_class, rules_version), distance_m=distance_m, duration_s=duration_s,
     )  # fmt: skip
 
 
-def _judge_timeless(unique: Sequence[CameraEvent], rule: SectionRule) -> Traversal | Rejection:
+def _judge_timeless(
+    unique: Sequence[CameraEvent], rule: SectionRule, rules_version: str | None
+) -> Traversal | Rejection:
     """The spot mean: the mean of the spot speeds; publish times only group and order.
 
     Nothing else is measured: the record carries no distance nor duration (the detections
@@ -151,9 +165,12 @@ def _judge_timeless(unique: Sequence[CameraEvent], rule: SectionRule) -> Travers
     if rejection is not None:
         return rejection
     avg_speed_kmh = math.fsum(speeds) / len(speeds)  # exact sum: independent of order
+    # Publish times stand in for event times: the limit in force while they were sent.
+    vehicle_class = _vehicle_class(points)
+    limit = rule.applied_limit(first.event_time_ms, points[-1].event_time_ms, vehicle_class)
     return _traversal(
         first, points[-1], len(points), avg_speed_kmh, SPOT_MEAN, rule,
-        spot_readings=len(speeds),
+        (limit, vehicle_class, rules_version), spot_readings=len(speeds),
     )  # fmt: skip
 
 
@@ -164,12 +181,16 @@ def _traversal(
     avg_speed_kmh: float,
     speed_method: str,
     rule: SectionRule,
+    applied: tuple[AppliedLimit, str | None, str | None],
     *,
     distance_m: float | None = None,
     duration_s: float | None = None,
     spot_readings: int | None = None,
 ) -> Traversal:
-    """The measured traversal from `entry` to `exit_`, fined when the rule says so."""
+    """The measured traversal from `entry` to `exit_`, fined when the rule says so.
+
+    `applied`: the limit applied, the vehicle class and the rules' version."""
+    limit, vehicle_class, rules_version = applied
     avg_speed_mph = kmh_to_mph(avg_speed_kmh)
     return Traversal(
         traversal_id=traversal_id(entry.radar_id, entry.vehicle_id, entry.event_time_ms),
@@ -179,16 +200,42 @@ def _traversal(
         duration_s=duration_s,
         avg_speed_kmh=avg_speed_kmh,
         avg_speed_mph=avg_speed_mph,
-        speed_limit_mph=rule.speed_limit_mph,
+        speed_limit_mph=limit.speed_limit_mph,
         entry_time_ms=entry.event_time_ms,
         exit_time_ms=exit_.event_time_ms,
         entry_location=entry.location,
         exit_location=exit_.location,
         detections=detections,
-        is_speeding=rule.is_speeding(avg_speed_mph),
+        is_speeding=rule.is_speeding(avg_speed_mph, limit.speed_limit_mph),
         speed_method=speed_method,
         tolerance_mph=rule.tolerance_mph,
         spot_readings=spot_readings,
+        limit_source=limit.source,
+        limit_reference=limit.reference,
+        vehicle_class=vehicle_class,
+        rules_version=rules_version,
+    )
+
+
+def with_signals(
+    traversal: Traversal, rule: SectionRule, signals: Sequence[LimitSignal]
+) -> Traversal:
+    """The traversal judged again with its section's signalled limits (any order); the same
+    traversal when they change nothing. Only for sections whose ends are known (gate 9:
+    over the limit with the ends unknown is partial, which signals do not change)."""
+    limit = rule.applied_limit(
+        traversal.entry_time_ms, traversal.exit_time_ms, traversal.vehicle_class, signals
+    )
+    if (limit.speed_limit_mph, limit.source, limit.reference) == (
+        traversal.speed_limit_mph, traversal.limit_source, traversal.limit_reference
+    ):  # fmt: skip
+        return traversal
+    return dataclasses.replace(
+        traversal,
+        speed_limit_mph=limit.speed_limit_mph,
+        limit_source=limit.source,
+        limit_reference=limit.reference,
+        is_speeding=rule.is_speeding(traversal.avg_speed_mph, limit.speed_limit_mph),
     )
 
 
@@ -210,6 +257,13 @@ def _section_length(rule: SectionRule, first: CameraEvent, last: CameraEvent) ->
     if rule.entry is not None and rule.exit is not None:
         return haversine_m(rule.entry, rule.exit), "straight line between the section's ends"
     return haversine_m(first.location, last.location), "straight line from first to last detection"
+
+
+def _vehicle_class(points: Sequence[CameraEvent]) -> str | None:
+    """The class the detections give; None (unknown: the general limit) when none gives
+    one or two disagree, in the driver's favour."""
+    classes = {event.vehicle_class for event in points if event.vehicle_class is not None}
+    return classes.pop() if len(classes) == 1 else None
 
 
 def _by_event_id(events: Iterable[CameraEvent]) -> list[CameraEvent]:

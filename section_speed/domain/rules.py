@@ -1,18 +1,30 @@
 """What applies on a section (`SectionRule`) and the sections file (`SectionCatalog`).
 
-A rule is the section's limit and tolerance, its geometry (surveyed length, entry and exit)
-and the plausible maximum; the sections file gives one per `radar_id`, the pipeline's
-defaults apply elsewhere (docs/enforcement.md, the sections file).
+A rule is the section's limit and tolerance, the limits that vary (weekly windows,
+temporary limits, vehicle classes: `limits.py`), its geometry (surveyed length, entry and
+exit) and the plausible maximum; the sections file gives one per `radar_id`, the pipeline's
+defaults apply elsewhere (docs/enforcement.md, the sections file). A catalog carries the
+version of the rules it holds, which every record names.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from section_speed.domain import defaults
 from section_speed.domain.geometry import LatLon, haversine_m
+from section_speed.domain.limits import (
+    LIMIT_KEYS,
+    NO_LIMITS,
+    AppliedLimit,
+    LimitSignal,
+    SectionLimits,
+    limit_for_traversal,
+    limits_from_json,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,7 @@ class SectionRule:
     exit: LatLon | None = None
     end_radius_m: float = defaults.END_RADIUS_M
     max_speed_mph: float = defaults.MAX_SPEED_MPH
+    limits: SectionLimits = NO_LIMITS
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -41,9 +54,26 @@ class SectionRule:
     def ends_known(self) -> bool:
         return self.entry is not None and self.exit is not None
 
-    def is_speeding(self, avg_speed_mph: float) -> bool:
-        """Strictly over limit + tolerance: driving exactly at the limit is not fined."""
-        return avg_speed_mph > self.speed_limit_mph + self.tolerance_mph
+    def is_speeding(self, avg_speed_mph: float, limit_mph: float | None = None) -> bool:
+        """Strictly over limit + tolerance: driving exactly at the limit is not fined.
+
+        `limit_mph` is the limit applied to the traversal (`applied_limit`); None: the
+        section's default limit."""
+        limit = self.speed_limit_mph if limit_mph is None else limit_mph
+        return avg_speed_mph > limit + self.tolerance_mph
+
+    def applied_limit(
+        self,
+        entry_ms: int,
+        exit_ms: int,
+        vehicle_class: str | None = None,
+        signals: Sequence[LimitSignal] = (),
+    ) -> AppliedLimit:
+        """The limit a traversal from entry to exit is judged by: the highest in force at
+        any moment of it (docs/enforcement.md, The limit in force)."""
+        return limit_for_traversal(
+            self.speed_limit_mph, self.limits, entry_ms, exit_ms, vehicle_class, signals
+        )
 
     def to_json(self) -> dict[str, object]:
         """This rule as one section of a sections file (what `SectionCatalog.from_json` reads)."""
@@ -61,7 +91,7 @@ class SectionRule:
             section["end_radius_m"] = self.end_radius_m
         if self.max_speed_mph != defaults.MAX_SPEED_MPH:
             section["max_speed_mph"] = self.max_speed_mph
-        return section
+        return section | self.limits.to_json()
 
     def _problem(self) -> str | None:
         if not (_finite(self.speed_limit_mph) and self.speed_limit_mph > 0):
@@ -72,11 +102,13 @@ class SectionRule:
             return f"length_m must be a number > 0 (metres), got {self.length_m!r}"
         if not (_finite(self.end_radius_m) and self.end_radius_m > 0):
             return f"end_radius_m must be a number > 0 (metres), got {self.end_radius_m!r}"
-        threshold = self.speed_limit_mph + self.tolerance_mph
+        threshold = max([self.speed_limit_mph, *self.limits.all_limits()]) + self.tolerance_mph
         if not (_finite(self.max_speed_mph) and self.max_speed_mph > threshold):
+            highest = " (its highest limit)" if self.limits.all_limits() else ""
             return (
-                f"max_speed_mph must be a number above speed_limit_mph + tolerance_mph "
-                f"({threshold:g}), or nobody could be fined; got {self.max_speed_mph!r}"
+                f"max_speed_mph must be a number above speed_limit_mph{highest} + "
+                f"tolerance_mph ({threshold:g}), or nobody could be fined; got "
+                f"{self.max_speed_mph!r}"
             )
         if (self.entry is None) != (self.exit is None):
             return "give both entry and exit, or neither"
@@ -107,13 +139,20 @@ class SectionCatalog:
 
     _NUMBER_KEYS = ("speed_limit_mph", "tolerance_mph", "length_m", "end_radius_m",
                     "max_speed_mph")  # fmt: skip
-    _KEYS = frozenset({*_NUMBER_KEYS, "entry", "exit"})
+    _KEYS = frozenset({*_NUMBER_KEYS, "entry", "exit", *LIMIT_KEYS})
 
     def __init__(
-        self, default: SectionRule, sections: Mapping[str, SectionRule] | None = None
+        self,
+        default: SectionRule,
+        sections: Mapping[str, SectionRule] | None = None,
+        version: str | None = None,
     ) -> None:
         self.default = default
         self.sections = dict(sections or {})
+        # Names the rules in every record: of the file as read, or of these rules' JSON.
+        self.version = version or rules_version(
+            {radar_id: rule.to_json() for radar_id, rule in self.sections.items()}, default
+        )
 
     def for_radar(self, radar_id: str) -> SectionRule:
         return self.sections.get(radar_id, self.default)
@@ -143,7 +182,7 @@ class SectionCatalog:
                 sections[radar_id] = cls._rule(entry, default)
             except ValueError as error:
                 raise ValueError(f"section {radar_id!r}: {error}") from error
-        return cls(default, sections)
+        return cls(default, sections, rules_version(raw, default))
 
     @classmethod
     def _rule(cls, entry: Mapping[str, object], default: SectionRule) -> SectionRule:
@@ -158,9 +197,19 @@ class SectionCatalog:
         for key in ("entry", "exit"):
             if entry.get(key) is not None:
                 values[key] = _lat_lon(entry[key], key)
+        values["limits"] = limits_from_json(entry)
         # Length and ends describe one section: never inherited from the default rule.
         return dataclasses.replace(default, **({"length_m": None, "entry": None, "exit": None}
                                                | values))  # fmt: skip
+
+
+def rules_version(sections: object, default: SectionRule) -> str:
+    """16 hex digits of sha256 over the canonical JSON of the sections and the default rule
+    (the options): the same rules give the same version, whatever the file's layout."""
+    body = {"default": dataclasses.replace(default, limits=NO_LIMITS).to_json(),
+            "sections": sections}  # fmt: skip
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _finite(value: object) -> bool:
@@ -187,3 +236,22 @@ def _lat_lon(value: object, name: str) -> LatLon:
     if problem is not None:
         raise ValueError(f"{name} {problem}")
     return (float(value[0]), float(value[1]))
+
+
+def rule_from_json(section: Mapping[str, object]) -> SectionRule:
+    """A rule from its `SectionRule.to_json` form (what the signals step keeps in state)."""
+    return SectionCatalog._rule(section, SectionRule())
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSnapshot:
+    """The sections file as read at one instant (the side input's element)."""
+
+    read_at_ms: int
+    catalog: SectionCatalog
+
+
+def newest_rules(snapshots: Iterable[RulesSnapshot], fallback: SectionCatalog) -> SectionCatalog:
+    """The most recently read of `snapshots`; `fallback` (the rules read at start) when none."""
+    newest = max(snapshots, key=lambda snapshot: snapshot.read_at_ms, default=None)
+    return fallback if newest is None else newest.catalog

@@ -55,6 +55,31 @@ _TRAVERSAL_MEASURE = (
         "tolerance applied above the limit, mph (fined when speed > limit + tolerance)",
     ),
     _nullable(
+        "limit_source",
+        "STRING",
+        "where speed_limit_mph came from: default, window (weekly, e.g. school hours),"
+        " temporary (dated order), signal, or class (the vehicle class's own limit);"
+        " the highest limit in force during the traversal (docs/enforcement.md)",
+    ),
+    _nullable(
+        "limit_reference",
+        "STRING",
+        "which one: the window's name, the temporary order's reference (e.g. roadworks"
+        " order), the signal's id or the vehicle class; null for default",
+    ),
+    _nullable(
+        "vehicle_class",
+        "STRING",
+        "the vehicle class the detections gave (e.g. hgv, bus); null: unknown, judged by the"
+        " general limit",
+    ),
+    _nullable(
+        "rules_version",
+        "STRING",
+        "version of the rules judged under: 16 hex digits of sha256 over the sections file's"
+        " canonical JSON and the default limits",
+    ),
+    _nullable(
         "distance_m",
         "FLOAT",
         "distance measured, metres (section_average); null for spot_mean, which measures none",
@@ -188,6 +213,10 @@ def _measure(traversal: Traversal) -> dict[str, Any]:
         "avg_speed_mph": traversal.avg_speed_mph,
         "speed_limit_mph": traversal.speed_limit_mph,
         "tolerance_mph": traversal.tolerance_mph,
+        "limit_source": traversal.limit_source,
+        "limit_reference": traversal.limit_reference,
+        "vehicle_class": traversal.vehicle_class,
+        "rules_version": traversal.rules_version,
         "distance_m": traversal.distance_m,
         "duration_s": traversal.duration_s,
         "entry_time": format_rfc3339_ms(traversal.entry_time_ms),

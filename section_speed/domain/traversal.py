@@ -57,6 +57,13 @@ class Traversal:
     tolerance_mph: float = defaults.TOLERANCE_MPH
     # SPOT_MEAN only: how many spot readings were averaged.
     spot_readings: int | None = None
+    # Which limit was applied and why (docs/enforcement.md, The limit in force): its source
+    # (limits.LIMIT_SOURCES), the window's name, temporary order, signal id or class, the
+    # vehicle class the detections gave (None: unknown), and the rules' version.
+    limit_source: str = "default"
+    limit_reference: str | None = None
+    vehicle_class: str | None = None
+    rules_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

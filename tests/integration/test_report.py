@@ -102,7 +102,7 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
 ]
-WINDOW = (1280, 2800)  # tall enough for the last (oldest) fine, which has the photo
+WINDOW = (1280, 3300)  # tall enough for the last (oldest) fine, which has the photo
 CHROMIUM_TIMEOUT_S = 120
 INSTALL_HINT = "apt-get install chromium  (Debian's package; as root: apt-get update first)"
 
@@ -377,7 +377,9 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     page = Page(index.read_text(encoding="utf-8"))
 
     charts = page.charts()
-    assert len(charts) == 4
+    assert len(charts) == 5
+    # Rows written without a limit source (as before issue 28) count as the default's.
+    assert f"default: {EXPECTED_FINES}." in index.read_text(encoding="utf-8")
     assert all(chart.startswith(b"\x89PNG\r\n\x1a\n") for chart in charts)
     summary = re.search(r'<p class="summary">(.*?)</p>', index.read_text(encoding="utf-8"))
     assert summary and summary.group(1) == SEEDED_SUMMARY
@@ -405,7 +407,7 @@ def test_report_shows_the_charts_and_every_fine_of_the_warehouse(
     assert_not_blank_and_shows_the_charts(screenshot)
 
     dom = Page(run_chromium(chromium, profile, "--dump-dom", index.as_uri()))
-    assert len(dom.charts()) == 4
+    assert len(dom.charts()) == 5
     assert sum(src.startswith("data:image/jpeg;base64,") for src in dom.images) == 1
     assert dom.rows.keys() == page.rows.keys()
     assert dom.scripts == 0
@@ -502,7 +504,7 @@ def test_the_demo_hook_writes_the_same_report_and_a_missing_dataset_fails_cleanl
     index, written = demo.write_report(stack, "it_report_demo", tmp_path / "demo")
     assert index == tmp_path / "demo" / "index.html"
     page = Page(index.read_text(encoding="utf-8"))
-    assert (len(page.charts()), len(page.rows)) == (4, 0)  # empty tables: charts say so
+    assert (len(page.charts()), len(page.rows)) == (5, 0)  # empty tables: charts say so
     assert written.summary == "0 fines, 0 measured traversals."
 
     missing = ["--project_id", stack.project_id, "--bq_dataset", "it_report_missing"]

@@ -43,6 +43,15 @@ def test_event_round_trips_through_its_pubsub_form():
     assert _parse(data, attributes) == event
 
 
+def test_a_vehicle_class_is_read_lower_cased_and_round_trips():
+    event = at(track("v1", 30.0)[1], vehicle_class="hgv")
+    data, attributes = event.to_pubsub()
+    assert json.loads(data)["vehicle_class"] == "hgv"
+    assert _parse(data, attributes) == event
+    shouted = json.dumps({**json.loads(data), "vehicle_class": "HGV"}).encode()
+    assert _parse(shouted, attributes).vehicle_class == "hgv"
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -60,6 +69,11 @@ def test_event_round_trips_through_its_pubsub_form():
         (b'{"vehicle_id": "../etc/passwd", "location": [1, 2]}', "must match"),
         (b'{"vehicle_id": "v", "location": [1, 2], "speed": -1}', "speed"),
         (b'{"vehicle_id": "v", "location": [1, 2], "speed": 1e400}', "finite"),
+        (
+            b'{"vehicle_id": "v", "location": [1, 2], "vehicle_class": "heavy goods"}',
+            "vehicle_class must match",
+        ),
+        (b'{"vehicle_id": "v", "location": [1, 2], "vehicle_class": 3}', "vehicle_class"),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(data, reason):

@@ -321,6 +321,11 @@ EXAMPLES = {
     "output_path": ("gs://my-bucket/out/day", "a b"),
     "plate_reader_threads": ("4", "0"),
     "non_offender_retention_days": ("30", "-1"),
+    "rules_refresh_seconds": ("60", "0"),
+    "limit_signals_subscription": (
+        "projects/my-project/subscriptions/limit-signals-sub",
+        "sub with space",
+    ),
 }
 
 

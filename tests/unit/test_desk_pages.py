@@ -112,3 +112,24 @@ def test_the_queue_marks_a_changed_fine_for_whoever_decided_it():
     assert ">changed since your decision<" in queue_page(rows, "bo")
     assert ">revised since bo's decision<" in queue_page(rows, "ana")
     assert 'id="start"' in queue_page(rows)
+
+
+def test_the_limit_shows_where_it_came_from_and_the_vehicle_class():
+    fine = fine_row(
+        limit_source="window",
+        limit_reference="school hours",
+        rules_version="0123456789abcdef",
+        vehicle_class="hgv",
+    )
+    page = fine_page(view_of(fine, [], "new"), "ana")
+    limit = re.search(r'id="limit">(.*?)</dd>', page, re.S)[1]
+    assert re.sub(r"<[^>]+>", "", limit).startswith(
+        "25 mph (window: school hours; rules 0123456789abcdef)"
+    )
+    assert 'id="vehicle-class">hgv</dd>' in page
+    default = fine_page(view_of(fine_row(), [], "new"), "ana")
+    assert '<span id="limit-source">(default' in default
+    assert 'id="vehicle-class"' not in default
+    before = fine_row(limit_source=None, limit_reference=None, rules_version=None)
+    older = fine_page(view_of(before, [], "new"), "ana")  # judged before limits varied
+    assert 'id="limit-source"' not in older

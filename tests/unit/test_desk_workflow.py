@@ -2,6 +2,7 @@
 queue's states, decisions and their conflicts, notices and recalls through the outbox,
 ingest. The contract docs/desk.md states, each rule checked on values."""
 
+import json
 import threading
 
 import pytest
@@ -266,3 +267,24 @@ def test_the_outbox_sends_each_notice_once_and_a_failed_send_again_with_the_same
     assert attributes == {"kind": "notice", "notice_id": record["notice_id"]}
     assert record["review_id"] == review.review_id and verify_notice(record)
     assert desk.store.outbox_pending() == 0
+
+
+def test_the_notice_carries_the_limit_applied_and_where_it_came_from(desk):
+    add(
+        desk,
+        limit_source="temporary",
+        limit_reference="RW-2026-114",
+        vehicle_class="hgv",
+        rules_version="0123456789abcdef",
+    )
+    decide_next(desk, "alice", "plate", "ABC1234")
+    (view,) = [desk.view(row["fine_id"]) for row in desk.store.rows("SELECT fine_id FROM fines")]
+    assert (view.fine.limit_source, view.fine.limit_reference) == ("temporary", "RW-2026-114")
+    (row,) = desk.store.rows("SELECT record FROM notices")
+    record = row["record"] if isinstance(row["record"], dict) else json.loads(row["record"])
+    assert {k: record[k] for k in ("limit_source", "limit_reference", "vehicle_class")} == {
+        "limit_source": "temporary",
+        "limit_reference": "RW-2026-114",
+        "vehicle_class": "hgv",
+    }
+    assert record["rules_version"] == "0123456789abcdef" and verify_notice(record)

@@ -25,6 +25,8 @@ DESIGN_OPTIONS = [
     "max_speed_mph", "lateness_clock", "input_file", "output_path", "plate_reader_threads",
     # Issue 18: how long the warehouse may keep who a vehicle that was not fined was.
     "non_offender_retention_days",
+    # Issue 28: the sections file read again while streaming, and signalled limits.
+    "rules_refresh_seconds", "limit_signals_subscription",
 ]  # fmt: skip
 
 

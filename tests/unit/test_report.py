@@ -30,6 +30,7 @@ QUERIES = {
     "speed_distribution",
     "summary",
     "latest_fines",
+    "fines_per_limit_source",
 }
 AGGREGATE = re.compile(
     r"\b(COUNT|COUNTIF|SUM|AVG|MIN|MAX|SAFE_DIVIDE|APPROX_QUANTILES|ARRAY_AGG|ANY_VALUE)\s*\(",
@@ -390,6 +391,8 @@ class FakeBigQuery:
             "fines_per_radar": [{"radar_id": "radar-1", "fines": 2, "mean_speed_mph": 44.7}],
             "speed_distribution": SPEED_ROWS,
             "latest_fines": [fine_row("f1", "v1"), fine_row("f2", "v2")],
+            "fines_per_limit_source": [{"limit_source": "window", "fines": 2,
+                                        "mean_limit_mph": 15.0}],
         }  # fmt: skip
         self.sql = {load_sql(name, "p-1", "d"): name for name in QUERIES}
 
@@ -424,11 +427,13 @@ def test_every_query_of_the_page_reads_as_of_one_moment():
     as_of = datetime(2026, 11, 18, 12, tzinfo=UTC)
     built = build_report(warehouse, photos=lambda _url: None, as_of=as_of)
     assert client.asked == ["rows_as_of", "summary", "fines_per_hour", "fines_per_radar",
-                            "speed_distribution", "latest_fines", "rows_as_of"]  # fmt: skip
-    assert client.as_of == [as_of] * 7
+                            "speed_distribution", "latest_fines", "fines_per_limit_source",
+                            "rows_as_of"]  # fmt: skip
+    assert client.as_of == [as_of] * 8
     assert built.as_of == as_of
     assert built.summary == "2 fines, 5 measured traversals, plates read on 50 % of fines."
     assert "as of 2026-11-18 12:00:00 UTC" in render_html(built)
+    assert "Fines per limit source" in render_html(built) and "window: 2." in render_html(built)
 
 
 def test_without_as_of_the_moment_is_taken_once_when_the_report_starts():

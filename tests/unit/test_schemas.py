@@ -33,6 +33,9 @@ DESIGN_FINE_FIELDS = {
     "tolerance_mph": "FLOAT", "spot_readings": "INTEGER",
     # The reader's ranked candidates and where it found the plate, for the officer.
     "plate_candidates": "STRING", "plate_candidate_confidences": "STRING", "plate_box": "STRING",
+    # Which limit applied and why, and the rules' version (issue 28).
+    "limit_source": "STRING", "limit_reference": "STRING", "vehicle_class": "STRING",
+    "rules_version": "STRING",
 }  # fmt: skip
 
 
@@ -42,7 +45,8 @@ def test_fine_schema_matches_design_field_by_field():
     assert {f["name"] for f in fields if f["mode"] == "NULLABLE"} == {
         "license_plate", "plate_confidence", "plate_reader", "image_url", "image_sha256",
         "evidence_error", "withdrawn_reason", "tolerance_mph", "distance_m", "duration_s",
-        "spot_readings", "plate_box",
+        "spot_readings", "plate_box", "limit_source", "limit_reference", "vehicle_class",
+        "rules_version",
     }  # fmt: skip
 
 

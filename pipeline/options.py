@@ -238,6 +238,16 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         default=defaults.NON_OFFENDER_RETENTION_DAYS,
         regex=r"^[0-9]{1,5}$",
     ),
+    OptionSpec(
+        "min_spot_readings",
+        "Minimum spot readings",
+        "A timeless (course) session with fewer distinct spot readings is partial: "
+        "dead-lettered, never judged, as a session cut short, most often by a pipeline that "
+        "fell behind; the course's generator sends 10 per vehicle (docs/course.md).",
+        type=int,
+        default=defaults.MIN_SPOT_READINGS,
+        regex=r"^([2-9]|[1-9][0-9]{1,2})$",
+    ),
 )
 
 

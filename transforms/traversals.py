@@ -41,11 +41,13 @@ from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
+from transforms.accounting import CountJudgedDetectionsFn
 from transforms.failures import FAILURES, Failure, failed
 
 FINED = "fined"
 NOT_FINED = "not_fined"
 WITHDRAWN_FINES = "withdrawn_fines"  # published fines taken back (also in not_fined)
+PANE_SIZES = "pane_sizes"  # (key, (session start, end, detections)) of each firing
 
 _log = logging.getLogger(__name__)
 
@@ -84,9 +86,17 @@ class WindowIntoTraversals(beam.PTransform):
 class JudgeTraversalFn(beam.DoFn):
     """A session's detections -> its Traversal (still keyed), or a Failure naming why not."""
 
-    def __init__(self, rules: SectionCatalog, gap_seconds: int) -> None:
+    def __init__(
+        self,
+        rules: SectionCatalog,
+        gap_seconds: int,
+        min_spot_readings: int = defaults.MIN_SPOT_READINGS,
+        count_panes: bool = False,
+    ) -> None:
         self.rules = rules
         self.gap_seconds = gap_seconds
+        self.min_spot_readings = min_spot_readings
+        self.count_panes = count_panes  # streaming: for what open sessions still hold
         self.traversals = Metrics.counter(self.__class__, "traversals")
         self.fines = Metrics.counter(self.__class__, "fines")
         self.rejected = {
@@ -97,10 +107,20 @@ class JudgeTraversalFn(beam.DoFn):
     def setup(self) -> None:
         self.monitor = SingleDetectionMonitor(gap_seconds=self.gap_seconds)
 
-    def process(self, element: tuple[VehicleKey, Iterable[CameraEvent]]) -> Iterator[Any]:
+    def process(
+        self,
+        element: tuple[VehicleKey, Iterable[CameraEvent]],
+        session: Any = beam.DoFn.WindowParam,
+    ) -> Iterator[Any]:
         key, events = element
         radar_id, vehicle_id = key
-        verdict = judge_traversal(events, self.rules.for_radar(radar_id))
+        events = list(events)
+        if self.count_panes:
+            start_ms, end_ms = session.start.micros // 1000, session.end.micros // 1000
+            yield beam.pvalue.TaggedOutput(PANE_SIZES, (key, (start_ms, end_ms, len(events))))
+        verdict = judge_traversal(
+            events, self.rules.for_radar(radar_id), min_spot_readings=self.min_spot_readings
+        )
         warning = self.monitor.observe(verdict)
         if warning:
             _log.warning(warning)
@@ -222,12 +242,17 @@ class MeasureTraversals(beam.PTransform):
     """
 
     def __init__(
-        self, rules: SectionCatalog, gap_seconds: int, allowed_lateness_seconds: int | None
+        self,
+        rules: SectionCatalog,
+        gap_seconds: int,
+        allowed_lateness_seconds: int | None,
+        min_spot_readings: int = defaults.MIN_SPOT_READINGS,
     ) -> None:
         super().__init__()
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.min_spot_readings = min_spot_readings
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -244,11 +269,20 @@ class MeasureTraversals(beam.PTransform):
                 | "GroupDetections" >> beam.GroupByKey()
             )
         # Typed keys get the deterministic coder that the identity step's state needs.
-        judged = sessions | "JudgeTraversal" >> beam.ParDo(
-            JudgeTraversalFn(self.rules, self.gap_seconds)
-        ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
-            FAILURES, main="verdicts"
+        streaming = self.allowed_lateness_seconds is not None
+        judge = JudgeTraversalFn(
+            self.rules, self.gap_seconds, self.min_spot_readings, count_panes=streaming
         )
+        judged = sessions | "JudgeTraversal" >> beam.ParDo(judge).with_output_types(
+            tuple[VehicleKey, SessionVerdict]
+        ).with_outputs(FAILURES, PANE_SIZES, main="verdicts")
+        if self.allowed_lateness_seconds is not None:
+            _ = (
+                judged[PANE_SIZES]
+                | "PanesLeaveSessions" >> beam.WindowInto(window.GlobalWindows())
+                | "CountJudgedDetections"
+                >> beam.ParDo(CountJudgedDetectionsFn(self.allowed_lateness_seconds))
+            )
         # Verdicts and failures leave their sessions: what follows is per traversal, and
         # outputs of every stage flatten together.
         traversals = judged.verdicts | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())

@@ -20,7 +20,7 @@ import re
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import pytest
@@ -125,6 +125,9 @@ def starved_run(stack):
         outputs.wait_for(accounted, timeout_s=75)
         process.stop()  # SIGTERM: the pipeline logs what it read, judged and still held
         log = process.log_path.read_text(errors="replace")
+        stages = Counter(letter["stage"] for letter in dead_letters.snapshot())
+        reports = STOP_REPORT.findall(log) or ["no stop report"]
+        print(f"outputs {len(outputs.snapshot())}, dead letters {dict(stages)}; {reports[-1]}")
         yield sent, outputs.snapshot(), dead_letters.snapshot(), log
         for collector in (outputs, dead_letters):
             collector.close()

@@ -284,7 +284,7 @@ class FakeResult:
 )
 def test_run_returns_after_submitting_to_dataflow_and_waits_locally(monkeypatch, runner, waits):
     fake = FakeResult()
-    monkeypatch.setattr(graph, "start", lambda argv, save_main_session: fake)
+    monkeypatch.setattr(graph, "_launch", lambda argv, save_main_session: (fake, None))
     graph.run([f"--runner={runner}"])
     assert fake.waited is waits
 
@@ -318,6 +318,7 @@ EXAMPLES = {
     "output_path": ("gs://my-bucket/out/day", "a b"),
     "plate_reader_threads": ("4", "0"),
     "non_offender_retention_days": ("30", "-1"),
+    "min_spot_readings": ("10", "1"),
 }
 
 

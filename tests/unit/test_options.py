@@ -25,6 +25,8 @@ DESIGN_OPTIONS = [
     "max_speed_mph", "lateness_clock", "input_file", "output_path", "plate_reader_threads",
     # Issue 18: how long the warehouse may keep who a vehicle that was not fined was.
     "non_offender_retention_days",
+    # Issue 29: a timeless session with fewer readings is partial (a split session).
+    "min_spot_readings",
 ]  # fmt: skip
 
 

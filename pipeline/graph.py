@@ -344,17 +344,18 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> None:
     try:
         result.wait_until_finish()
     except KeyboardInterrupt as stop:
-        _log.info("interrupted: cancelling the pipeline")
-        log_stop_report(result, monitor)
-        result.cancel()
+        if monitor is not None:
+            log_stop_report(monitor)
         if str(stop) == signal.SIGTERM.name:
-            # As SIGTERM's default would, now that the report is out: the runner's threads
-            # may block in a 30 s pull.
+            # As SIGTERM's default would, now that the report is out: a cancel waits for the
+            # runner's threads, which may block in a 30 s pull.
             logging.shutdown()
             os._exit(128 + signal.SIGTERM)
+        _log.info("interrupted: cancelling the pipeline")
+        result.cancel()
         return
     if monitor is not None:
-        log_stop_report(result, monitor)
+        log_stop_report(monitor)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

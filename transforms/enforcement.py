@@ -63,7 +63,7 @@ class SectionSpeedEnforcement(beam.PTransform):
             config.default_radar_id, config.lateness, config.clock, config.monitor
         )
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
-            config.rules, config.gap_seconds, lateness_s, config.min_spot_readings
+            config.rules, config.gap_seconds, lateness_s, config.min_spot_readings, config.monitor
         )
         failures = (parsed.failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(

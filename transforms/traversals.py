@@ -37,12 +37,14 @@ from section_speed.domain.identity import (
     withdraw,
 )
 from section_speed.domain.judging import judge_traversal
+from section_speed.domain.lag import LagMonitor
 from section_speed.domain.rules import SectionCatalog
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
 from transforms.accounting import CountJudgedDetectionsFn
 from transforms.failures import FAILURES, Failure, failed
+from transforms.worker_clients import ClientHandler
 
 FINED = "fined"
 NOT_FINED = "not_fined"
@@ -247,12 +249,14 @@ class MeasureTraversals(beam.PTransform):
         gap_seconds: int,
         allowed_lateness_seconds: int | None,
         min_spot_readings: int = defaults.MIN_SPOT_READINGS,
+        monitor: ClientHandler[LagMonitor] | None = None,
     ) -> None:
         super().__init__()
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.min_spot_readings = min_spot_readings
+        self.monitor = monitor  # the process's tally for the stop report (streaming)
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -281,7 +285,7 @@ class MeasureTraversals(beam.PTransform):
                 judged[PANE_SIZES]
                 | "PanesLeaveSessions" >> beam.WindowInto(window.GlobalWindows())
                 | "CountJudgedDetections"
-                >> beam.ParDo(CountJudgedDetectionsFn(self.allowed_lateness_seconds))
+                >> beam.ParDo(CountJudgedDetectionsFn(self.allowed_lateness_seconds, self.monitor))
             )
         # Verdicts and failures leave their sessions: what follows is per traversal, and
         # outputs of every stage flatten together.

@@ -41,10 +41,11 @@ class LagMonitor:
         self._outcomes: Counter[str] = Counter()
         self._worst_ever_s = 0.0
 
-    def count(self, outcome: str) -> None:
-        """One read message's outcome at parse (parsed, invalid, too_late, parser_errors)."""
+    def count(self, outcome: str, n: int = 1) -> None:
+        """`n` more of an outcome: at parse (parsed, invalid, too_late, parser_errors), or
+        detections newly in judged sessions (judged)."""
         with self._lock:
-            self._outcomes[outcome] += 1
+            self._outcomes[outcome] += n
 
     def tally(self) -> dict[str, float]:
         """Messages read, each outcome's count, and the slowest read's lag in seconds."""

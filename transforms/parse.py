@@ -125,8 +125,8 @@ class ParseEventFn(beam.DoFn):
         yield TimestampedValue((vehicle_key(event), event), timestamp)
 
     def _count(self, outcome: str) -> None:
-        # Beside the counters: Beam 2.77's local runner reports, for steps fed by its Pub/Sub
-        # read, only one bundle's counts; the stop report needs them all.
+        # Beside the counters: Beam 2.77's local runner reports a streaming job's counters
+        # incompletely, and the stop report needs every message (pipeline/stop_report.py).
         if self.lag_monitor is not None:
             self.lag_monitor.count(outcome)
 

@@ -2,6 +2,7 @@
 
     streaming: events by vehicle -> Sessions -> GroupDetections -> JudgeTraversal
                                  -> IdentifyTraversals -> fined / not_fined / withdrawn fines
+               (each firing's size -> CountJudgedDetections, for what open sessions hold)
     bounded:   events by vehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
                                  -> SplitVerdicts -> fined / not_fined
 

@@ -282,7 +282,7 @@ def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
         gap_seconds=gap,
         lateness=None if bounded(options) else lateness,  # nothing in files is late
         min_spot_readings=options.min_spot_readings,
-        monitor=None if bounded(options) else read_monitor(gap),
+        monitor=None if bounded(options) else read_monitor(lateness),
     )
 
 

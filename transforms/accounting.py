@@ -75,7 +75,7 @@ class CountJudgedDetectionsFn(beam.DoFn):
         added, panes = added_by(tuple(pane), earlier)  # type: ignore[arg-type]
         self.detections_judged.inc(added)
         if self.monitor is not None:
-            self.monitor.count("judged", added)
+            self.monitor.record("judged", added)
         panes_state.write(json.dumps(panes))
         # No pane of these sessions can come once the watermark passes end + lateness.
         last_end_ms = max(p[1] for p in panes)

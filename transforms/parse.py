@@ -27,17 +27,20 @@ from section_speed.domain.events import (
     vehicle_key,
 )
 from section_speed.domain.lag import LagMonitor
-from section_speed.domain.lateness import LatenessRule
+from section_speed.domain.lateness import WALL_CLOCK, LatenessRule
 from transforms.failures import FAILURES, PARSE_STAGE, TOO_LATE_STAGE, Failure, failed
 from transforms.worker_clients import ClientHandler
 
 _log = logging.getLogger(__name__)
 
 
-def read_monitor(gap_seconds: int) -> ClientHandler[LagMonitor]:
+def read_monitor(lateness: LatenessRule) -> ClientHandler[LagMonitor]:
     """The process's LagMonitor, kept for the job's life: the local runner sets a DoFn up for
     every bundle, and the warning's rate limit and the stop report's tally outlive them."""
-    return ClientHandler(functools.partial(LagMonitor, gap_seconds), keep_idle_s=math.inf)
+    monitor = functools.partial(
+        LagMonitor, lateness.gap_seconds, watermark_is_clock=lateness.clock == WALL_CLOCK
+    )
+    return ClientHandler(monitor, keep_idle_s=math.inf)
 
 
 class ParseEventFn(beam.DoFn):
@@ -60,7 +63,7 @@ class ParseEventFn(beam.DoFn):
         self.parser_errors = Metrics.counter(self.__class__, "parser_errors")
         self.read_lag_ms = Metrics.distribution(self.__class__, "read_lag_ms")
         # Files have no publish time, hence no lag.
-        self.lag_monitors = monitor or (lateness and read_monitor(lateness.gap_seconds))
+        self.lag_monitors = monitor or (lateness and read_monitor(lateness))
         self.lag_monitor: LagMonitor | None = None
 
     def setup(self) -> None:
@@ -128,7 +131,7 @@ class ParseEventFn(beam.DoFn):
         # Beside the counters: Beam 2.77's local runner reports a streaming job's counters
         # incompletely, and the stop report needs every message (pipeline/stop_report.py).
         if self.lag_monitor is not None:
-            self.lag_monitor.count(outcome)
+            self.lag_monitor.record(outcome)
 
 
 class ParsedEvents(NamedTuple):

@@ -24,6 +24,7 @@ class LagMonitor:
         gap_seconds: float,
         threshold_s: float = defaults.LAG_WARNING_SECONDS,
         interval_s: float = defaults.LAG_WARNING_INTERVAL_SECONDS,
+        watermark_is_clock: bool = True,
     ) -> None:
         if threshold_s <= 0 or interval_s < 0 or gap_seconds <= 0:
             raise ValueError("gap_seconds and threshold_s must be > 0, interval_s >= 0")
@@ -32,6 +33,7 @@ class LagMonitor:
         # both sides of its session's end.
         self.threshold_s = min(threshold_s, gap_seconds / 2)
         self.interval_s = interval_s
+        self.watermark_is_clock = watermark_is_clock  # the local runner's; not Dataflow's
         self._lock = threading.Lock()  # Dataflow's worker threads share one monitor
         self._spoke_at_s: float | None = None
         self._was_behind = False  # what it said last
@@ -41,7 +43,7 @@ class LagMonitor:
         self._outcomes: Counter[str] = Counter()
         self._worst_ever_s = 0.0
 
-    def count(self, outcome: str, n: int = 1) -> None:
+    def record(self, outcome: str, n: int = 1) -> None:
         """`n` more of an outcome: at parse (parsed, invalid, too_late, parser_errors), or
         detections newly in judged sessions (judged)."""
         with self._lock:
@@ -68,11 +70,16 @@ class LagMonitor:
                 message = (
                     f"the pipeline is behind: a message was read {self._worst_s:.1f} s after "
                     f"it was published ({self._behind_reads} of {self._reads} reads more than "
-                    f"{self.threshold_s:g} s late since the last such warning). The local "
-                    "runner's watermark is the clock: as this nears the session gap "
-                    f"({self.gap_seconds:g} s), sessions close before all of a vehicle's "
-                    "detections are read, and are dead-lettered, not judged. Free a core or "
-                    "slow the traffic (README, Capacity)"
+                    f"{self.threshold_s:g} s late since the last such warning). "
+                    + (
+                        "The local runner's watermark is the clock: as this nears the session "
+                        f"gap ({self.gap_seconds:g} s), sessions close before all of a "
+                        "vehicle's detections are read, and are dead-lettered, not judged. "
+                        "Free a core or slow the traffic (README, Capacity)"
+                        if self.watermark_is_clock
+                        else "The watermark waits for the backlog: verdicts come later. Add "
+                        "workers if it grows"
+                    )
                 )
             elif self._was_behind:
                 message = f"the pipeline has caught up: every read within {self.threshold_s:g} s"

@@ -29,6 +29,14 @@ def test_the_lag_warning_says_how_far_behind_at_most_once_per_interval():
     assert monitor.observe(1.0, now_s=1100) is None
 
 
+def test_on_dataflow_the_warning_says_the_watermark_waits():
+    monitor = LagMonitor(gap_seconds=60, interval_s=0, watermark_is_clock=False)
+    warning = monitor.observe(300.0, now_s=0)
+    assert warning is not None and warning.endswith(
+        "The watermark waits for the backlog: verdicts come later. Add workers if it grows"
+    )
+
+
 def test_the_lag_threshold_is_half_the_gap_when_that_is_shorter():
     monitor = LagMonitor(gap_seconds=6, threshold_s=10, interval_s=0)
     assert monitor.threshold_s == 3
@@ -55,8 +63,8 @@ def test_the_stop_report_accounts_for_every_detection_read():
     for lag in (0.1, 5.4, 0.3, 0.2):
         monitor.observe(lag, now_s=0)
     for outcome in ("parsed", "parsed", "too_late"):
-        monitor.count(outcome)
-    monitor.count("judged", 1)  # one of the two parsed detections is in a judged session
+        monitor.record(outcome)
+    monitor.record("judged", 1)  # one of the two parsed detections is in a judged session
     figures = counts(monitor.tally())
     assert set(TALLIED) <= set(figures)
     assert (figures["read"], figures["parsed"], figures["dead_lettered_at_parse"]) == (4, 2, 1)

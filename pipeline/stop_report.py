@@ -47,9 +47,12 @@ def describe(figures: dict[str, Any]) -> str:
         "or dead-lettered); still held, neither judged nor dead-lettered: "
         f"{figures['held_in_open_sessions']} detections in open sessions and "
         f"{figures['in_flight']} in unfinished bundles; the slowest read came "
-        f"{figures['max_read_lag_s']:.1f} s after its publish time. What was held, and what "
-        "is still on the subscription, is not lost: seek the subscription back and start "
-        "again (docs/architecture.md, Runners)\nstop report: " + json.dumps(figures)
+        f"{figures['max_read_lag_s']:.1f} s after its publish time. Judged and dead-lettered "
+        "count what the steps did; a record still on its way to a sink (a fine waiting for its "
+        "evidence, a dead letter before its topic) may not be written. What was held, and what "
+        "is still on the subscription, is not lost: seek the subscription back by gap + "
+        "allowed lateness and start again (docs/architecture.md, Runners)\nstop report: "
+        + json.dumps(figures)
     )
 
 

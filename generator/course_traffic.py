@@ -100,6 +100,23 @@ def simulate_course_traffic(
     return events, truth
 
 
+def course_loops(events: list[CameraEvent]) -> list[list[CameraEvent]]:
+    """`simulate_course_traffic`'s messages as the course's loops send them: per loop, the
+    3 threads' vehicles interleaved message by message, as its threads run at once."""
+    vehicles = [events[i : i + COURSE_POINTS] for i in range(0, len(events), COURSE_POINTS)]
+    per_loop = COURSE_THREADS * COURSE_VEHICLES_PER_THREAD
+    loops = []
+    for first in range(0, len(vehicles), per_loop):
+        loop = vehicles[first : first + per_loop]
+        threads = [
+            [event for vehicle in loop[t::COURSE_THREADS] for event in vehicle]
+            for t in range(COURSE_THREADS)
+        ]
+        longest = max(len(thread) for thread in threads)
+        loops.append([thread[i] for i in range(longest) for thread in threads if i < len(thread)])
+    return loops
+
+
 def _spot_mean_truth(events: list[CameraEvent], rule: SectionRule) -> TruthRecord:
     """The course's measure, computed here on its own rather than by judge_traversal."""
     speeds = [event.speed_kmh for event in events if event.speed_kmh is not None]

@@ -17,8 +17,11 @@ attaches sources to it and the sinks of `TRAVERSAL_SINKS` and `DEAD_LETTER_SINKS
 """
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import apache_beam as beam
@@ -33,7 +36,9 @@ from pipeline.options import (
     runs_on_dataflow,
 )
 from pipeline.startup_checks import require_valid_configuration
+from pipeline.stop_report import log_stop_report
 from section_speed.clients.warehouse import Warehouse
+from section_speed.domain.lag import LagMonitor
 from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.schemas import DEAD_LETTER
@@ -45,6 +50,7 @@ from transforms.enforcement import (
 from transforms.enrich import PLATE_BATCH_WAIT_S, EnrichFine
 from transforms.evidence_services import EvidenceServices, evidence_services
 from transforms.failures import Failure, to_dead_letter_record
+from transforms.parse import read_monitor
 from transforms.rules_updates import SectionsFileUpdates, read_sections_file
 from transforms.sinks import (
     FormatTraversals,
@@ -173,12 +179,16 @@ DEAD_LETTER_SINKS: tuple[Sink, ...] = (
 )
 
 
-def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> None:
-    """Apply every step of the section-speed pipeline to `pipeline`."""
+def build_pipeline(
+    pipeline: beam.Pipeline, options: SectionSpeedOptions
+) -> ClientHandler[LagMonitor] | None:
+    """Apply every step of the section-speed pipeline to `pipeline`; returns the read monitor
+    (streaming), whose tally the stop report gives."""
     messages = read_files(pipeline, options) if bounded(options) else read_pubsub(pipeline, options)
+    config = enforcement_config(options)
     enforced: EnforcementResult = messages | "SectionSpeedEnforcement" >> (
         SectionSpeedEnforcement(
-            enforcement_config(options),
+            config,
             rules_updates(pipeline, messages, options),
             read_limit_signals(pipeline, options),
         )
@@ -203,6 +213,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: SectionSpeedOptions) -> Non
     )
     failures += apply_sinks(TRAVERSAL_SINKS, outputs, options)
     write_dead_letters(failures, options)
+    return config.monitor
 
 
 def apply_sinks(
@@ -317,6 +328,8 @@ def enforcement_config(options: SectionSpeedOptions) -> EnforcementConfig:
         rules=section_rules(options),
         gap_seconds=gap,
         lateness=None if bounded(options) else lateness,  # nothing in files is late
+        min_spot_readings=options.min_spot_readings,
+        monitor=None if bounded(options) else read_monitor(lateness),
     )
 
 
@@ -341,12 +354,18 @@ def section_rules(options: SectionSpeedOptions) -> SectionCatalog:
 
 def start(argv: list[str] | None = None, save_main_session: bool = True) -> PipelineResult:
     """Build and launch the pipeline; a streaming run keeps going after this returns."""
+    return _launch(argv, save_main_session)[0]
+
+
+def _launch(
+    argv: list[str] | None, save_main_session: bool
+) -> tuple[PipelineResult, ClientHandler[LagMonitor] | None]:
     options = pipeline_options(argv, save_main_session)
     # Before the first pull: a missing bucket or credential fails here, with its fix named.
     require_valid_configuration(options)
     pipeline = beam.Pipeline(options=options)
     own = options.view_as(SectionSpeedOptions)
-    build_pipeline(pipeline, own)
+    monitor = build_pipeline(pipeline, own)
     result = pipeline.run()
     # Streaming runs go on from here (local tooling waits for this line); a bounded run on
     # a local runner has already read everything by now.
@@ -354,7 +373,7 @@ def start(argv: list[str] | None = None, save_main_session: bool = True) -> Pipe
         own.project_id, "subscriptions", own.input_subscription
     )
     _log.info("pipeline running: reading %s", source)
-    return result
+    return result, monitor
 
 
 def run(argv: list[str] | None = None, save_main_session: bool = True) -> None:
@@ -365,15 +384,32 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> None:
     runs on until drained, and a Flex Template launch must not block in
     wait_until_finish (Google's Flex Template guide).
     """
-    result = start(argv, save_main_session)
+    result, monitor = _launch(argv, save_main_session)
     if runs_on_dataflow(PipelineOptions(argv)):
         _log_submitted(result)
         return
+    # A local stop (Ctrl-C, or SIGTERM from a process manager) says what the pipeline still
+    # held before it goes (pipeline/stop_report.py).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result.wait_until_finish()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if monitor is not None:
+            log_stop_report(monitor)
+        if str(stop) == signal.SIGTERM.name:
+            # As SIGTERM's default would, now that the report is out: a cancel waits for the
+            # runner's threads, which may block in a 30 s pull.
+            logging.shutdown()
+            os._exit(128 + signal.SIGTERM)
         _log.info("interrupted: cancelling the pipeline")
         result.cancel()
+        return
+    if monitor is not None:
+        log_stop_report(monitor)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _log_submitted(result: PipelineResult) -> None:

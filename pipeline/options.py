@@ -265,6 +265,16 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "(docs/enforcement.md, Signalled limits).",
         regex=SUBSCRIPTION_REGEX,
     ),
+    OptionSpec(
+        "min_spot_readings",
+        "Minimum spot readings",
+        "A timeless (course) session with fewer distinct spot readings is partial: "
+        "dead-lettered, never judged, as a session cut short, most often by a pipeline that "
+        "fell behind; the course's generator sends 10 per vehicle (docs/course.md).",
+        type=int,
+        default=defaults.MIN_SPOT_READINGS,
+        regex=r"^([2-9]|[1-9][0-9]{1,2})$",
+    ),
 )
 
 

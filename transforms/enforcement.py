@@ -17,12 +17,15 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
+from section_speed.domain import defaults
+from section_speed.domain.lag import LagMonitor
 from section_speed.domain.lateness import LatenessRule
 from section_speed.domain.rules import SectionCatalog
 from transforms.failures import FAILURES
 from transforms.limit_signals import ParseLimitSignals
 from transforms.parse import ParseEvents
 from transforms.traversals import MeasureTraversals
+from transforms.worker_clients import ClientHandler
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class EnforcementConfig:
     gap_seconds: int
     lateness: LatenessRule | None
     clock: Callable[[], float] = field(default=time.time, compare=False)
+    # Timeless sessions with fewer distinct spot readings are partial (docs/course.md).
+    min_spot_readings: int = defaults.MIN_SPOT_READINGS
+    # The process's read lag monitor and tally (streaming), for the stop report.
+    monitor: ClientHandler[LagMonitor] | None = field(default=None, compare=False)
 
 
 class EnforcementResult(NamedTuple):
@@ -71,7 +78,7 @@ class SectionSpeedEnforcement(beam.PTransform):
         config = self.config
         lateness_s = config.lateness.allowed_lateness_seconds if config.lateness else None
         parsed = messages | "ParseEvents" >> ParseEvents(
-            config.default_radar_id, config.lateness, config.clock
+            config.default_radar_id, config.lateness, config.clock, config.monitor
         )
         failures = [parsed.failures]
         signals = None
@@ -80,7 +87,13 @@ class SectionSpeedEnforcement(beam.PTransform):
             signals = parsed_signals.signals
             failures.append(parsed_signals[FAILURES])
         measured = parsed.events | "MeasureTraversals" >> MeasureTraversals(
-            config.rules, config.gap_seconds, lateness_s, self.rules_updates, signals
+            config.rules,
+            config.gap_seconds,
+            lateness_s,
+            self.rules_updates,
+            signals,
+            config.min_spot_readings,
+            config.monitor,
         )
         failures = (*failures, measured.failures) | "AllFailures" >> beam.Flatten()
         return EnforcementResult(

@@ -89,7 +89,8 @@ PARTIAL_STAGE = DeadLetterStage(
     PARTIAL,
     _JUDGE,
     "a traversal not seen near both ends of its section, or over the limit on a section "
-    "whose ends are unknown",
+    "whose ends are unknown, or a timeless session with fewer spot readings than "
+    "`--min_spot_readings` (one the runner split)",
     _DETECTIONS,
     "`radar_id`, `vehicle_id`",
     replayable=True,

@@ -2,6 +2,7 @@
 
     streaming: events by vehicle -> Sessions -> GroupDetections -> JudgeTraversal
                                  -> IdentifyTraversals -> fined / not_fined / withdrawn fines
+               (each firing's size -> CountJudgedDetections, for what open sessions hold)
     bounded:   events by vehicle -> GroupDetections -> SplitSessions -> JudgeTraversal
                                  -> SplitVerdicts -> fined / not_fined
 
@@ -37,17 +38,21 @@ from section_speed.domain.identity import (
     withdraw,
 )
 from section_speed.domain.judging import judge_traversal
+from section_speed.domain.lag import LagMonitor
 from section_speed.domain.rules import RulesSnapshot, SectionCatalog, newest_rules
 from section_speed.domain.sessions import split_sessions
 from section_speed.domain.single_detection import SingleDetectionMonitor
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, Rejection
+from transforms.accounting import CountJudgedDetectionsFn
 from transforms.failures import FAILURES, STAGES_BY_NAME, Failure, failed
 from transforms.limit_signals import ApplyLimitSignals
 from transforms.rules_updates import AsRulesInForce
+from transforms.worker_clients import ClientHandler
 
 FINED = "fined"
 NOT_FINED = "not_fined"
 WITHDRAWN_FINES = "withdrawn_fines"  # published fines taken back (also in not_fined)
+PANE_SIZES = "pane_sizes"  # (key, (session start, end, detections)) of each firing
 
 _log = logging.getLogger(__name__)
 
@@ -105,10 +110,19 @@ class JudgeTraversalFn(beam.DoFn):
     (side input `snapshots`, transforms/rules_updates.py), else those read at start.
     """
 
-    def __init__(self, rules: SectionCatalog, gap_seconds: int, keep_rule: bool = False) -> None:
+    def __init__(
+        self,
+        rules: SectionCatalog,
+        gap_seconds: int,
+        keep_rule: bool = False,
+        min_spot_readings: int = defaults.MIN_SPOT_READINGS,
+        count_panes: bool = False,
+    ) -> None:
         self.rules = rules
         self.gap_seconds = gap_seconds
         self.keep_rule = keep_rule  # for the signals step, which judges the limit again
+        self.min_spot_readings = min_spot_readings
+        self.count_panes = count_panes  # streaming: for what open sessions still hold
         self.traversals = Metrics.counter(self.__class__, "traversals")
         self.fines = Metrics.counter(self.__class__, "fines")
         self.rejected = {
@@ -122,12 +136,22 @@ class JudgeTraversalFn(beam.DoFn):
     def process(
         self,
         element: tuple[VehicleKey, Iterable[CameraEvent]],
+        session: Any = beam.DoFn.WindowParam,
         snapshots: Iterable[RulesSnapshot] = (),
     ) -> Iterator[Any]:
         key, events = element
         radar_id, vehicle_id = key
+        events = list(events)
+        if self.count_panes:
+            start_ms, end_ms = session.start.micros // 1000, session.end.micros // 1000
+            yield beam.pvalue.TaggedOutput(PANE_SIZES, (key, (start_ms, end_ms, len(events))))
         rules = newest_rules(snapshots, self.rules)
-        verdict = judge_traversal(events, rules.for_radar(radar_id), rules.version)
+        verdict = judge_traversal(
+            events,
+            rules.for_radar(radar_id),
+            rules.version,
+            min_spot_readings=self.min_spot_readings,
+        )
         warning = self.monitor.observe(verdict)
         if warning:
             _log.warning(warning)
@@ -258,6 +282,8 @@ class MeasureTraversals(beam.PTransform):
         allowed_lateness_seconds: int | None,
         rules_updates: beam.PCollection | None = None,
         limit_signals: beam.PCollection | None = None,
+        min_spot_readings: int = defaults.MIN_SPOT_READINGS,
+        monitor: ClientHandler[LagMonitor] | None = None,
     ) -> None:
         super().__init__()
         if limit_signals is not None and allowed_lateness_seconds is None:
@@ -267,6 +293,8 @@ class MeasureTraversals(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.rules_updates = rules_updates
         self.limit_signals = limit_signals
+        self.min_spot_readings = min_spot_readings
+        self.monitor = monitor  # the process's tally for the stop report (streaming)
 
     def expand(self, keyed: beam.PCollection) -> Any:
         if self.allowed_lateness_seconds is None:
@@ -286,12 +314,28 @@ class MeasureTraversals(beam.PTransform):
         if self.rules_updates is not None:
             side_inputs["snapshots"] = AsRulesInForce(self.rules_updates)
         # Typed keys get the deterministic coder that the identity step's state needs.
-        judged = sessions | "JudgeTraversal" >> beam.ParDo(
-            JudgeTraversalFn(self.rules, self.gap_seconds, self.limit_signals is not None),
-            **side_inputs,
-        ).with_output_types(tuple[VehicleKey, SessionVerdict]).with_outputs(
-            FAILURES, main="verdicts"
+        streaming = self.allowed_lateness_seconds is not None
+        judge = JudgeTraversalFn(
+            self.rules,
+            self.gap_seconds,
+            self.limit_signals is not None,
+            self.min_spot_readings,
+            count_panes=streaming,
         )
+        judged = sessions | "JudgeTraversal" >> beam.ParDo(judge, **side_inputs).with_output_types(
+            tuple[VehicleKey, SessionVerdict]
+        ).with_outputs(FAILURES, PANE_SIZES, main="verdicts")
+        if self.allowed_lateness_seconds is not None:
+            _ = (
+                judged[PANE_SIZES]
+                # Typed: the counting step's state needs the key's deterministic coder.
+                | "PanesLeaveSessions"
+                >> beam.WindowInto(window.GlobalWindows()).with_output_types(
+                    tuple[VehicleKey, tuple[int, int, int]]
+                )
+                | "CountJudgedDetections"
+                >> beam.ParDo(CountJudgedDetectionsFn(self.allowed_lateness_seconds, self.monitor))
+            )
         # Verdicts and failures leave their sessions: what follows is per traversal, and
         # outputs of every stage flatten together.
         traversals = judged.verdicts | "LeaveSessions" >> beam.WindowInto(window.GlobalWindows())

@@ -30,6 +30,16 @@ LATE_FIRING_DELAY_SECONDS: Final = 5
 # A detection this close to its lateness deadline is dead-lettered as too late rather than
 # risk that the watermark passes the deadline before the detection reaches its session.
 LATE_MARGIN_SECONDS: Final = 10
+# A timeless (course) session with fewer distinct spot readings than this is not judged:
+# the course's generator sends 10 per vehicle, so fewer is a session cut short, most often
+# by a runner that fell behind and closed it before the rest were read (docs/course.md,
+# Under load). --min_spot_readings changes it for other timeless traffic.
+MIN_SPOT_READINGS: Final = 10
+# The pipeline is behind when it reads a message this long after it was published (or half
+# the session gap, if that is shorter: sessions then close before all is read); it says so
+# in the log at most once per interval, with how far (docs/architecture.md, Runners).
+LAG_WARNING_SECONDS: Final = 10
+LAG_WARNING_INTERVAL_SECONDS: Final = 30
 
 # The default section: a stretch of Broadway in upper Manhattan (docs/course.md).
 INITIAL_COORDINATES: Final = (40.819390, -73.940744)

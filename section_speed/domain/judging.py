@@ -11,13 +11,14 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 
-from section_speed.domain import gates
+from section_speed.domain import defaults, gates
 from section_speed.domain.events import CameraEvent, format_rfc3339_ms
 from section_speed.domain.geometry import LatLon, format_location, haversine_m
 from section_speed.domain.limits import AppliedLimit, LimitSignal
 from section_speed.domain.rules import SectionRule
 from section_speed.domain.traversal import (
     IMPLAUSIBLE,
+    PARTIAL,
     SECTION_AVERAGE,
     SPOT_MEAN,
     UNMEASURABLE,
@@ -30,16 +31,21 @@ from section_speed.domain.traversal import (
 
 
 def judge_traversal(
-    events: Iterable[CameraEvent], rule: SectionRule, rules_version: str | None = None
+    events: Iterable[CameraEvent],
+    rule: SectionRule,
+    rules_version: str | None = None,
+    *,
+    min_spot_readings: int = defaults.MIN_SPOT_READINGS,
 ) -> Traversal | Rejection:
     """Measure one session's detections and judge them against the section's rule.
 
     Detections may come in any order and repeat (same event_id); the result depends only
     on their times, places and speeds, never on arrival order or ids. Timed detections
     are measured by distance / time (SECTION_AVERAGE), timeless ones by the mean of their
-    spot speeds (SPOT_MEAN); a session mixing both is implausible. The limit is the
-    highest in force during the traversal (`SectionRule.applied_limit`); the record names
-    it, its source and `rules_version`.
+    spot speeds (SPOT_MEAN), and only from at least `min_spot_readings` distinct readings;
+    a session mixing both is implausible. The limit is the highest in force during the
+    traversal (`SectionRule.applied_limit`); the record names it, its source and
+    `rules_version`.
     """
     unique = _by_event_id(events)
     if not unique:
@@ -55,7 +61,7 @@ def judge_traversal(
         )
     if timed:
         return _judge_timed(unique, rule, rules_version)
-    return _judge_timeless(unique, rule, rules_version)
+    return _judge_timeless(unique, rule, rules_version, min_spot_readings)
 
 
 # --- the two methods -----------------------------------------------------------------------
@@ -126,13 +132,18 @@ def _judge_timed(
 
 
 def _judge_timeless(
-    unique: Sequence[CameraEvent], rule: SectionRule, rules_version: str | None
+    unique: Sequence[CameraEvent],
+    rule: SectionRule,
+    rules_version: str | None,
+    min_spot_readings: int,
 ) -> Traversal | Rejection:
     """The spot mean: the mean of the spot speeds; publish times only group and order.
 
     Nothing else is measured: the record carries no distance nor duration (the detections
     have no time of their own) and says how many spot readings were averaged. Entry and
     exit are the first and last detection as sent (docs/enforcement.md, timeless detections).
+    A session with fewer readings than a vehicle's traversal has is a part of one, and its
+    mean no measure of the vehicle: partial, never judged.
     """
     ordered = tuple(sorted(unique, key=_sent_key))
     # A publisher's retry sends the same body again under a new message id: count it once.
@@ -146,6 +157,8 @@ def _judge_timeless(
     seen_at = (
         f"{format_location(first.location)}, published {format_rfc3339_ms(first.event_time_ms)}"
     )
+    if len(points) < min_spot_readings:
+        return _too_few_readings(points, ordered, seen_at, min_spot_readings)
     rejection = gates.fewer_than_two(
         points, ordered, seen_at, "the mean of spot speeds"
     ) or gates.spot_speed_missing(points, ordered)
@@ -172,6 +185,20 @@ def _judge_timeless(
         first, points[-1], len(points), avg_speed_kmh, SPOT_MEAN, rule,
         (limit, vehicle_class, rules_version), spot_readings=len(speeds),
     )  # fmt: skip
+
+
+def _too_few_readings(
+    points: Sequence[CameraEvent], ordered: tuple[CameraEvent, ...], seen_at: str, minimum: int
+) -> Rejection:
+    """A timeless session cut short: its mean would average a subset of the readings."""
+    return Rejection(
+        PARTIAL,
+        f"{len(points)} spot readings, fewer than the {minimum} of a vehicle's traversal "
+        f"(--min_spot_readings; the first at {seen_at}): a part of a traversal, most often "
+        "split by a pipeline that fell behind (it closed the session before the rest were "
+        "read, or read them too late); a later firing with all of them is judged anew",
+        ordered,
+    )
 
 
 def _traversal(

@@ -49,9 +49,17 @@ class LatenessRule:
         late_ms = reference_ms - event_time_ms
         if late_ms + self.margin_seconds * 1000 <= budget_ms:
             return None
-        seen = "published" if self.clock == PUBLISH_TIME else "read"
-        return (
-            f"{seen} {late_ms / 1000:.1f} s after its event time: beyond the session gap "
-            f"({self.gap_seconds} s) plus allowed lateness ({self.allowed_lateness_seconds} s)"
-            f" less a {self.margin_seconds} s margin"
+        beyond = (
+            f"beyond the session gap ({self.gap_seconds} s) plus allowed lateness "
+            f"({self.allowed_lateness_seconds} s) less a {self.margin_seconds} s margin"
         )
+        if self.clock == PUBLISH_TIME:
+            return f"published {late_ms / 1000:.1f} s after its event time: {beyond}"
+        # Which clock made it late: the camera's publishing, or the pipeline's reading.
+        published_s = (publish_time_ms - event_time_ms) / 1000
+        waited_s = (now_ms - publish_time_ms) / 1000
+        if waited_s >= published_s:
+            cause = f"{waited_s:.1f} s waiting to be read: the pipeline is behind"
+        else:
+            cause = f"published {published_s:.1f} s after it, read {waited_s:.1f} s later"
+        return f"read {late_ms / 1000:.1f} s after its event time ({cause}): {beyond}"

@@ -60,5 +60,6 @@ class SingleDetectionMonitor:
         return (
             f"{self._singles} of the last {len(self._recent)} sessions had one detection: "
             f"the session gap ({self.gap_seconds:g} s) is probably shorter than the time "
-            "between cameras"
+            "between cameras, unless the pipeline is behind (a warning says so) and closes "
+            "sessions before their detections are read"
         )

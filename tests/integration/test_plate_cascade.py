@@ -20,7 +20,11 @@ from generator.car_images import render_car_photo
 from pipeline import plates
 from section_speed.clients.plate_readers import open_plate_reader
 from section_speed.domain.plate_formats import plate_for_vehicle
-from section_speed.domain.plate_reading import CASCADE_READER, CLOUD_VISION_READER
+from section_speed.domain.plate_reading import (
+    CASCADE_READER,
+    CLOUD_VISION_READER,
+    PlateReaderUnavailable,
+)
 from tests.fake_vision import FakeVision
 
 GATE = 0.8
@@ -71,21 +75,22 @@ def test_the_embedded_reader_reads_first_and_vision_only_what_it_cannot_accept(f
     assert [c.plate for c in unsure.candidates] == ["GHJ4321"]  # Vision's, for the desk
 
 
-def test_a_vision_outage_leaves_the_refused_photo_failed_for_the_step_to_retry():
-    """The read-plate step retries a reading with an error, then dead-letters it
-    (tests/unit/test_plate_cascade.py): the embedded refusal is not taken instead."""
+def test_a_vision_outage_is_an_outage_of_the_cascade_not_a_failed_photo():
+    """Cloud Vision down: the cascade raises PlateReaderUnavailable, which the read-plate
+    step waits out (tests/unit/test_enrich.py); no photo is failed for it, and the
+    embedded refusal is not taken instead."""
     quick = Retry(predicate=if_exception_type(ServiceUnavailable), initial=0.1, timeout=1.0)
     with FakeVision(answers={SURE: [("GHJ 4321", 0.99)]}) as down:
         down.fail(1000)  # every call fails: UNAVAILABLE
         reader = open_plate_reader(CASCADE_READER, GATE, endpoint=down.endpoint, retry=quick)
         try:
-            car, refused = reader.read([render_car_photo(VEHICLES[0]), SURE])
+            with pytest.raises(PlateReaderUnavailable, match="ServiceUnavailable"):
+                reader.read([render_car_photo(VEHICLES[0]), SURE])
+            (car,) = reader.read([render_car_photo(VEHICLES[0])])  # Vision not needed
         finally:
             reader.close()
         assert len(down.calls) >= 2  # retried by the client library within its second
     assert car.license_plate == plate_for_vehicle(VEHICLES[0]) and car.error is None
-    assert refused.license_plate is None and refused.reader == CLOUD_VISION_READER
-    assert refused.error is not None and "ServiceUnavailable" in refused.error
 
 
 def test_plates_cli_reads_with_the_cascade(fake, tmp_path, capsys):

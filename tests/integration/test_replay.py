@@ -62,22 +62,22 @@ def seed(stack, dataset: str, now_ms: int):
     old = track("old", 70.0, start_ms=now_ms - 60 * MINUTE_MS)[:1]
     failures = [
         Failure(
-            PARTIAL_STAGE.name,
+            PARTIAL_STAGE,
             "left the road",
-            Failure.of_detections(PARTIAL_STAGE.name, "", fresh).payload,
+            Failure.of_detections(PARTIAL_STAGE, "", fresh).payload,
             {"radar_id": "radar-1", "vehicle_id": "fresh"},
             now_ms - 10 * SECOND_MS,
         ),
-        Failure(PARSE_STAGE.name, "not JSON", NOT_JSON, {"event_id": "e-bad"}, now_ms - 9_000),
+        Failure(PARSE_STAGE, "not JSON", NOT_JSON, {"event_id": "e-bad"}, now_ms - 9_000),
         Failure(
-            UNMEASURABLE_STAGE.name,
+            UNMEASURABLE_STAGE,
             "one detection",
-            Failure.of_detections(UNMEASURABLE_STAGE.name, "", old).payload,
+            Failure.of_detections(UNMEASURABLE_STAGE, "", old).payload,
             {"radar_id": "radar-1", "vehicle_id": "old"},
             now_ms - 8_000,
         ),
-        Failure(READ_PLATE_STAGE.name, "vision down", b"{}", {"fine_id": "f"}, now_ms - 7_000),
-        Failure(PARTIAL_STAGE.name, "before", b"", {}, now_ms - 2 * 60 * MINUTE_MS),
+        Failure(READ_PLATE_STAGE, "vision down", b"{}", {"fine_id": "f"}, now_ms - 7_000),
+        Failure(PARTIAL_STAGE, "before", b"", {}, now_ms - 2 * 60 * MINUTE_MS),
     ]
     rows = [to_dead_letter_record(failure) for failure in failures]
     ids = [insert_id(DEAD_LETTER, row) for row in rows]

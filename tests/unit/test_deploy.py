@@ -287,7 +287,7 @@ class FakeResult:
 )
 def test_run_returns_after_submitting_to_dataflow_and_waits_locally(monkeypatch, runner, waits):
     fake = FakeResult()
-    monkeypatch.setattr(graph, "start", lambda argv, save_main_session: fake)
+    monkeypatch.setattr(graph, "_launch", lambda argv, save_main_session: (fake, None))
     graph.run([f"--runner={runner}"])
     assert fake.waited is waits
 
@@ -326,6 +326,7 @@ EXAMPLES = {
         "projects/my-project/subscriptions/limit-signals-sub",
         "sub with space",
     ),
+    "min_spot_readings": ("10", "1"),
 }
 
 

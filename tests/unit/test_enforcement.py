@@ -221,6 +221,33 @@ def test_course_messages_are_judged_by_their_spot_speeds_and_malformed_ones_dead
     )
 
 
+def test_a_course_vehicle_the_runner_splits_is_judged_only_on_all_its_readings():
+    """A lagging local runner closes the session after 4 of the 10 messages: the 4 (a fine
+    at 50 km/h) are dead-lettered as partial; the late pane with all 10 (38 km/h) is judged."""
+    points = [_along(i / 9) for i in range(10)]
+    sent = [
+        course_message("aZ3k9Q", 50.0 if i < 4 else 30.0, point, T0_MS, str(100 + i))
+        for i, point in enumerate(points)
+    ]
+    stream = (
+        ClockedStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements(sent[:4])
+        .advance_watermark_to(T0_MS / 1000 + GAP_S + 1)  # the session fires with 4
+        .add_elements(sent[4:])  # late, within the allowed lateness
+        .advance_processing_time(LATE_PANE_S)
+        .advance_watermark_to_infinity()
+    )
+    run(
+        stream,
+        # The course's command line: no sections file, so no section's ends to miss.
+        config(T0_MS / 1000 + GAP_S + 1, rules=SectionCatalog(SectionRule(25.0))),
+        fined=[],
+        not_fined=[("radar-course", "aZ3k9Q", 38.0, 10, "spot_mean")],
+        failures=[("partial", "aZ3k9Q")],
+    )
+
+
 def test_a_late_detection_that_makes_a_published_fine_implausible_withdraws_the_fine():
     first, middle, last = track("v", 60.0)
     far_off = replace(middle, location=(40.85, -73.90))  # 5 km off the section, same time

@@ -233,6 +233,10 @@ def test_the_fine_needs_the_average_strictly_above_limit_plus_tolerance():
 # --- timeless detections: the course's messages, measured by the mean of spot speeds --------
 
 
+# Short sessions test the mean and the gates; the minimum of readings has its own test.
+SHORT = {"min_spot_readings": 2}
+
+
 def course(speeds: list[float], *, published_ms: int = 0, ids: str = "", section=True):
     """Course messages of one vehicle along the section, all published in one millisecond."""
     points = [interpolate(ENTRY, EXIT, i / (len(speeds) - 1)) for i in range(len(speeds))]
@@ -245,7 +249,7 @@ def course(speeds: list[float], *, published_ms: int = 0, ids: str = "", section
 
 def test_timeless_detections_are_measured_by_the_mean_of_spot_speeds():
     events = course([30.0, 45.5, 50.0])
-    traversal = judge_traversal(events, SECTION)
+    traversal = judge_traversal(events, SECTION, **SHORT)
     assert isinstance(traversal, Traversal)
     assert traversal.speed_method == SPOT_MEAN
     assert traversal.avg_speed_kmh == 41.833333333333336
@@ -260,7 +264,9 @@ def test_timeless_detections_are_measured_by_the_mean_of_spot_speeds():
 
 
 def test_the_course_band_between_40_and_40_23_kmh_is_not_fined_here():
-    traversal = judge_traversal(course([40.1, 40.2]), SECTION)  # the course fines > 40 km/h
+    traversal = judge_traversal(
+        course([40.1, 40.2]), SECTION, **SHORT
+    )  # the course fines > 40 km/h
     assert traversal.avg_speed_kmh == pytest.approx(40.15)
     assert not traversal.is_speeding
 
@@ -292,7 +298,10 @@ def test_every_record_agrees_with_itself():
         for speed in (20.0, 54.0, 90.0)
         for points in (2, 5)
         for settings in ({}, {"length_m": 280.0}, {"tolerance_mph": 3.0})
-    ] + [judge_traversal(course([30.0, 45.5, 50.0]), rule) for rule in (SECTION, SectionRule())]
+    ] + [
+        judge_traversal(course([30.0, 45.5, 50.0]), rule, **SHORT)
+        for rule in (SECTION, SectionRule())
+    ]
     records = [output_record(t, T0_MS) for t in outcomes if isinstance(t, Traversal)]
     assert len(records) == 20
     for record in records:
@@ -310,25 +319,52 @@ def test_every_record_agrees_with_itself():
 def test_timeless_gates():
     no_speed = course([30.0, 40.0])
     no_speed[1] = at(no_speed[1], speed_kmh=None)
-    outcome = judge_traversal(no_speed, SECTION)
+    outcome = judge_traversal(no_speed, SECTION, **SHORT)
     assert (outcome.kind, outcome.reason.split(" (")[0]) == (
         UNMEASURABLE,
         "1 of 2 detections have no speed",
     )
-    too_fast = judge_traversal(course([30.0, 330.0]), SECTION)  # 200 mph = 321.9 km/h
+    too_fast = judge_traversal(course([30.0, 330.0]), SECTION, **SHORT)  # 200 mph = 321.9 km/h
     assert too_fast.kind == IMPLAUSIBLE
     assert too_fast.reason.startswith("spot speed 330 km/h at 40.817293,-73.943058 is above")
-    partial = judge_traversal(course([30.0, 30.0, 30.0])[:2], SECTION)
+    partial = judge_traversal(course([30.0, 30.0, 30.0])[:2], SECTION, **SHORT)
     assert partial.kind == PARTIAL and "exit (152 m away" in partial.reason
-    assert judge_traversal(course([30.0, 31.0])[:1], SECTION).kind == UNMEASURABLE
+    # One reading is fewer than any minimum: a part of a traversal, whatever the gap.
+    assert judge_traversal(course([30.0, 31.0])[:1], SECTION, **SHORT).kind == PARTIAL
 
 
 def test_a_publishers_retry_of_the_same_body_counts_once():
     events = course([30.0, 45.0, 60.0])
     retried = at(events[2], 7, event_id="retry")  # same body, new message id, later
-    traversal = judge_traversal([*events, retried], SECTION)
+    traversal = judge_traversal([*events, retried], SECTION, **SHORT)
     assert traversal.detections == 3
     assert traversal.avg_speed_kmh == 45.0
+
+
+def test_a_timeless_session_with_fewer_readings_than_the_minimum_is_partial_never_judged():
+    """A course vehicle sends 10 readings: a session of 9 is one the runner split."""
+    speeds = [30.0, 31.0, 29.0, 30.0, 80.0, 85.0, 90.0, 30.0, 31.0, 30.0]  # mean 46.6: fined
+    events = course(speeds)
+    whole = judge_traversal(events, SECTION)
+    assert (whole.spot_readings, whole.is_speeding) == (10, True)
+    # The first four readings alone would pass a speeder; four of the fast ones, fine at 71.
+    for part in (events[:4], events[3:7], events[:9]):
+        outcome = judge_traversal(part, SectionRule())
+        assert outcome.kind == PARTIAL, outcome
+        assert outcome.reason.startswith(
+            f"{len(part)} spot readings, fewer than the 10 of a vehicle's traversal "
+            "(--min_spot_readings; the first at "
+        )
+        assert "split by a pipeline that fell behind" in outcome.reason
+        assert outcome.detections == tuple(part)
+    # One reading: partial for the same reason, not "the session gap is too short".
+    single = judge_traversal(events[:1], SectionRule())
+    assert single.kind == PARTIAL and "session gap" not in single.reason
+    # A publisher's retry adds no reading: 9 distinct readings sent 10 times are still 9.
+    retried = [*events[:9], at(events[8], 9, event_id="retry")]
+    assert judge_traversal(retried, SectionRule()).kind == PARTIAL
+    # The minimum is an option: a generator of 4 readings per vehicle sets 4.
+    assert judge_traversal(events[:4], SectionRule(), min_spot_readings=4).spot_readings == 4
 
 
 def test_a_session_mixing_timed_and_timeless_detections_is_implausible():

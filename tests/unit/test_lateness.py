@@ -42,6 +42,22 @@ def test_wall_clock_lateness_is_what_the_direct_runner_drops():
     )
 
 
+def test_a_too_late_reason_names_the_clock_that_made_it_late():
+    rule = LatenessRule(GAP_S, LATENESS_S, WALL_CLOCK)
+    # Published at once, read 95 s later: the pipeline is behind (a timeless message's
+    # event time is its publish time, so this is every course message read too late).
+    behind = rule.lateness_reason(T0_MS, T0_MS, now_ms=T0_MS + 95_000)
+    assert behind == (
+        "read 95.0 s after its event time (95.0 s waiting to be read: the pipeline is "
+        "behind): beyond the session gap (30 s) plus allowed lateness (60 s) less a 10 s margin"
+    )
+    # Published late by the camera, read at once: not the pipeline's lag.
+    camera = rule.lateness_reason(T0_MS, T0_MS + 90_000, now_ms=T0_MS + 90_500)
+    assert camera.startswith(
+        "read 90.5 s after its event time (published 90.0 s after it, read 0.5 s later): "
+    )
+
+
 def test_an_unknown_lateness_clock_is_refused():
     with pytest.raises(ValueError, match="one of publish_time, wall_clock"):
         LatenessRule(GAP_S, LATENESS_S, "sundial")

@@ -27,6 +27,8 @@ DESIGN_OPTIONS = [
     "non_offender_retention_days",
     # Issue 28: the sections file read again while streaming, and signalled limits.
     "rules_refresh_seconds", "limit_signals_subscription",
+    # Issue 29: a timeless session with fewer readings is partial (a split session).
+    "min_spot_readings",
 ]  # fmt: skip
 
 

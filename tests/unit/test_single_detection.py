@@ -22,7 +22,8 @@ def test_monitor_warns_once_when_single_detection_sessions_pile_up():
     assert said == [None] * 19  # too few sessions yet to tell
     assert monitor.observe(single) == (
         "20 of the last 20 sessions had one detection: the session gap (20 s) is probably "
-        "shorter than the time between cameras"
+        "shorter than the time between cameras, unless the pipeline is behind (a warning "
+        "says so) and closes sessions before their detections are read"
     )
     assert [monitor.observe(single) for _ in range(50)] == [None] * 50  # said once
     # Measured sessions bring the share under half the threshold (25 %): it re-arms.

@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from lib.harness import load_note, percentile, stop_on_sigterm
 
 from desk import db, migrate
+from desk.login_link import mint_for
 from local_stack.postgres import PostgresServer
 from local_stack.processes import ManagedProcess, free_port, wait_until
 from local_stack.services import LocalStack
@@ -158,9 +159,15 @@ def desk_process(name: str, argv: list[str], env: dict[str, str], work: Path) ->
         process.stop()
 
 
-def officer(base: str, log: Path, name: str) -> tuple[requests.Session, str]:
-    """A signed-in officer (the login form) and the session's CSRF token."""
+def officer(
+    base: str, log: Path, name: str, database: db.DatabaseConfig | None = None
+) -> tuple[requests.Session, str]:
+    """A signed-in officer (the login form) and the session's CSRF token. A desk with a
+    database gets a login link of its own per officer (each signs in once); the old desk
+    took the printed one again."""
     token = re.findall(r"login\?token=(\S+)", log.read_text())[-1]
+    if database is not None:
+        token = mint_for(database)
     session = requests.Session()
     session.headers.update({"Origin": base, "Sec-Fetch-Site": "same-origin"})
     answer = session.post(f"{base}/login", data={"token": token, "reviewer": name}, timeout=60)
@@ -169,18 +176,20 @@ def officer(base: str, log: Path, name: str) -> tuple[requests.Session, str]:
     return session, dict(HIDDEN.findall(answer.text))["csrf"]
 
 
-def measure(base: str, log: Path, samples: int) -> dict[str, list[float]]:
+def measure(
+    base: str, log: Path, samples: int, database: db.DatabaseConfig | None = None
+) -> dict[str, list[float]]:
     """Milliseconds of `samples` next-fine claims (each a new officer) and decisions."""
     times: dict[str, list[float]] = {"next": [], "decision": []}
     for n in range(samples):
-        session, csrf = officer(base, log, f"claimer-{n}")
+        session, csrf = officer(base, log, f"claimer-{n}", database)
         started = time.perf_counter()
         answer = session.post(f"{base}/next", data={"csrf": csrf}, allow_redirects=False,
                               timeout=60)  # fmt: skip
         times["next"].append(1000 * (time.perf_counter() - started))
         if answer.status_code != 303 or "/fines/" not in answer.headers["location"]:
             raise RuntimeError(f"no fine for claimer-{n}: {answer.status_code}")
-    session, csrf = officer(base, log, "decider")
+    session, csrf = officer(base, log, "decider", database)
     page = session.post(f"{base}/next", data={"csrf": csrf}, timeout=60)
     for _ in range(samples):
         found = FINE_PAGE.search(page.url)
@@ -227,7 +236,7 @@ def run_new(stack: LocalStack, work: Path, fines: int, samples: int) -> None:
                 "--database_url", postgres.url]  # fmt: skip
         env = stack.child_env({"PYTHONPATH": str(REPO)})
         with desk_process("desk-new", argv, env, work) as base:
-            times = measure(base, work / "desk-new.log", samples)
+            times = measure(base, work / "desk-new.log", samples, config)
         report(f"new desk, PostgreSQL, {fines} pending", times, {"next": 50, "decision": 100})
 
 

@@ -473,6 +473,100 @@ class DeskStore:
         with self.engine.connect() as connection:
             return list(connection.execute(sa.text(sql), dict(params)).mappings())
 
+    # -- sessions and logins (docs/desk.md, Sessions) ---------------------------------
+    def start_session(self, session_sha256: str, reviewer: str, csrf: str, now: str) -> None:
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO sessions (session_sha256, reviewer, csrf, created_at, "
+                    "last_seen) VALUES (:sid, :reviewer, :csrf, :now, :now)"
+                ),
+                {"sid": session_sha256, "reviewer": reviewer, "csrf": csrf, "now": moment},
+            )
+
+    def live_session(
+        self, session_sha256: str, now: str, max_age_s: float
+    ) -> tuple[str, str] | None:
+        """(reviewer, csrf) of a session neither revoked nor older than `max_age_s`; its
+        last_seen is kept to the minute (one write a minute, not one a request)."""
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "SELECT reviewer, csrf, last_seen FROM sessions WHERE session_sha256 = :sid "
+                    "AND revoked_at IS NULL AND created_at > :oldest AND created_at <= :now"
+                ),
+                {"sid": session_sha256, "now": moment,
+                 "oldest": moment - timedelta(seconds=max_age_s)},
+            ).first()  # fmt: skip
+            if row is None:
+                return None
+            if moment - row.last_seen > timedelta(minutes=1):
+                connection.execute(
+                    sa.text("UPDATE sessions SET last_seen = :now WHERE session_sha256 = :sid"),
+                    {"sid": session_sha256, "now": moment},
+                )
+        return row.reviewer, row.csrf
+
+    def revoke_session(self, session_sha256: str, now: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE sessions SET revoked_at = :now "
+                    "WHERE session_sha256 = :sid AND revoked_at IS NULL"
+                ),
+                {"sid": session_sha256, "now": parse_time(now)},
+            )
+
+    def add_login_token(self, token_sha256: str, now: str, lifetime_s: float) -> None:
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO login_tokens (token_sha256, created_at, expires_at) "
+                    "VALUES (:t, :now, :expires) ON CONFLICT DO NOTHING"
+                ),
+                {"t": token_sha256, "now": moment,
+                 "expires": moment + timedelta(seconds=lifetime_s)},
+            )  # fmt: skip
+
+    def login_token_known(self, token_sha256: str, now: str) -> bool:
+        rows = self._all(
+            "SELECT 1 AS one FROM login_tokens WHERE token_sha256 = :t AND expires_at > :now",
+            {"t": token_sha256, "now": parse_time(now)},
+        )
+        return bool(rows)
+
+    def use_login_token(self, token_sha256: str, reviewer: str, now: str) -> bool:
+        """Record the token's one exchange; False when it was exchanged before (by any
+        desk sharing this database: login_token_uses' primary key decides)."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "INSERT INTO login_token_uses (token_sha256, reviewer, used_at) "
+                    "VALUES (:t, :reviewer, :now) ON CONFLICT DO NOTHING RETURNING 1"
+                ),
+                {"t": token_sha256, "reviewer": reviewer, "now": parse_time(now)},
+            ).first()
+        return row is not None
+
+    def login_failures(self, client: str, now: str, window_s: float) -> tuple[int, int]:
+        """Failed logins in the last `window_s`: (from this client, from everyone)."""
+        rows = self._all(
+            "SELECT count(*) FILTER (WHERE client = :client) AS mine, count(*) AS everyone "
+            "FROM login_failures WHERE failed_at > :since",
+            {"client": client, "since": parse_time(now) - timedelta(seconds=window_s)},
+        )
+        return int(rows[0]["mine"]), int(rows[0]["everyone"])
+
+    def add_login_failure(self, client: str, now: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO login_failures (client, failed_at) VALUES (:c, :now)"),
+                {"c": client[:64], "now": parse_time(now)},
+            )
+
     # -- claims ------------------------------------------------------------------------
     def next_claim(
         self, reviewer: str, filters: QueueFilter, now: str, lease_s: float

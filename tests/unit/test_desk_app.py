@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from desk.login_link import mint
 from desk.security import SESSION_COOKIE
 from local_stack.processes import wait_until
 from section_speed.domain.events import parse_rfc3339_ms
@@ -40,8 +41,10 @@ def desk():
         yield client, store, photos, publisher
 
 
-def signed_in(client: TestClient) -> TestClient:
-    response = client.get(f"/login?token={TOKEN}")
+def signed_in(client: TestClient, token: str | None = None) -> TestClient:
+    """Signed in with a login link of its own (each link signs in once)."""
+    token = token or mint(client.app.state.desk.desk.store, 3600)
+    response = client.get(f"/login?token={token}")
     assert response.status_code == 303 and response.headers["location"] == "/queue"
     return client
 
@@ -81,9 +84,9 @@ def test_a_tampered_or_foreign_cookie_is_refused(desk):
     payload, mac = value.split(".")
     client.cookies.set(SESSION_COOKIE, payload + "x." + mac)
     assert client.get("/queue").status_code == 401
-    other_app = make_app(store=desk[1], reviewer="mallory")[0]  # another desk's secret
+    other_app = make_app(store=desk[1], reviewer="mallory", token="other")[0]  # its secret
     with TestClient(other_app, follow_redirects=False) as other:
-        signed_in(other)
+        signed_in(other, "other")
         client.cookies.set(SESSION_COOKIE, other.cookies[SESSION_COOKIE])
     assert client.get("/queue").status_code == 401
 

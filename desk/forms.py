@@ -55,6 +55,8 @@ class DecisionForm(CsrfForm):
     action: Action
     plate: Annotated[str, Field(max_length=64)] = ""
     note: Annotated[str, Field(max_length=MAX_NOTE_CHARACTERS)] = ""
+    photo_sha256: Annotated[str | None, Field(pattern="^[0-9a-f]{64}$")] = None  # blank: none
+    shown_ms: Annotated[int | None, Field(ge=0)] = None  # the browser's word only: not trusted
 
 
 class LoginForm(BaseModel):

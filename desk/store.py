@@ -180,9 +180,11 @@ class Claim:
     reviewer: str
     claimed_at: str
     expires_at: str
+    served_at: str | None = None  # when the fine's page was last served to the holder
 
 
 def _claim(row: Mapping[str, Any]) -> Claim:
+    served = row.get("served_at")
     return Claim(
         row["claim_id"],
         row["fine_id"],
@@ -190,6 +192,7 @@ def _claim(row: Mapping[str, Any]) -> Claim:
         row["reviewer"],
         text_time(row["claimed_at"]),
         text_time(row["expires_at"]),
+        text_time(served) if served is not None else None,
     )
 
 
@@ -610,6 +613,17 @@ class DeskStore:
         record = self.fine(fine_id, now)
         return record.holder if record else None
 
+    def served(self, fine_id: str, reviewer: str, now: str) -> None:
+        """The fine's page was just served to its holder: the minimum look starts again."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE claims SET served_at = :now WHERE fine_id = :fine_id "
+                    "AND reviewer = :reviewer AND expires_at > :now"
+                ),
+                {"fine_id": fine_id, "reviewer": reviewer, "now": parse_time(now)},
+            )
+
     def _take(
         self, sql: str, reviewer: str, now: str, lease_s: float, params: Mapping[str, Any]
     ) -> Claim | None:
@@ -680,8 +694,9 @@ class DeskStore:
 
 
 _CLAIM_UPSERT = """
-    INSERT INTO claims AS c (fine_id, claim_id, revision, reviewer, claimed_at, expires_at)
-    SELECT fine_id, :claim_id, revision, :reviewer, :now, :expires FROM ({source}) AS s
+    INSERT INTO claims AS c
+        (fine_id, claim_id, revision, reviewer, claimed_at, expires_at, served_at)
+    SELECT fine_id, :claim_id, revision, :reviewer, :now, :expires, :now FROM ({source}) AS s
     ON CONFLICT (fine_id) DO UPDATE SET
         claim_id = CASE WHEN c.reviewer = excluded.reviewer AND c.expires_at > excluded.claimed_at
                         THEN c.claim_id ELSE excluded.claim_id END,
@@ -690,7 +705,8 @@ _CLAIM_UPSERT = """
                           THEN c.claimed_at ELSE excluded.claimed_at END,
         revision = excluded.revision,
         reviewer = excluded.reviewer,
-        expires_at = excluded.expires_at
+        expires_at = excluded.expires_at,
+        served_at = excluded.served_at
     WHERE c.expires_at <= excluded.claimed_at OR c.reviewer = excluded.reviewer
     RETURNING c.*
 """

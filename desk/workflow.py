@@ -25,6 +25,7 @@ from desk.store import (
     QueueFilter,
     Review,
     now_text,
+    parse_time,
 )
 from section_speed.domain.verification import (
     ACKNOWLEDGED,
@@ -43,6 +44,12 @@ from section_speed.domain.verification import (
 # What an officer's keys submit (the form's `action`): the plate field (confirm or
 # correct), a reject reason, or closing a fine withdrawn after a decision.
 PLATE, ACKNOWLEDGE = "plate", "acknowledge"
+# The minimum look: a decision key counts only once the fine's photo has been on screen
+# this long (desk.js, `shown_ms`), and the server refuses a decision arriving sooner than
+# this after it served the fine to the officer (claims.served_at): below it no one has
+# looked at a photo; an officer deciding 200 fines a shift spends seconds on each, so it
+# never waits (docs/desk.md, The minimum look).
+MIN_LOOK_MS = 500
 PHOTO_CACHE = 64  # photos kept per desk process: the page, /photo, /plate and the decision
 NOT_OWN_PHOTO = "a plate is confirmed only against the record's own photo: reject this fine"
 
@@ -68,6 +75,7 @@ class Decision:
     action: str  # PLATE, ACKNOWLEDGE or a key of REJECT_REASONS
     plate: str = ""
     note: str = ""
+    photo_sha256: str = ""  # the photo the officer saw ("" when none was shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +138,9 @@ class Desk:
         claim_seconds: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recorded: Callable[[], None] = lambda: None,
+        min_look_ms: int = MIN_LOOK_MS,
     ) -> None:
+        self.min_look_ms = min_look_ms
         self.store = store
         self.photos = photos
         self.bucket = bucket
@@ -175,6 +185,13 @@ class Desk:
     def view(self, fine_id: str) -> FineView:
         record = self._record(fine_id)
         return FineView(record, self.photo(record.fine))
+
+    def serve(self, view: FineView, reviewer: str) -> None:
+        """The fine's page goes to `reviewer`: when it holds the fine, its minimum look
+        starts now."""
+        holder = view.holder
+        if holder is not None and holder.reviewer == reviewer:
+            self.store.served(view.fine.fine_id, reviewer, self.now())
 
     def photo(self, fine: Fine) -> Photo:
         """The fine's photo, read from the bucket once per (fine, digest) and kept."""
@@ -221,8 +238,16 @@ class Desk:
                     return _same_or_conflict(earlier, rid)
                 review = self._checked(tx.record, reviewer, decision, outcome, rid, now)
                 # Usually in this process's cache (its page showed it): rarely a read under lock.
-                if review.decision in ISSUING_DECISIONS and not self.photo(seen).verified:
+                photo = self.photo(seen)
+                if review.decision in ISSUING_DECISIONS and not photo.verified:
                     raise InvalidDecision(NOT_OWN_PHOTO)
+                shown = seen.image_sha256 if photo.verified else None
+                if decision.photo_sha256 != (shown or ""):
+                    raise DecisionConflict(
+                        "the photo you decided on is not this fine's photo"
+                        + (f" (sha256 {shown[:12]}…)" if shown else " (it has none to show)")
+                        + ": look at the fine again"
+                    )
                 notice = None
                 if review.decision in ISSUING_DECISIONS:
                     notice = notice_record(tx.record.fine.record(), review.record())
@@ -262,6 +287,13 @@ class Desk:
             raise DecisionConflict(f"your claim on this fine {who}")
         if holder.reviewer != reviewer:
             raise DecisionConflict(f"this fine is held by {holder.reviewer}")
+        served = parse_time(holder.served_at or holder.claimed_at)
+        looked_ms = (parse_time(now) - served).total_seconds() * 1000
+        if looked_ms < self.min_look_ms:
+            raise InvalidDecision(
+                f"too soon: decided {max(0, round(looked_ms))} ms after the fine was shown; "
+                f"look at the photo for at least {self.min_look_ms} ms"
+            )
         if (record.state == WITHDRAWN) != (outcome.decision == ACKNOWLEDGED):
             raise InvalidDecision(
                 "this fine was withdrawn after your decision: it can only be closed"

@@ -68,6 +68,8 @@ def render_fine(
 ) -> Response:
     fine = view.fine
     mine = view.holder is not None and view.holder.reviewer == session.reviewer
+    if mine:
+        state.desk.serve(view, session.reviewer)
     return state.templates.TemplateResponse(
         request,
         "fine.html",
@@ -127,7 +129,8 @@ def decide(
     form: Annotated[DecisionForm, Form()],
     fine_id: str = FINE_ID,
 ) -> Response:
-    decision = Decision(fine_id, form.revision, form.claim_id, form.action, form.plate, form.note)
+    decision = Decision(fine_id, form.revision, form.claim_id, form.action, form.plate,
+                        form.note, form.photo_sha256 or "")  # fmt: skip
     try:
         desk.decide(session.reviewer, decision)
     except FineNotFound as error:

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from desk import db
 from desk.db import DatabaseConfig
 from desk.login_link import mint_for
+from desk.workflow import MIN_LOOK_MS
 from local_stack.desk_demo import publish_fines, wait_for_queue
 from local_stack.processes import ManagedProcess, free_port, wait_until
 from local_stack.services import LocalStack, pubsub_clients
@@ -199,7 +200,11 @@ class Officer:
         data = {
             "revision": re.search(_FIELD.format("revision"), page)[1],
             "claim_id": re.search(_FIELD.format("claim_id"), page)[1],
+            "photo_sha256": re.search(_FIELD.format("photo_sha256"), page)[1],
         }
+        # The officer looks: the desk refuses a decision sooner than MIN_LOOK_MS after it
+        # served the fine (not synchronisation: the rule under test allows nothing faster).
+        time.sleep(MIN_LOOK_MS / 1000)
         if state == "withdrawn":
             data["action"] = "acknowledge"
         elif self.random.random() < 0.1:

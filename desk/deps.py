@@ -35,7 +35,9 @@ def current_session(request: Request, state: State) -> Session:
         )
     if found is None:
         raise HTTPException(
-            401, "not signed in (or signed out, or your shift's session ended): open a login link"
+            401,
+            "not signed in, signed out, or your shift's session ended: open the login link "
+            "the desk printed (or a new one: python -m desk.login_link)",
         )
     return Session(found[0], found[1], session_id)
 

@@ -9,7 +9,7 @@ constraints back each one (docs/desk.md, Store).
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from threading import Lock
 
 import sqlalchemy as sa
@@ -21,9 +21,11 @@ from desk.store import (
     DeskStore,
     Fine,
     FineRecord,
+    LastDecision,
     QueueEntry,
     QueueFilter,
     Review,
+    UndoRefused,
     now_text,
     parse_time,
 )
@@ -36,7 +38,9 @@ from section_speed.domain.verification import (
     REJECT_REASONS,
     REJECTED,
     is_hex32,
+    notice_id,
     notice_record,
+    record_sha256,
     review_id,
     validate_typed_plate,
 )
@@ -139,8 +143,10 @@ class Desk:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recorded: Callable[[], None] = lambda: None,
         min_look_ms: int = MIN_LOOK_MS,
+        undo_seconds: float = 0.0,
     ) -> None:
         self.min_look_ms = min_look_ms
+        self.undo_seconds = undo_seconds  # a decision's outbox rows wait this long
         self.store = store
         self.photos = photos
         self.bucket = bucket
@@ -248,10 +254,13 @@ class Desk:
                         + (f" (sha256 {shown[:12]}…)" if shown else " (it has none to show)")
                         + ": look at the fine again"
                     )
+                attempt = tx.record.attempt(decision.revision)
                 notice = None
                 if review.decision in ISSUING_DECISIONS:
                     notice = notice_record(tx.record.fine.record(), review.record())
-                tx.add(review, notice)
+                    if attempt:  # decided again after an undo: a notice id of its own
+                        notice = _renamed(notice, notice_id(seen.fine_id, seen.revision, attempt))
+                tx.add(review, notice, attempt, self.undo_seconds)
         except sa.exc.IntegrityError as error:
             # decisions_one_per_revision: another desk committed first (the row lock makes
             # this rare; the constraint makes it harmless).
@@ -264,6 +273,15 @@ class Desk:
             raise DecisionConflict("the decision could not be recorded: try again") from error
         self.recorded()
         return review
+
+    def undo(self, reviewer: str, review_id: str) -> str:
+        """Undo the officer's decision inside its window: nothing is issued and the fine is
+        theirs again (its id returned); UndoRefused says why not."""
+        return self.store.undo(review_id, reviewer, self.now(), self.claim_seconds)
+
+    def last_decision(self, reviewer: str, since_s: float) -> LastDecision | None:
+        since = now_text(self.clock() - timedelta(seconds=since_s))
+        return self.store.last_decision(reviewer, since)
 
     def _checked(
         self,
@@ -318,6 +336,14 @@ class Desk:
         )
 
 
+def _renamed(notice: dict, new_id: str) -> dict:
+    """The notice under another id, its digest recomputed over it."""
+    renamed = {k: v for k, v in notice.items() if k != "record_sha256"}
+    renamed["notice_id"] = new_id
+    renamed["record_sha256"] = record_sha256(renamed)
+    return renamed
+
+
 def _outcome(fine: Fine, decision: Decision) -> Outcome:
     """What the officer's action means on this revision; InvalidDecision if nothing."""
     if decision.action == ACKNOWLEDGE:
@@ -353,4 +379,5 @@ __all__ = [
     "FineNotFound",
     "FineView",
     "InvalidDecision",
+    "UndoRefused",
 ]

@@ -9,13 +9,14 @@ from fastapi.responses import RedirectResponse
 from desk.deps import CurrentSession, DeskDep, PostSession, State
 from desk.forms import FINE_ID_PATTERN, CsrfForm, DecisionForm, QueueParams
 from desk.security import Session
-from desk.store import Fine
+from desk.store import Fine, LastDecision
 from desk.workflow import (
     Decision,
     DecisionConflict,
     FineNotFound,
     FineView,
     InvalidDecision,
+    UndoRefused,
 )
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.plate_gates import character_gate
@@ -87,9 +88,15 @@ def render_fine(
             "reviewer": session.reviewer,
             "csrf": session.csrf,
             "error": error,
+            "last": last_decision(state, session),
         },
         status_code=status,
     )
+
+
+def last_decision(state: State, session: Session) -> LastDecision | None:
+    """The banner's decision: the officer's latest this shift."""
+    return state.desk.last_decision(session.reviewer, state.config.shift_seconds)
 
 
 @router.get("/fines/{fine_id}")
@@ -143,3 +150,18 @@ def decide(
     next_id = desk.next_fine(session.reviewer, form.queue_filter())
     target = f"/fines/{next_id}" if next_id else "/queue"
     return RedirectResponse(target + form.query_string(), status_code=303)
+
+
+@router.post("/decisions/{review_id}/undo")
+def undo(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[CsrfForm, Form()],
+    review_id: str = Path(pattern=FINE_ID_PATTERN),
+) -> Response:
+    """Undo inside the window: nothing is issued, and the fine is the officer's again."""
+    try:
+        fine_id = desk.undo(session.reviewer, review_id)
+    except UndoRefused as error:
+        raise HTTPException(409, f"cannot undo: {error}") from error
+    return RedirectResponse(f"/fines/{fine_id}{form.query_string()}", status_code=303)

@@ -10,7 +10,7 @@
 //   for min_look_ms (data-min-look-ms on the form); the form then carries shown_ms, how
 //   long it was on screen, and photo_sha256, the photo the officer saw.
 // One-key shortcuts can be turned off or remapped (WCAG 2.2, 2.1.4): the Keys panel in the
-// header, kept in localStorage.
+// header, kept in localStorage. Ctrl+Z undoes the last decision inside its undo window.
 (function () {
   "use strict";
   var REASONS = ["plate_unreadable", "wrong_vehicle", "implausible_measurement", "other"];
@@ -87,6 +87,18 @@
   };
   panel();
   showKeys();
+
+  // Ctrl+Z (Cmd+Z) undoes the last decision while its window is open (the banner's Undo
+  // form). In a text field Ctrl+Z stays the field's own undo; a held key is one press.
+  var undo = document.getElementById("undo");
+  if (undo) {
+    document.addEventListener("keydown", function (e) {
+      if (!(e.ctrlKey || e.metaKey) || e.altKey || e.shiftKey || e.key.toLowerCase() !== "z") { return; }
+      if (e.repeat || inField(e.target)) { return; }
+      e.preventDefault();
+      undo.requestSubmit();
+    });
+  }
 
   // Says the keys are live (tests wait on it): on a fine, once its photo has been looked at.
   var ready = function () { document.documentElement.dataset.keys = "ready"; };

@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--claim_seconds",
         type=float,
-        default=300.0,
-        help="How long an officer holds an opened fine before others may take it.",
+        default=60.0,
+        help="A claim's lease: the open page renews it every third of it; a page left "
+        "releases it, a closed laptop's runs out after it.",
     )
     parser.add_argument(
         "--shift_hours",

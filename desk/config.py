@@ -23,7 +23,7 @@ class DeskConfig:
     database: DatabaseConfig
     bq_dataset: str = ""  # the outbox's BigQuery export; "" exports nothing
     auth: Literal["token", "iap"] = "token"
-    claim_seconds: float = 300.0
+    claim_seconds: float = 60.0  # a claim's lease (desk.workflow.CLAIM_SECONDS), renewed
     shift_seconds: float = SESSION_MAX_AGE_S  # a session ends this long after sign-in
     undo_seconds: float = 10.0  # a notice waits this long for an undo before it goes out
     reviewer: str | None = None  # token mode: the reviewer, instead of asking at login

@@ -59,6 +59,14 @@ class DecisionForm(CsrfForm):
     shown_ms: Annotated[int | None, Field(ge=0)] = None  # the browser's word only: not trusted
 
 
+class ClaimForm(BaseModel):
+    """A claim's renewal or release, from the fine's page (desk.js)."""
+
+    model_config = ConfigDict(extra="ignore")
+    csrf: Annotated[str, Field(max_length=128)] = ""
+    claim_id: Annotated[str, Field(pattern=FINE_ID_PATTERN)]
+
+
 class LoginForm(BaseModel):
     token: Annotated[str, Field(max_length=128)] = ""
     reviewer: Annotated[str, Field(max_length=64)] = ""

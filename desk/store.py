@@ -643,6 +643,33 @@ class DeskStore:
         record = self.fine(fine_id, now)
         return record.holder if record else None
 
+    def renew(self, fine_id: str, claim_id: str, reviewer: str, now: str, lease_s: float) -> bool:
+        """Extend the officer's unexpired claim by `lease_s` from now; False if it is gone."""
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "UPDATE claims SET expires_at = :expires WHERE fine_id = :fine_id "
+                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now "
+                    "RETURNING 1"
+                ),
+                {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer, "now": moment,
+                 "expires": moment + timedelta(seconds=lease_s)},
+            ).first()  # fmt: skip
+        return row is not None
+
+    def release(self, fine_id: str, claim_id: str, reviewer: str, now: str) -> None:
+        """End the officer's claim now (the page was left): the fine is free at once."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE claims SET expires_at = :now WHERE fine_id = :fine_id "
+                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now"
+                ),
+                {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer,
+                 "now": parse_time(now)},
+            )  # fmt: skip
+
     def served(self, fine_id: str, reviewer: str, now: str) -> None:
         """The fine's page was just served to its holder: the minimum look starts again."""
         with self.engine.begin() as connection:

@@ -54,7 +54,10 @@ PLATE, ACKNOWLEDGE = "plate", "acknowledge"
 # looked at a photo; an officer deciding 200 fines a shift spends seconds on each, so it
 # never waits (docs/desk.md, The minimum look).
 MIN_LOOK_MS = 500
-PHOTO_CACHE = 64  # photos kept per desk process: the page, /photo, /plate and the decision
+PHOTO_CACHE = 64
+# A claim's lease: short, renewed by the open page every third of it (docs/desk.md, Claims),
+# so a closed laptop holds a fine at most this long.
+CLAIM_SECONDS = 60.0  # photos kept per desk process: the page, /photo, /plate and the decision
 NOT_OWN_PHOTO = "a plate is confirmed only against the record's own photo: reject this fine"
 
 
@@ -139,7 +142,7 @@ class Desk:
         store: DeskStore,
         photos: PhotoSource,
         bucket: str,
-        claim_seconds: float = 300.0,
+        claim_seconds: float = CLAIM_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recorded: Callable[[], None] = lambda: None,
         min_look_ms: int = MIN_LOOK_MS,
@@ -180,6 +183,15 @@ class Desk:
         if holder.reviewer != reviewer:
             raise DecisionConflict(f"taken by {holder.reviewer}")
         return holder
+
+    def renew(self, fine_id: str, claim_id: str, reviewer: str) -> None:
+        """The fine's page is still open: its claim lasts another lease; DecisionConflict
+        when it has ended (expired, released, decided, or taken over)."""
+        if not self.store.renew(fine_id, claim_id, reviewer, self.now(), self.claim_seconds):
+            raise DecisionConflict("your claim on this fine has ended: reload the page")
+
+    def release(self, fine_id: str, claim_id: str, reviewer: str) -> None:
+        self.store.release(fine_id, claim_id, reviewer, self.now())
 
     # -- one fine ----------------------------------------------------------------------
     def _record(self, fine_id: str) -> FineRecord:

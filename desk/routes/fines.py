@@ -7,7 +7,7 @@ from fastapi import APIRouter, Form, HTTPException, Path, Query, Request, Respon
 from fastapi.responses import RedirectResponse
 
 from desk.deps import CurrentSession, DeskDep, PostSession, State
-from desk.forms import FINE_ID_PATTERN, CsrfForm, DecisionForm, QueueParams
+from desk.forms import FINE_ID_PATTERN, ClaimForm, CsrfForm, DecisionForm, QueueParams
 from desk.security import Session
 from desk.store import Fine, LastDecision
 from desk.workflow import (
@@ -89,6 +89,7 @@ def render_fine(
             "csrf": session.csrf,
             "error": error,
             "last": last_decision(state, session),
+            "renew_ms": int(state.config.claim_seconds * 1000 / 3),
         },
         status_code=status,
     )
@@ -125,6 +126,33 @@ def claim(
     except DecisionConflict as error:
         raise HTTPException(409, str(error)) from error
     return RedirectResponse(f"/fines/{fine_id}{form.query_string()}", status_code=303)
+
+
+@router.post("/fines/{fine_id}/claim/renew")
+def renew_claim(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[ClaimForm, Form()],
+    fine_id: str = FINE_ID,
+) -> Response:
+    """The page is still open: another lease (204), or 409 when the claim has ended."""
+    try:
+        desk.renew(fine_id, form.claim_id, session.reviewer)
+    except DecisionConflict as error:
+        raise HTTPException(409, str(error)) from error
+    return Response(status_code=204)
+
+
+@router.post("/fines/{fine_id}/claim/release")
+def release_claim(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[ClaimForm, Form()],
+    fine_id: str = FINE_ID,
+) -> Response:
+    """The page was left (navigator.sendBeacon on pagehide): the fine is free at once."""
+    desk.release(fine_id, form.claim_id, session.reviewer)
+    return Response(status_code=204)
 
 
 @router.post("/fines/{fine_id}/decision")

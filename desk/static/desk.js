@@ -130,6 +130,29 @@
     if (hint) { hint.dataset.fixed = "yes"; hint.textContent = text; }
   };
   var sent = false;
+
+  // The claim lasts while the page is open: renewed every third of its lease while the page
+  // is visible (a closed laptop stops renewing, and the short lease runs out), released
+  // when the page is left unless a decision was sent (it ends the claim itself).
+  var claimField = form.querySelector('input[name="claim_id"]');
+  var csrfField = form.querySelector('input[name="csrf"]');
+  var claimUrl = form.getAttribute("action").replace(/\/decision$/, "/claim/");
+  var claimBody = function () {
+    return new URLSearchParams({ csrf: csrfField.value, claim_id: claimField.value });
+  };
+  var renewMs = Number(form.dataset.renewMs || "20000");
+  var renewing = setInterval(function () {
+    if (sent || document.visibilityState !== "visible") { return; }
+    fetch(claimUrl + "renew", { method: "POST", body: claimBody(), credentials: "same-origin" })
+      .then(function (r) {
+        if (r.status === 409) { clearInterval(renewing); say("Your claim on this fine has ended: reload the page."); }
+      }, function () { /* offline: the next renewal tries again */ });
+  }, renewMs);
+  window.addEventListener("pagehide", function () {
+    clearInterval(renewing);
+    if (!sent && navigator.sendBeacon) { navigator.sendBeacon(claimUrl + "release", claimBody()); }
+  });
+
   var shownAt = null; // performance.now() when the photo (or, without one, the page) was painted
   var looked = false; // on screen for minLook
   var photoShown = !photo; // without a photo nothing can be confirmed on the server anyway

@@ -98,6 +98,15 @@ class DeskSite:
         wait_until(ingested, timeout_s=60, what=f"{len(ids)} fines in the desk's queue")
         return rows
 
+    def claims(self, fines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Who holds these fines until when, and whether the lease is still running."""
+        ids = [fine["fine_id"] for fine in fines]
+        return self._rows(
+            "SELECT fine_id, reviewer, expires_at, expires_at > now() AS held FROM claims "
+            "WHERE fine_id = ANY(:ids) ORDER BY fine_id",
+            ids=ids,
+        )
+
     def reviews(self, fines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The decisions recorded on these fines, oldest first."""
         ids = [fine["fine_id"] for fine in fines]
@@ -108,8 +117,9 @@ class DeskSite:
 
 
 @contextmanager
-def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
-    """The desk on the local stack's emulators, its tables provisioned, on a free port."""
+def serve_desk(stack: LocalStack, dataset: str, claim_seconds: float = 300) -> Iterator[DeskSite]:
+    """The desk on the local stack's emulators, its tables provisioned, on a free port;
+    `claim_seconds` is its claims' lease."""
     if not os.access(CHROMIUM, os.X_OK):
         raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium (bootstrap.sh)")
     Warehouse(stack.project_id, dataset).ensure_tables(PROVISIONED_TABLES)
@@ -118,7 +128,7 @@ def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
     stack.create_topics([notices, fines], {f"{fines}-sub": fines})
     database = fresh_database()
     config = desk_config(stack, database.url, dataset, BUCKET, notices, f"{fines}-sub",
-                         claim_seconds=300, token=TOKEN)  # fmt: skip
+                         claim_seconds=claim_seconds, token=TOKEN)  # fmt: skip
     services = cloud_services(stack.project_id, dataset, BUCKET, notices)
     with served(create_app(config, services)) as base:
         yield DeskSite(base, stack, dataset, database, fines)

@@ -644,14 +644,18 @@ class DeskStore:
         return record.holder if record else None
 
     def renew(self, fine_id: str, claim_id: str, reviewer: str, now: str, lease_s: float) -> bool:
-        """Extend the officer's unexpired claim by `lease_s` from now; False if it is gone."""
+        """Extend the officer's claim by `lease_s` from now; False if it is gone. A claim
+        released or run out that nobody took since (the same claim_id: a takeover writes a
+        new one) and whose fine still awaits a decision is taken up again: a reloaded page
+        released it on leaving and renews it on arriving."""
         moment = parse_time(now)
         with self.engine.begin() as connection:
             row = connection.execute(
                 sa.text(
-                    "UPDATE claims SET expires_at = :expires WHERE fine_id = :fine_id "
-                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now "
-                    "RETURNING 1"
+                    "UPDATE claims c SET expires_at = :expires WHERE c.fine_id = :fine_id "
+                    "AND c.claim_id = :claim_id AND c.reviewer = :reviewer AND EXISTS "
+                    "(SELECT 1 FROM fine_heads h WHERE h.fine_id = c.fine_id "
+                    "AND h.state IS NOT NULL AND h.revision = c.revision) RETURNING 1"
                 ),
                 {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer, "now": moment,
                  "expires": moment + timedelta(seconds=lease_s)},

@@ -141,13 +141,16 @@
     return new URLSearchParams({ csrf: csrfField.value, claim_id: claimField.value });
   };
   var renewMs = Number(form.dataset.renewMs || "20000");
-  var renewing = setInterval(function () {
+  var renewing = null;
+  var renew = function () {
     if (sent || document.visibilityState !== "visible") { return; }
     fetch(claimUrl + "renew", { method: "POST", body: claimBody(), credentials: "same-origin" })
       .then(function (r) {
         if (r.status === 409) { clearInterval(renewing); say("Your claim on this fine has ended: reload the page."); }
       }, function () { /* offline: the next renewal tries again */ });
-  }, renewMs);
+  };
+  renew(); // at once: a reload's pagehide released the claim this page goes on with
+  renewing = setInterval(renew, renewMs);
   window.addEventListener("pagehide", function () {
     clearInterval(renewing);
     if (!sent && navigator.sendBeacon) { navigator.sendBeacon(claimUrl + "release", claimBody()); }

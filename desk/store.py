@@ -629,6 +629,24 @@ class DeskStore:
                 return taken
         return None
 
+    def likely_next(self, reviewer: str, filters: QueueFilter, now: str, after: str) -> Fine | None:
+        """The fine "next" would most likely give this officer after `after` (read only:
+        nothing claimed), for warming its photo while the officer looks at `after`."""
+        where, params = filters.sql("h")
+        rows = self._all(
+            f"""
+            SELECT f.* FROM fine_heads h
+            JOIN fines f ON f.fine_id = h.fine_id AND f.revision = h.revision
+            LEFT JOIN claims c ON c.fine_id = h.fine_id
+            WHERE h.state IS NOT NULL AND h.fine_id <> :after
+              AND (c.fine_id IS NULL OR c.expires_at <= :now OR c.reviewer = :reviewer)
+              {where}
+            ORDER BY h.exit_time, h.fine_id LIMIT 1
+            """,
+            {**params, "after": after, "now": parse_time(now), "reviewer": reviewer},
+        )
+        return _fine(rows[0]) if rows else None
+
     def claim(self, fine_id: str, reviewer: str, now: str, lease_s: float) -> Claim | None:
         """Claim (or renew) one fine awaiting a decision; then who holds it, if anyone."""
         source = (

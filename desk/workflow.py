@@ -6,11 +6,12 @@ transaction that records the decision (desk/store.py `deciding`); the database's
 constraints back each one (docs/desk.md, Store).
 """
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from threading import Lock
+from threading import Lock, Thread
 
 import sqlalchemy as sa
 
@@ -45,6 +46,7 @@ from section_speed.domain.verification import (
     validate_typed_plate,
 )
 
+_log = logging.getLogger(__name__)
 # What an officer's keys submit (the form's `action`): the plate field (confirm or
 # correct), a reject reason, or closing a fine withdrawn after a decision.
 PLATE, ACKNOWLEDGE = "plate", "acknowledge"
@@ -158,6 +160,7 @@ class Desk:
         self.recorded = recorded  # told after each decision: the publisher wakes up
         self._photos: OrderedDict[tuple[str, str | None], bytes | None] = OrderedDict()
         self._photos_lock = Lock()
+        self._warming = Lock()  # one warm-up at a time per process
 
     def now(self) -> str:
         return now_text(self.clock())
@@ -203,6 +206,22 @@ class Desk:
     def view(self, fine_id: str) -> FineView:
         record = self._record(fine_id)
         return FineView(record, self.photo(record.fine))
+
+    def warm_next(self, reviewer: str, filters: QueueFilter, current: str) -> None:
+        """While the officer looks at `current`, read the likely next fine's photo into the
+        cache in the background: the next page then waits for no bucket read."""
+        if self._warming.acquire(blocking=False):
+            Thread(target=self._warm, args=(reviewer, filters, current), daemon=True).start()
+
+    def _warm(self, reviewer: str, filters: QueueFilter, current: str) -> None:
+        try:
+            fine = self.store.likely_next(reviewer, filters, self.now(), current)
+            if fine is not None:
+                self.photo(fine)
+        except Exception:  # a warm-up only: the page reads the photo itself if need be
+            _log.debug("warming the next photo failed", exc_info=True)
+        finally:
+            self._warming.release()
 
     def serve(self, view: FineView, reviewer: str) -> None:
         """The fine's page goes to `reviewer`: when it holds the fine, its minimum look

@@ -71,6 +71,7 @@ def render_fine(
     mine = view.holder is not None and view.holder.reviewer == session.reviewer
     if mine:
         state.desk.serve(view, session.reviewer)
+        state.desk.warm_next(session.reviewer, params.queue_filter(), fine.fine_id)
     return state.templates.TemplateResponse(
         request,
         "fine.html",

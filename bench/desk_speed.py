@@ -21,6 +21,12 @@ On each, over HTTP with requests (the officer's session from the login form):
   303 (the decision, its notice and outbox rows, and the claim of the next fine); the
   fine's page is fetched between decisions, untimed.
 
+(3) `--browser N`: this desk in Chromium (Playwright, /usr/bin/chromium), an officer
+confirming N fines by key: from the Enter key press to the next fine's page with its photo
+decoded and painted (desk.js sets `data-photo="shown"` after two animation frames), read
+from the page's own clocks (`performance.timeOrigin + performance.now()` on both pages).
+Each fine waits for its keys to be ready (the minimum look, 500 ms) before Enter: untimed.
+
 A benchmark, not a test: it prints figures and asserts nothing.
 """
 
@@ -41,6 +47,8 @@ import sqlalchemy as sa
 from lib.harness import load_note, percentile, stop_on_sigterm
 
 from desk import db, migrate
+from desk.login_link import mint_for
+from desk.workflow import MIN_LOOK_MS
 from local_stack.postgres import PostgresServer
 from local_stack.processes import ManagedProcess, free_port, wait_until
 from local_stack.services import LocalStack
@@ -158,9 +166,15 @@ def desk_process(name: str, argv: list[str], env: dict[str, str], work: Path) ->
         process.stop()
 
 
-def officer(base: str, log: Path, name: str) -> tuple[requests.Session, str]:
-    """A signed-in officer (the login form) and the session's CSRF token."""
+def officer(
+    base: str, log: Path, name: str, database: db.DatabaseConfig | None = None
+) -> tuple[requests.Session, str]:
+    """A signed-in officer (the login form) and the session's CSRF token. A desk with a
+    database gets a login link of its own per officer (each signs in once); the old desk
+    took the printed one again."""
     token = re.findall(r"login\?token=(\S+)", log.read_text())[-1]
+    if database is not None:
+        token = mint_for(database)
     session = requests.Session()
     session.headers.update({"Origin": base, "Sec-Fetch-Site": "same-origin"})
     answer = session.post(f"{base}/login", data={"token": token, "reviewer": name}, timeout=60)
@@ -169,18 +183,20 @@ def officer(base: str, log: Path, name: str) -> tuple[requests.Session, str]:
     return session, dict(HIDDEN.findall(answer.text))["csrf"]
 
 
-def measure(base: str, log: Path, samples: int) -> dict[str, list[float]]:
+def measure(
+    base: str, log: Path, samples: int, database: db.DatabaseConfig | None = None
+) -> dict[str, list[float]]:
     """Milliseconds of `samples` next-fine claims (each a new officer) and decisions."""
     times: dict[str, list[float]] = {"next": [], "decision": []}
     for n in range(samples):
-        session, csrf = officer(base, log, f"claimer-{n}")
+        session, csrf = officer(base, log, f"claimer-{n}", database)
         started = time.perf_counter()
         answer = session.post(f"{base}/next", data={"csrf": csrf}, allow_redirects=False,
                               timeout=60)  # fmt: skip
         times["next"].append(1000 * (time.perf_counter() - started))
         if answer.status_code != 303 or "/fines/" not in answer.headers["location"]:
             raise RuntimeError(f"no fine for claimer-{n}: {answer.status_code}")
-    session, csrf = officer(base, log, "decider")
+    session, csrf = officer(base, log, "decider", database)
     page = session.post(f"{base}/next", data={"csrf": csrf}, timeout=60)
     for _ in range(samples):
         found = FINE_PAGE.search(page.url)
@@ -188,6 +204,7 @@ def measure(base: str, log: Path, samples: int) -> dict[str, list[float]]:
             break
         form = dict(HIDDEN.findall(page.text.split('id="decision"', 1)[1]))
         data = {**form, "action": "plate", "plate": PLATE.search(page.text)[1]}
+        time.sleep(MIN_LOOK_MS / 1000)  # the officer looks: a sooner decision is refused
         started = time.perf_counter()
         answer = session.post(f"{base}/fines/{found[1]}/decision", data=data,
                               allow_redirects=False, timeout=60)  # fmt: skip
@@ -200,6 +217,9 @@ def measure(base: str, log: Path, samples: int) -> dict[str, list[float]]:
 
 def report(what: str, times: dict[str, list[float]], targets: dict[str, int]) -> None:
     for kind, ms in times.items():
+        if not ms:
+            print(f"{what}: {kind}: no samples", flush=True)
+            continue
         print(f"{what}: {kind:<8} n={len(ms):<4} p50 {percentile(ms, 50):7.1f} ms  "
               f"p95 {percentile(ms, 95):7.1f} ms  max {max(ms):7.1f} ms  "
               f"(target p95 < {targets[kind]} ms)", flush=True)  # fmt: skip
@@ -227,8 +247,83 @@ def run_new(stack: LocalStack, work: Path, fines: int, samples: int) -> None:
                 "--database_url", postgres.url]  # fmt: skip
         env = stack.child_env({"PYTHONPATH": str(REPO)})
         with desk_process("desk-new", argv, env, work) as base:
-            times = measure(base, work / "desk-new.log", samples)
+            times = measure(base, work / "desk-new.log", samples, config)
         report(f"new desk, PostgreSQL, {fines} pending", times, {"next": 50, "decision": 100})
+
+
+# Recorded on every page before its scripts: the Enter key press (kept across the
+# navigation in sessionStorage) and the moment desk.js says the photo is on screen.
+BROWSER_PROBE = """
+(() => {
+  const now = () => performance.timeOrigin + performance.now();
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.repeat) { sessionStorage.setItem("pressed", String(now())); }
+  }, true);
+  new MutationObserver(() => {
+    const html = document.documentElement;
+    if (html && html.dataset.photo === "shown" && !window.__shownAt) {
+      window.__shownAt = now();
+    }
+  }).observe(document, { attributes: true, subtree: true, attributeFilter: ["data-photo"] });
+})();
+"""
+
+
+def measure_browser(base: str, database: db.DatabaseConfig, samples: int) -> list[float]:
+    """Milliseconds from Enter to the next fine's photo on screen, `samples` times."""
+    from playwright.sync_api import sync_playwright
+
+    from local_stack.browser import CHROMIUM, CHROMIUM_ARGS
+
+    times: list[float] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        context.set_default_timeout(30_000)
+        context.add_init_script(BROWSER_PROBE)
+        page = context.new_page()
+        page.goto(f"{base}/login?token={mint_for(database)}")
+        page.locator("#name").fill("bench")
+        page.keyboard.press("Enter")
+        page.locator("#start-button").click()
+        for n in range(samples + 1):
+            page.wait_for_selector("html[data-keys=ready][data-photo=shown]")
+            fine = page.locator("#fine").get_attribute("data-fine-id")
+            if n:  # the first fine came from the Start button, not from a key
+                pressed = float(page.evaluate("sessionStorage.getItem('pressed')"))
+                times.append(page.evaluate("window.__shownAt") - pressed)
+            page.keyboard.press("Enter")
+            page.wait_for_function(
+                "f => document.getElementById('fine') === null || "
+                "document.getElementById('fine').dataset.fineId !== f", arg=fine
+            )  # fmt: skip
+            if page.locator("#fine").count() == 0:
+                break
+        browser.close()
+    return times[:samples]
+
+
+def run_browser(stack: LocalStack, work: Path, fines: int, samples: int) -> None:
+    with PostgresServer(durable=True) as postgres:
+        config = db.DatabaseConfig(postgres.url)
+        login = db.engine(config, role=None)
+        migrate.upgrade(login)
+        sha = hashlib.sha256(PHOTO).hexdigest()
+        with login.begin() as connection:
+            connection.execute(sa.text(BULK_FINES), {"n": fines, "sha": sha})
+            connection.execute(sa.text(BULK_HEADS))
+        with login.begin() as connection:
+            connection.execute(sa.text("ANALYZE"))
+        login.dispose()
+        store_photos(stack, samples + 10)
+        argv = [sys.executable, "-P", "-m", "desk", "--project", stack.project_id,
+                "--bucket", BUCKET, "--notices_topic", TOPIC,
+                "--database_url", postgres.url]  # fmt: skip
+        env = stack.child_env({"PYTHONPATH": str(REPO)})
+        with desk_process("desk-browser", argv, env, work) as base:
+            times = measure_browser(base, config, samples)
+        report(f"browser, {fines} pending, {load_note()}", {"key_to_photo": times},
+               {"key_to_photo": 150})  # fmt: skip
 
 
 def run_old(stack: LocalStack, work: Path, commit: str, fines: int, samples: int) -> None:
@@ -265,6 +360,9 @@ def main() -> None:
     parser.add_argument("--old_fines", type=int, default=1000)
     parser.add_argument("--old_samples", type=int, default=40)
     parser.add_argument("--skip_old", action="store_true")
+    parser.add_argument(
+        "--browser", type=int, default=0, help="N: key press to next photo in Chromium, N times"
+    )
     args = parser.parse_args()
     stop_on_sigterm()
     print(load_note(), flush=True)
@@ -276,6 +374,9 @@ def main() -> None:
         ) as stack:
             stack.apply_env()
             stack.create_topics([TOPIC])
+            if args.browser:
+                run_browser(stack, work, args.fines, args.browser)
+                return
             run_new(stack, work, args.fines, args.samples)
             if not args.skip_old:
                 run_old(stack, work, args.old_commit, args.old_fines, args.old_samples)

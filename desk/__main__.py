@@ -4,7 +4,8 @@
         (--database_url URL | --cloudsql_instance P:R:I --database_user USER) \\
         [--fines_subscription S] [--bq_dataset D] [--host 127.0.0.1] [--port 8080] \\
         [--auth token|iap] [--iap_audience AUD] [--push_audience AUD \\
-         --push_service_account SA] [--claim_seconds 300] [--reviewer NAME]
+         --push_service_account SA] [--claim_seconds 60] [--reviewer NAME] \\
+        [--shift_hours 12] [--undo_seconds 10]
 
 Against the local stack the clients find the emulators through PUBSUB_EMULATOR_HOST,
 BIGQUERY_EMULATOR_HOST and STORAGE_EMULATOR_HOST, as the pipeline's do.
@@ -19,6 +20,7 @@ import uvicorn
 
 from desk import db
 from desk.app import DeskConfig, create_app
+from desk.security import SESSION_MAX_AGE_S
 from desk.services import cloud_services
 
 SECRET_ENV = "DESK_SECRET"  # shared by every instance behind IAP (else random per start)
@@ -65,8 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--claim_seconds",
         type=float,
-        default=300.0,
-        help="How long an officer holds an opened fine before others may take it.",
+        default=60.0,
+        help="A claim's lease: the open page renews it every third of it; a page left "
+        "releases it, a closed laptop's runs out after it.",
+    )
+    parser.add_argument(
+        "--shift_hours",
+        type=float,
+        default=SESSION_MAX_AGE_S / 3600,
+        help="A session ends this many hours after sign-in (one shift).",
+    )
+    parser.add_argument(
+        "--undo_seconds",
+        type=float,
+        default=10.0,
+        help="How long a decision can be undone; its notice is issued only after it.",
     )
     parser.add_argument("--reviewer", help="token mode: the reviewer's name (else asked).")
     parser.add_argument(
@@ -90,6 +105,8 @@ def config_from(args: argparse.Namespace) -> DeskConfig:
         bq_dataset=args.bq_dataset,
         auth=args.auth,
         claim_seconds=args.claim_seconds,
+        shift_seconds=args.shift_hours * 3600,
+        undo_seconds=args.undo_seconds,
         reviewer=args.reviewer,
         iap_audience=args.iap_audience,
         fines_subscription=args.fines_subscription,

@@ -97,7 +97,7 @@ def create_app(
         warehouse = services.warehouse()
         publisher = OutboxPublisher(store, notices, warehouse)
         desk = Desk(store, services.photos(), config.bucket, config.claim_seconds, clock,
-                    recorded=publisher.wake)  # fmt: skip
+                    recorded=publisher.wake, undo_seconds=config.undo_seconds)  # fmt: skip
         subscriber = None
         if config.fines_subscription:
             path = subscription_path(config.project, config.fines_subscription)

@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi.templating import Jinja2Templates
 
 from desk.db import DatabaseConfig
-from desk.security import IapVerifier, PushTokenVerifier, SessionSigner
+from desk.security import SESSION_MAX_AGE_S, IapVerifier, PushTokenVerifier, SessionSigner
 from desk.workflow import Desk
 
 
@@ -23,7 +23,9 @@ class DeskConfig:
     database: DatabaseConfig
     bq_dataset: str = ""  # the outbox's BigQuery export; "" exports nothing
     auth: Literal["token", "iap"] = "token"
-    claim_seconds: float = 300.0
+    claim_seconds: float = 60.0  # a claim's lease (desk.workflow.CLAIM_SECONDS), renewed
+    shift_seconds: float = SESSION_MAX_AGE_S  # a session ends this long after sign-in
+    undo_seconds: float = 10.0  # a notice waits this long for an undo before it goes out
     reviewer: str | None = None  # token mode: the reviewer, instead of asking at login
     iap_audience: str = ""
     fines_subscription: str = ""  # a pull subscription on the fines topic (local ingest)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from desk.config import DeskState
-from desk.security import IAP_HEADER, SESSION_COOKIE, Session, same_origin, tokens_equal
+from desk.security import IAP_HEADER, SESSION_COOKIE, Session, digest, same_origin, tokens_equal
 from desk.workflow import Desk
 
 
@@ -27,19 +27,26 @@ def current_session(request: Request, state: State) -> Session:
         if reviewer is None:
             raise HTTPException(401, "a valid Identity-Aware Proxy assertion is required")
         return Session(reviewer, state.signer.csrf_for(reviewer))
-    session = state.signer.loads(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise HTTPException(
-            401, "not signed in: open the login link the desk printed when it started"
+    session_id = state.signer.loads(request.cookies.get(SESSION_COOKIE), state.config.shift_seconds)
+    found = None
+    if session_id is not None:
+        found = state.desk.store.live_session(
+            digest(session_id), state.desk.now(), state.config.shift_seconds
         )
-    return session
+    if found is None:
+        raise HTTPException(
+            401,
+            "not signed in, signed out, or your shift's session ended: open the login link "
+            "the desk printed (or a new one: python -m desk.login_link)",
+        )
+    return Session(found[0], found[1], session_id)
 
 
 CurrentSession = Annotated[Session, Depends(current_session)]
 
 
-async def checked_post(request: Request, session: CurrentSession) -> Session:
-    """A state-changing request from the desk's own page: same origin, the session's token."""
+def check_origin(request: Request) -> None:
+    """403 unless the request comes from the desk's own page (Origin, Sec-Fetch-Site)."""
     origin = request.headers.get("origin")
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site not in (None, "same-origin", "none"):
@@ -51,6 +58,11 @@ async def checked_post(request: Request, session: CurrentSession) -> Session:
             raise HTTPException(403, "cross-origin request refused")
     elif origin is not None and not same_origin(origin, request.headers.get("host", "")):
         raise HTTPException(403, "cross-origin request refused")
+
+
+async def checked_post(request: Request, session: CurrentSession) -> Session:
+    """A state-changing request from the desk's own page: same origin, the session's token."""
+    check_origin(request)
     form = await request.form()
     token = form.get("csrf")
     if not isinstance(token, str) or not tokens_equal(token, session.csrf):

@@ -55,6 +55,16 @@ class DecisionForm(CsrfForm):
     action: Action
     plate: Annotated[str, Field(max_length=64)] = ""
     note: Annotated[str, Field(max_length=MAX_NOTE_CHARACTERS)] = ""
+    photo_sha256: Annotated[str | None, Field(pattern="^[0-9a-f]{64}$")] = None  # blank: none
+    shown_ms: Annotated[int | None, Field(ge=0)] = None  # the browser's word only: not trusted
+
+
+class ClaimForm(BaseModel):
+    """A claim's renewal or release, from the fine's page (desk.js)."""
+
+    model_config = ConfigDict(extra="ignore")
+    csrf: Annotated[str, Field(max_length=128)] = ""
+    claim_id: Annotated[str, Field(pattern=FINE_ID_PATTERN)]
 
 
 class LoginForm(BaseModel):

@@ -14,13 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from markupsafe import Markup
 
+from desk.workflow import MIN_LOOK_MS  # the page's keys wait for what the server enforces
 from section_speed.domain.events import parse_rfc3339_ms
 
 DEFAULT_ZONE = "UTC"
-# A decision key counts only once the fine's photo has been decoded, painted and on screen
-# this long (desk.js, `shown_ms` in the decision form): below it no one has looked at a
-# photo; an officer deciding 200 fines a shift spends seconds on each, so it never waits.
-MIN_LOOK_MS = 500
 
 
 def zone_of(radar_id: str, zones: Mapping[str, str] | None = None) -> str:

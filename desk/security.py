@@ -1,8 +1,10 @@
 """Who the reviewer is, and that a decision comes from the desk's own page.
 
-- `--auth token` (local): a random token printed at start is exchanged once, at /login,
-  for a signed session cookie (HttpOnly, SameSite=Strict) naming the reviewer and holding
-  the session's CSRF token.
+- `--auth token` (local): a login token (printed at start, or minted by
+  `python -m desk.login_link`) is exchanged once, at /login, for a session: a row in the
+  database (`sessions`, holding the reviewer and its CSRF token) the server can revoke,
+  named by a random id in a signed cookie (HttpOnly, SameSite=Strict). Sign-out revokes
+  it; a session older than a shift ends.
 - `--auth iap` (Cloud Run behind Identity-Aware Proxy): every request carries IAP's signed
   header `x-goog-iap-jwt-assertion`; the desk verifies it (ES256 only, IAP's public keys,
   the expected audience and issuer, a plausible lifetime) and takes the reviewer from its
@@ -30,7 +32,8 @@ from google.auth import exceptions as auth_exceptions
 from google.auth import jwt
 
 SESSION_COOKIE = "desk_session"
-SESSION_MAX_AGE_S = 12 * 3600  # one shift
+SESSION_MAX_AGE_S = 12 * 3600  # one shift (default of --shift_hours)
+IAP_SIGN_OUT = "/?gcp-iap-mode=CLEAR_LOGIN_COOKIE"  # IAP clears its own cookies and re-asks
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 IAP_ISSUER = "https://cloud.google.com/iap"
 IAP_KEYS_URL = "https://www.gstatic.com/iap/verify/public_key"  # {key id: PEM public key}
@@ -53,6 +56,12 @@ def valid_reviewer(name: str) -> bool:
 class Session:
     reviewer: str
     csrf: str
+    session_id: str | None = None  # token mode: the server-side session's id
+
+
+def digest(secret_value: str) -> str:
+    """How the database keeps a session id or login token: its SHA-256, never the value."""
+    return hashlib.sha256(secret_value.encode("utf-8")).hexdigest()
 
 
 def _b64(data: bytes) -> str:
@@ -64,7 +73,8 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionSigner:
-    """Session cookies as `payload.mac`, HMAC-SHA256 under the desk's secret."""
+    """Session cookies as `payload.mac`, HMAC-SHA256 under the desk's secret: the payload
+    names the server-side session (its id) and when the cookie was issued."""
 
     def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
@@ -73,12 +83,14 @@ class SessionSigner:
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def dumps(self, session: Session) -> str:
-        body = {"r": session.reviewer, "c": session.csrf, "t": int(self._clock())}
+    def dumps(self, session_id: str) -> str:
+        body = {"s": session_id, "t": int(self._clock())}
         payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
         return f"{payload}.{self._mac(payload)}"
 
-    def loads(self, cookie: str | None) -> Session | None:
+    def loads(self, cookie: str | None, max_age_s: float = SESSION_MAX_AGE_S) -> str | None:
+        """The session id the cookie names, when its signature holds and it is younger
+        than `max_age_s`; else None. The session itself is then looked up (revoked?)."""
         if not cookie or cookie.count(".") != 1:
             return None
         payload, mac = cookie.split(".")
@@ -86,12 +98,12 @@ class SessionSigner:
             return None
         try:
             body = json.loads(_unb64(payload))
-            reviewer, csrf, issued = str(body["r"]), str(body["c"]), int(body["t"])
+            session_id, issued = str(body["s"]), int(body["t"])
         except (ValueError, KeyError, TypeError):
             return None
-        if not 0 <= self._clock() - issued <= SESSION_MAX_AGE_S or not valid_reviewer(reviewer):
+        if not 0 <= self._clock() - issued <= max_age_s:
             return None
-        return Session(reviewer, csrf)
+        return session_id
 
     def csrf_for(self, reviewer: str) -> str:
         """A stable CSRF token for a reviewer who has no cookie session (IAP)."""
@@ -99,7 +111,7 @@ class SessionSigner:
 
 
 def new_session(reviewer: str) -> Session:
-    return Session(reviewer, secrets.token_urlsafe(32))
+    return Session(reviewer, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
 
 
 def tokens_equal(given: str | None, expected: str) -> bool:

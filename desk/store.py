@@ -185,9 +185,11 @@ class Claim:
     reviewer: str
     claimed_at: str
     expires_at: str
+    served_at: str | None = None  # when the fine's page was last served to the holder
 
 
 def _claim(row: Mapping[str, Any]) -> Claim:
+    served = row.get("served_at")
     return Claim(
         row["claim_id"],
         row["fine_id"],
@@ -195,6 +197,7 @@ def _claim(row: Mapping[str, Any]) -> Claim:
         row["reviewer"],
         text_time(row["claimed_at"]),
         text_time(row["expires_at"]),
+        text_time(served) if served is not None else None,
     )
 
 
@@ -242,6 +245,25 @@ class FineRecord:
     reviews: list[Review]  # oldest first
     state: str | None  # queue state; None when nothing is left to decide
     holder: Claim | None  # the unexpired claim, if any
+    undone: tuple[Review, ...] = ()  # decisions undone inside their window, oldest first
+
+    def attempt(self, revision: int) -> int:
+        """How many decisions on `revision` were undone: the next one's attempt number."""
+        return sum(1 for r in self.undone if r.revision == revision)
+
+
+class UndoRefused(RuntimeError):
+    """An undo that cannot be: not the officer's decision, undone already, too late."""
+
+
+@dataclass(frozen=True, slots=True)
+class LastDecision:
+    """An officer's latest decision, as the banner shows it."""
+
+    review: Review
+    undone: bool
+    undoable: bool  # its outbox rows are still held: an undo would issue nothing
+    undo_until: str | None  # when its window closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,13 +307,19 @@ _TO_RECALL = sa.text("""
     JOIN fines f ON f.fine_id = h.fine_id AND f.revision = h.revision
     LEFT JOIN recalls r ON r.notice_id = n.notice_id
     WHERE n.fine_id = ANY(:fine_ids) AND r.notice_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM undos u WHERE u.review_id = n.review_id)
       AND (n.revision < h.revision OR h.superseded_by IS NOT NULL)
     ORDER BY n.fine_id, n.revision
 """)
 _INSERT_OUTBOX = sa.text("""
-    INSERT INTO outbox (kind, key, payload, attributes)
-    VALUES (:kind, :key, :payload, :attributes)
+    INSERT INTO outbox (kind, key, payload, attributes, publish_after)
+    VALUES (:kind, :key, :payload, :attributes, COALESCE(:publish_after, now()))
     ON CONFLICT (kind, key) DO NOTHING
+""")
+# A recall goes out no sooner than the notice it recalls (held for its undo window).
+_NOTICE_DUE = sa.text("""
+    SELECT GREATEST(now(), max(publish_after)) AS due FROM outbox
+    WHERE kind = 'notice' AND key = :notice_id
 """)
 
 
@@ -311,6 +339,7 @@ def _add_outbox(
     key: str,
     payload: Mapping[str, Any],
     attributes: Mapping[str, str],
+    publish_after: datetime | None = None,
 ) -> None:
     connection.execute(
         _INSERT_OUTBOX,
@@ -319,6 +348,7 @@ def _add_outbox(
             "key": key,
             "payload": json.dumps(dict(payload), sort_keys=True, ensure_ascii=False),
             "attributes": json.dumps(dict(attributes), sort_keys=True),
+            "publish_after": publish_after,
         },
     )
 
@@ -385,7 +415,8 @@ class DeskStore:
             ).first()
             if added is not None:
                 attributes = {"kind": RECALL, "recall_id": rid, "notice_id": row["notice_id"]}
-                _add_outbox(connection, RECALL, rid, record, attributes)
+                due = connection.execute(_NOTICE_DUE, {"notice_id": row["notice_id"]}).scalar()
+                _add_outbox(connection, RECALL, rid, record, attributes, due)
                 recalled.append(row["notice_id"])
         return recalled
 
@@ -444,15 +475,16 @@ class DeskStore:
                 {"id": fine_id},
             ).mappings()
         ]
-        reviews = [
-            _review(row)
-            for row in connection.execute(
-                sa.text(
-                    "SELECT * FROM decisions WHERE fine_id = :id ORDER BY decided_at, review_id"
-                ),
-                {"id": fine_id},
-            ).mappings()
-        ]
+        reviews, undone = [], []
+        for row in connection.execute(
+            sa.text(
+                "SELECT d.*, u.review_id IS NOT NULL AS undone FROM decisions d "
+                "LEFT JOIN undos u ON u.review_id = d.review_id "
+                "WHERE d.fine_id = :id ORDER BY d.decided_at, d.review_id"
+            ),
+            {"id": fine_id},
+        ).mappings():
+            (undone if row["undone"] else reviews).append(_review(row))
         holder = (
             connection.execute(
                 sa.text("SELECT * FROM claims WHERE fine_id = :id AND expires_at > :now"),
@@ -463,8 +495,9 @@ class DeskStore:
         )
         latest = next(f for f in revisions if f.revision == head.revision)
         return FineRecord(
-            latest, revisions, reviews, head.state, _claim(holder) if holder else None
-        )
+            latest, revisions, reviews, head.state, _claim(holder) if holder else None,
+            tuple(undone),
+        )  # fmt: skip
 
     def review(self, review_id: str) -> Review | None:
         rows = self._all("SELECT * FROM decisions WHERE review_id = :id", {"id": review_id})
@@ -477,6 +510,100 @@ class DeskStore:
     def _all(self, sql: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         with self.engine.connect() as connection:
             return list(connection.execute(sa.text(sql), dict(params)).mappings())
+
+    # -- sessions and logins (docs/desk.md, Sessions) ---------------------------------
+    def start_session(self, session_sha256: str, reviewer: str, csrf: str, now: str) -> None:
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO sessions (session_sha256, reviewer, csrf, created_at, "
+                    "last_seen) VALUES (:sid, :reviewer, :csrf, :now, :now)"
+                ),
+                {"sid": session_sha256, "reviewer": reviewer, "csrf": csrf, "now": moment},
+            )
+
+    def live_session(
+        self, session_sha256: str, now: str, max_age_s: float
+    ) -> tuple[str, str] | None:
+        """(reviewer, csrf) of a session neither revoked nor older than `max_age_s`; its
+        last_seen is kept to the minute (one write a minute, not one a request)."""
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "SELECT reviewer, csrf, last_seen FROM sessions WHERE session_sha256 = :sid "
+                    "AND revoked_at IS NULL AND created_at > :oldest AND created_at <= :now"
+                ),
+                {"sid": session_sha256, "now": moment,
+                 "oldest": moment - timedelta(seconds=max_age_s)},
+            ).first()  # fmt: skip
+            if row is None:
+                return None
+            if moment - row.last_seen > timedelta(minutes=1):
+                connection.execute(
+                    sa.text("UPDATE sessions SET last_seen = :now WHERE session_sha256 = :sid"),
+                    {"sid": session_sha256, "now": moment},
+                )
+        return row.reviewer, row.csrf
+
+    def revoke_session(self, session_sha256: str, now: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE sessions SET revoked_at = :now "
+                    "WHERE session_sha256 = :sid AND revoked_at IS NULL"
+                ),
+                {"sid": session_sha256, "now": parse_time(now)},
+            )
+
+    def add_login_token(self, token_sha256: str, now: str, lifetime_s: float) -> None:
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO login_tokens (token_sha256, created_at, expires_at) "
+                    "VALUES (:t, :now, :expires) ON CONFLICT DO NOTHING"
+                ),
+                {"t": token_sha256, "now": moment,
+                 "expires": moment + timedelta(seconds=lifetime_s)},
+            )  # fmt: skip
+
+    def login_token_known(self, token_sha256: str, now: str) -> bool:
+        rows = self._all(
+            "SELECT 1 AS one FROM login_tokens WHERE token_sha256 = :t AND expires_at > :now",
+            {"t": token_sha256, "now": parse_time(now)},
+        )
+        return bool(rows)
+
+    def use_login_token(self, token_sha256: str, reviewer: str, now: str) -> bool:
+        """Record the token's one exchange; False when it was exchanged before (by any
+        desk sharing this database: login_token_uses' primary key decides)."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "INSERT INTO login_token_uses (token_sha256, reviewer, used_at) "
+                    "VALUES (:t, :reviewer, :now) ON CONFLICT DO NOTHING RETURNING 1"
+                ),
+                {"t": token_sha256, "reviewer": reviewer, "now": parse_time(now)},
+            ).first()
+        return row is not None
+
+    def login_failures(self, client: str, now: str, window_s: float) -> tuple[int, int]:
+        """Failed logins in the last `window_s`: (from this client, from everyone)."""
+        rows = self._all(
+            "SELECT count(*) FILTER (WHERE client = :client) AS mine, count(*) AS everyone "
+            "FROM login_failures WHERE failed_at > :since",
+            {"client": client, "since": parse_time(now) - timedelta(seconds=window_s)},
+        )
+        return int(rows[0]["mine"]), int(rows[0]["everyone"])
+
+    def add_login_failure(self, client: str, now: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO login_failures (client, failed_at) VALUES (:c, :now)"),
+                {"c": client[:64], "now": parse_time(now)},
+            )
 
     # -- claims ------------------------------------------------------------------------
     def next_claim(
@@ -507,6 +634,24 @@ class DeskStore:
                 return taken
         return None
 
+    def likely_next(self, reviewer: str, filters: QueueFilter, now: str, after: str) -> Fine | None:
+        """The fine "next" would most likely give this officer after `after` (read only:
+        nothing claimed), for warming its photo while the officer looks at `after`."""
+        where, params = filters.sql("h")
+        rows = self._all(
+            f"""
+            SELECT f.* FROM fine_heads h
+            JOIN fines f ON f.fine_id = h.fine_id AND f.revision = h.revision
+            LEFT JOIN claims c ON c.fine_id = h.fine_id
+            WHERE h.state IS NOT NULL AND h.fine_id <> :after
+              AND (c.fine_id IS NULL OR c.expires_at <= :now OR c.reviewer = :reviewer)
+              {where}
+            ORDER BY h.exit_time, h.fine_id LIMIT 1
+            """,
+            {**params, "after": after, "now": parse_time(now), "reviewer": reviewer},
+        )
+        return _fine(rows[0]) if rows else None
+
     def claim(self, fine_id: str, reviewer: str, now: str, lease_s: float) -> Claim | None:
         """Claim (or renew) one fine awaiting a decision; then who holds it, if anyone."""
         source = (
@@ -520,6 +665,48 @@ class DeskStore:
             return taken
         record = self.fine(fine_id, now)
         return record.holder if record else None
+
+    def renew(self, fine_id: str, claim_id: str, reviewer: str, now: str, lease_s: float) -> bool:
+        """Extend the officer's claim by `lease_s` from now; False if it is gone. A claim
+        released or run out that nobody took since (the same claim_id: a takeover writes a
+        new one) and whose fine still awaits a decision is taken up again: a reloaded page
+        released it on leaving and renews it on arriving."""
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.text(
+                    "UPDATE claims c SET expires_at = :expires WHERE c.fine_id = :fine_id "
+                    "AND c.claim_id = :claim_id AND c.reviewer = :reviewer AND EXISTS "
+                    "(SELECT 1 FROM fine_heads h WHERE h.fine_id = c.fine_id "
+                    "AND h.state IS NOT NULL AND h.revision = c.revision) RETURNING 1"
+                ),
+                {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer, "now": moment,
+                 "expires": moment + timedelta(seconds=lease_s)},
+            ).first()  # fmt: skip
+        return row is not None
+
+    def release(self, fine_id: str, claim_id: str, reviewer: str, now: str) -> None:
+        """End the officer's claim now (the page was left): the fine is free at once."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE claims SET expires_at = :now WHERE fine_id = :fine_id "
+                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now"
+                ),
+                {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer,
+                 "now": parse_time(now)},
+            )  # fmt: skip
+
+    def served(self, fine_id: str, reviewer: str, now: str) -> None:
+        """The fine's page was just served to its holder: the minimum look starts again."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE claims SET served_at = :now WHERE fine_id = :fine_id "
+                    "AND reviewer = :reviewer AND expires_at > :now"
+                ),
+                {"fine_id": fine_id, "reviewer": reviewer, "now": parse_time(now)},
+            )
 
     def _take(
         self, sql: str, reviewer: str, now: str, lease_s: float, params: Mapping[str, Any]
@@ -548,6 +735,121 @@ class DeskStore:
             record = self._record(connection, fine_id, now) if locked else None
             yield Deciding(connection, record)
 
+    # -- undo (docs/desk.md, The undo window) -------------------------------------------
+    def undo(self, review_id: str, reviewer: str, now: str, lease_s: float) -> str:
+        """Undo a decision whose outbox rows are still held: in one transaction, with the
+        fine's row and the decision's outbox rows locked (the publisher locks the same rows,
+        so the database decides an undo racing it), record the undo, cancel the rows, put
+        the fine back where it stood and claim it for the officer again. Returns the fine's
+        id; UndoRefused says why not."""
+        moment = parse_time(now)
+        with self.engine.begin() as connection:
+            review = connection.execute(
+                sa.text("SELECT * FROM decisions WHERE review_id = :rid"), {"rid": review_id}
+            ).mappings().first()  # fmt: skip
+            if review is None or review["reviewer"] != reviewer:
+                raise UndoRefused("no such decision of yours")
+            fine_id = review["fine_id"]
+            head = connection.execute(
+                sa.text("SELECT revision, last_review_id FROM fine_heads WHERE fine_id = :id "
+                        "FOR UPDATE"), {"id": fine_id},
+            ).first()  # fmt: skip
+            if connection.execute(
+                sa.text("SELECT 1 FROM undos WHERE review_id = :rid"), {"rid": review_id}
+            ).first():
+                raise UndoRefused("this decision was undone already")
+            rows = connection.execute(
+                sa.text("""
+                    SELECT id, kind, sent_at, publish_after, now() AS db_now FROM outbox
+                    WHERE (kind = 'review' AND key = :rid)
+                       OR (kind = 'notice' AND key IN
+                           (SELECT notice_id FROM notices WHERE review_id = :rid))
+                    ORDER BY id FOR UPDATE
+                """),
+                {"rid": review_id},
+            ).mappings().all()  # fmt: skip
+            sent = [r for r in rows if r["sent_at"] is not None]
+            what = "its notice" if any(r["kind"] == NOTICE for r in rows) else "it"
+            if sent:
+                raise UndoRefused(
+                    f"too late: {what} went out at {text_time(sent[0]['sent_at'])}, after "
+                    "the undo window"
+                )
+            if not rows or any(r["db_now"] >= r["publish_after"] for r in rows):
+                closed = text_time(rows[0]["publish_after"]) if rows else "the decision"
+                raise UndoRefused(f"too late: the undo window closed at {closed}")
+            if (
+                head is None
+                or head.revision != review["revision"]
+                or (head.last_review_id != review_id)
+            ):
+                raise UndoRefused("the fine changed since your decision: decide it again")
+            connection.execute(
+                sa.text("INSERT INTO undos (review_id, fine_id, revision, reviewer, undone_at) "
+                        "VALUES (:rid, :fid, :rev, :reviewer, :now)"),
+                {"rid": review_id, "fid": fine_id, "rev": review["revision"],
+                 "reviewer": reviewer, "now": moment},
+            )  # fmt: skip
+            connection.execute(
+                sa.text("UPDATE outbox SET cancelled_at = now() WHERE id = ANY(:ids)"),
+                {"ids": [r["id"] for r in rows]},
+            )
+            earlier = connection.execute(
+                sa.text("""
+                    SELECT d.review_id, d.revision FROM decisions d
+                    WHERE d.fine_id = :id AND d.review_id <> :rid
+                      AND NOT EXISTS (SELECT 1 FROM undos u WHERE u.review_id = d.review_id)
+                    ORDER BY d.decided_at DESC, d.revision DESC LIMIT 1
+                """),
+                {"id": fine_id, "rid": review_id},
+            ).first()  # fmt: skip
+            connection.execute(
+                sa.text("UPDATE fine_heads SET decided_revision = :rev, last_review_id = :last "
+                        "WHERE fine_id = :id"),
+                {"id": fine_id, "rev": earlier.revision if earlier else None,
+                 "last": earlier.review_id if earlier else None},
+            )  # fmt: skip
+            # A new claim (a new claim_id): deciding again is a new decision, not a retry.
+            connection.execute(
+                sa.text("""
+                    INSERT INTO claims AS c (fine_id, claim_id, revision, reviewer, claimed_at,
+                                             expires_at, served_at)
+                    VALUES (:id, :claim_id, :rev, :reviewer, :now, :expires, :now)
+                    ON CONFLICT (fine_id) DO UPDATE SET claim_id = excluded.claim_id,
+                        revision = excluded.revision, reviewer = excluded.reviewer,
+                        claimed_at = excluded.claimed_at, expires_at = excluded.expires_at,
+                        served_at = excluded.served_at
+                """),
+                {"id": fine_id, "claim_id": uuid.uuid4().hex, "rev": review["revision"],
+                 "reviewer": reviewer, "now": moment,
+                 "expires": moment + timedelta(seconds=lease_s)},
+            )  # fmt: skip
+        return fine_id
+
+    def last_decision(self, reviewer: str, since: str) -> "LastDecision | None":
+        """The officer's latest decision since `since`, and whether it can still be undone."""
+        rows = self._all(
+            """
+            SELECT d.*, u.review_id IS NOT NULL AS undone, o.publish_after AS undo_until,
+                   (u.review_id IS NULL AND o.sent_at IS NULL AND o.cancelled_at IS NULL
+                    AND o.publish_after > now()) AS undoable
+            FROM decisions d
+            LEFT JOIN undos u ON u.review_id = d.review_id
+            LEFT JOIN outbox o ON o.kind = 'review' AND o.key = d.review_id
+            WHERE d.reviewer = :reviewer AND d.decided_at > :since
+            ORDER BY d.decided_at DESC, d.review_id DESC LIMIT 1
+            """,
+            {"reviewer": reviewer, "since": parse_time(since)},
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        until = row["undo_until"]
+        return LastDecision(
+            _review(row), bool(row["undone"]), bool(row["undoable"]),
+            text_time(until) if until is not None else None,
+        )  # fmt: skip
+
     # -- outbox ------------------------------------------------------------------------
     @contextmanager
     def outbox_batch(self, limit: int) -> Iterator[tuple[list[OutboxItem], "OutboxMarks"]]:
@@ -557,7 +859,7 @@ class DeskStore:
             rows = connection.execute(
                 sa.text(
                     "SELECT id, kind, key, payload, attributes, attempts FROM outbox "
-                    "WHERE sent_at IS NULL AND publish_after <= now() "
+                    "WHERE sent_at IS NULL AND cancelled_at IS NULL AND publish_after <= now() "
                     "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
                 ),
                 {"n": limit},
@@ -586,13 +888,16 @@ class DeskStore:
                 )
 
     def outbox_pending(self) -> int:
-        rows = self._all("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL", {})
+        rows = self._all(
+            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND cancelled_at IS NULL", {}
+        )
         return int(rows[0]["n"])
 
 
 _CLAIM_UPSERT = """
-    INSERT INTO claims AS c (fine_id, claim_id, revision, reviewer, claimed_at, expires_at)
-    SELECT fine_id, :claim_id, revision, :reviewer, :now, :expires FROM ({source}) AS s
+    INSERT INTO claims AS c
+        (fine_id, claim_id, revision, reviewer, claimed_at, expires_at, served_at)
+    SELECT fine_id, :claim_id, revision, :reviewer, :now, :expires, :now FROM ({source}) AS s
     ON CONFLICT (fine_id) DO UPDATE SET
         claim_id = CASE WHEN c.reviewer = excluded.reviewer AND c.expires_at > excluded.claimed_at
                         THEN c.claim_id ELSE excluded.claim_id END,
@@ -601,7 +906,8 @@ _CLAIM_UPSERT = """
                           THEN c.claimed_at ELSE excluded.claimed_at END,
         revision = excluded.revision,
         reviewer = excluded.reviewer,
-        expires_at = excluded.expires_at
+        expires_at = excluded.expires_at,
+        served_at = excluded.served_at
     WHERE c.expires_at <= excluded.claimed_at OR c.reviewer = excluded.reviewer
     RETURNING c.*
 """
@@ -631,16 +937,25 @@ class Deciding:
         assert self.record is not None
         return next((r for r in self.record.reviews if r.revision == revision), None)
 
-    def add(self, review: Review, notice: Mapping[str, Any] | None) -> None:
-        """The decision, its notice (if any) and their outbox rows, in this transaction."""
+    def add(
+        self,
+        review: Review,
+        notice: Mapping[str, Any] | None,
+        attempt: int = 0,
+        hold_s: float = 0.0,
+    ) -> None:
+        """The decision, its notice (if any) and their outbox rows, in this transaction;
+        the outbox rows wait `hold_s` after the decision (its undo window)."""
         connection = self._connection
         values = review.record()
         values["opened_at"] = parse_time(review.opened_at)
         values["decided_at"] = parse_time(review.decided_at)
+        values["attempt"] = attempt
+        due = values["decided_at"] + timedelta(seconds=hold_s)
         connection.execute(
             sa.text(
-                f"INSERT INTO decisions ({', '.join(REVIEW_FIELDS)}) "
-                f"VALUES ({', '.join(f':{n}' for n in REVIEW_FIELDS)})"
+                f"INSERT INTO decisions ({', '.join(REVIEW_FIELDS)}, attempt) "
+                f"VALUES ({', '.join(f':{n}' for n in REVIEW_FIELDS)}, :attempt)"
             ),
             values,
         )
@@ -655,12 +970,12 @@ class Deciding:
             sa.text("UPDATE claims SET expires_at = :at WHERE fine_id = :fine_id"),
             {"at": values["decided_at"], "fine_id": review.fine_id},
         )
-        _add_outbox(connection, REVIEW, review.review_id, review.record(), {})
+        _add_outbox(connection, REVIEW, review.review_id, review.record(), {}, due)
         if notice is not None:
             connection.execute(
                 sa.text(
-                    "INSERT INTO notices (notice_id, fine_id, revision, review_id, record) "
-                    "VALUES (:nid, :fid, :rev, :rid, :record)"
+                    "INSERT INTO notices (notice_id, fine_id, revision, review_id, record, "
+                    "attempt) VALUES (:nid, :fid, :rev, :rid, :record, :attempt)"
                 ),
                 {
                     "nid": notice["notice_id"],
@@ -668,7 +983,8 @@ class Deciding:
                     "rev": notice["revision"],
                     "rid": review.review_id,
                     "record": json.dumps(dict(notice), sort_keys=True, ensure_ascii=False),
+                    "attempt": attempt,
                 },
             )
             attributes = {"kind": NOTICE, "notice_id": notice["notice_id"]}
-            _add_outbox(connection, NOTICE, notice["notice_id"], notice, attributes)
+            _add_outbox(connection, NOTICE, notice["notice_id"], notice, attributes, due)

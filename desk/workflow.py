@@ -6,11 +6,12 @@ transaction that records the decision (desk/store.py `deciding`); the database's
 constraints back each one (docs/desk.md, Store).
 """
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from threading import Lock
+from datetime import UTC, datetime, timedelta
+from threading import Lock, Thread
 
 import sqlalchemy as sa
 
@@ -21,10 +22,13 @@ from desk.store import (
     DeskStore,
     Fine,
     FineRecord,
+    LastDecision,
     QueueEntry,
     QueueFilter,
     Review,
+    UndoRefused,
     now_text,
+    parse_time,
 )
 from section_speed.domain.verification import (
     ACKNOWLEDGED,
@@ -35,15 +39,27 @@ from section_speed.domain.verification import (
     REJECT_REASONS,
     REJECTED,
     is_hex32,
+    notice_id,
     notice_record,
+    record_sha256,
     review_id,
     validate_typed_plate,
 )
 
+_log = logging.getLogger(__name__)
 # What an officer's keys submit (the form's `action`): the plate field (confirm or
 # correct), a reject reason, or closing a fine withdrawn after a decision.
 PLATE, ACKNOWLEDGE = "plate", "acknowledge"
-PHOTO_CACHE = 64  # photos kept per desk process: the page, /photo, /plate and the decision
+# The minimum look: a decision key counts only once the fine's photo has been on screen
+# this long (desk.js, `shown_ms`), and the server refuses a decision arriving sooner than
+# this after it served the fine to the officer (claims.served_at): below it no one has
+# looked at a photo; an officer deciding 200 fines a shift spends seconds on each, so it
+# never waits (docs/desk.md, The minimum look).
+MIN_LOOK_MS = 500
+PHOTO_CACHE = 64
+# A claim's lease: short, renewed by the open page every third of it (docs/desk.md, Claims),
+# so a closed laptop holds a fine at most this long.
+CLAIM_SECONDS = 60.0  # photos kept per desk process: the page, /photo, /plate and the decision
 NOT_OWN_PHOTO = "a plate is confirmed only against the record's own photo: reject this fine"
 
 
@@ -68,6 +84,7 @@ class Decision:
     action: str  # PLATE, ACKNOWLEDGE or a key of REJECT_REASONS
     plate: str = ""
     note: str = ""
+    photo_sha256: str = ""  # the photo the officer saw ("" when none was shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +144,14 @@ class Desk:
         store: DeskStore,
         photos: PhotoSource,
         bucket: str,
-        claim_seconds: float = 300.0,
+        claim_seconds: float = CLAIM_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recorded: Callable[[], None] = lambda: None,
+        min_look_ms: int = MIN_LOOK_MS,
+        undo_seconds: float = 0.0,
     ) -> None:
+        self.min_look_ms = min_look_ms
+        self.undo_seconds = undo_seconds  # a decision's outbox rows wait this long
         self.store = store
         self.photos = photos
         self.bucket = bucket
@@ -139,6 +160,7 @@ class Desk:
         self.recorded = recorded  # told after each decision: the publisher wakes up
         self._photos: OrderedDict[tuple[str, str | None], bytes | None] = OrderedDict()
         self._photos_lock = Lock()
+        self._warming = Lock()  # one warm-up at a time per process
 
     def now(self) -> str:
         return now_text(self.clock())
@@ -165,6 +187,15 @@ class Desk:
             raise DecisionConflict(f"taken by {holder.reviewer}")
         return holder
 
+    def renew(self, fine_id: str, claim_id: str, reviewer: str) -> None:
+        """The fine's page is still open: its claim lasts another lease; DecisionConflict
+        when it has ended (expired, released, decided, or taken over)."""
+        if not self.store.renew(fine_id, claim_id, reviewer, self.now(), self.claim_seconds):
+            raise DecisionConflict("your claim on this fine has ended: reload the page")
+
+    def release(self, fine_id: str, claim_id: str, reviewer: str) -> None:
+        self.store.release(fine_id, claim_id, reviewer, self.now())
+
     # -- one fine ----------------------------------------------------------------------
     def _record(self, fine_id: str) -> FineRecord:
         record = self.store.fine(fine_id, self.now()) if is_hex32(fine_id) else None
@@ -175,6 +206,29 @@ class Desk:
     def view(self, fine_id: str) -> FineView:
         record = self._record(fine_id)
         return FineView(record, self.photo(record.fine))
+
+    def warm_next(self, reviewer: str, filters: QueueFilter, current: str) -> None:
+        """While the officer looks at `current`, read the likely next fine's photo into the
+        cache in the background: the next page then waits for no bucket read."""
+        if self._warming.acquire(blocking=False):
+            Thread(target=self._warm, args=(reviewer, filters, current), daemon=True).start()
+
+    def _warm(self, reviewer: str, filters: QueueFilter, current: str) -> None:
+        try:
+            fine = self.store.likely_next(reviewer, filters, self.now(), current)
+            if fine is not None:
+                self.photo(fine)
+        except Exception:  # a warm-up only: the page reads the photo itself if need be
+            _log.debug("warming the next photo failed", exc_info=True)
+        finally:
+            self._warming.release()
+
+    def serve(self, view: FineView, reviewer: str) -> None:
+        """The fine's page goes to `reviewer`: when it holds the fine, its minimum look
+        starts now."""
+        holder = view.holder
+        if holder is not None and holder.reviewer == reviewer:
+            self.store.served(view.fine.fine_id, reviewer, self.now())
 
     def photo(self, fine: Fine) -> Photo:
         """The fine's photo, read from the bucket once per (fine, digest) and kept."""
@@ -221,12 +275,23 @@ class Desk:
                     return _same_or_conflict(earlier, rid)
                 review = self._checked(tx.record, reviewer, decision, outcome, rid, now)
                 # Usually in this process's cache (its page showed it): rarely a read under lock.
-                if review.decision in ISSUING_DECISIONS and not self.photo(seen).verified:
+                photo = self.photo(seen)
+                if review.decision in ISSUING_DECISIONS and not photo.verified:
                     raise InvalidDecision(NOT_OWN_PHOTO)
+                shown = seen.image_sha256 if photo.verified else None
+                if decision.photo_sha256 != (shown or ""):
+                    raise DecisionConflict(
+                        "the photo you decided on is not this fine's photo"
+                        + (f" (sha256 {shown[:12]}…)" if shown else " (it has none to show)")
+                        + ": look at the fine again"
+                    )
+                attempt = tx.record.attempt(decision.revision)
                 notice = None
                 if review.decision in ISSUING_DECISIONS:
                     notice = notice_record(tx.record.fine.record(), review.record())
-                tx.add(review, notice)
+                    if attempt:  # decided again after an undo: a notice id of its own
+                        notice = _renamed(notice, notice_id(seen.fine_id, seen.revision, attempt))
+                tx.add(review, notice, attempt, self.undo_seconds)
         except sa.exc.IntegrityError as error:
             # decisions_one_per_revision: another desk committed first (the row lock makes
             # this rare; the constraint makes it harmless).
@@ -239,6 +304,15 @@ class Desk:
             raise DecisionConflict("the decision could not be recorded: try again") from error
         self.recorded()
         return review
+
+    def undo(self, reviewer: str, review_id: str) -> str:
+        """Undo the officer's decision inside its window: nothing is issued and the fine is
+        theirs again (its id returned); UndoRefused says why not."""
+        return self.store.undo(review_id, reviewer, self.now(), self.claim_seconds)
+
+    def last_decision(self, reviewer: str, since_s: float) -> LastDecision | None:
+        since = now_text(self.clock() - timedelta(seconds=since_s))
+        return self.store.last_decision(reviewer, since)
 
     def _checked(
         self,
@@ -262,6 +336,13 @@ class Desk:
             raise DecisionConflict(f"your claim on this fine {who}")
         if holder.reviewer != reviewer:
             raise DecisionConflict(f"this fine is held by {holder.reviewer}")
+        served = parse_time(holder.served_at or holder.claimed_at)
+        looked_ms = (parse_time(now) - served).total_seconds() * 1000
+        if looked_ms < self.min_look_ms:
+            raise InvalidDecision(
+                f"too soon: decided {max(0, round(looked_ms))} ms after the fine was shown; "
+                f"look at the photo for at least {self.min_look_ms} ms"
+            )
         if (record.state == WITHDRAWN) != (outcome.decision == ACKNOWLEDGED):
             raise InvalidDecision(
                 "this fine was withdrawn after your decision: it can only be closed"
@@ -284,6 +365,14 @@ class Desk:
             opened_at=holder.claimed_at,
             decided_at=now,
         )
+
+
+def _renamed(notice: dict, new_id: str) -> dict:
+    """The notice under another id, its digest recomputed over it."""
+    renamed = {k: v for k, v in notice.items() if k != "record_sha256"}
+    renamed["notice_id"] = new_id
+    renamed["record_sha256"] = record_sha256(renamed)
+    return renamed
 
 
 def _outcome(fine: Fine, decision: Decision) -> Outcome:
@@ -321,4 +410,5 @@ __all__ = [
     "FineNotFound",
     "FineView",
     "InvalidDecision",
+    "UndoRefused",
 ]

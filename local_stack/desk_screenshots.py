@@ -81,6 +81,7 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
         page.keyboard.press("Enter")  # confirmed: the next fine is shown
         expect(page.locator("#fine")).not_to_have_attribute("data-fine-id", first or "")
         expect(ready).to_have_count(1)
+        expect(page.locator("#last-decision")).to_contain_text("Ctrl+Z to undo")
         snap("desk-after-decision")
 
         while page.locator("#decision").count():  # the rest: plate unreadable

@@ -7,15 +7,16 @@ from fastapi import APIRouter, Form, HTTPException, Path, Query, Request, Respon
 from fastapi.responses import RedirectResponse
 
 from desk.deps import CurrentSession, DeskDep, PostSession, State
-from desk.forms import FINE_ID_PATTERN, CsrfForm, DecisionForm, QueueParams
+from desk.forms import FINE_ID_PATTERN, ClaimForm, CsrfForm, DecisionForm, QueueParams
 from desk.security import Session
-from desk.store import Fine
+from desk.store import Fine, LastDecision
 from desk.workflow import (
     Decision,
     DecisionConflict,
     FineNotFound,
     FineView,
     InvalidDecision,
+    UndoRefused,
 )
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.plate_gates import character_gate
@@ -68,6 +69,9 @@ def render_fine(
 ) -> Response:
     fine = view.fine
     mine = view.holder is not None and view.holder.reviewer == session.reviewer
+    if mine:
+        state.desk.serve(view, session.reviewer)
+        state.desk.warm_next(session.reviewer, params.queue_filter(), fine.fine_id)
     return state.templates.TemplateResponse(
         request,
         "fine.html",
@@ -85,9 +89,16 @@ def render_fine(
             "reviewer": session.reviewer,
             "csrf": session.csrf,
             "error": error,
+            "last": last_decision(state, session),
+            "renew_ms": int(state.config.claim_seconds * 1000 / 3),
         },
         status_code=status,
     )
+
+
+def last_decision(state: State, session: Session) -> LastDecision | None:
+    """The banner's decision: the officer's latest this shift."""
+    return state.desk.last_decision(session.reviewer, state.config.shift_seconds)
 
 
 @router.get("/fines/{fine_id}")
@@ -118,6 +129,33 @@ def claim(
     return RedirectResponse(f"/fines/{fine_id}{form.query_string()}", status_code=303)
 
 
+@router.post("/fines/{fine_id}/claim/renew")
+def renew_claim(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[ClaimForm, Form()],
+    fine_id: str = FINE_ID,
+) -> Response:
+    """The page is still open: another lease (204), or 409 when the claim has ended."""
+    try:
+        desk.renew(fine_id, form.claim_id, session.reviewer)
+    except DecisionConflict as error:
+        raise HTTPException(409, str(error)) from error
+    return Response(status_code=204)
+
+
+@router.post("/fines/{fine_id}/claim/release")
+def release_claim(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[ClaimForm, Form()],
+    fine_id: str = FINE_ID,
+) -> Response:
+    """The page was left (navigator.sendBeacon on pagehide): the fine is free at once."""
+    desk.release(fine_id, form.claim_id, session.reviewer)
+    return Response(status_code=204)
+
+
 @router.post("/fines/{fine_id}/decision")
 def decide(
     request: Request,
@@ -127,7 +165,8 @@ def decide(
     form: Annotated[DecisionForm, Form()],
     fine_id: str = FINE_ID,
 ) -> Response:
-    decision = Decision(fine_id, form.revision, form.claim_id, form.action, form.plate, form.note)
+    decision = Decision(fine_id, form.revision, form.claim_id, form.action, form.plate,
+                        form.note, form.photo_sha256 or "")  # fmt: skip
     try:
         desk.decide(session.reviewer, decision)
     except FineNotFound as error:
@@ -140,3 +179,18 @@ def decide(
     next_id = desk.next_fine(session.reviewer, form.queue_filter())
     target = f"/fines/{next_id}" if next_id else "/queue"
     return RedirectResponse(target + form.query_string(), status_code=303)
+
+
+@router.post("/decisions/{review_id}/undo")
+def undo(
+    desk: DeskDep,
+    session: PostSession,
+    form: Annotated[CsrfForm, Form()],
+    review_id: str = Path(pattern=FINE_ID_PATTERN),
+) -> Response:
+    """Undo inside the window: nothing is issued, and the fine is the officer's again."""
+    try:
+        fine_id = desk.undo(session.reviewer, review_id)
+    except UndoRefused as error:
+        raise HTTPException(409, f"cannot undo: {error}") from error
+    return RedirectResponse(f"/fines/{fine_id}{form.query_string()}", status_code=303)

@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse
 
 from desk.deps import CurrentSession, DeskDep, PostSession, State
 from desk.forms import CsrfForm, QueueParams
+from desk.routes.fines import last_decision
 
 router = APIRouter()
 QUEUE_PAGE = 200
@@ -34,6 +35,7 @@ def queue_page(
             "params": params,
             "reviewer": session.reviewer,
             "csrf": session.csrf,
+            "last": last_decision(state, session),
         },
     )
 

@@ -10,7 +10,7 @@
 //   for min_look_ms (data-min-look-ms on the form); the form then carries shown_ms, how
 //   long it was on screen, and photo_sha256, the photo the officer saw.
 // One-key shortcuts can be turned off or remapped (WCAG 2.2, 2.1.4): the Keys panel in the
-// header, kept in localStorage.
+// header, kept in localStorage. Ctrl+Z undoes the last decision inside its undo window.
 (function () {
   "use strict";
   var REASONS = ["plate_unreadable", "wrong_vehicle", "implausible_measurement", "other"];
@@ -88,6 +88,18 @@
   panel();
   showKeys();
 
+  // Ctrl+Z (Cmd+Z) undoes the last decision while its window is open (the banner's Undo
+  // form). In a text field Ctrl+Z stays the field's own undo; a held key is one press.
+  var undo = document.getElementById("undo");
+  if (undo) {
+    document.addEventListener("keydown", function (e) {
+      if (!(e.ctrlKey || e.metaKey) || e.altKey || e.shiftKey || e.key.toLowerCase() !== "z") { return; }
+      if (e.repeat || inField(e.target)) { return; }
+      e.preventDefault();
+      undo.requestSubmit();
+    });
+  }
+
   // Says the keys are live (tests wait on it): on a fine, once its photo has been looked at.
   var ready = function () { document.documentElement.dataset.keys = "ready"; };
   var form = document.getElementById("decision");
@@ -118,6 +130,32 @@
     if (hint) { hint.dataset.fixed = "yes"; hint.textContent = text; }
   };
   var sent = false;
+
+  // The claim lasts while the page is open: renewed every third of its lease while the page
+  // is visible (a closed laptop stops renewing, and the short lease runs out), released
+  // when the page is left unless a decision was sent (it ends the claim itself).
+  var claimField = form.querySelector('input[name="claim_id"]');
+  var csrfField = form.querySelector('input[name="csrf"]');
+  var claimUrl = form.getAttribute("action").replace(/\/decision$/, "/claim/");
+  var claimBody = function () {
+    return new URLSearchParams({ csrf: csrfField.value, claim_id: claimField.value });
+  };
+  var renewMs = Number(form.dataset.renewMs || "20000");
+  var renewing = null;
+  var renew = function () {
+    if (sent || document.visibilityState !== "visible") { return; }
+    fetch(claimUrl + "renew", { method: "POST", body: claimBody(), credentials: "same-origin" })
+      .then(function (r) {
+        if (r.status === 409) { clearInterval(renewing); say("Your claim on this fine has ended: reload the page."); }
+      }, function () { /* offline: the next renewal tries again */ });
+  };
+  renew(); // at once: a reload's pagehide released the claim this page goes on with
+  renewing = setInterval(renew, renewMs);
+  window.addEventListener("pagehide", function () {
+    clearInterval(renewing);
+    if (!sent && navigator.sendBeacon) { navigator.sendBeacon(claimUrl + "release", claimBody()); }
+  });
+
   var shownAt = null; // performance.now() when the photo (or, without one, the page) was painted
   var looked = false; // on screen for minLook
   var photoShown = !photo; // without a photo nothing can be confirmed on the server anyway

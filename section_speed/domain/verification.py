@@ -146,8 +146,12 @@ def _hex32(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def notice_id(fine_id: str, revision: int) -> str:
-    """One notice per fine revision: a retried decision finds the notice it issued."""
+def notice_id(fine_id: str, revision: int, attempt: int = 0) -> str:
+    """One notice per fine revision: a retried decision finds the notice it issued. A
+    decision made again after an undo (the desk's undo window: its notice never went out)
+    is attempt 1, 2, ...: its notice gets an id of its own, so that only one is ever sent."""
+    if attempt:
+        return _hex32(f"{fine_id}:{revision}:{attempt}")
     return _hex32(f"{fine_id}:{revision}")
 
 

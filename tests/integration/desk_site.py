@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from desk import db
 from desk.app import create_app
+from desk.login_link import mint_for
 from desk.services import cloud_services
 from generator.car_images import render_car_photo
 from local_stack.browser import CHROMIUM, served
@@ -61,6 +62,10 @@ class DeskSite:
         finally:
             made.dispose()
 
+    def login_url(self) -> str:
+        """A login link of its own: each signs in once (docs/desk.md, Sessions)."""
+        return f"{self.base}/login?token={mint_for(self.database)}"
+
     def seed(self, radar: str, vehicles: list[str], photo: bool = True) -> list[dict[str, Any]]:
         """One fine per vehicle on section `radar`, a minute apart, oldest first."""
         store = EvidenceStore(BUCKET, self.stack.project_id)
@@ -93,6 +98,15 @@ class DeskSite:
         wait_until(ingested, timeout_s=60, what=f"{len(ids)} fines in the desk's queue")
         return rows
 
+    def claims(self, fines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Who holds these fines until when, and whether the lease is still running."""
+        ids = [fine["fine_id"] for fine in fines]
+        return self._rows(
+            "SELECT fine_id, reviewer, expires_at, expires_at > now() AS held FROM claims "
+            "WHERE fine_id = ANY(:ids) ORDER BY fine_id",
+            ids=ids,
+        )
+
     def reviews(self, fines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The decisions recorded on these fines, oldest first."""
         ids = [fine["fine_id"] for fine in fines]
@@ -103,8 +117,9 @@ class DeskSite:
 
 
 @contextmanager
-def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
-    """The desk on the local stack's emulators, its tables provisioned, on a free port."""
+def serve_desk(stack: LocalStack, dataset: str, claim_seconds: float = 300) -> Iterator[DeskSite]:
+    """The desk on the local stack's emulators, its tables provisioned, on a free port;
+    `claim_seconds` is its claims' lease."""
     if not os.access(CHROMIUM, os.X_OK):
         raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium (bootstrap.sh)")
     Warehouse(stack.project_id, dataset).ensure_tables(PROVISIONED_TABLES)
@@ -113,7 +128,7 @@ def serve_desk(stack: LocalStack, dataset: str) -> Iterator[DeskSite]:
     stack.create_topics([notices, fines], {f"{fines}-sub": fines})
     database = fresh_database()
     config = desk_config(stack, database.url, dataset, BUCKET, notices, f"{fines}-sub",
-                         claim_seconds=300, token=TOKEN)  # fmt: skip
+                         claim_seconds=claim_seconds, token=TOKEN)  # fmt: skip
     services = cloud_services(stack.project_id, dataset, BUCKET, notices)
     with served(create_app(config, services)) as base:
         yield DeskSite(base, stack, dataset, database, fines)
@@ -127,7 +142,7 @@ def sign_in(browser: Any, site: DeskSite, name: str, **options: Any) -> tuple[An
     context = browser.new_context(viewport={"width": 1366, "height": 900}, **options)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    page.goto(f"{site.base}/login?token={TOKEN}")
+    page.goto(site.login_url())
     page.locator("#name").fill(name)
     page.keyboard.press("Enter")
     expect(page.locator("#reviewer")).to_have_text(name)

@@ -182,9 +182,10 @@ def add_and_decide_one(store: StoreProbe):
     from desk.store import QueueFilter
     from desk.workflow import Decision, Desk
 
-    desk = Desk(store, MemoryPhotos(), BUCKET, clock=Clock())
+    desk = Desk(store, MemoryPhotos(), BUCKET, clock=Clock(), min_look_ms=0)
     store.fines.append(with_photo(fine_row(), desk.photos))
     fine_id = desk.next_fine("alice", QueueFilter())
     view = desk.view(fine_id)
-    decision = Decision(fine_id, 0, view.holder.claim_id, "plate", view.fine.license_plate or "")
+    decision = Decision(fine_id, 0, view.holder.claim_id, "plate", view.fine.license_plate or "",
+                        photo_sha256=view.fine.image_sha256 or "")  # fmt: skip
     return desk.decide("alice", decision)

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from desk.login_link import mint
 from desk.security import SESSION_COOKIE
 from local_stack.processes import wait_until
 from section_speed.domain.events import parse_rfc3339_ms
@@ -40,8 +41,10 @@ def desk():
         yield client, store, photos, publisher
 
 
-def signed_in(client: TestClient) -> TestClient:
-    response = client.get(f"/login?token={TOKEN}")
+def signed_in(client: TestClient, token: str | None = None) -> TestClient:
+    """Signed in with a login link of its own (each link signs in once)."""
+    token = token or mint(client.app.state.desk.desk.store, 3600)
+    response = client.get(f"/login?token={token}")
     assert response.status_code == 303 and response.headers["location"] == "/queue"
     return client
 
@@ -81,9 +84,9 @@ def test_a_tampered_or_foreign_cookie_is_refused(desk):
     payload, mac = value.split(".")
     client.cookies.set(SESSION_COOKIE, payload + "x." + mac)
     assert client.get("/queue").status_code == 401
-    other_app = make_app(store=desk[1], reviewer="mallory")[0]  # another desk's secret
+    other_app = make_app(store=desk[1], reviewer="mallory", token="other")[0]  # its secret
     with TestClient(other_app, follow_redirects=False) as other:
-        signed_in(other)
+        signed_in(other, "other")
         client.cookies.set(SESSION_COOKIE, other.cookies[SESSION_COOKIE])
     assert client.get("/queue").status_code == 401
 
@@ -125,7 +128,9 @@ def open_first(client, store, photos, fine: dict | None = None, **row) -> tuple[
     csrf = csrf_of(client.get("/queue").text)
     response = client.post("/next", data={"csrf": csrf})
     assert response.headers["location"] == f"/fines/{fine['fine_id']}"
-    return fine["fine_id"], client.get(response.headers["location"]).text
+    page = client.get(response.headers["location"]).text
+    client.app.state.desk.desk.clock.advance(1)  # the officer looks (the minimum look)
+    return fine["fine_id"], page
 
 
 def test_csrf_missing_or_wrong_is_403_and_records_nothing(desk):
@@ -137,6 +142,7 @@ def test_csrf_missing_or_wrong_is_403_and_records_nothing(desk):
         "claim_id": hidden(page, "claim_id"),
         "action": "plate",
         "plate": "ABC1234",
+        "photo_sha256": hidden(page, "photo_sha256"),
     }
     url = f"/fines/{fine_id}/decision"
     assert client.post(url, data=form).status_code == 403
@@ -281,6 +287,7 @@ def test_a_photo_other_than_the_one_the_record_names_is_never_shown(desk):
     claim = client.post(f"/fines/{fine['fine_id']}/claim", data={"csrf": csrf_of(page)})
     assert claim.status_code == 303
     page = client.get(f"/fines/{fine['fine_id']}").text
+    client.app.state.desk.desk.clock.advance(1)  # looked long enough: only the photo is wrong
     form = {
         "csrf": csrf_of(page),
         "revision": "0",
@@ -368,13 +375,14 @@ def test_two_identical_posts_record_once_and_a_different_one_is_409_with_what_wa
         "claim_id": hidden(page, "claim_id"),
         "action": "plate",
         "plate": "ABC1234",
+        "photo_sha256": hidden(page, "photo_sha256"),
     }
     url = f"/fines/{fine_id}/decision"
     first, again = client.post(url, data=form), client.post(url, data=form)
     assert first.status_code == again.status_code == 303
     conflict = client.post(url, data={**form, "action": "wrong_vehicle"})
     assert conflict.status_code == 409
-    assert "already confirmed as ABC1234 by alice at 2026-11-18T09:00:00.000Z" in conflict.text
+    assert "already confirmed as ABC1234 by alice at 2026-11-18T09:00:01.000Z" in conflict.text
     wait_until(lambda: publisher.published, timeout_s=10, what="the notice on the topic")
     assert len(store.reviews_) == 1 and len(store.notices) == 1
     assert [kind for kind, _ in store_outbox(store)] == ["review", "notice"]

@@ -26,7 +26,9 @@ from tests.unit.desk_fakes import (
 
 @pytest.fixture
 def desk():
-    made = Desk(new_store(), MemoryPhotos(), BUCKET, claim_seconds=300, clock=Clock())
+    # The minimum look has its own tests (test_desk_decisions.py): here a frozen clock.
+    made = Desk(new_store(), MemoryPhotos(), BUCKET, claim_seconds=300, clock=Clock(),
+                min_look_ms=0)  # fmt: skip
     yield made
     made.store.engine.dispose()
 
@@ -41,7 +43,9 @@ def add(desk: Desk, **row) -> dict:
 def decide_next(desk: Desk, reviewer: str, action: str, plate: str = "", note: str = ""):
     fine_id = desk.next_fine(reviewer, QueueFilter())
     view = desk.view(fine_id)
-    decision = Decision(fine_id, view.fine.revision, view.holder.claim_id, action, plate, note)
+    seen = view.fine.image_sha256 if view.photo.verified else ""
+    decision = Decision(fine_id, view.fine.revision, view.holder.claim_id, action, plate, note,
+                        seen or "")  # fmt: skip
     return decision, desk.decide(reviewer, decision)
 
 
@@ -127,8 +131,9 @@ def test_a_confirm_racing_a_reject_records_one_and_refuses_the_other(desk):
     fine = add(desk)
     fine_id = desk.next_fine("alice", QueueFilter())
     claim_id = desk.view(fine_id).holder.claim_id
-    decisions = [Decision(fine_id, 0, claim_id, "plate", fine["license_plate"]),
-                 Decision(fine_id, 0, claim_id, "wrong_vehicle")] * 4  # fmt: skip
+    seen = fine["image_sha256"]
+    decisions = [Decision(fine_id, 0, claim_id, "plate", fine["license_plate"], "", seen),
+                 Decision(fine_id, 0, claim_id, "wrong_vehicle", "", "", seen)] * 4  # fmt: skip
     results: list[object] = []
     barrier = threading.Barrier(len(decisions))
 

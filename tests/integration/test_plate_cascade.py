@@ -84,7 +84,8 @@ def test_a_vision_outage_is_an_outage_of_the_cascade_not_a_failed_photo():
         down.fail(1000)  # every call fails: UNAVAILABLE
         reader = open_plate_reader(CASCADE_READER, GATE, endpoint=down.endpoint, retry=quick)
         try:
-            with pytest.raises(PlateReaderUnavailable, match="ServiceUnavailable"):
+            # UNAVAILABLE after its retries, or 429 from the client-side throttler: an outage.
+            with pytest.raises(PlateReaderUnavailable):
                 reader.read([render_car_photo(VEHICLES[0]), SURE])
             (car,) = reader.read([render_car_photo(VEHICLES[0])])  # Vision not needed
         finally:

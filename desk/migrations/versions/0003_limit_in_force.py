@@ -2,14 +2,14 @@
 the rules' version (docs/enforcement.md, The limit in force), shown at the desk and carried
 by the notice.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -65,6 +65,8 @@ class ClaimForm(BaseModel):
     model_config = ConfigDict(extra="ignore")
     csrf: Annotated[str, Field(max_length=128)] = ""
     claim_id: Annotated[str, Field(pattern=FINE_ID_PATTERN)]
+    # When the page that sends it was served (release): a page served later keeps the claim.
+    served_at: Annotated[str, Field(max_length=40)] = ""
 
 
 class LoginForm(BaseModel):

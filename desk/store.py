@@ -685,16 +685,22 @@ class DeskStore:
             ).first()  # fmt: skip
         return row is not None
 
-    def release(self, fine_id: str, claim_id: str, reviewer: str, now: str) -> None:
-        """End the officer's claim now (the page was left): the fine is free at once."""
+    def release(
+        self, fine_id: str, claim_id: str, reviewer: str, now: str, served_at: str | None = None
+    ) -> None:
+        """End the officer's claim now (the page was left): the fine is free at once,
+        unless its page was served again after `served_at` (the leaving page's)."""
+        page = parse_time(served_at) if served_at else None
         with self.engine.begin() as connection:
             connection.execute(
                 sa.text(
                     "UPDATE claims SET expires_at = :now WHERE fine_id = :fine_id "
-                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now"
+                    "AND claim_id = :claim_id AND reviewer = :reviewer AND expires_at > :now "
+                    "AND (CAST(:page AS timestamptz) IS NULL OR served_at IS NULL "
+                    "OR served_at <= CAST(:page AS timestamptz))"
                 ),
                 {"fine_id": fine_id, "claim_id": claim_id, "reviewer": reviewer,
-                 "now": parse_time(now)},
+                 "now": parse_time(now), "page": page},
             )  # fmt: skip
 
     def served(self, fine_id: str, reviewer: str, now: str) -> None:

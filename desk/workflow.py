@@ -193,8 +193,13 @@ class Desk:
         if not self.store.renew(fine_id, claim_id, reviewer, self.now(), self.claim_seconds):
             raise DecisionConflict("your claim on this fine has ended: reload the page")
 
-    def release(self, fine_id: str, claim_id: str, reviewer: str) -> None:
-        self.store.release(fine_id, claim_id, reviewer, self.now())
+    def release(
+        self, fine_id: str, claim_id: str, reviewer: str, served_at: str | None = None
+    ) -> None:
+        """The page served at `served_at` was left. A reload's release can reach the desk
+        after the new page was served and renewed the claim: a page served later than the
+        one leaving keeps the claim."""
+        self.store.release(fine_id, claim_id, reviewer, self.now(), served_at)
 
     # -- one fine ----------------------------------------------------------------------
     def _record(self, fine_id: str) -> FineRecord:
@@ -223,12 +228,15 @@ class Desk:
         finally:
             self._warming.release()
 
-    def serve(self, view: FineView, reviewer: str) -> None:
+    def serve(self, view: FineView, reviewer: str) -> str | None:
         """The fine's page goes to `reviewer`: when it holds the fine, its minimum look
-        starts now."""
+        starts now. Returns that moment (the page's own: a release it sends names it)."""
         holder = view.holder
-        if holder is not None and holder.reviewer == reviewer:
-            self.store.served(view.fine.fine_id, reviewer, self.now())
+        if holder is None or holder.reviewer != reviewer:
+            return None
+        now = self.now()
+        self.store.served(view.fine.fine_id, reviewer, now)
+        return now
 
     def photo(self, fine: Fine) -> Photo:
         """The fine's photo, read from the bucket once per (fine, digest) and kept."""

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from desk.deps import CurrentSession, DeskDep, PostSession, State
 from desk.forms import FINE_ID_PATTERN, ClaimForm, CsrfForm, DecisionForm, QueueParams
 from desk.security import Session
-from desk.store import Fine, LastDecision
+from desk.store import Fine, LastDecision, parse_time, text_time
 from desk.workflow import (
     Decision,
     DecisionConflict,
@@ -69,8 +69,9 @@ def render_fine(
 ) -> Response:
     fine = view.fine
     mine = view.holder is not None and view.holder.reviewer == session.reviewer
+    served_at = None
     if mine:
-        state.desk.serve(view, session.reviewer)
+        served_at = state.desk.serve(view, session.reviewer)
         state.desk.warm_next(session.reviewer, params.queue_filter(), fine.fine_id)
     return state.templates.TemplateResponse(
         request,
@@ -78,6 +79,7 @@ def render_fine(
         {
             "view": view,
             "fine": fine,
+            "served_at": served_at or "",
             "mine": mine,
             "has_photo": view.photo.verified,
             "photo_mismatch": view.photo.mismatch,
@@ -152,7 +154,13 @@ def release_claim(
     fine_id: str = FINE_ID,
 ) -> Response:
     """The page was left (navigator.sendBeacon on pagehide): the fine is free at once."""
-    desk.release(fine_id, form.claim_id, session.reviewer)
+    served_at = None
+    if form.served_at:
+        try:
+            served_at = text_time(parse_time(form.served_at))
+        except ValueError as error:
+            raise HTTPException(422, "served_at is no time") from error
+    desk.release(fine_id, form.claim_id, session.reviewer, served_at)
     return Response(status_code=204)
 
 

@@ -137,8 +137,13 @@
   var claimField = form.querySelector('input[name="claim_id"]');
   var csrfField = form.querySelector('input[name="csrf"]');
   var claimUrl = form.getAttribute("action").replace(/\/decision$/, "/claim/");
+  var servedField = form.querySelector('input[name="served_at"]');
   var claimBody = function () {
-    return new URLSearchParams({ csrf: csrfField.value, claim_id: claimField.value });
+    return new URLSearchParams({
+      csrf: csrfField.value,
+      claim_id: claimField.value,
+      served_at: servedField ? servedField.value : ""
+    });
   };
   var renewMs = Number(form.dataset.renewMs || "20000");
   var renewing = null;

@@ -64,3 +64,33 @@ def test_leaving_the_page_releases_the_claim_at_once():
         assert next_of(bob) == "/queue"
         assert alice.post(release, data=body).status_code == 204
         assert next_of(bob) == f"/fines/{fine['fine_id']}"  # at once, no clock advanced
+
+
+def test_a_reloads_late_release_does_not_free_the_page_served_after_it():
+    """On a reload the old page's release (a beacon on pagehide) may reach the desk after
+    the new page was served and renewed: it names the page it leaves, so the claim stays."""
+    app, other, store, photos, clock = two_officers()
+    fine = with_photo(fine_row(), photos)
+    store.fines.append(fine)
+    with (
+        TestClient(app, follow_redirects=False) as alice,
+        TestClient(other, follow_redirects=False) as bob,
+    ):
+        signed_in(alice, "a")
+        signed_in(bob, "b")
+        url = next_of(alice)
+        old = alice.get(url).text
+        old_body = {"csrf": csrf_of(old), "claim_id": hidden(old, "claim_id"),
+                    "served_at": hidden(old, "served_at")}  # fmt: skip
+        assert old_body["served_at"]
+        clock.advance(1)
+        new = alice.get(url).text  # the reloaded page
+        assert hidden(new, "served_at") > old_body["served_at"]
+        release = f"/fines/{fine['fine_id']}/claim/release"
+        assert alice.post(release, data=old_body).status_code == 204  # the late beacon
+        assert next_of(bob) == "/queue"  # still alice's
+        new_body = {**old_body, "served_at": hidden(new, "served_at")}
+        assert alice.post(release, data=new_body).status_code == 204  # leaving for real
+        assert next_of(bob) == f"/fines/{fine['fine_id']}"
+        bad = alice.post(release, data={**new_body, "served_at": "not a time"})
+        assert bad.status_code == 422

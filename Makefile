@@ -24,7 +24,7 @@ desk: venv
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests/unit -n 2  # pure and in-process: one worker per core
-	$(PY) -m pytest tests/integration -n 2 --dist loadgroup  # streaming pipelines one at a time, services beside them (tests/integration/conftest.py)
+	$(PY) -m pytest tests/integration  # emulators and timed traffic: one at a time
 
 ## Benchmarks: each prints its figures (none is a timed test).
 bench: venv

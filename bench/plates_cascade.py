@@ -1,13 +1,16 @@
 """The plate cascade on real, labelled photos: Cloud Vision calls saved, and what it costs.
 
     .venv/bin/python bench/plates_cascade.py FOLDER [--gate 0.8] [--limit N] [--show]
+        [--published-labels]
 
 FOLDER holds labelled photos as `bench/plates_real.py` reads them (openalpr/benchmarks'
-`endtoend/us`: 222 US photos, docs/plates.md says how to get them; never committed). In
-one run, side by side, on the same photos:
+`endtoend/us`: 222 US photos, docs/plates.md says how to get them; never committed), scored
+against the true plates: the labels, but for those the photos contradict
+(`label_corrections.csv`, applied and printed unless `--published-labels`). In one run, side
+by side, on the same photos:
 
 - **Cloud Vision alone**: the pipeline's `CloudVisionPlateReader` against the local fake
-  Vision server (tests/fake_vision.py) on loopback, answering each photo's *labelled* plate
+  Vision server (tests/fake_vision.py) on loopback, answering each photo's *true* plate
   as one line of text, every character at 0.99: a perfect-oracle Cloud Vision. Its
   readings still go through the gates, so a labelled plate the gates do not take (all
   digits, all letters, a look-alike one swap from a known format) is no plate here either.
@@ -43,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2
 import numpy as np
-from plates_real import load_labels
+from plates_real import labels_for_run
 
 from section_speed.clients.cloud_vision import CloudVisionPlateReader
 from section_speed.clients.embedded_ocr import EmbeddedPlateReader
@@ -148,6 +151,9 @@ def main() -> None:
     parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
     parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
     parser.add_argument("--show", action="store_true", help="print every photo's outcome")
+    parser.add_argument(
+        "--published-labels", action="store_true", help="score against the set's own labels"
+    )
     args = parser.parse_args()
     if args.folder is None:  # `make bench` runs every script bare: the photos are not ours
         print(
@@ -155,7 +161,7 @@ def main() -> None:
             "how to get openalpr/benchmarks and run this on endtoend/us)"
         )
         return
-    labels = load_labels(args.folder)
+    labels = labels_for_run(args.folder, args.published_labels)
     if args.limit:
         labels = dict(list(labels.items())[: args.limit])
     if not labels:

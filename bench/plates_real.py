@@ -1,7 +1,7 @@
 """Embedded plate reader on real, labelled photos: plates read, wrong plates, time per photo.
 
     .venv/bin/python bench/plates_real.py FOLDER [--gate 0.8] [--limit N] [--show]
-        [--plate-detector MODEL.onnx]
+        [--plate-detector MODEL.onnx] [--published-labels]
 
 FOLDER holds photos with their true plates, either as openalpr/benchmarks does (`NAME.jpg`
 beside `NAME.txt`, a line `NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE`) or in a
@@ -11,7 +11,9 @@ beside `NAME.txt`, a line `NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE`) or in a
     .venv/bin/python bench/plates_real.py /tmp/openalpr/endtoend/us      # then eu, br
 
 (outside this repository: the photos are never committed; offline, clone a local mirror
-of that repository the same way, docs/plates.md). Each photo's bytes go through the reader as
+of that repository the same way, docs/plates.md). The labels the photos contradict are
+corrected from `label_corrections.csv`, each printed as it is applied (`--published-labels`
+scores against the set's own). Each photo's bytes go through the reader as
 the pipeline's do (decode, detect, read), on one thread: onnxruntime's and OpenCV's pools
 are held to one core. A plate counts as read when it equals the label exactly; a wrong
 plate is any accepted plate that does not; the candidates count when the label is the
@@ -46,6 +48,9 @@ from section_speed.clients.embedded_ocr_plates import PlateDetector
 from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Labels of the public sets that the photos contradict, each looked at and its evidence
+# written beside it (docs/plates.md, Labels corrected). Applied unless --published-labels.
+CORRECTIONS_FILE = Path(__file__).with_name("label_corrections.csv")
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
@@ -106,6 +111,66 @@ def load_labels(folder: Path) -> dict[Path, str]:
             if len(fields) >= 6 and fields[0].lower().endswith(PHOTO_SUFFIXES):
                 labels.setdefault(folder / fields[0], _clean(fields[5]))
     return {path: plate for path, plate in sorted(labels.items()) if path.is_file() and plate}
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    file: str
+    published_label: str
+    plate: str
+    evidence: str
+
+
+def load_corrections(folder: Path, path: Path = CORRECTIONS_FILE) -> dict[str, Correction]:
+    """File name -> correction, for the set `folder` is (its last part: `us`, `eu`, `br`)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        row["file"]: Correction(row["file"], row["published_label"], row["plate"], row["evidence"])
+        for row in rows
+        if row["set"] == folder.name
+    }
+
+
+def corrected(
+    labels: dict[Path, str], corrections: dict[str, Correction]
+) -> tuple[dict[Path, str], list[Correction]]:
+    """`labels` with the corrections applied, and those applied.
+
+    A correction applies only where the published label is still the one it corrects: a
+    set whose label was fixed, or changed, upstream is taken as it now is, and said.
+    """
+    fixed = dict(labels)
+    applied = []
+    for path, label in labels.items():
+        correction = corrections.get(path.name)
+        if correction is None:
+            continue
+        if label == correction.published_label:
+            fixed[path] = correction.plate
+            applied.append(correction)
+        else:
+            print(
+                f"label correction for {path.name} not applied: it corrects "
+                f"{correction.published_label}, the set now says {label}"
+            )
+    return fixed, applied
+
+
+def labels_for_run(folder: Path, published: bool) -> dict[Path, str]:
+    """The labels a benchmark scores against: corrected unless `published`, which is said."""
+    labels = load_labels(folder)
+    if published:
+        print("labels: as published (no correction applied)")
+        return labels
+    labels, applied = corrected(labels, load_corrections(folder))
+    print(
+        f"labels: {len(applied)} corrected ({CORRECTIONS_FILE.name}; --published-labels "
+        "scores against the set's own)"
+    )
+    for correction in applied:
+        print(f"  {correction.file}: {correction.published_label} -> {correction.plate}")
+    return labels
 
 
 def _clean(plate: str) -> str:
@@ -234,6 +299,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
     parser.add_argument("--show", action="store_true", help="print every photo's outcome")
     parser.add_argument(
+        "--published-labels", action="store_true", help="score against the set's own labels"
+    )
+    parser.add_argument(
         "--plate-detector",
         type=Path,
         help="a one-class YOLOv8 plate detector (ONNX) to run before the recogniser",
@@ -245,7 +313,7 @@ def main() -> None:
             "how to get openalpr/benchmarks and run this on endtoend/us)"
         )
         return
-    labels = load_labels(args.folder)
+    labels = labels_for_run(args.folder, args.published_labels)
     if args.limit:
         labels = dict(list(labels.items())[: args.limit])
     if not labels:

@@ -27,6 +27,8 @@ from section_speed.domain.plate_reading import (
 )
 from tests.fake_vision import FakeVision
 
+pytestmark = pytest.mark.integration
+
 GATE = 0.8
 VEHICLES = ("veh-cascade-1", "veh-cascade-2")
 

@@ -10,6 +10,8 @@ from pipeline.startup_checks import (
     require_valid_configuration,
 )
 
+pytestmark = pytest.mark.integration
+
 TOPIC, SUBSCRIPTION, DEAD = "sc-events", "sc-events-sub", "sc-dead"
 OUTPUT, BUCKET = "sc-fines", "sc-evidence"
 

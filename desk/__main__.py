@@ -2,6 +2,7 @@
 
     python -m desk --project P --bucket B --notices_topic T \\
         (--database_url URL | --cloudsql_instance P:R:I --database_user USER) \\
+        [--migrations apply|check] \\
         [--fines_subscription S] [--bq_dataset D] [--host 127.0.0.1] [--port 8080] \\
         [--auth token|iap] [--iap_audience AUD] [--push_audience AUD \\
          --push_service_account SA] [--claim_seconds 60] [--reviewer NAME] \\
@@ -18,7 +19,7 @@ import sys
 
 import uvicorn
 
-from desk import db
+from desk import db, migrate
 from desk.app import DeskConfig, create_app
 from desk.security import SESSION_MAX_AGE_S
 from desk.services import cloud_services
@@ -34,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bucket", required=True, help="The evidence bucket (photos).")
     parser.add_argument("--notices_topic", required=True, help="Pub/Sub topic for notices.")
     db.add_arguments(parser)
+    parser.add_argument(
+        "--migrations",
+        choices=("apply", "check"),
+        default="apply",
+        help="apply: bring the database to the latest schema at start (local); check: "
+        "refuse to start unless it is there already (Cloud Run: the schema's owner migrates "
+        "in the deploy's job, the desk's own login may not).",
+    )
     parser.add_argument(
         "--bq_dataset",
         default="",
@@ -102,6 +111,7 @@ def config_from(args: argparse.Namespace) -> DeskConfig:
         bucket=args.bucket,
         notices_topic=args.notices_topic,
         database=db.config_from(args),
+        migrations=args.migrations,
         bq_dataset=args.bq_dataset,
         auth=args.auth,
         claim_seconds=args.claim_seconds,
@@ -128,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     problem = config.database.check()
     if problem:
         parser.error(problem)
+    if config.migrations == "check":
+        # Refused here in one line of the service's log, not in a traceback of the server's
+        # start (the app's lifespan checks again: tests and the demo start it directly).
+        try:
+            migrate.at_start(config.database, "check")
+        except migrate.NotMigrated as refused:
+            print(f"desk: {refused}", file=sys.stderr, flush=True)
+            return 1
     services = cloud_services(args.project, args.bq_dataset, args.bucket, args.notices_topic)
     app = create_app(config, services)
     if config.auth == "token":

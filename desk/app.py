@@ -2,9 +2,9 @@
 
 `create_app(config, services)` builds it; the routes live in `desk/routes/`, one module per
 concern. Its lifespan starts what the desk runs on and stops it again: the schema brought
-to the latest version, the database pool, the clients (`services`: the command line passes
-the cloud clients, tests the emulators'), the outbox publisher and, when configured, the
-fines subscriber.
+to the latest version (or, `--migrations check`, found there), the database pool, the
+clients (`services`: the command line passes the cloud clients, tests the emulators'), the
+outbox publisher and, when configured, the fines subscriber.
 """
 
 import logging
@@ -85,12 +85,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if config.migrate:
-            login = db.engine(config.database, role=None)
-            try:
-                migrate.upgrade(login)
-            finally:
-                login.dispose()
+        migrate.at_start(config.database, config.migrations)  # NotMigrated: no start
         engine = db.engine(config.database)
         store = DeskStore(engine)
         notices = services.notices()

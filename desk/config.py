@@ -31,7 +31,9 @@ class DeskConfig:
     fines_subscription: str = ""  # a pull subscription on the fines topic (local ingest)
     push_audience: str = ""  # POST /push/fines: the push token's audience ...
     push_service_account: str = ""  # ... and the service account it must name
-    migrate: bool = True  # bring the schema to the latest version at start
+    # apply: bring the schema to the latest version at start; check: refuse to start
+    # unless it is there (the login may not migrate: docs/desk.md, Deploy on Google Cloud)
+    migrations: Literal["apply", "check"] = "apply"
     # The login token (token mode) and the key that signs sessions; random per start
     # unless given (several instances behind IAP must share the secret: DESK_SECRET).
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))

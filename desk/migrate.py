@@ -3,9 +3,13 @@
     python -m desk.migrate --database_url postgresql+pg8000://desk@127.0.0.1:PORT/desk
     python -m desk.migrate --cloudsql_instance P:R:I --database_user USER [--database_name desk]
 
-The desk runs the same at start (`upgrade`), so a new version migrates before it serves.
-Migrations live in desk/migrations/versions/, one file per version, never edited once
-released. Concurrent starts are serialised by an advisory lock.
+The desk runs the same at start (`upgrade`, `--migrations apply`, the default), so a new
+version migrates before it serves; concurrent starts are serialised by an advisory lock. On
+Google Cloud the schema's owner is a login of its own, which runs this as a Cloud Run job
+before the desk is deployed, and the desk only checks (`check`, `--migrations check`): its
+own login owns nothing, so it cannot rewrite decisions (docs/desk.md, Deploy on Google
+Cloud). Migrations live in desk/migrations/versions/, one file per version, never edited
+once released.
 """
 
 import argparse
@@ -24,6 +28,15 @@ from desk import db
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_KEY = 0x6465736B  # "desk": one migration at a time per database
+# What applies the migrations where the desk may not (scripts/desk_deploy.sh makes the job).
+HOW_TO_MIGRATE = (
+    "python -m desk.migrate as the schema's owner; on Google Cloud the deploy's job: "
+    "gcloud run jobs execute section-speed-desk-migrate --region REGION --wait"
+)
+
+
+class NotMigrated(RuntimeError):
+    """The database is not at the migrations' head and the desk may not migrate it."""
 
 
 def _config(connection: sa.Connection) -> Config:
@@ -60,6 +73,30 @@ def upgrade(engine: sa.Engine, target: str = "head") -> str | None:
             connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             connection.commit()
     return current(engine)
+
+
+def check(engine: sa.Engine) -> str:
+    """The head, if the database is at it; else NotMigrated naming what was found, what
+    is expected and how to apply the migrations (a database ahead of this code, after a
+    rollback of the image, is refused too: its schema is not the one this code knows)."""
+    found, expected = current(engine), head()
+    if found != expected:
+        raise NotMigrated(
+            f"the desk's database is at revision {found or 'none (never migrated)'}, this "
+            f"desk needs revision {expected} (the head of desk/migrations); apply the "
+            f"migrations first: {HOW_TO_MIGRATE} (docs/desk.md, Deploy on Google Cloud)"
+        )
+    return expected
+
+
+def at_start(database: db.DatabaseConfig, migrations: str) -> str | None:
+    """What the desk does before it serves: `apply` the migrations or `check` that they
+    were applied (NotMigrated if not); returns the version now current."""
+    login = db.engine(database, role=None)
+    try:
+        return upgrade(login) if migrations == "apply" else check(login)
+    finally:
+        login.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,12 +16,18 @@
 #   its instance only, Storage Object Viewer on the evidence bucket, Pub/Sub Publisher on
 #   the notices topic, Secret Manager Secret Accessor on the session key; the grants of
 #   earlier deploys it no longer needs are removed;
+# - the migration's service account, which owns the desk's schema: Cloud SQL Client and
+#   Instance User on the desk's instance only, nothing else;
 # - the Cloud SQL for PostgreSQL instance (Enterprise edition, shared-core db-f1-micro, IAM
 #   database authentication on, connections only through Cloud SQL connectors), its
-#   database and the desk's IAM database user, which may create its schema (no password
-#   anywhere: the grant runs as an import);
+#   database and two IAM database users: the migration's, which may create the schema, and
+#   the desk's, which may only connect and act as desk_app (no UPDATE or DELETE on the
+#   record) and owns nothing; what earlier deploys granted the desk's user, and the tables
+#   it owned, are taken back (no password anywhere: the grants run as an import);
 # - the desk's own build service account (logs, push to the desk's repository, read its
 #   staged source) and the image, built by Cloud Build from desk/Dockerfile;
+# - the migration job (the same image, `python -m desk.migrate` as the migration's
+#   account), run to its end before the services deploy;
 # - the service with IAP on, CPU always allocated (the outbox publisher runs between
 #   requests) and at most MAX_INSTANCES instances; IAP's service agent may invoke it and
 #   each OFFICER is an IAP-secured Web App User;
@@ -70,6 +76,9 @@ BUILD_SA_NAME=section-speed-desk-build
 BUILD_SA=$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com
 PUSH_SA_NAME=section-speed-desk-push
 PUSH_SA=$PUSH_SA_NAME@$PROJECT.iam.gserviceaccount.com
+MIGRATE_SA_NAME=section-speed-desk-migrate
+MIGRATE_SA=$MIGRATE_SA_NAME@$PROJECT.iam.gserviceaccount.com
+MIGRATE_JOB=$SERVICE-migrate
 # What the desk calls on its BigQuery tables: the client's insert (tables.get for the
 # schema) and tabledata.insertAll (tables.updateData). It reads none of them any more.
 DESK_ROLE_ID=sectionSpeedDeskTables
@@ -84,6 +93,7 @@ SQL_TIER=db-f1-micro
 SQL_VERSION=POSTGRES_15
 DATABASE=desk
 DB_USER=${SA%.gserviceaccount.com}  # an IAM service account's PostgreSQL name
+MIGRATE_DB_USER=${MIGRATE_SA%.gserviceaccount.com}
 CONNECTION=$PROJECT:$REGION:$SQL_INSTANCE
 SQL_RESOURCE=projects/$PROJECT/instances/$SQL_INSTANCE
 DEPLOY_BUCKET=gs://$PROJECT-section-speed-desk-deploy  # staged source, the grant file
@@ -165,6 +175,16 @@ for role in roles/cloudsql.client roles/cloudsql.instanceUser; do
     --role "$role" --condition "$SQL_CONDITION"
 done
 
+step "The migration's service account: it owns the schema; Cloud SQL on the instance only"
+if ! exists gcloud iam service-accounts describe "$MIGRATE_SA" --project "$PROJECT"; then
+  run gcloud iam service-accounts create "$MIGRATE_SA_NAME" --project "$PROJECT" \
+    --display-name "Section-speed desk schema migrations"
+fi
+for role in roles/cloudsql.client roles/cloudsql.instanceUser; do
+  retrying gcloud projects add-iam-policy-binding "$PROJECT" \
+    --member "serviceAccount:$MIGRATE_SA" --role "$role" --condition "$SQL_CONDITION"
+done
+
 step "The notices topic; the desk may publish to it"
 if ! exists gcloud pubsub topics describe "$NOTICES_TOPIC" --project "$PROJECT"; then
   run gcloud pubsub topics create "$NOTICES_TOPIC" --project "$PROJECT"
@@ -185,7 +205,7 @@ fi
 retrying gcloud secrets add-iam-policy-binding "$SECRET" --project "$PROJECT" \
   --member "serviceAccount:$SA" --role roles/secretmanager.secretAccessor
 
-step "The database: Cloud SQL for PostgreSQL, IAM login only, the desk's IAM user"
+step "The database: Cloud SQL for PostgreSQL, IAM login only, the migration's and desk's users"
 if ! exists gcloud sql instances describe "$SQL_INSTANCE" --project "$PROJECT"; then
   run gcloud sql instances create "$SQL_INSTANCE" --project "$PROJECT" --region "$REGION" \
     --database-version "$SQL_VERSION" --edition enterprise --tier "$SQL_TIER" \
@@ -198,16 +218,24 @@ if ! exists gcloud sql databases describe "$DATABASE" --instance "$SQL_INSTANCE"
   --project "$PROJECT"; then
   run gcloud sql databases create "$DATABASE" --instance "$SQL_INSTANCE" --project "$PROJECT"
 fi
-if ! exists gcloud sql users describe "$DB_USER" --instance "$SQL_INSTANCE" \
-  --project "$PROJECT"; then
-  run gcloud sql users create "$DB_USER" --instance "$SQL_INSTANCE" --project "$PROJECT" \
-    --type cloud_iam_service_account
-fi
-# A new IAM user may not create tables; the desk applies its migrations at start, so it
-# needs CREATE on its database and schema. The role the desk's code runs as (desk_app, no
-# UPDATE or DELETE on decisions and notices) is made here, granted with ADMIN OPTION so
-# the migration can grant its rights, and the IAM user gets no CREATEROLE. Cloud SQL runs
-# this as postgres during an import (no password is set or sent); each line is idempotent.
+for user in "$MIGRATE_DB_USER" "$DB_USER"; do
+  if ! exists gcloud sql users describe "$user" --instance "$SQL_INSTANCE" \
+    --project "$PROJECT"; then
+    run gcloud sql users create "$user" --instance "$SQL_INSTANCE" --project "$PROJECT" \
+      --type cloud_iam_service_account
+  fi
+done
+# Two logins, so that the one the desk runs as cannot rewrite the record. The migration's
+# user creates and so owns the schema: CREATE on the database and schema public, and the
+# role the desk's code runs as (desk_app, made here) with ADMIN OPTION so the migration can
+# grant that role its rights; no CREATEROLE. The desk's user may connect and act as
+# desk_app (no UPDATE or DELETE on decisions, notices and recalls), nothing more: an owner
+# could RESET ROLE and rewrite them. Earlier deploys let the desk's user migrate, so it
+# may own the tables and hold CREATE and ADMIN OPTION: REASSIGN OWNED hands its objects to
+# the migration's user (it needs membership in both roles, which postgres, not a superuser
+# on Cloud SQL but CREATEROLE, grants itself for the statement) and the REVOKEs take the
+# rest back. Cloud SQL runs this as postgres during an import (no password is set or
+# sent); each statement is idempotent.
 if ! exists gcloud storage buckets describe "$DEPLOY_BUCKET" --project "$PROJECT"; then
   run gcloud storage buckets create "$DEPLOY_BUCKET" --project "$PROJECT" \
     --location "$REGION" --uniform-bucket-level-access --public-access-prevention
@@ -216,12 +244,22 @@ capture SQL_AGENT gcloud sql instances describe "$SQL_INSTANCE" --project "$PROJ
   --format 'value(serviceAccountEmailAddress)'
 retrying gcloud storage buckets add-iam-policy-binding "$DEPLOY_BUCKET" \
   --member "serviceAccount:$SQL_AGENT" --role roles/storage.objectViewer
-GRANTS="GRANT CONNECT, CREATE ON DATABASE $DATABASE TO \"$DB_USER\";"
-GRANTS+=" GRANT USAGE, CREATE ON SCHEMA public TO \"$DB_USER\";"
+MIGRATOR="\"$MIGRATE_DB_USER\"" RUNTIME="\"$DB_USER\""  # quoted SQL names
+GRANTS="GRANT CONNECT, CREATE ON DATABASE $DATABASE TO $MIGRATOR;"
+GRANTS+=" GRANT USAGE, CREATE ON SCHEMA public TO $MIGRATOR;"
 # shellcheck disable=SC2016  # $$ quotes the DO block's body in SQL, not a shell variable
 GRANTS+=' DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '"'desk_app'"')'
 GRANTS+=' THEN CREATE ROLE desk_app NOLOGIN; END IF; END $$;'
-GRANTS+=" GRANT desk_app TO \"$DB_USER\" WITH ADMIN OPTION;"
+GRANTS+=" GRANT desk_app TO $MIGRATOR WITH ADMIN OPTION;"
+GRANTS+=" GRANT $RUNTIME, $MIGRATOR TO CURRENT_USER;"
+GRANTS+=" REASSIGN OWNED BY $RUNTIME TO $MIGRATOR;"
+GRANTS+=" REVOKE $RUNTIME, $MIGRATOR FROM CURRENT_USER;"
+GRANTS+=" REVOKE CREATE ON DATABASE $DATABASE FROM $RUNTIME;"
+GRANTS+=" REVOKE CREATE ON SCHEMA public FROM $RUNTIME;"
+GRANTS+=" GRANT CONNECT ON DATABASE $DATABASE TO $RUNTIME;"
+GRANTS+=" GRANT USAGE ON SCHEMA public TO $RUNTIME;"
+GRANTS+=" GRANT desk_app TO $RUNTIME;"
+GRANTS+=" REVOKE ADMIN OPTION FOR desk_app FROM $RUNTIME;"
 piped "$GRANTS" gcloud storage cp - "$GRANTS_OBJECT" --project "$PROJECT"
 # retrying: the instance's agent may not read the bucket for a few seconds after the grant
 retrying gcloud sql import sql "$SQL_INSTANCE" "$GRANTS_OBJECT" --database "$DATABASE" \
@@ -260,11 +298,21 @@ desk_env() {  # IAP_AUDIENCE: the service's environment, as --set-env-vars takes
     "DESK_NOTICES_TOPIC=$NOTICES_TOPIC" "DESK_IAP_AUDIENCE=$1"
     "DESK_CLOUDSQL_INSTANCE=$CONNECTION" "DESK_DATABASE_USER=$DB_USER"
     "DESK_DATABASE=$DATABASE" "DESK_PUSH_AUDIENCE=$PUSH_AUDIENCE"
-    "DESK_PUSH_SERVICE_ACCOUNT=$PUSH_SA"
+    "DESK_PUSH_SERVICE_ACCOUNT=$PUSH_SA" "DESK_MIGRATIONS=check"
   )
   local IFS=,
   printf '%s' "${pairs[*]}"
 }
+
+step "The schema: the migration job brings it to the image's latest version, as its owner"
+# The same image as the services, its command replaced; --wait: the services deploy only
+# once the migrations have run (the desk checks, at start, that they have).
+MIGRATE_ARGS=-m,desk.migrate,--cloudsql_instance,$CONNECTION
+MIGRATE_ARGS+=,--database_user,$MIGRATE_DB_USER,--database_name,$DATABASE
+run gcloud run jobs deploy "$MIGRATE_JOB" --image "$IMAGE" --region "$REGION" \
+  --project "$PROJECT" --service-account "$MIGRATE_SA" --command python \
+  --args="$MIGRATE_ARGS" \
+  --tasks 1 --max-retries 0 --task-timeout 10m --cpu 1 --memory 512Mi --execute-now --wait
 
 step "The service: IAP on, no unauthenticated access, CPU always allocated, instances capped"
 run gcloud beta run deploy "$SERVICE" --image "$IMAGE" --region "$REGION" --project "$PROJECT" \

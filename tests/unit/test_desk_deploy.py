@@ -9,8 +9,13 @@
   notices and read the session key; the build account may only write logs, read the staged
   source and push to the repository; IAP's agent and the push account may invoke.
 - Cloud SQL: PostgreSQL 15, Enterprise edition, db-f1-micro, IAM authentication on,
-  connectors only, the `desk` database, the desk's IAM user, its CREATE grant run as an
-  import; no password in any command.
+  connectors only, the `desk` database, two IAM users and their grants run as an import;
+  no password in any command. On a real server, with roles as Cloud SQL has them: the
+  migration's user migrates, the desk's user runs the desk and, even after RESET ROLE,
+  cannot update or delete the record, change a table or grant anything; over an install
+  the desk's user migrated, the grants take its tables and rights back.
+- The schema is migrated by a Cloud Run job of the same image, as the migration's account
+  (Cloud SQL roles on the instance only), before the services, which only check it.
 - The service: IAP, CPU always allocated, a small instance cap; its environment names the
   Cloud SQL instance, database, IAM user and push audience and holds nothing secret.
 - The push: a service reachable from inside the project only, without Cloud Run's invoker
@@ -23,6 +28,7 @@
   run verbatim.
 """
 
+import itertools
 import os
 import re
 import shlex
@@ -46,6 +52,12 @@ SA_EMAIL = "section-speed-desk@my-project.iam.gserviceaccount.com"
 SA = f"serviceAccount:{SA_EMAIL}"
 BUILD_SA = "section-speed-desk-build@my-project.iam.gserviceaccount.com"
 PUSH_SA = "section-speed-desk-push@my-project.iam.gserviceaccount.com"
+MIGRATE_SA_EMAIL = "section-speed-desk-migrate@my-project.iam.gserviceaccount.com"
+MIGRATE_SA = f"serviceAccount:{MIGRATE_SA_EMAIL}"
+DB_USER, MIGRATE_DB_USER = (
+    "section-speed-desk@my-project.iam",
+    "section-speed-desk-migrate@my-project.iam",
+)
 DESK_ROLE = "projects/my-project/roles/sectionSpeedDeskTables"
 DEPLOY_BUCKET = "gs://my-project-section-speed-desk-deploy"
 PUSH_AUDIENCE = "https://section-speed-desk-push-$PROJECT_NUMBER.us-central1.run.app/push/fines"
@@ -144,6 +156,8 @@ def test_each_role_is_on_the_one_resource_it_needs(commands):
         (SA, "roles/storage.objectViewer", f"gs://{BUCKET}"),
         (SA, "roles/pubsub.publisher", "notices"),
         (SA, "roles/secretmanager.secretAccessor", "section-speed-desk-session-key"),
+        (MIGRATE_SA, "roles/cloudsql.client", PROJECT),
+        (MIGRATE_SA, "roles/cloudsql.instanceUser", PROJECT),
         ("serviceAccount:$SQL_AGENT", "roles/storage.objectViewer", DEPLOY_BUCKET),
         (build, "roles/logging.logWriter", PROJECT),
         (build, "roles/storage.objectViewer", DEPLOY_BUCKET),
@@ -174,11 +188,18 @@ def test_the_desk_keeps_no_bigquery_read_and_loses_what_earlier_deploys_granted(
 
 def test_the_cloud_sql_roles_hold_on_the_desks_instance_only(commands):
     for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser"):
-        (argv,) = [a for a in commands if "add-iam-policy-binding" in a and role in a]
-        assert flags(argv)["--condition"] == (
-            'expression=resource.name == "projects/my-project/instances/section-speed-desk",'
-            "title=desk-instance-only"
-        )
+        granted = [a for a in commands if "add-iam-policy-binding" in a and role in a]
+        assert {flags(argv)["--member"] for argv in granted} == {SA, MIGRATE_SA}
+        for argv in granted:
+            assert flags(argv)["--condition"] == (
+                'expression=resource.name == "projects/my-project/instances/section-speed-desk",'
+                "title=desk-instance-only"
+            )
+    # The migration's account connects to the instance and logs in, nothing else.
+    assert {role for member, role, _ in bindings(commands) if member == MIGRATE_SA} == {
+        "roles/cloudsql.client",
+        "roles/cloudsql.instanceUser",
+    }
     (build_logs,) = [a for a in commands if "roles/logging.logWriter" in a]
     assert flags(build_logs)["--condition"] == "None"
 
@@ -190,48 +211,237 @@ def grants_sql(listing: str) -> str:
     return text
 
 
-def test_the_deploys_grants_let_its_iam_user_migrate_without_createrole(postgres, listing):
-    """On a real server: a login like Cloud SQL's IAM user (no CREATEROLE, no superuser),
-    given only the deploy's grants, migrates the desk's schema to the latest version and
-    runs as the desk's role; without them it cannot."""
-    import pg8000.native
+# The grants an earlier deploy imported: the desk's own IAM user migrated at start.
+EARLIER_GRANTS = (
+    'GRANT CONNECT, CREATE ON DATABASE desk TO "section-speed-desk@my-project.iam"; '
+    'GRANT USAGE, CREATE ON SCHEMA public TO "section-speed-desk@my-project.iam"; '
+    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'desk_app') "
+    "THEN CREATE ROLE desk_app NOLOGIN; END IF; END $$; "
+    'GRANT desk_app TO "section-speed-desk@my-project.iam" WITH ADMIN OPTION;'
+)
+_clusters = itertools.count()
+
+
+class CloudSqlLike:
+    """A fresh database on the test server with the roles Cloud SQL gives it: `postgres`,
+    no superuser but CREATEROLE and CREATEDB, a member of the role that owns the database
+    (Cloud SQL's cloudsqlsuperuser), and the migration's and the desk's IAM users, logins
+    without CREATEROLE or superuser. Names are unique: roles are the server's, not the
+    database's."""
+
+    def __init__(self, admin_port: int) -> None:
+        import pg8000.native
+
+        from tests.pg import fresh_database
+
+        n = f"{os.getpid()}_{next(_clusters)}"
+        self.url = fresh_database(migrated=False).url
+        self.database = self.url.rsplit("/", 1)[-1]
+        self.port = admin_port
+        self.postgres = f"postgres{n}"
+        self.migrator = f"migrate{n}@my-project.iam"
+        self.runtime = f"desk{n}@my-project.iam"
+        self.other = f"other{n}"
+        superuser = pg8000.native.Connection(
+            "desk", host="127.0.0.1", port=admin_port, database=self.database
+        )
+        try:
+            for statement in [
+                f'CREATE ROLE "cloudsqlsuperuser{n}" NOLOGIN CREATEROLE CREATEDB',
+                f'CREATE ROLE "{self.postgres}" LOGIN CREATEROLE CREATEDB NOSUPERUSER '
+                f'IN ROLE "cloudsqlsuperuser{n}"',
+                f'ALTER DATABASE "{self.database}" OWNER TO "cloudsqlsuperuser{n}"',
+                f'CREATE ROLE "{self.migrator}" LOGIN NOCREATEROLE NOSUPERUSER',
+                f'CREATE ROLE "{self.runtime}" LOGIN NOCREATEROLE NOSUPERUSER',
+                f'CREATE ROLE "{self.other}" NOLOGIN',
+            ]:
+                superuser.run(statement)
+        finally:
+            superuser.close()
+
+    def config(self, user: str):
+        from desk import db
+
+        return db.DatabaseConfig(self.url.replace("://desk@", f"://{quote(user)}@", 1))
+
+    def import_as_postgres(self, sql: str) -> None:
+        """`gcloud sql import sql ... --user postgres`: the file's statements, one at a
+        time as psql sends them, as postgres, with this database's names."""
+        import pg8000.native
+
+        sql = sql.replace("section-speed-desk-migrate@my-project.iam", self.migrator)
+        sql = sql.replace("section-speed-desk@my-project.iam", self.runtime)
+        sql = sql.replace("DATABASE desk", f'DATABASE "{self.database}"')
+        connection = pg8000.native.Connection(
+            self.postgres, host="127.0.0.1", port=self.port, database=self.database
+        )
+        try:  # "; " outside $$ bodies ends a statement
+            for statement in re.split(r";\s+(?=(?:[^$]*\$\$[^$]*\$\$)*[^$]*$)", sql):
+                connection.run(statement.rstrip(";"))
+        finally:
+            connection.close()
+
+    def owned_by(self, user: str) -> list[str]:
+        """The relations (tables, views, sequences) `user` owns in the database."""
+        return self.query(
+            self.postgres,
+            "SELECT relname FROM pg_class WHERE relowner = "
+            "(SELECT oid FROM pg_roles WHERE rolname = :user) ORDER BY relname",
+            user=user,
+        )
+
+    def query(self, login: str, sql: str, **params) -> list:
+        import sqlalchemy as sa
+
+        from desk import db
+
+        engine = db.engine(self.config(login), role=None)
+        try:
+            with engine.connect() as connection:
+                return list(connection.execute(sa.text(sql), params).scalars())
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def cloud_sql(postgres) -> CloudSqlLike:
+    return CloudSqlLike(postgres.port)
+
+
+def migrate_as(cluster: CloudSqlLike, user: str, target: str = "head") -> str | None:
+    from desk import db, migrate
+
+    login = db.engine(cluster.config(user), role=None)
+    try:
+        return migrate.upgrade(login, target)
+    finally:
+        login.dispose()
+
+
+def assert_the_desks_login_cannot_rewrite_the_record(cluster: CloudSqlLike) -> None:
+    """As the desk's IAM user after RESET ROLE (its own rights, not desk_app's)."""
     import sqlalchemy as sa
 
-    from desk import db, migrate
-    from tests.pg import fresh_database
+    from desk import db
 
-    user = f"iam{os.getpid()}@my-project.iam"
-    config = fresh_database(migrated=False)
-    database = config.url.rsplit("/", 1)[-1]
-    admin = pg8000.native.Connection(
-        "desk", host="127.0.0.1", port=postgres.port, database=database
-    )
+    refused = [
+        statement.format(t=table)
+        for table in ("decisions", "notices", "recalls")
+        for statement in ("UPDATE {t} SET fine_id = fine_id", "DELETE FROM {t}")
+    ] + [
+        "ALTER TABLE decisions ADD COLUMN rewritten text",
+        "ALTER TABLE decisions OWNER TO CURRENT_USER",
+        "DROP TABLE recalls",
+        "CREATE TABLE mine (id int)",
+        f'GRANT desk_app TO "{cluster.other}"',
+        "ALTER ROLE desk_app SUPERUSER",
+        f'CREATE ROLE "{cluster.other}x" SUPERUSER',
+    ]
+    engine = db.engine(cluster.config(cluster.runtime))
     try:
-        admin.run(f'CREATE ROLE "{user}" LOGIN NOCREATEROLE NOSUPERUSER')
-        as_user = db.DatabaseConfig(config.url.replace("://desk@", f"://{quote(user)}@", 1))
-        login = db.engine(as_user, role=None)
-        try:
-            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-                migrate.upgrade(login)  # no grants: no tables, no role
-            sql = grants_sql(listing).replace("section-speed-desk@my-project.iam", user)
-            sql = sql.replace("DATABASE desk", f'DATABASE "{database}"')
-            # One statement at a time, as psql would send the file: "; " outside $$ bodies.
-            for statement in re.split(r";\s+(?=(?:[^$]*\$\$[^$]*\$\$)*[^$]*$)", sql):
-                admin.run(statement.rstrip(";"))
-            migrate.upgrade(login)
-            assert migrate.current(login) == migrate.head()
-        finally:
-            login.dispose()
-        app = db.engine(as_user)
-        try:
-            with app.connect() as connection:
-                assert connection.execute(sa.text("SELECT current_user")).scalar() == db.APP_ROLE
-                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-                    connection.execute(sa.text("DELETE FROM decisions"))
-        finally:
-            app.dispose()
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT current_user")).scalar() == db.APP_ROLE
+            connection.execute(sa.text("RESET ROLE"))
+            assert connection.execute(sa.text("SELECT current_user")).scalar() == cluster.runtime
+            answers = {}
+            for statement in refused:
+                try:
+                    connection.execute(sa.text(statement))
+                    answers[statement] = "done"
+                except sa.exc.ProgrammingError as error:
+                    answers[statement] = error.orig.args[0]["C"]  # pg8000: the SQLSTATE
+                connection.rollback()
+                connection.execute(sa.text("RESET ROLE"))
+            assert answers == dict.fromkeys(refused, "42501")  # insufficient_privilege
+            # Without a grant option GRANT and REVOKE change nothing (a warning, no error).
+            connection.execute(sa.text(f'GRANT UPDATE, DELETE ON decisions TO "{cluster.other}"'))
+            connection.execute(sa.text("GRANT UPDATE, DELETE ON decisions TO desk_app"))
+            connection.execute(sa.text("REVOKE INSERT ON decisions FROM desk_app"))
+            connection.commit()
     finally:
-        admin.close()
+        engine.dispose()
+    held = {
+        (role, privilege): cluster.query(
+            cluster.postgres, "SELECT has_table_privilege(:r, 'decisions', :p)", r=role, p=privilege
+        )[0]
+        for role in (cluster.other, "desk_app")
+        for privilege in ("INSERT", "UPDATE", "DELETE")
+    }
+    assert {key for key, value in held.items() if value} == {("desk_app", "INSERT")}
+    assert cluster.owned_by(cluster.runtime) == []
+    rights = cluster.query(
+        cluster.postgres,
+        "SELECT array[has_database_privilege(:u, current_database(), 'CREATE'), "
+        "has_schema_privilege(:u, 'public', 'CREATE'), "
+        "(SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = :u), "
+        "(SELECT bool_or(admin_option) FROM pg_auth_members WHERE member = "
+        "(SELECT oid FROM pg_roles WHERE rolname = :u))]",
+        u=cluster.runtime,
+    )
+    assert rights == [[False, False, False, False]]  # CREATE, CREATE, roles, ADMIN OPTION
+
+
+def assert_the_desk_runs_as_its_login(cluster: CloudSqlLike) -> None:
+    """The desk's normal path as its IAM user: the check at start, a fine ingested,
+    claimed and decided, its notice recorded."""
+    from desk import db, migrate
+    from tests.unit.desk_fakes import StoreProbe, add_and_decide_one
+
+    login = db.engine(cluster.config(cluster.runtime), role=None)
+    try:
+        assert migrate.check(login) == migrate.head()
+    finally:
+        login.dispose()
+    store = StoreProbe(cluster.config(cluster.runtime))
+    try:
+        review = add_and_decide_one(store)
+        assert [r["review_id"] for r in store.reviews_] == [review.review_id]
+        assert len(store.notices) == 1
+    finally:
+        store.engine.dispose()
+
+
+def test_the_deploys_grants_let_the_migration_user_migrate_and_the_desks_rewrite_nothing(
+    cloud_sql, listing
+):
+    """On a real server, as on Cloud SQL: the deploy's grant file, imported as a postgres
+    without superuser, lets the migration's IAM user (no CREATEROLE) migrate the schema
+    to the latest version; the desk's IAM user then runs the desk, and even after RESET
+    ROLE cannot update or delete a decision, notice or recall, change or drop a table,
+    create one or grant anything."""
+    import sqlalchemy as sa
+
+    from desk import migrate
+
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        migrate_as(cloud_sql, cloud_sql.migrator)  # no grants: no tables, no role
+    cloud_sql.import_as_postgres(grants_sql(listing))
+    cloud_sql.import_as_postgres(grants_sql(listing))  # a redeploy: idempotent
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        migrate_as(cloud_sql, cloud_sql.runtime)  # the desk's user may not migrate
+    assert migrate_as(cloud_sql, cloud_sql.migrator) == migrate.head()
+    assert "decisions" in cloud_sql.owned_by(cloud_sql.migrator)
+    assert "alembic_version" in cloud_sql.owned_by(cloud_sql.migrator)
+    assert_the_desk_runs_as_its_login(cloud_sql)
+    assert_the_desks_login_cannot_rewrite_the_record(cloud_sql)
+
+
+def test_a_deploy_over_an_install_the_desks_user_migrated_takes_the_tables_back(cloud_sql, listing):
+    """An earlier deploy's desk migrated as its own IAM user, so that user owns the tables
+    and holds CREATE and desk_app WITH ADMIN OPTION. The deploy's grant file hands the
+    tables to the migration's user, which migrates on from there (0003 alters a table the
+    desk's user made), and takes back every right the desk's user no longer needs."""
+    from desk import migrate
+
+    cloud_sql.import_as_postgres(EARLIER_GRANTS)
+    assert migrate_as(cloud_sql, cloud_sql.runtime, "0002") == "0002"
+    assert "decisions" in cloud_sql.owned_by(cloud_sql.runtime)
+    cloud_sql.import_as_postgres(grants_sql(listing))
+    assert cloud_sql.owned_by(cloud_sql.runtime) == []
+    assert {"alembic_version", "decisions", "fines"} <= set(cloud_sql.owned_by(cloud_sql.migrator))
+    assert migrate_as(cloud_sql, cloud_sql.migrator) == migrate.head()
+    assert_the_desk_runs_as_its_login(cloud_sql)
+    assert_the_desks_login_cannot_rewrite_the_record(cloud_sql)
 
 
 def test_the_database_is_the_smallest_postgresql_with_iam_login_only(commands, listing):
@@ -252,14 +462,15 @@ def test_the_database_is_the_smallest_postgresql_with_iam_login_only(commands, l
     assert "--deletion-protection" in create and "--root-password" not in create
     database = one(commands, "gcloud", "sql", "databases", "create")
     assert database[4] == "desk" and flags(database)["--instance"] == "section-speed-desk"
-    user = one(commands, "gcloud", "sql", "users", "create")
+    users = [argv for argv in commands if argv[1:4] == ["sql", "users", "create"]]
     # A service account's PostgreSQL user is its email without .gserviceaccount.com.
-    assert user[4] == "section-speed-desk@my-project.iam"
-    assert flags(user) == {
-        "--instance": "section-speed-desk",
-        "--project": PROJECT,
-        "--type": "cloud_iam_service_account",
-    }
+    assert [user[4] for user in users] == [MIGRATE_DB_USER, DB_USER]
+    for user in users:
+        assert flags(user) == {
+            "--instance": "section-speed-desk",
+            "--project": PROJECT,
+            "--type": "cloud_iam_service_account",
+        }
     imported = one(commands, "gcloud", "sql", "import", "sql")
     assert imported[4:6] == ["section-speed-desk", f"{DEPLOY_BUCKET}/sql/desk-grants.sql"]
     assert flags(imported)["--user"] == "postgres" and flags(imported)["--database"] == "desk"
@@ -267,16 +478,23 @@ def test_the_database_is_the_smallest_postgresql_with_iam_login_only(commands, l
     (text,) = shlex.split(upload.split(" | ")[0])[2:]
     assert text == grants_sql(listing)
     assert text.startswith(
-        'GRANT CONNECT, CREATE ON DATABASE desk TO "section-speed-desk@my-project.iam"; '
-        'GRANT USAGE, CREATE ON SCHEMA public TO "section-speed-desk@my-project.iam";'
+        f'GRANT CONNECT, CREATE ON DATABASE desk TO "{MIGRATE_DB_USER}"; '
+        f'GRANT USAGE, CREATE ON SCHEMA public TO "{MIGRATE_DB_USER}";'
     )
+    # The desk's user gains nothing it could rewrite the record with, and loses what
+    # earlier deploys gave it (the real-server tests above run this file).
+    assert f'GRANT desk_app TO "{MIGRATE_DB_USER}" WITH ADMIN OPTION;' in text
+    assert f'REASSIGN OWNED BY "{DB_USER}" TO "{MIGRATE_DB_USER}";' in text
+    granted_runtime = re.findall(rf'GRANT ([^;]*) TO "{DB_USER}";', text)
+    assert granted_runtime == ["CONNECT ON DATABASE desk", "USAGE ON SCHEMA public", "desk_app"]
     assert "CREATEROLE" not in text and "SUPERUSER" not in text
     order = [
         position(commands, "gcloud", "sql", "instances", "create"),
         position(commands, "gcloud", "sql", "databases", "create"),
-        position(commands, "gcloud", "sql", "users", "create"),
+        commands.index(users[-1]),
         position(commands, "gcloud", "sql", "import", "sql"),
-        position(commands, "gcloud", "beta", "run", "deploy"),  # applies migrations at start
+        position(commands, "gcloud", "run", "jobs", "deploy"),  # migrates, as the owner
+        position(commands, "gcloud", "beta", "run", "deploy"),  # checks the schema at start
     ]
     assert order == sorted(order)
 
@@ -324,7 +542,33 @@ def test_the_service_runs_behind_iap_on_cloud_sql_with_cpu_always_and_few_instan
         "DESK_DATABASE": "desk",
         "DESK_PUSH_AUDIENCE": PUSH_AUDIENCE,
         "DESK_PUSH_SERVICE_ACCOUNT": PUSH_SA,
+        "DESK_MIGRATIONS": "check",  # the migration job migrates; the desk's login may not
     }
+
+
+def test_the_schema_is_migrated_by_a_job_of_its_own_account_before_the_services(commands):
+    job = one(commands, "gcloud", "run", "jobs", "deploy")
+    assert job[4] == "section-speed-desk-migrate"
+    assert flags(job)["--service-account"] == MIGRATE_SA_EMAIL
+    assert flags(job)["--image"] == flags(deployments(commands)["section-speed-desk"])["--image"]
+    assert flags(job)["--command"] == "python"
+    (args,) = [word.split("=", 1)[1] for word in job if word.startswith("--args=")]
+    assert args.split(",") == [
+        "-m", "desk.migrate", "--cloudsql_instance", "my-project:us-central1:section-speed-desk",
+        "--database_user", MIGRATE_DB_USER, "--database_name", "desk",
+    ]  # fmt: skip
+    # run now, to its end, once: the services deploy only after it succeeded
+    assert {"--execute-now", "--wait"} <= set(job)
+    assert flags(job)["--tasks"] == "1" and flags(job)["--max-retries"] == "0"
+    assert "--set-env-vars" not in job and "--set-secrets" not in job  # it needs neither
+    after = position(commands, "gcloud", "run", "jobs", "deploy")
+    assert position(commands, "gcloud", "sql", "import", "sql") < after
+    assert position(commands, "gcloud", "builds", "submit") < after
+    for name, run in deployments(commands).items():
+        assert commands.index(run) > after, name
+        assert flags(run)["--service-account"] == SA_EMAIL  # never the schema's owner
+        assert environment(run)["DESK_DATABASE_USER"] == DB_USER
+        assert environment(run)["DESK_MIGRATIONS"] == "check"
 
 
 def test_the_image_is_built_by_the_desks_own_build_account(commands):
@@ -333,7 +577,8 @@ def test_the_image_is_built_by_the_desks_own_build_account(commands):
     assert flags(build)["--service-account"] == f"projects/my-project/serviceAccounts/{BUILD_SA}"
     assert flags(build)["--gcs-source-staging-dir"] == f"{DEPLOY_BUCKET}/source"
     created = [argv[4] for argv in commands if argv[1:4] == ["iam", "service-accounts", "create"]]
-    assert created == ["section-speed-desk", "section-speed-desk-build", "section-speed-desk-push"]
+    assert created == ["section-speed-desk", "section-speed-desk-migrate",
+                       "section-speed-desk-build", "section-speed-desk-push"]  # fmt: skip
     made = position(commands, "gcloud", "iam", "service-accounts", "create",
                     "section-speed-desk-build")  # fmt: skip
     assert made < position(commands, "gcloud", "builds", "submit")
@@ -388,7 +633,7 @@ def test_run_again_over_existing_resources_it_creates_nothing_and_grants_all(tmp
     assert f"{update} --permissions bigquery.tables.get,bigquery.tables.updateData --quiet" in ran
     granted = [line for line in ran if "add-iam-policy-binding" in line]
     assert len(granted) == len([a for a in commands if "add-iam-policy-binding" in a])
-    assert sum(" deploy " in line for line in ran) == 2
+    assert sum(" deploy " in line for line in ran) == 3  # the job, the two services
     assert sum("gcloud sql import sql" in line for line in ran) == 1  # GRANT is idempotent
 
 
@@ -416,9 +661,9 @@ def test_run_for_real_it_runs_what_the_dry_run_listed(tmp_path, commands):
     ]
     assert ran == listed
     described = [line for line in log.read_text().splitlines() if " describe " in line]
-    # 12 existence checks (3 accounts, role, topic, secret, instance, database, user, bucket,
-    # repository, subscription), the project number, the instance's agent, the URL
-    assert len(described) == 15
+    # 14 existence checks (4 accounts, role, topic, secret, instance, database, 2 users,
+    # bucket, repository, subscription), the project number, the instance's agent, the URL
+    assert len(described) == 17
 
 
 def test_an_officer_that_is_no_iam_member_is_refused(tmp_path):
@@ -444,6 +689,7 @@ def test_the_image_runs_the_desk_behind_iap_on_the_deploys_environment(commands)
         ("--database_name", "DESK_DATABASE"),
         ("--push_audience", "DESK_PUSH_AUDIENCE"),
         ("--push_service_account", "DESK_PUSH_SERVICE_ACCOUNT"),
+        ("--migrations", "DESK_MIGRATIONS"),
     ]:
         assert f'{flag} \\"${variable}\\"' in cmd, flag
     assert re.search(r"^USER 10001$", text, re.M)  # not root

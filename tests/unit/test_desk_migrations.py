@@ -1,5 +1,7 @@
 """The desk's schema: migrated from an empty database to the latest version by the one
-command, and the runtime role refused UPDATE and DELETE on the append-only tables."""
+command, and the runtime role refused UPDATE and DELETE on the append-only tables; a desk
+told it may not migrate (--migrations check) starts only on a database at the latest
+version."""
 
 import pytest
 import sqlalchemy as sa
@@ -79,3 +81,67 @@ def test_the_desk_needs_one_database_and_no_password_on_cloud_sql():
     no_user = [*base, "--cloudsql_instance", "p:europe-west1:desk"]
     assert "--database_user" in config_from(build_parser().parse_args(no_user)).database.check()
     assert not any("password" in action.dest for action in build_parser()._actions)
+
+
+@pytest.mark.parametrize("at", [None, "0002"])
+def test_the_desk_that_may_not_migrate_refuses_a_database_not_at_the_latest_version(at):
+    """--migrations check (Cloud Run): the desk does not start on a database never
+    migrated or behind, says what it found, what it needs and what to run, and leaves the
+    database as it was."""
+    from fastapi.testclient import TestClient
+
+    from tests.unit.desk_fakes import StoreProbe, make_app
+
+    config = fresh_database(migrated=False)
+    login = db.engine(config, role=None)
+    try:
+        if at:
+            migrate.upgrade(login, at)
+        app, *_ = make_app(store=StoreProbe(config), migrations="check")
+        with pytest.raises(migrate.NotMigrated) as refused:
+            with TestClient(app):
+                pass
+        assert migrate.current(login) == at  # checked, not migrated
+    finally:
+        login.dispose()
+    message = str(refused.value)
+    assert f"at revision {at or 'none (never migrated)'}," in message
+    assert f"needs revision {migrate.head()} " in message
+    assert "python -m desk.migrate" in message
+    assert "gcloud run jobs execute section-speed-desk-migrate" in message
+
+
+def test_the_desk_command_that_may_not_migrate_exits_saying_why(postgres, capsys):
+    from desk.__main__ import main
+
+    config = fresh_database(migrated=False)
+    base = ["--project", "p", "--bucket", "b", "--notices_topic", "n"]
+    assert main([*base, "--database_url", config.url, "--migrations", "check"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("desk: the desk's database is at revision none (never migrated),")
+    assert len(err.splitlines()) == 1  # one line in the service's log, no traceback
+
+
+def test_the_desk_that_may_not_migrate_starts_on_a_database_at_the_latest_version():
+    from fastapi.testclient import TestClient
+
+    from tests.unit.desk_fakes import make_app
+
+    app, store, *_ = make_app(migrations="check")
+    with TestClient(app) as client:
+        # a wrong login link: refused, the failure recorded in the database (throttle)
+        assert client.get("/login?token=wrong", follow_redirects=False).status_code == 401
+    assert len(store.rows("SELECT * FROM login_failures")) == 1
+    store.engine.dispose()
+
+
+def test_the_desk_migrates_at_start_unless_told_to_check():
+    from desk.__main__ import build_parser, config_from
+
+    base = ["--project", "p", "--bucket", "b", "--notices_topic", "n"]
+    base += ["--database_url", "postgresql+pg8000://desk@h/desk"]
+    assert config_from(build_parser().parse_args(base)).migrations == "apply"
+    checking = build_parser().parse_args([*base, "--migrations", "check"])
+    assert config_from(checking).migrations == "check"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--migrations", "never"])

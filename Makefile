@@ -24,7 +24,7 @@ desk: venv
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests/unit -n 2  # pure and in-process: one worker per core
-	$(PY) -m pytest tests/integration  # emulators and timed traffic: one at a time
+	$(PY) -m tests.lanes  # live pipelines one at a time; desk, warehouse, report beside them
 
 ## Benchmarks: each prints its figures (none is a timed test).
 bench: venv

@@ -24,7 +24,7 @@ from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
 from section_speed.domain import defaults
 from section_speed.domain.traversal import SPOT_MEAN, mph_to_kmh
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 RADAR_ID = "Adriana"
 SEED = 9  # 3 loops within 4 s, and two vehicles whose mean lies between the two limits

@@ -38,7 +38,7 @@ from local_stack.services import pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.traversal import mph_to_kmh
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 RADAR_ID = "Adriana"
 SEED = 29

@@ -22,7 +22,7 @@ from section_speed.domain.geometry import interpolate
 from section_speed.domain.schemas import DEAD_LETTER, FINES, VEHICLE_SPEEDS
 from tests.helpers import track
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 GAP_S = 20
 DATASET = "it_warehouse"

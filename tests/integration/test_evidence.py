@@ -33,7 +33,7 @@ from section_speed.domain.plate_formats import plate_for_vehicle
 from section_speed.domain.schemas import FINES
 from tests.helpers import track
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 GAP_S = 20
 BUCKET = "it-evidence"

@@ -50,7 +50,7 @@ from section_speed.domain.evidence import photo_object_name
 from section_speed.domain.geometry import interpolate
 from section_speed.domain.plate_formats import plate_for_vehicle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 GAP_S = 12  # above the slowest vehicle's 9.1 s between detections on this section
 BUCKET = "it-faults"

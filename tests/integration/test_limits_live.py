@@ -18,7 +18,7 @@ from section_speed.domain.rules import SectionCatalog, SectionRule
 from section_speed.domain.traversal import mph_to_kmh
 from tests.helpers import ENTRY, EXIT, track
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 GAP_S, REFRESH_S = 5, 5
 RADAR = "radar-limits"

@@ -20,7 +20,7 @@ from section_speed.clients.warehouse import Warehouse
 from section_speed.domain import defaults
 from section_speed.domain.geometry import interpolate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
 GAP_S = 12
 DATASET = "it_restart_run"

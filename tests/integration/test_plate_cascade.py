@@ -89,10 +89,14 @@ def test_a_vision_outage_is_an_outage_of_the_cascade_not_a_failed_photo():
             # UNAVAILABLE after its retries, or 429 from the client-side throttler: an outage.
             with pytest.raises(PlateReaderUnavailable):
                 reader.read([render_car_photo(VEHICLES[0]), SURE])
+            # Asked at least once; how often depends on the load (the retry's one second)
+            # and on the throttler, which may hold a retry back at random: both are outages.
+            asked = len(down.calls)
+            assert asked >= 1
             (car,) = reader.read([render_car_photo(VEHICLES[0])])  # Vision not needed
         finally:
             reader.close()
-        assert len(down.calls) >= 2  # retried by the client library within its second
+        assert len(down.calls) == asked
     assert car.license_plate == plate_for_vehicle(VEHICLES[0]) and car.error is None
 
 

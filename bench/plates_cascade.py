@@ -37,7 +37,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 # Before numpy/OpenCV/onnxruntime load: their thread pools read these once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -46,13 +45,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2
 import numpy as np
-from plates_real import labels_for_run
+from plates_real import add_photo_set_arguments, labels_from_arguments
 
 from section_speed.clients.cloud_vision import CloudVisionPlateReader
 from section_speed.clients.embedded_ocr import EmbeddedPlateReader
 from section_speed.clients.plate_cascade import CascadePlateReader
 from section_speed.clients.plate_readers import PlateReader
-from section_speed.domain.defaults import PLATE_MIN_CONFIDENCE
 from section_speed.domain.plate_reading import PlateReading
 from tests.fake_vision import FakeVision
 
@@ -147,25 +145,11 @@ def report(rows: list[dict], count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, nargs="?")
-    parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
-    parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
-    parser.add_argument("--show", action="store_true", help="print every photo's outcome")
-    parser.add_argument(
-        "--published-labels", action="store_true", help="score against the set's own labels"
-    )
+    add_photo_set_arguments(parser)
     args = parser.parse_args()
-    if args.folder is None:  # `make bench` runs every script bare: the photos are not ours
-        print(
-            "plates_cascade: skipped, no FOLDER of labelled photos given (docs/plates.md says "
-            "how to get openalpr/benchmarks and run this on endtoend/us)"
-        )
+    labels = labels_from_arguments(args, "plates_cascade")
+    if labels is None:
         return
-    labels = labels_for_run(args.folder, args.published_labels)
-    if args.limit:
-        labels = dict(list(labels.items())[: args.limit])
-    if not labels:
-        sys.exit(f"plates_cascade: no labelled photos in {args.folder} (NAME.txt or labels.csv)")
     cv2.setNumThreads(1)
     photos = {path: path.read_bytes() for path in labels}
     files = [path.name for path in labels]

@@ -173,6 +173,34 @@ def labels_for_run(folder: Path, published: bool) -> dict[Path, str]:
     return labels
 
 
+def add_photo_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """What both plate benchmarks take: the labelled photos, the gate, how many, how shown."""
+    parser.add_argument("folder", type=Path, nargs="?")
+    parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
+    parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
+    parser.add_argument("--show", action="store_true", help="print every photo's outcome")
+    parser.add_argument(
+        "--published-labels", action="store_true", help="score against the set's own labels"
+    )
+
+
+def labels_from_arguments(args: argparse.Namespace, script: str) -> dict[Path, str] | None:
+    """The photos to read and their true plates; None, said, when no folder was given (`make
+    bench` runs every script bare: the photos are not ours); exits when it holds none."""
+    if args.folder is None:
+        print(
+            f"{script}: skipped, no FOLDER of labelled photos given (docs/plates.md says "
+            "how to get openalpr/benchmarks and run this on endtoend/us)"
+        )
+        return None
+    labels = labels_for_run(args.folder, args.published_labels)
+    if args.limit:
+        labels = dict(list(labels.items())[: args.limit])
+    if not labels:
+        sys.exit(f"{script}: no labelled photos in {args.folder} (NAME.txt or labels.csv)")
+    return labels
+
+
 def _clean(plate: str) -> str:
     return "".join(char for char in plate.upper() if char.isalnum())
 
@@ -294,30 +322,16 @@ def report(outcomes: list[Outcome], show: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, nargs="?")
-    parser.add_argument("--gate", type=float, default=PLATE_MIN_CONFIDENCE, help="min confidence")
-    parser.add_argument("--limit", type=int, default=0, help="read only the first N photos")
-    parser.add_argument("--show", action="store_true", help="print every photo's outcome")
-    parser.add_argument(
-        "--published-labels", action="store_true", help="score against the set's own labels"
-    )
+    add_photo_set_arguments(parser)
     parser.add_argument(
         "--plate-detector",
         type=Path,
         help="a one-class YOLOv8 plate detector (ONNX) to run before the recogniser",
     )
     args = parser.parse_args()
-    if args.folder is None:  # `make bench` runs every script bare: the photos are not ours
-        print(
-            "plates_real: skipped, no FOLDER of labelled photos given (docs/plates.md says "
-            "how to get openalpr/benchmarks and run this on endtoend/us)"
-        )
+    labels = labels_from_arguments(args, "plates_real")
+    if labels is None:
         return
-    labels = labels_for_run(args.folder, args.published_labels)
-    if args.limit:
-        labels = dict(list(labels.items())[: args.limit])
-    if not labels:
-        sys.exit(f"plates_real: no labelled photos in {args.folder} (NAME.txt or labels.csv)")
     cv2.setNumThreads(1)
     started = time.perf_counter()
     detector = None

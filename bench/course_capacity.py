@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_traffic import CourseCommandPipeline, dead_letter_vehicle
+from course_traffic import dead_letter_vehicle
 from lib.harness import load_note, stop_on_sigterm
 
 from generator.course_traffic import (
@@ -47,7 +47,7 @@ from generator.course_traffic import (
     course_loops,
     simulate_course_traffic,
 )
-from local_stack.run import LocalTopics, OutputCollector
+from local_stack.run import CourseCommandPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.traversal import mph_to_kmh
@@ -106,7 +106,7 @@ def one_run(stack: LocalStack, rate: float, seconds: float, busy: bool, seed: in
     )
     events, _ = simulate_course_traffic(config, start_ms=0)
     bursts = [[event.to_pubsub()[0] for event in loop] for loop in course_loops(events)]
-    local = CourseCommandPipeline(stack, topics, gap_seconds=GAP_S)
+    local = CourseCommandPipeline(stack, topics, session_gap_seconds=GAP_S)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         process = local.start()

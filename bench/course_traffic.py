@@ -40,12 +40,12 @@ from lib.harness import load_note, stop_on_sigterm
 from generator.course_traffic import COURSE_POINTS, COURSE_THREADS, COURSE_VEHICLES_PER_THREAD
 from generator.truth import COURSE_FINE_ABOVE_KMH
 from local_stack.processes import ManagedProcess, wait_until
-from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.run import COURSE_RADAR_ID, CourseCommandPipeline, LocalTopics, OutputCollector
 from local_stack.services import LocalStack, pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.traversal import IMPLAUSIBLE, PARTIAL, UNMEASURABLE, mph_to_kmh
 
-RADAR_ID = "Adriana"  # the course's example radar id
+RADAR_ID = COURSE_RADAR_ID
 INITIAL = "(40.819390, -73.940744)"  # the course's section, as its README passes it
 FINAL = "(40.811, -73.950)"
 SECTION_START, SECTION_END = "40.819390,-73.940744", "40.811000,-73.950000"  # as records say
@@ -118,33 +118,6 @@ class InputTap:
             pass
         self._subscriber.close()
         self._publisher.transport.close()
-
-
-@dataclass
-class CourseCommandPipeline(LocalPipeline):
-    """This project's pipeline started with the course's command line, as a student would."""
-
-    radar_id: str = RADAR_ID
-    gap_seconds: int | None = None  # None: the course's command line, the pipeline's default
-
-    def evidence_args(self) -> list[str]:
-        return []  # the course's form below: no --bucket, so no bucket to create
-
-    def argv(self) -> list[str]:
-        stack, topics = self.stack, self.topics
-        argv = [
-            sys.executable, "-m", "pipeline",
-            "--project_id", stack.project_id,
-            "--input_subscription", stack.subscription_path(topics.input_subscription),
-            "--output_topic", stack.topic_path(topics.output_topic),
-            "--radar_id", self.radar_id,
-            "--cars_api", f"{stack.cars_api_url}/cars",  # the course's contract: GET URL
-            "--runner", "BundleBasedDirectRunner", "--streaming",
-            "--dead_letter_topic", stack.topic_path(topics.dead_letter_topic),
-        ]  # fmt: skip
-        if self.gap_seconds is not None:
-            argv += ["--session_gap_seconds", str(self.gap_seconds)]
-        return argv
 
 
 def course_sessions(
@@ -496,7 +469,8 @@ def main() -> None:
         stack.apply_env()
         topics.create(stack)
         stack.create_topics([], {"course-in-tap": topics.input_topic})
-        local = CourseCommandPipeline(stack, topics, gap_seconds=args.gap)
+        gap = defaults.SESSION_GAP_SECONDS if args.gap is None else args.gap
+        local = CourseCommandPipeline(stack, topics, session_gap_seconds=gap)
         tap = InputTap(stack, "course-in-tap")
         outputs = OutputCollector(stack, topics.output_subscription)
         dead_letters = OutputCollector(stack, topics.dead_letter_subscription)

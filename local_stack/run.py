@@ -158,6 +158,40 @@ class LocalPipeline:
         return self.stack.topic_path(self.topics.input_topic)
 
 
+COURSE_RADAR_ID = "Adriana"  # the course's example radar id
+
+
+@dataclass
+class CourseCommandPipeline(LocalPipeline):
+    """This project's pipeline started with the course's command line, as a student would,
+    plus the local runner's flags: no `--bucket`, the cars API in the course's `GET URL`
+    form. A session gap or lateness other than the pipeline's defaults is passed as a flag.
+    """
+
+    radar_id: str = COURSE_RADAR_ID
+
+    def evidence_args(self) -> list[str]:
+        return []  # the course's form: no --bucket, so no bucket to create
+
+    def argv(self) -> list[str]:
+        stack, topics = self.stack, self.topics
+        argv = [
+            sys.executable, "-m", "pipeline",
+            "--project_id", stack.project_id,
+            "--input_subscription", stack.subscription_path(topics.input_subscription),
+            "--output_topic", stack.topic_path(topics.output_topic),
+            "--radar_id", self.radar_id,
+            "--cars_api", f"{stack.cars_api_url}/cars",  # the course's contract: GET URL
+            "--runner", "BundleBasedDirectRunner", "--streaming",
+            "--dead_letter_topic", stack.topic_path(topics.dead_letter_topic),
+        ]  # fmt: skip
+        if self.session_gap_seconds != defaults.SESSION_GAP_SECONDS:
+            argv += ["--session_gap_seconds", str(self.session_gap_seconds)]
+        if self.allowed_lateness_seconds != defaults.ALLOWED_LATENESS_SECONDS:
+            argv += ["--allowed_lateness_seconds", str(self.allowed_lateness_seconds)]
+        return [*argv, *self.extra_args]
+
+
 class OutputCollector:
     """Receives JSON messages from a subscription on a background streaming pull."""
 

@@ -16,17 +16,16 @@ import math
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
 
 import pytest
 
-from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.run import COURSE_RADAR_ID, CourseCommandPipeline, LocalTopics, OutputCollector
 from section_speed.domain import defaults
 from section_speed.domain.traversal import SPOT_MEAN, mph_to_kmh
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
-RADAR_ID = "Adriana"
+RADAR_ID = COURSE_RADAR_ID
 SEED = 9  # 3 loops within 4 s, and two vehicles whose mean lies between the two limits
 LOOPS = 3
 VEHICLES = LOOPS * 15
@@ -35,28 +34,6 @@ GAP_S = 10  # shorter than the default 60 s to keep the test short; ids never re
 COURSE_FINE_ABOVE_KMH = 40.0  # the course's `if avg_speed > 40`
 PROJECT_LIMIT_KMH = mph_to_kmh(defaults.SPEED_LIMIT_MPH)
 COURSE_MAX_SPOT_KMH = 90.0  # the course's generator draws speeds up to uniform(40, 90)
-
-
-@dataclass
-class CourseCommandPipeline(LocalPipeline):
-    """The pipeline started with the course's command line plus the local runner's flags."""
-
-    def evidence_args(self) -> list[str]:
-        return []  # no --bucket in the course's form: nothing to create
-
-    def argv(self) -> list[str]:
-        stack, topics = self.stack, self.topics
-        return [
-            sys.executable, "-m", "pipeline",
-            "--project_id", stack.project_id,
-            "--input_subscription", stack.subscription_path(topics.input_subscription),
-            "--output_topic", stack.topic_path(topics.output_topic),
-            "--radar_id", RADAR_ID,
-            "--cars_api", f"{stack.cars_api_url}/cars",
-            "--runner", "BundleBasedDirectRunner", "--streaming",
-            "--dead_letter_topic", stack.topic_path(topics.dead_letter_topic),
-            "--session_gap_seconds", str(self.session_gap_seconds),
-        ]  # fmt: skip
 
 
 def course_consumer(msg: dict) -> tuple:

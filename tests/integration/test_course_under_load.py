@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 
 import pytest
 
@@ -33,14 +32,14 @@ from generator.course_traffic import (
     course_loops,
     simulate_course_traffic,
 )
-from local_stack.run import LocalPipeline, LocalTopics, OutputCollector
+from local_stack.run import COURSE_RADAR_ID, CourseCommandPipeline, LocalTopics, OutputCollector
 from local_stack.services import pubsub_clients
 from section_speed.domain import defaults
 from section_speed.domain.traversal import mph_to_kmh
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 
-RADAR_ID = "Adriana"
+RADAR_ID = COURSE_RADAR_ID
 SEED = 29
 LOOPS = 12
 PER_LOOP = COURSE_THREADS * COURSE_VEHICLES_PER_THREAD
@@ -53,29 +52,6 @@ LATENESS_S = 10
 LOOP_PAUSE_S = 0.5  # the course pauses 1 to 10 s between loops: here ~10x its rate
 PROJECT_LIMIT_KMH = mph_to_kmh(defaults.SPEED_LIMIT_MPH)
 STOP_REPORT = re.compile(r"stop report: (\{.*\})")
-
-
-@dataclass
-class CourseCommandPipeline(LocalPipeline):
-    """The course's command line, the local runner's flags, a short gap and lateness."""
-
-    def evidence_args(self) -> list[str]:
-        return []  # no --bucket in the course's form
-
-    def argv(self) -> list[str]:
-        stack, topics = self.stack, self.topics
-        return [
-            sys.executable, "-m", "pipeline",
-            "--project_id", stack.project_id,
-            "--input_subscription", stack.subscription_path(topics.input_subscription),
-            "--output_topic", stack.topic_path(topics.output_topic),
-            "--radar_id", RADAR_ID,
-            "--cars_api", f"{stack.cars_api_url}/cars",
-            "--runner", "BundleBasedDirectRunner", "--streaming",
-            "--dead_letter_topic", stack.topic_path(topics.dead_letter_topic),
-            "--session_gap_seconds", str(GAP_S),
-            "--allowed_lateness_seconds", str(LATENESS_S),
-        ]  # fmt: skip
 
 
 def course_bursts(seed: int) -> list[list[bytes]]:
@@ -99,7 +75,9 @@ def starved_run(stack):
         dead_letter_topic="ul-dead", dead_letter_subscription="ul-dead-reader",
     )  # fmt: skip
     topics.create(stack)
-    local = CourseCommandPipeline(stack, topics)
+    local = CourseCommandPipeline(
+        stack, topics, session_gap_seconds=GAP_S, allowed_lateness_seconds=LATENESS_S
+    )
     # Holds one of the two cores for the whole run, as another program on a student's laptop.
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
 # What a module calls to run a streaming pipeline on the local runner.
-LIVE_PIPELINE_CALLS = ("LocalPipeline(",)
+LIVE_PIPELINE_CALLS = ("LocalPipeline(", "CourseCommandPipeline(")
 
 
 def _marks(module: Path) -> set[str]:
@@ -28,7 +28,7 @@ def test_every_module_that_runs_a_live_pipeline_is_marked_pipeline():
         for module in INTEGRATION.glob("test_*.py")
         if any(call in module.read_text() for call in LIVE_PIPELINE_CALLS)
     }
-    assert "test_restart.py" in live and "test_end_to_end.py" in live
+    assert {"test_restart.py", "test_end_to_end.py", "test_course_traffic.py"} <= live
     unmarked = sorted(name for name in live if "pipeline" not in _marks(INTEGRATION / name))
     assert unmarked == []
 
